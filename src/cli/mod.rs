@@ -1,0 +1,180 @@
+//! Command-line interface: clap definitions, output format, progress reporting, and the
+//! mapping from errors to documented exit codes (docs/cli.md). Each subcommand lives in its own
+//! small file that turns arguments into calls into the core modules; nothing here holds
+//! domain logic.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub mod progress;
+
+mod cmd_apply;
+mod cmd_build;
+mod cmd_demo;
+mod cmd_inspect;
+mod cmd_install;
+mod cmd_lock;
+mod cmd_render;
+mod cmd_up;
+mod cmd_verify;
+
+/// Exit codes (docs/cli.md).
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// A check or verification failed, or inspect found a damaged bundle.
+    pub const CHECK_FAILED: u8 = 1;
+    /// Usage or input error: bad spec, lock, bundle, arguments.
+    pub const INPUT: u8 = 2;
+    /// Environment: permissions, disk, network, missing tools.
+    pub const ENVIRONMENT: u8 = 3;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sparkgap",
+    version,
+    about = "Reproducible airgap bundles for single-node k3s on the NVIDIA DGX Spark",
+    long_about = "sparkgap turns a declarative appliance spec (appliance.yaml) into one reproducible \
+airgap bundle (k3s binary, every container image, rendered manifests, the spec and its lock) \
+and installs that bundle on a machine with no network.\n\n\
+Connected machine:  sparkgap lock -f appliance.yaml -o appliance.lock\n\
+                    sparkgap build -f appliance.yaml --lock appliance.lock -o bundle.tar\n\
+Offline Spark:      sparkgap up bundle.tar\n\
+No internet here?   sparkgap demo   (a local registry and generated images, end to end)",
+    after_help = "Exit codes: 0 ok, 1 a check failed, 2 bad input or usage, 3 environment (permissions, disk, network)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Output format: human-readable text, or one JSON document on stdout for scripts.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Log more (repeat for debug).
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Never draw progress bars, even on a terminal.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+    /// JUnit XML (verify only).
+    Junit,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pin every input of a spec by digest: images for spec.platform, the k3s binary.
+    Lock(cmd_lock::LockArgs),
+    /// Pull every locked blob (cached, verified) and write one deterministic bundle.
+    Build(cmd_build::BuildArgs),
+    /// Show what a bundle holds and re-hash every member; non-zero when anything is off.
+    Inspect(cmd_inspect::InspectArgs),
+    /// Install a bundle on this host (or into --root): k3s, config, registries, images.
+    Install(cmd_install::InstallArgs),
+    /// Remove exactly what `sparkgap install` placed.
+    Uninstall(cmd_install::UninstallArgs),
+    /// Print every stage's Kubernetes objects as YAML (pure; no cluster needed).
+    Render(cmd_render::RenderArgs),
+    /// Bring the cluster to the spec: namespace, storage, network, registry, quota, rbac.
+    Apply(cmd_apply::ApplyArgs),
+    /// Check every promise of the spec on the live cluster and report.
+    Verify(cmd_verify::VerifyArgs),
+    /// install + apply + verify from one bundle: the one command run on the Spark.
+    Up(cmd_up::UpArgs),
+    /// The built-in demo: local registry, generated images, lock, build, inspect.
+    Demo(cmd_demo::DemoArgs),
+}
+
+/// Options shared by commands that reach registries.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RegistryOpts {
+    /// Registry reached over plain HTTP (HOST:PORT); repeatable. Only for loopback or lab use.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
+}
+
+/// Where the spec is read from.
+#[derive(Debug, Args, Clone)]
+pub struct SpecArg {
+    /// The appliance spec.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "appliance.yaml",
+        default_value = "appliance.yaml"
+    )]
+    pub file: PathBuf,
+}
+
+/// Run the parsed command; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    let g = cli.global.clone();
+    match cli.command {
+        Command::Lock(a) => cmd_lock::run(a, &g),
+        Command::Build(a) => cmd_build::run(a, &g),
+        Command::Inspect(a) => cmd_inspect::run(a, &g),
+        Command::Install(a) => cmd_install::run(a, &g),
+        Command::Uninstall(a) => cmd_install::run_uninstall(a, &g),
+        Command::Render(a) => cmd_render::run(a, &g),
+        Command::Apply(a) => cmd_apply::run(a, &g),
+        Command::Verify(a) => cmd_verify::run(a, &g),
+        Command::Up(a) => cmd_up::run(a, &g),
+        Command::Demo(a) => cmd_demo::run(a, &g),
+    }
+}
+
+/// The exit code for an error: the first error in the chain that knows its class decides.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<crate::spec::SpecError>() {
+            return e.exit_code();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::lock::LockError>() {
+            return e.exit_code();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::oci::OciError>() {
+            return e.exit_code();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::bundle::BundleError>() {
+            return e.exit_code();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::install::InstallError>() {
+            return e.exit_code();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::stages::StageError>() {
+            return e.exit_code();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::verify::VerifyError>() {
+            return e.exit_code();
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return exit::ENVIRONMENT;
+        }
+    }
+    exit::INPUT
+}
+
+/// A tokio runtime for commands that do async I/O. Two worker threads suit the machines we
+/// run on; blocking hashing goes to the blocking pool.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Print a serialisable value as the one JSON document on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

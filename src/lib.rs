@@ -1,0 +1,19 @@
+//! sparkgap: declarative appliance spec → reproducible airgap bundle → offline k3s install on
+//! the NVIDIA DGX Spark. See docs/ and ARCHITECTURE.md for the data path:
+//! spec → lock → bundle → install → apply (stages) → verify.
+
+pub mod bundle;
+pub mod cli;
+pub mod digest;
+pub mod install;
+pub mod lock;
+pub mod oci;
+pub mod spec;
+pub mod stages;
+pub mod verify;
+
+/// Install the one process-wide TLS provider (ring). kube and oci-client both use rustls; with
+/// no provider chosen, creating a client panics (ARCHITECTURE.md pitfalls). Idempotent.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

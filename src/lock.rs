@@ -1,0 +1,235 @@
+//! The lock (`appliance.lock`): every input of a bundle pinned by digest, for one platform.
+//!
+//! This module owns the lock's types, its deterministic JSON form and the check that a lock
+//! still matches its spec. Resolving tags to digests talks to registries and lives in
+//! `oci::resolve`; this module never does I/O beyond reading and writing the lock file.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{Appliance, Platform};
+
+pub const LOCK_VERSION: u32 = 1;
+
+/// The whole lock. Field order here is the order in the file; lists are sorted by name so
+/// the JSON is stable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Lock {
+    pub lock_version: u32,
+    pub platform: Platform,
+    pub k3s: K3sLock,
+    /// Sorted by `name`.
+    pub images: Vec<ImageLock>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct K3sLock {
+    pub version: String,
+    pub url: String,
+    pub size: u64,
+    /// `sha256:<hex>` of the binary.
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageLock {
+    /// `spec.images[].name`.
+    pub name: String,
+    /// `spec.images[].reference` exactly as written (the lock is stale when it changes).
+    pub reference: String,
+    /// The reference the image is imported under on the node: registry/repository:tag, with
+    /// the tag kept when the spec gave one (digest-only references keep `@sha256:...`).
+    pub image_name: String,
+    /// Digest of what the reference pointed to: an index, or the manifest itself.
+    pub resolved_digest: String,
+    /// The platform manifest chosen for `platform`.
+    pub manifest: Descriptor,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+}
+
+/// An OCI descriptor, the subset the bundle needs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+impl ImageLock {
+    /// Every blob of this image: manifest, config, layers (in that order).
+    pub fn blobs(&self) -> impl Iterator<Item = &Descriptor> {
+        std::iter::once(&self.manifest)
+            .chain(std::iter::once(&self.config))
+            .chain(self.layers.iter())
+    }
+
+    /// Total bytes of the image's blobs.
+    pub fn size(&self) -> u64 {
+        self.blobs().map(|d| d.size).sum()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("cannot read lock {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid sparkgap lock: {message}")]
+    Parse { path: String, message: String },
+    #[error(
+        "{path}: lock version {found} is not supported (this sparkgap reads version {LOCK_VERSION})"
+    )]
+    Version { path: String, found: u32 },
+    #[error("lock {path} does not match the spec: {}\n  help: run `sparkgap lock` again where the registries are reachable", .problems.join("; "))]
+    Stale { path: String, problems: Vec<String> },
+}
+
+impl LockError {
+    pub fn exit_code(&self) -> u8 {
+        2
+    }
+}
+
+impl Lock {
+    pub fn read(path: &Path) -> Result<Lock, LockError> {
+        let p = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| LockError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        Self::from_slice(&p, &bytes)
+    }
+
+    pub fn from_slice(path: &str, bytes: &[u8]) -> Result<Lock, LockError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Version {
+            lock_version: u32,
+        }
+        let v: Version = serde_json::from_slice(bytes).map_err(|e| LockError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        if v.lock_version != LOCK_VERSION {
+            return Err(LockError::Version {
+                path: path.into(),
+                found: v.lock_version,
+            });
+        }
+        let lock: Lock = serde_json::from_slice(bytes).map_err(|e| LockError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        lock.check_digests().map_err(|message| LockError::Parse {
+            path: path.into(),
+            message,
+        })?;
+        Ok(lock)
+    }
+
+    /// Every digest is a well-formed sha256 digest (they become file names).
+    fn check_digests(&self) -> Result<(), String> {
+        let mut all = vec![("k3s.digest".to_string(), &self.k3s.digest)];
+        for img in &self.images {
+            all.push((
+                format!("images[{}].resolvedDigest", img.name),
+                &img.resolved_digest,
+            ));
+            for d in img.blobs() {
+                all.push((format!("images[{}] blob", img.name), &d.digest));
+            }
+        }
+        for (field, d) in all {
+            if crate::digest::sha256_hex_of(d).is_none() {
+                return Err(format!("{field}: {d:?} is not a sha256 digest"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The canonical bytes: pretty JSON, trailing newline. Same lock → same bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut sorted = self.clone();
+        sorted.images.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut out = serde_json::to_vec_pretty(&sorted).expect("lock serialises");
+        out.push(b'\n');
+        out
+    }
+
+    /// Problems that make this lock stale for `spec`; empty when it matches.
+    pub fn mismatches(&self, spec: &Appliance) -> Vec<String> {
+        let s = &spec.spec;
+        let mut problems = Vec::new();
+        if self.platform != s.platform {
+            problems.push(format!(
+                "platform is {} in the lock but {} in the spec",
+                self.platform, s.platform
+            ));
+        }
+        if self.k3s.version != s.k3s.version || self.k3s.url != s.k3s.binary_url {
+            problems.push(format!(
+                "k3s is {} from {} in the lock but {} from {} in the spec",
+                self.k3s.version, self.k3s.url, s.k3s.version, s.k3s.binary_url
+            ));
+        }
+        for img in &s.images {
+            match self.images.iter().find(|l| l.name == img.name) {
+                None => problems.push(format!("image {:?} is not in the lock", img.name)),
+                Some(l) if l.reference != img.reference => problems.push(format!(
+                    "image {:?} is {} in the spec but {} in the lock",
+                    img.name, img.reference, l.reference
+                )),
+                Some(_) => {}
+            }
+        }
+        for l in &self.images {
+            if !s.images.iter().any(|i| i.name == l.name) {
+                problems.push(format!(
+                    "image {:?} is in the lock but not in the spec",
+                    l.name
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Fail with `LockError::Stale` unless the lock matches the spec.
+    pub fn ensure_matches(&self, path: &Path, spec: &Appliance) -> Result<(), LockError> {
+        let problems = self.mismatches(spec);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(LockError::Stale {
+                path: path.display().to_string(),
+                problems,
+            })
+        }
+    }
+
+    /// Every distinct blob the bundle needs, sorted by digest: what Nix fetches one by one and
+    /// what the blob cache must hold. The k3s binary is listed too.
+    pub fn all_blobs(&self) -> Vec<Descriptor> {
+        let mut v: Vec<Descriptor> = self
+            .images
+            .iter()
+            .flat_map(|i| i.blobs().cloned())
+            .collect();
+        v.push(Descriptor {
+            media_type: "application/octet-stream".into(),
+            digest: self.k3s.digest.clone(),
+            size: self.k3s.size,
+        });
+        v.sort_by(|a, b| a.digest.cmp(&b.digest));
+        v.dedup_by(|a, b| a.digest == b.digest);
+        v
+    }
+}

@@ -1,0 +1,31 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use sparkgap::cli;
+
+fn main() -> ExitCode {
+    sparkgap::install_tls_provider();
+    let args = cli::Cli::parse();
+    let level = match args.global.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SPARKGAP_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(format!("sparkgap={level},warn"))
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+    match cli::run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(cli::exit_code(&err))
+        }
+    }
+}

@@ -1,0 +1,900 @@
+//! The appliance spec (`appliance.yaml`): types, YAML parsing with line/column errors, and
+//! semantic validation.
+//!
+//! This module owns the format users write. It is pure: it reads bytes it is given and never
+//! touches the network, the host or a cluster. Every section is typed here, including those that
+//! later stages act on, so the format is settled in one place. Unknown fields are errors
+//! (`deny_unknown_fields` everywhere) so a typo never silently drops intent.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub mod quantity;
+mod validate;
+
+pub use validate::is_dns_label;
+
+pub const API_VERSION: &str = "sparkgap.dev/v1alpha1";
+pub const KIND: &str = "Appliance";
+
+/// A parsed, validated appliance spec together with where it came from.
+#[derive(Debug, Clone)]
+pub struct SpecFile {
+    pub path: PathBuf,
+    /// The exact bytes read; the bundle carries these and the spec digest is over them.
+    pub raw: Vec<u8>,
+    pub appliance: Appliance,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Appliance {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: ApplianceSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApplianceSpec {
+    /// `os/arch[/variant]`, default `linux/arm64` (the DGX Spark).
+    #[serde(default = "default_platform")]
+    pub platform: Platform,
+    pub k3s: K3s,
+    #[serde(default)]
+    pub images: Vec<Image>,
+    /// Extra Kubernetes manifests carried in the bundle, paths relative to the spec file.
+    #[serde(default)]
+    pub manifests: Vec<ManifestRef>,
+    /// Helm charts carried as files (k3s's helm-controller deploys them via HelmChart objects).
+    #[serde(default)]
+    pub charts: Vec<ChartRef>,
+    #[serde(default)]
+    pub namespaces: Vec<Namespace>,
+    #[serde(default)]
+    pub storage: Storage,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default)]
+    pub registry: Registry,
+    #[serde(default)]
+    pub quotas: Vec<Quota>,
+    #[serde(default)]
+    pub rbac: Rbac,
+    #[serde(default)]
+    pub verify: Verify,
+}
+
+fn default_platform() -> Platform {
+    Platform {
+        os: "linux".into(),
+        architecture: "arm64".into(),
+        variant: None,
+    }
+}
+
+/// An OCI platform, written `os/arch[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let ok =
+            |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        match parts.as_slice() {
+            [os, arch] if ok(os) && ok(arch) => Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: None,
+            }),
+            [os, arch, variant] if ok(os) && ok(arch) && ok(variant) => Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: Some(variant.to_string()),
+            }),
+            _ => Err(format!(
+                "platform {s:?} is not of the form os/arch or os/arch/variant (e.g. linux/arm64)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Platform {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Platform {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Platform::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct K3s {
+    /// k3s release, e.g. `v1.33.5+k3s1`.
+    pub version: String,
+    /// Where `sparkgap lock` downloads the binary for `spec.platform` (https, or http on loopback).
+    pub binary_url: String,
+    /// Packaged components to disable (`--disable`), e.g. `traefik`.
+    #[serde(default)]
+    pub disable: Vec<String>,
+    #[serde(default = "default_cluster_cidr")]
+    pub cluster_cidr: String,
+    #[serde(default = "default_service_cidr")]
+    pub service_cidr: String,
+    /// Cluster DNS service IP; must lie inside `serviceCidr`.
+    #[serde(default = "default_cluster_dns")]
+    pub cluster_dns: String,
+    #[serde(default = "default_cluster_domain")]
+    pub cluster_domain: String,
+    #[serde(default)]
+    pub flannel_backend: FlannelBackend,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    #[serde(default)]
+    pub node_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub node_taints: Vec<String>,
+    /// Mode of the kubeconfig k3s writes; `0600` keeps admin credentials root-only.
+    #[serde(default = "default_kubeconfig_mode")]
+    pub write_kubeconfig_mode: String,
+    #[serde(default)]
+    pub reserved: Reservations,
+    /// Kubelet hard eviction thresholds, e.g. `memory.available: 2Gi`.
+    #[serde(default)]
+    pub eviction_hard: BTreeMap<String, String>,
+    /// Copy rendered manifests to k3s's auto-deploy directory at install.
+    #[serde(default)]
+    pub auto_deploy_manifests: bool,
+    /// Extra `kubelet-arg` entries, passed through verbatim.
+    #[serde(default)]
+    pub kubelet_args: Vec<String>,
+    /// Whether the metrics-server k3s ships stays enabled (verification checks it when true).
+    #[serde(default = "yes")]
+    pub metrics_server: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_cluster_cidr() -> String {
+    "10.42.0.0/16".into()
+}
+fn default_service_cidr() -> String {
+    "10.43.0.0/16".into()
+}
+fn default_cluster_dns() -> String {
+    "10.43.0.10".into()
+}
+fn default_cluster_domain() -> String {
+    "cluster.local".into()
+}
+fn default_kubeconfig_mode() -> String {
+    "0600".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlannelBackend {
+    #[default]
+    Vxlan,
+    HostGw,
+    Wireguard,
+    WireguardNative,
+    None,
+}
+
+impl FlannelBackend {
+    /// The value k3s's `flannel-backend` option takes.
+    pub fn as_k3s(&self) -> &'static str {
+        match self {
+            FlannelBackend::Vxlan => "vxlan",
+            FlannelBackend::HostGw => "host-gw",
+            FlannelBackend::Wireguard | FlannelBackend::WireguardNative => "wireguard-native",
+            FlannelBackend::None => "none",
+        }
+    }
+}
+
+/// Kubelet reservations. The Spark has 20 cores and 128 GB; by default 8 cores and 16 GiB are
+/// held back for the system (`system-reserved`); `kube` (`kube-reserved`) is empty unless set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Reservations {
+    #[serde(default = "default_system_reserved")]
+    pub system: Resources,
+    #[serde(default = "default_kube_reserved")]
+    pub kube: Resources,
+}
+
+impl Default for Reservations {
+    fn default() -> Self {
+        Reservations {
+            system: default_system_reserved(),
+            kube: default_kube_reserved(),
+        }
+    }
+}
+
+fn default_system_reserved() -> Resources {
+    Resources {
+        cpu: Some("8".into()),
+        memory: Some("16Gi".into()),
+        ephemeral_storage: None,
+    }
+}
+fn default_kube_reserved() -> Resources {
+    Resources::default()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ephemeral_storage: Option<String>,
+}
+
+impl Resources {
+    /// `cpu=8,memory=16Gi` as kubelet's `*-reserved` flags take it.
+    pub fn kubelet_flag(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(c) = &self.cpu {
+            parts.push(format!("cpu={c}"));
+        }
+        if let Some(m) = &self.memory {
+            parts.push(format!("memory={m}"));
+        }
+        if let Some(e) = &self.ephemeral_storage {
+            parts.push(format!("ephemeral-storage={e}"));
+        }
+        parts.join(",")
+    }
+}
+
+/// An image to carry. `name` is the handle other sections use (e.g. `verify.testImage`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Image {
+    pub name: String,
+    /// `registry/repository:tag`, `...@sha256:...`, or both; the lock pins it to a digest.
+    pub reference: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ManifestRef {
+    /// Path relative to the spec file.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChartRef {
+    pub name: String,
+    /// Chart archive (`.tgz`), path relative to the spec file.
+    pub path: String,
+    pub namespace: String,
+    /// Helm values, passed to k3s's HelmChart `valuesContent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Namespace {
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// Pod Security Admission level enforced (and warned/audited) on the namespace.
+    #[serde(default)]
+    pub pod_security: PodSecurity,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodSecurity {
+    Privileged,
+    #[default]
+    Baseline,
+    Restricted,
+}
+
+impl PodSecurity {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PodSecurity::Privileged => "privileged",
+            PodSecurity::Baseline => "baseline",
+            PodSecurity::Restricted => "restricted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Storage {
+    /// Where k3s's local-path provisioner creates volumes (the Spark's NVMe).
+    #[serde(default = "default_local_path")]
+    pub local_path: String,
+    /// Name of the default StorageClass; must be one of `classes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_class: Option<String>,
+    #[serde(default)]
+    pub classes: Vec<StorageClass>,
+    /// Created only when the snapshot CRDs exist on the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_class: Option<SnapshotClass>,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            local_path: default_local_path(),
+            default_class: None,
+            classes: Vec::new(),
+            snapshot_class: None,
+        }
+    }
+}
+
+fn default_local_path() -> String {
+    "/var/lib/rancher/k3s/storage".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StorageClass {
+    pub name: String,
+    #[serde(default = "default_provisioner")]
+    pub provisioner: String,
+    #[serde(default)]
+    pub reclaim_policy: ReclaimPolicy,
+    #[serde(default)]
+    pub volume_binding_mode: VolumeBindingMode,
+    #[serde(default)]
+    pub allow_volume_expansion: bool,
+    /// Provisioner parameters, e.g. local-path's `nodePath` to put a class on another disk.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+}
+
+fn default_provisioner() -> String {
+    "rancher.io/local-path".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReclaimPolicy {
+    #[default]
+    Delete,
+    Retain,
+}
+
+impl ReclaimPolicy {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReclaimPolicy::Delete => "Delete",
+            ReclaimPolicy::Retain => "Retain",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumeBindingMode {
+    #[default]
+    WaitForFirstConsumer,
+    Immediate,
+}
+
+impl VolumeBindingMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            VolumeBindingMode::WaitForFirstConsumer => "WaitForFirstConsumer",
+            VolumeBindingMode::Immediate => "Immediate",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SnapshotClass {
+    pub name: String,
+    pub driver: String,
+    #[serde(default)]
+    pub deletion_policy: ReclaimPolicy,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Network {
+    #[serde(default)]
+    pub dns: Dns,
+    /// NetworkPolicy isolation, one entry per isolated namespace.
+    #[serde(default)]
+    pub isolation: Vec<Isolation>,
+}
+
+/// CoreDNS customisation through k3s's `coredns-custom` ConfigMap.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Dns {
+    /// Static host entries (CoreDNS `hosts` plugin).
+    #[serde(default)]
+    pub hosts: Vec<HostEntry>,
+    /// Extra server blocks (`<zone>.server`), e.g. forwarding a site domain.
+    #[serde(default)]
+    pub zones: Vec<DnsZone>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostEntry {
+    pub ip: String,
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsZone {
+    pub zone: String,
+    /// Upstream resolvers (`ip[:port]`).
+    pub forward: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Isolation {
+    pub namespace: String,
+    /// Default-deny ingress, then allow traffic from inside the namespace.
+    #[serde(default = "yes")]
+    pub deny_ingress: bool,
+    /// Also default-deny egress (DNS to kube-system stays allowed).
+    #[serde(default)]
+    pub deny_egress: bool,
+    /// Namespaces whose pods may reach this one (e.g. `monitoring` for scraping).
+    #[serde(default)]
+    pub allow_from_namespaces: Vec<String>,
+    /// Ports opened to every source (e.g. an ingress-facing service).
+    #[serde(default)]
+    pub allow_ports: Vec<PortRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortRule {
+    pub port: u16,
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+}
+
+fn default_protocol() -> String {
+    "TCP".into()
+}
+
+/// What install writes to `/etc/rancher/k3s/registries.yaml`, and the optional in-cluster registry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Registry {
+    /// Upstream registry host (e.g. `docker.io`, or `*`) → mirror endpoints, tried in order.
+    #[serde(default)]
+    pub mirrors: BTreeMap<String, Mirror>,
+    /// Per-endpoint TLS/auth settings (`host:port` → config).
+    #[serde(default)]
+    pub configs: BTreeMap<String, RegistryConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_cluster: Option<InClusterRegistry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Mirror {
+    pub endpoints: Vec<String>,
+    /// containerd rewrite rules (regex → replacement) for repository names.
+    #[serde(default)]
+    pub rewrite: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistryConfig {
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// Credentials are never put in the spec: a file on the node holding `username:password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_file: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InClusterRegistry {
+    #[serde(default = "default_registry_namespace")]
+    pub namespace: String,
+    /// Name of an entry of `spec.images` (e.g. the `registry:2` image).
+    pub image: String,
+    #[serde(default = "default_registry_node_port")]
+    pub node_port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    #[serde(default = "default_registry_size")]
+    pub size: String,
+}
+
+fn default_registry_namespace() -> String {
+    "infrastructure".into()
+}
+fn default_registry_node_port() -> u16 {
+    30500
+}
+fn default_registry_size() -> String {
+    "50Gi".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Quota {
+    pub namespace: String,
+    /// ResourceQuota `hard` (e.g. `requests.cpu: "4"`, `pods: "50"`).
+    #[serde(default)]
+    pub hard: BTreeMap<String, String>,
+    /// LimitRange for containers; omitted when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ContainerLimits>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerLimits {
+    #[serde(default)]
+    pub default: Resources,
+    #[serde(default)]
+    pub default_request: Resources,
+    #[serde(default)]
+    pub max: Resources,
+    #[serde(default)]
+    pub min: Resources,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rbac {
+    #[serde(default)]
+    pub service_accounts: Vec<ServiceAccount>,
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    #[serde(default)]
+    pub bindings: Vec<Binding>,
+    /// Assertions checked by verification through SubjectAccessReview.
+    #[serde(default)]
+    pub expect: Vec<AccessExpectation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceAccount {
+    pub name: String,
+    pub namespace: String,
+}
+
+/// A Role when `namespace` is set, else a ClusterRole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Role {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rule {
+    #[serde(default)]
+    pub api_groups: Vec<String>,
+    #[serde(default)]
+    pub resources: Vec<String>,
+    pub verbs: Vec<String>,
+    #[serde(default)]
+    pub resource_names: Vec<String>,
+    #[serde(default)]
+    pub non_resource_urls: Vec<String>,
+}
+
+/// Binds a role of `rbac.roles` (or a built-in ClusterRole like `view`) to subjects. With
+/// `namespace` it is a RoleBinding, else a ClusterRoleBinding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Binding {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub role: RoleRef,
+    pub subjects: Vec<Subject>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoleRef {
+    pub kind: RoleKind,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoleKind {
+    Role,
+    ClusterRole,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", deny_unknown_fields)]
+pub enum Subject {
+    ServiceAccount { name: String, namespace: String },
+    User { name: String },
+    Group { name: String },
+}
+
+/// `subject` may (`allowed: true`) or may not do `verb` on `resource` in `namespace`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessExpectation {
+    pub subject: Subject,
+    pub verb: String,
+    pub resource: String,
+    #[serde(default)]
+    pub group: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subresource: Option<String>,
+    /// None means cluster-wide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub allowed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Verify {
+    /// Checks to skip by name (they are reported as skipped with this reason).
+    #[serde(default)]
+    pub skip: Vec<String>,
+    /// Overall bound for the checks that wait, e.g. `5m`.
+    #[serde(default = "default_verify_timeout")]
+    pub timeout: String,
+    /// Name of the `spec.images` entry used by test pods (`imagePullPolicy: Never`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_image: Option<String>,
+    #[serde(default)]
+    pub gpu: Gpu,
+}
+
+impl Default for Verify {
+    fn default() -> Self {
+        Verify {
+            skip: Vec::new(),
+            timeout: default_verify_timeout(),
+            test_image: None,
+            gpu: Gpu::default(),
+        }
+    }
+}
+
+fn default_verify_timeout() -> String {
+    "5m".into()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Gpu {
+    /// Expect the `nvidia` RuntimeClass k3s creates when it finds nvidia-container-runtime.
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_class: Option<String>,
+    /// Expect the node to advertise `nvidia.com/gpu` (device plugin deployed).
+    #[serde(default)]
+    pub device_plugin: bool,
+}
+
+/// A spec error: where (file, line, column when known, and the field path) and what.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read spec {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {}", join_issues(.issues))]
+    Invalid { path: PathBuf, issues: Vec<Issue> },
+}
+
+impl SpecError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SpecError::Read { .. } => 2,
+            SpecError::Parse { .. } | SpecError::Invalid { .. } => 2,
+        }
+    }
+}
+
+fn join_issues(issues: &[Issue]) -> String {
+    let lines: Vec<String> = issues.iter().map(|i| i.to_string()).collect();
+    if lines.len() == 1 {
+        lines[0].clone()
+    } else {
+        format!("{} problems:\n  {}", lines.len(), lines.join("\n  "))
+    }
+}
+
+/// One semantic problem, named by its spec path (e.g. `spec.quotas[2].namespace`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub field: String,
+    pub message: String,
+    /// 1-based line of the field in the file, when it could be found.
+    pub line: Option<usize>,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "line {l}: {}: {}", self.field, self.message),
+            None => write!(f, "{}: {}", self.field, self.message),
+        }
+    }
+}
+
+impl SpecFile {
+    /// Read, parse and validate a spec file.
+    pub fn read(path: &Path) -> Result<SpecFile, SpecError> {
+        let raw = std::fs::read(path).map_err(|source| SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(path, raw)
+    }
+
+    pub fn from_bytes(path: &Path, raw: Vec<u8>) -> Result<SpecFile, SpecError> {
+        let text = std::str::from_utf8(&raw).map_err(|e| SpecError::Parse {
+            path: path.to_path_buf(),
+            message: format!("not UTF-8 text: {e}"),
+        })?;
+        let appliance = parse(text).map_err(|message| SpecError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        let mut issues = validate::validate(&appliance);
+        if !issues.is_empty() {
+            for i in &mut issues {
+                i.line = locate_field(text, &i.field);
+            }
+            return Err(SpecError::Invalid {
+                path: path.to_path_buf(),
+                issues,
+            });
+        }
+        Ok(SpecFile {
+            path: path.to_path_buf(),
+            raw,
+            appliance,
+        })
+    }
+
+    /// Directory against which relative paths in the spec (manifests, charts) resolve.
+    pub fn base_dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// `sha256:<hex>` of the exact file bytes.
+    pub fn digest(&self) -> String {
+        crate::digest::sha256_digest(&self.raw)
+    }
+}
+
+/// Parse YAML into an `Appliance`; the error text carries line and column from serde-saphyr.
+pub fn parse(text: &str) -> Result<Appliance, String> {
+    serde_saphyr::from_str::<Appliance>(text).map_err(|e| e.to_string())
+}
+
+/// Best-effort line of a dotted spec path such as `spec.quotas[2].namespace`: walks the YAML
+/// text by indentation. Used only to enrich messages; None when unsure.
+pub fn locate_field(text: &str, field: &str) -> Option<usize> {
+    let mut segments: Vec<(String, Option<usize>)> = Vec::new();
+    for part in field.split('.') {
+        let (key, idx) = match part.find('[') {
+            Some(b) => {
+                let idx = part[b + 1..].trim_end_matches(']').parse().ok();
+                (part[..b].to_string(), idx)
+            }
+            None => (part.to_string(), None),
+        };
+        segments.push((key, idx));
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let (mut from, mut to, mut min_indent) = (0usize, lines.len(), 0usize);
+    let mut found = None;
+    for (key, idx) in segments {
+        let pos = (from..to).find(|&i| {
+            let l = lines[i];
+            let t = l.trim_start().trim_start_matches("- ");
+            indent(l) >= min_indent && (t.starts_with(&format!("{key}:")))
+        })?;
+        found = Some(pos + 1);
+        let key_indent = indent(lines[pos]);
+        // The block of this key ends at the next line with indentation <= key's.
+        let end = (pos + 1..to)
+            .find(|&i| {
+                let l = lines[i];
+                !l.trim().is_empty() && !l.trim_start().starts_with('#') && indent(l) <= key_indent
+            })
+            .unwrap_or(to);
+        from = pos + 1;
+        to = end;
+        min_indent = key_indent + 1;
+        if let Some(n) = idx {
+            // Find the n-th list item ("- ") directly under the key.
+            let items: Vec<usize> = (from..to)
+                .filter(|&i| lines[i].trim_start().starts_with("- ") || lines[i].trim() == "-")
+                .collect();
+            let item_indent = items.first().map(|&i| indent(lines[i]))?;
+            let items: Vec<usize> = items
+                .into_iter()
+                .filter(|&i| indent(lines[i]) == item_indent)
+                .collect();
+            let start = *items.get(n)?;
+            let stop = items.get(n + 1).copied().unwrap_or(to);
+            found = Some(start + 1);
+            from = start;
+            to = stop;
+            min_indent = item_indent;
+        }
+    }
+    found
+}

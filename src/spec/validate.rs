@@ -1,0 +1,693 @@
+//! Semantic validation of a parsed spec: everything serde cannot see. Each problem names its
+//! spec path (`spec.quotas[2].namespace`) so the user can find it; all problems are reported at
+//! once rather than one per run.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::quantity::is_quantity;
+use super::*;
+
+/// Namespaces that exist on every k3s cluster and may be referenced without being declared.
+pub const BUILTIN_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// ClusterRoles every cluster has, bindable without being declared.
+pub const BUILTIN_CLUSTER_ROLES: &[&str] = &["view", "edit", "admin", "cluster-admin"];
+
+/// Names of the built-in verification checks (`spec.verify.skip` and `verify --only` use them).
+pub const CHECK_NAMES: &[&str] = &[
+    "api",
+    "node-ready",
+    "system-pods",
+    "images",
+    "namespaces",
+    "quotas",
+    "limitranges",
+    "storage",
+    "pod-network",
+    "dns",
+    "network-policy",
+    "registry",
+    "rbac",
+    "metrics",
+    "gpu",
+];
+
+/// RFC 1123 label: what Kubernetes requires of namespace and most object names.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// Object names for RBAC may also hold `:` (e.g. `sparkgap:collector`).
+fn is_rbac_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && !s.contains('/') && !s.contains('%') && s != "." && s != ".."
+}
+
+/// `30s`, `5m`, `1h30m`, `250ms`: the durations the spec and the CLI accept.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 9 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        total += match unit {
+            "ms" => std::time::Duration::from_millis(n),
+            "s" => std::time::Duration::from_secs(n),
+            "m" => std::time::Duration::from_secs(n * 60),
+            "h" => std::time::Duration::from_secs(n * 3600),
+            _ => return None,
+        };
+    }
+    Some(total)
+}
+
+struct Checker {
+    issues: Vec<Issue>,
+}
+
+impl Checker {
+    fn err(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.issues.push(Issue {
+            field: field.into(),
+            message: message.into(),
+            line: None,
+        });
+    }
+
+    fn label(&mut self, field: String, value: &str, what: &str) {
+        if !is_dns_label(value) {
+            self.err(
+                field,
+                format!("{what} {value:?} is not a DNS label (lowercase letters, digits and '-', at most 63, no leading or trailing '-')"),
+            );
+        }
+    }
+
+    fn quantity(&mut self, field: String, value: &str) {
+        if !is_quantity(value) {
+            self.err(
+                field,
+                format!("{value:?} is not a Kubernetes quantity (e.g. 500m, 4, 16Gi)"),
+            );
+        }
+    }
+
+    fn resources(&mut self, field: &str, r: &Resources) {
+        for (name, v) in [
+            ("cpu", &r.cpu),
+            ("memory", &r.memory),
+            ("ephemeralStorage", &r.ephemeral_storage),
+        ] {
+            if let Some(v) = v {
+                self.quantity(format!("{field}.{name}"), v);
+            }
+        }
+    }
+
+    fn unique<'a>(&mut self, field: &str, names: impl Iterator<Item = &'a str>, what: &str) {
+        let mut seen = BTreeSet::new();
+        for (i, n) in names.enumerate() {
+            if !seen.insert(n) {
+                self.err(format!("{field}[{i}]"), format!("duplicate {what} {n:?}"));
+            }
+        }
+    }
+
+    fn namespace_ref(&mut self, field: String, ns: &str, known: &BTreeSet<&str>) {
+        if !known.contains(ns) && !BUILTIN_NAMESPACES.contains(&ns) {
+            self.err(
+                field,
+                format!("namespace {ns:?} is not declared in spec.namespaces"),
+            );
+        }
+    }
+}
+
+pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
+    let mut c = Checker { issues: Vec::new() };
+    if a.api_version != API_VERSION {
+        c.err(
+            "apiVersion",
+            format!("expected {API_VERSION:?}, found {:?}", a.api_version),
+        );
+    }
+    if a.kind != KIND {
+        c.err("kind", format!("expected {KIND:?}, found {:?}", a.kind));
+    }
+    c.label("metadata.name".into(), &a.metadata.name, "name");
+    let s = &a.spec;
+    validate_k3s(&mut c, &s.k3s);
+
+    c.unique(
+        "spec.images",
+        s.images.iter().map(|i| i.name.as_str()),
+        "image name",
+    );
+    for (i, img) in s.images.iter().enumerate() {
+        c.label(format!("spec.images[{i}].name"), &img.name, "image name");
+        if let Err(e) = oci_client::Reference::try_from(img.reference.as_str()) {
+            c.err(
+                format!("spec.images[{i}].reference"),
+                format!("{:?} is not an image reference: {e}", img.reference),
+            );
+        }
+    }
+    let image_names: BTreeSet<&str> = s.images.iter().map(|i| i.name.as_str()).collect();
+    for (i, m) in s.manifests.iter().enumerate() {
+        relative_path(&mut c, format!("spec.manifests[{i}].path"), &m.path);
+    }
+    for (i, ch) in s.charts.iter().enumerate() {
+        relative_path(&mut c, format!("spec.charts[{i}].path"), &ch.path);
+        c.label(format!("spec.charts[{i}].name"), &ch.name, "chart name");
+    }
+
+    c.unique(
+        "spec.namespaces",
+        s.namespaces.iter().map(|n| n.name.as_str()),
+        "namespace",
+    );
+    for (i, ns) in s.namespaces.iter().enumerate() {
+        c.label(format!("spec.namespaces[{i}].name"), &ns.name, "namespace");
+    }
+    let namespaces: BTreeSet<&str> = s.namespaces.iter().map(|n| n.name.as_str()).collect();
+
+    validate_storage(&mut c, &s.storage);
+    validate_network(&mut c, &s.network, &namespaces);
+    validate_registry(&mut c, &s.registry, &namespaces, &image_names, &s.storage);
+
+    c.unique(
+        "spec.quotas",
+        s.quotas.iter().map(|q| q.namespace.as_str()),
+        "quota namespace",
+    );
+    for (i, q) in s.quotas.iter().enumerate() {
+        let f = format!("spec.quotas[{i}]");
+        c.namespace_ref(format!("{f}.namespace"), &q.namespace, &namespaces);
+        for (k, v) in &q.hard {
+            c.quantity(format!("{f}.hard.{k}"), v);
+        }
+        if let Some(l) = &q.limits {
+            c.resources(&format!("{f}.limits.default"), &l.default);
+            c.resources(&format!("{f}.limits.defaultRequest"), &l.default_request);
+            c.resources(&format!("{f}.limits.max"), &l.max);
+            c.resources(&format!("{f}.limits.min"), &l.min);
+        }
+    }
+
+    validate_rbac(&mut c, &s.rbac, &namespaces);
+
+    let v = &s.verify;
+    if parse_duration(&v.timeout).is_none() {
+        c.err(
+            "spec.verify.timeout",
+            format!("{:?} is not a duration (e.g. 90s, 5m, 1h)", v.timeout),
+        );
+    }
+    for (i, name) in v.skip.iter().enumerate() {
+        if !CHECK_NAMES.contains(&name.as_str()) {
+            c.err(
+                format!("spec.verify.skip[{i}]"),
+                format!(
+                    "unknown check {name:?}; checks are {}",
+                    CHECK_NAMES.join(", ")
+                ),
+            );
+        }
+    }
+    if let Some(t) = &v.test_image {
+        if !image_names.contains(t.as_str()) {
+            c.err(
+                "spec.verify.testImage",
+                format!("{t:?} is not the name of an entry of spec.images"),
+            );
+        }
+    }
+    c.issues
+}
+
+fn relative_path(c: &mut Checker, field: String, p: &str) {
+    let path = std::path::Path::new(p);
+    if p.is_empty()
+        || path.is_absolute()
+        || path
+            .components()
+            .any(|x| matches!(x, std::path::Component::ParentDir))
+    {
+        c.err(
+            field,
+            format!("{p:?} must be a path relative to the spec file, without '..'"),
+        );
+    }
+}
+
+fn validate_k3s(c: &mut Checker, k: &K3s) {
+    let v = k.version.strip_prefix('v').unwrap_or("");
+    let core = v.split('+').next().unwrap_or("");
+    if core.split('.').count() != 3 || !core.split('.').all(|p| p.parse::<u32>().is_ok()) {
+        c.err(
+            "spec.k3s.version",
+            format!("{:?} is not a k3s release like v1.33.5+k3s1", k.version),
+        );
+    }
+    match reqwest::Url::parse(&k.binary_url) {
+        Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
+        _ => c.err(
+            "spec.k3s.binaryUrl",
+            format!("{:?} is not an http(s) URL", k.binary_url),
+        ),
+    }
+    let cluster = cidr(c, "spec.k3s.clusterCidr", &k.cluster_cidr);
+    let service = cidr(c, "spec.k3s.serviceCidr", &k.service_cidr);
+    if let (Some(a), Some(b)) = (cluster, service) {
+        if a.contains(&b.network()) || b.contains(&a.network()) {
+            c.err(
+                "spec.k3s.serviceCidr",
+                format!(
+                    "{} overlaps clusterCidr {}; pod and service ranges must be disjoint",
+                    k.service_cidr, k.cluster_cidr
+                ),
+            );
+        }
+    }
+    match k.cluster_dns.parse::<IpAddr>() {
+        Ok(ip) => {
+            if let Some(svc) = service {
+                if !svc.contains(&ip) {
+                    c.err(
+                        "spec.k3s.clusterDns",
+                        format!("{ip} is outside serviceCidr {}", k.service_cidr),
+                    );
+                }
+            }
+        }
+        Err(_) => c.err(
+            "spec.k3s.clusterDns",
+            format!("{:?} is not an IP address", k.cluster_dns),
+        ),
+    }
+    if !is_dns_subdomain(&k.cluster_domain) {
+        c.err(
+            "spec.k3s.clusterDomain",
+            format!("{:?} is not a DNS domain", k.cluster_domain),
+        );
+    }
+    if let Some(n) = &k.node_name {
+        if !is_dns_subdomain(n) {
+            c.err("spec.k3s.nodeName", format!("{n:?} is not a DNS name"));
+        }
+    }
+    if !matches!(k.write_kubeconfig_mode.as_str(), m if m.len() == 4 && m.starts_with('0') && m.bytes().all(|b| (b'0'..=b'7').contains(&b)))
+    {
+        c.err(
+            "spec.k3s.writeKubeconfigMode",
+            format!(
+                "{:?} is not an octal file mode like 0600",
+                k.write_kubeconfig_mode
+            ),
+        );
+    }
+    c.resources("spec.k3s.reserved.system", &k.reserved.system);
+    c.resources("spec.k3s.reserved.kube", &k.reserved.kube);
+    for (key, v) in &k.eviction_hard {
+        if !v.ends_with('%') {
+            c.quantity(format!("spec.k3s.evictionHard.{key}"), v);
+        }
+    }
+}
+
+fn cidr(c: &mut Checker, field: &str, v: &str) -> Option<IpNet> {
+    match v.parse::<IpNet>() {
+        Ok(n) if n.trunc() == n => Some(n),
+        Ok(n) => {
+            c.err(
+                field,
+                format!("{v} has host bits set; did you mean {}?", n.trunc()),
+            );
+            None
+        }
+        Err(_) => {
+            c.err(field, format!("{v:?} is not a CIDR like 10.42.0.0/16"));
+            None
+        }
+    }
+}
+
+fn validate_storage(c: &mut Checker, s: &Storage) {
+    if !s.local_path.starts_with('/') {
+        c.err(
+            "spec.storage.localPath",
+            format!("{:?} must be an absolute path on the node", s.local_path),
+        );
+    }
+    c.unique(
+        "spec.storage.classes",
+        s.classes.iter().map(|x| x.name.as_str()),
+        "storage class",
+    );
+    for (i, cl) in s.classes.iter().enumerate() {
+        if !is_dns_subdomain(&cl.name) {
+            c.err(
+                format!("spec.storage.classes[{i}].name"),
+                format!("{:?} is not a DNS name", cl.name),
+            );
+        }
+    }
+    if let Some(d) = &s.default_class {
+        if !s.classes.iter().any(|x| &x.name == d) {
+            c.err(
+                "spec.storage.defaultClass",
+                format!("{d:?} is not one of spec.storage.classes"),
+            );
+        }
+    }
+    if let Some(sc) = &s.snapshot_class {
+        if !is_dns_subdomain(&sc.name) {
+            c.err(
+                "spec.storage.snapshotClass.name",
+                format!("{:?} is not a DNS name", sc.name),
+            );
+        }
+    }
+}
+
+fn validate_network(c: &mut Checker, n: &Network, namespaces: &BTreeSet<&str>) {
+    for (i, h) in n.dns.hosts.iter().enumerate() {
+        if h.ip.parse::<IpAddr>().is_err() {
+            c.err(
+                format!("spec.network.dns.hosts[{i}].ip"),
+                format!("{:?} is not an IP address", h.ip),
+            );
+        }
+        if h.names.is_empty() {
+            c.err(
+                format!("spec.network.dns.hosts[{i}].names"),
+                "at least one name is needed",
+            );
+        }
+        for (j, name) in h.names.iter().enumerate() {
+            if !is_dns_subdomain(name) {
+                c.err(
+                    format!("spec.network.dns.hosts[{i}].names[{j}]"),
+                    format!("{name:?} is not a lowercase DNS name"),
+                );
+            }
+        }
+    }
+    for (i, z) in n.dns.zones.iter().enumerate() {
+        if !is_dns_subdomain(&z.zone) {
+            c.err(
+                format!("spec.network.dns.zones[{i}].zone"),
+                format!("{:?} is not a DNS domain", z.zone),
+            );
+        }
+        if z.forward.is_empty() {
+            c.err(
+                format!("spec.network.dns.zones[{i}].forward"),
+                "at least one upstream is needed",
+            );
+        }
+        for (j, up) in z.forward.iter().enumerate() {
+            let ok = up.parse::<IpAddr>().is_ok() || up.parse::<std::net::SocketAddr>().is_ok();
+            if !ok {
+                c.err(
+                    format!("spec.network.dns.zones[{i}].forward[{j}]"),
+                    format!("{up:?} is not an IP or IP:port"),
+                );
+            }
+        }
+    }
+    c.unique(
+        "spec.network.isolation",
+        n.isolation.iter().map(|x| x.namespace.as_str()),
+        "isolated namespace",
+    );
+    for (i, iso) in n.isolation.iter().enumerate() {
+        let f = format!("spec.network.isolation[{i}]");
+        c.namespace_ref(format!("{f}.namespace"), &iso.namespace, namespaces);
+        for (j, from) in iso.allow_from_namespaces.iter().enumerate() {
+            c.namespace_ref(format!("{f}.allowFromNamespaces[{j}]"), from, namespaces);
+        }
+        for (j, p) in iso.allow_ports.iter().enumerate() {
+            if p.port == 0 || !matches!(p.protocol.as_str(), "TCP" | "UDP" | "SCTP") {
+                c.err(
+                    format!("{f}.allowPorts[{j}]"),
+                    "port must be 1-65535 and protocol TCP, UDP or SCTP",
+                );
+            }
+        }
+    }
+}
+
+fn validate_registry(
+    c: &mut Checker,
+    r: &Registry,
+    namespaces: &BTreeSet<&str>,
+    images: &BTreeSet<&str>,
+    storage: &Storage,
+) {
+    for (host, m) in &r.mirrors {
+        let f = format!("spec.registry.mirrors.{host}");
+        if m.endpoints.is_empty() {
+            c.err(format!("{f}.endpoints"), "at least one endpoint is needed");
+        }
+        for (j, e) in m.endpoints.iter().enumerate() {
+            match reqwest::Url::parse(e) {
+                Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {}
+                _ => c.err(
+                    format!("{f}.endpoints[{j}]"),
+                    format!("{e:?} is not an http(s) URL like https://registry.local:5000"),
+                ),
+            }
+        }
+    }
+    if let Some(ic) = &r.in_cluster {
+        c.namespace_ref(
+            "spec.registry.inCluster.namespace".into(),
+            &ic.namespace,
+            namespaces,
+        );
+        if !images.contains(ic.image.as_str()) {
+            c.err(
+                "spec.registry.inCluster.image",
+                format!("{:?} is not the name of an entry of spec.images", ic.image),
+            );
+        }
+        if !(30000..=32767).contains(&ic.node_port) {
+            c.err(
+                "spec.registry.inCluster.nodePort",
+                format!("{} is outside the NodePort range 30000-32767", ic.node_port),
+            );
+        }
+        c.quantity("spec.registry.inCluster.size".into(), &ic.size);
+        if let Some(sc) = &ic.storage_class {
+            if !storage.classes.iter().any(|x| &x.name == sc) {
+                c.err(
+                    "spec.registry.inCluster.storageClass",
+                    format!("{sc:?} is not one of spec.storage.classes"),
+                );
+            }
+        }
+    }
+}
+
+fn validate_rbac(c: &mut Checker, r: &Rbac, namespaces: &BTreeSet<&str>) {
+    for (i, sa) in r.service_accounts.iter().enumerate() {
+        let f = format!("spec.rbac.serviceAccounts[{i}]");
+        if !is_dns_subdomain(&sa.name) {
+            c.err(
+                format!("{f}.name"),
+                format!("{:?} is not a DNS name", sa.name),
+            );
+        }
+        c.namespace_ref(format!("{f}.namespace"), &sa.namespace, namespaces);
+    }
+    c.unique(
+        "spec.rbac.serviceAccounts",
+        r.service_accounts
+            .iter()
+            .map(|s| s.namespace.as_str().to_owned() + "/" + &s.name)
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str),
+        "service account",
+    );
+    c.unique(
+        "spec.rbac.roles",
+        r.roles
+            .iter()
+            .map(|x| format!("{}/{}", x.namespace.as_deref().unwrap_or(""), x.name))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str),
+        "role",
+    );
+    for (i, role) in r.roles.iter().enumerate() {
+        let f = format!("spec.rbac.roles[{i}]");
+        if !is_rbac_name(&role.name) {
+            c.err(
+                format!("{f}.name"),
+                format!("{:?} is not a valid role name", role.name),
+            );
+        }
+        if let Some(ns) = &role.namespace {
+            c.namespace_ref(format!("{f}.namespace"), ns, namespaces);
+        }
+        if role.rules.is_empty() {
+            c.err(format!("{f}.rules"), "a role needs at least one rule");
+        }
+        for (j, rule) in role.rules.iter().enumerate() {
+            if rule.verbs.is_empty() {
+                c.err(
+                    format!("{f}.rules[{j}].verbs"),
+                    "at least one verb is needed",
+                );
+            }
+            if rule.resources.is_empty() && rule.non_resource_urls.is_empty() {
+                c.err(
+                    format!("{f}.rules[{j}]"),
+                    "a rule needs resources or nonResourceUrls",
+                );
+            }
+            if !rule.non_resource_urls.is_empty() && role.namespace.is_some() {
+                c.err(
+                    format!("{f}.rules[{j}].nonResourceUrls"),
+                    "nonResourceUrls are only valid in a cluster-wide role (no namespace)",
+                );
+            }
+        }
+    }
+    for (i, b) in r.bindings.iter().enumerate() {
+        let f = format!("spec.rbac.bindings[{i}]");
+        if !is_rbac_name(&b.name) {
+            c.err(
+                format!("{f}.name"),
+                format!("{:?} is not a valid name", b.name),
+            );
+        }
+        if let Some(ns) = &b.namespace {
+            c.namespace_ref(format!("{f}.namespace"), ns, namespaces);
+        }
+        let declared = match b.role.kind {
+            RoleKind::Role => {
+                if b.namespace.is_none() {
+                    c.err(
+                        format!("{f}.role.kind"),
+                        "a Role can only be bound in its namespace; set the binding's namespace",
+                    );
+                }
+                r.roles
+                    .iter()
+                    .any(|x| x.name == b.role.name && x.namespace == b.namespace)
+            }
+            RoleKind::ClusterRole => {
+                BUILTIN_CLUSTER_ROLES.contains(&b.role.name.as_str())
+                    || b.role.name.starts_with("system:")
+                    || r.roles
+                        .iter()
+                        .any(|x| x.name == b.role.name && x.namespace.is_none())
+            }
+        };
+        if !declared {
+            c.err(
+                format!("{f}.role.name"),
+                format!(
+                    "{:?} {:?} is not declared in spec.rbac.roles{}",
+                    b.role.kind,
+                    b.role.name,
+                    b.namespace
+                        .as_deref()
+                        .map(|n| format!(" in namespace {n:?}"))
+                        .unwrap_or_default()
+                ),
+            );
+        }
+        if b.subjects.is_empty() {
+            c.err(format!("{f}.subjects"), "at least one subject is needed");
+        }
+        for (j, s) in b.subjects.iter().enumerate() {
+            subject(c, &format!("{f}.subjects[{j}]"), s, namespaces);
+        }
+    }
+    for (i, e) in r.expect.iter().enumerate() {
+        let f = format!("spec.rbac.expect[{i}]");
+        subject(c, &format!("{f}.subject"), &e.subject, namespaces);
+        if let Some(ns) = &e.namespace {
+            c.namespace_ref(format!("{f}.namespace"), ns, namespaces);
+        }
+        if e.verb.is_empty() || e.resource.is_empty() {
+            c.err(f, "verb and resource are required");
+        }
+    }
+}
+
+fn subject(c: &mut Checker, f: &str, s: &Subject, namespaces: &BTreeSet<&str>) {
+    match s {
+        Subject::ServiceAccount { name, namespace } => {
+            if !is_dns_subdomain(name) {
+                c.err(format!("{f}.name"), format!("{name:?} is not a DNS name"));
+            }
+            c.namespace_ref(format!("{f}.namespace"), namespace, namespaces);
+        }
+        Subject::User { name } | Subject::Group { name } => {
+            if name.is_empty() {
+                c.err(format!("{f}.name"), "name is required");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("5m"),
+            Some(std::time::Duration::from_secs(300))
+        );
+        assert_eq!(
+            parse_duration("1h30m"),
+            Some(std::time::Duration::from_secs(5400))
+        );
+        assert_eq!(
+            parse_duration("250ms"),
+            Some(std::time::Duration::from_millis(250))
+        );
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("m"), None);
+        assert_eq!(parse_duration("5d"), None);
+    }
+
+    #[test]
+    fn dns_labels() {
+        assert!(is_dns_label("mop-traces"));
+        assert!(!is_dns_label("Mop"));
+        assert!(!is_dns_label("-a"));
+        assert!(!is_dns_label(&"a".repeat(64)));
+    }
+}

@@ -1,0 +1,91 @@
+//! The spec parser and validator on the default appliance and on broken specs: errors name the
+//! file, the line and the field.
+
+use std::path::Path;
+
+use sparkgap::spec::SpecFile;
+
+fn parse(text: &str) -> Result<SpecFile, String> {
+    SpecFile::from_bytes(Path::new("test.yaml"), text.as_bytes().to_vec())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn default_appliance_is_valid() {
+    let s = SpecFile::read(Path::new("bundle/appliance.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = s
+        .appliance
+        .spec
+        .namespaces
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "ci",
+            "infrastructure",
+            "monitoring",
+            "mop-system",
+            "mop-traces",
+            "mop-metrics",
+            "mop-logs"
+        ]
+    );
+    assert_eq!(s.appliance.spec.platform.to_string(), "linux/arm64");
+    assert_eq!(
+        s.appliance.spec.k3s.reserved.system.kubelet_flag(),
+        "cpu=8,memory=16Gi"
+    );
+}
+
+const MINIMAL: &str = "apiVersion: sparkgap.dev/v1alpha1
+kind: Appliance
+metadata:
+  name: mini
+spec:
+  k3s:
+    version: v1.33.5+k3s1
+    binaryUrl: http://127.0.0.1:1/k3s
+";
+
+#[test]
+fn minimal_spec_gets_defaults() {
+    let s = parse(MINIMAL).unwrap();
+    assert_eq!(s.appliance.spec.platform.to_string(), "linux/arm64");
+    assert_eq!(s.appliance.spec.k3s.cluster_cidr, "10.42.0.0/16");
+}
+
+#[test]
+fn unknown_field_is_an_error_with_line() {
+    let text = MINIMAL.replace("    binaryUrl", "    binaryURL");
+    let err = parse(&text).unwrap_err();
+    assert!(err.contains("test.yaml"), "{err}");
+    assert!(err.contains("binaryURL"), "{err}");
+    assert!(err.contains("line 8"), "no line in: {err}");
+}
+
+#[test]
+fn semantic_errors_name_field_and_line() {
+    let text = format!(
+        "{MINIMAL}  namespaces:\n    - name: ci\n  quotas:\n    - namespace: ci\n      hard: {{ requests.cpu: lots }}\n    - namespace: nope\n"
+    );
+    let err = parse(&text).unwrap_err();
+    assert!(err.contains("spec.quotas[0].hard.requests.cpu"), "{err}");
+    assert!(
+        err.contains("\"lots\" is not a Kubernetes quantity"),
+        "{err}"
+    );
+    assert!(err.contains("spec.quotas[1].namespace"), "{err}");
+    assert!(err.contains("line 14"), "{err}");
+}
+
+#[test]
+fn overlapping_cidrs_are_refused() {
+    let text = format!("{MINIMAL}    clusterCidr: 10.0.0.0/8\n    serviceCidr: 10.43.0.0/16\n");
+    let err = parse(&text).unwrap_err();
+    assert!(
+        err.contains("spec.k3s.serviceCidr") && err.contains("overlaps"),
+        "{err}"
+    );
+}
