@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod cli;
+pub mod cluster;
 pub mod digest;
 pub mod install;
 pub mod lock;

@@ -2,6 +2,10 @@
 //! blobs concurrently with retry and digest verification, and the content-addressed blob cache.
 //! The only module that talks to registries.
 
+pub mod cache;
+
+pub use cache::BlobCache;
+
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
     #[error("{0}")]
