@@ -38,10 +38,12 @@ pub mod exit {
     long_about = "sparkgap turns a declarative appliance spec (appliance.yaml) into one reproducible \
 airgap bundle (k3s binary, every container image, rendered manifests, the spec and its lock) \
 and installs that bundle on a machine with no network.\n\n\
-Connected machine:  sparkgap lock -f appliance.yaml -o appliance.lock\n\
-                    sparkgap build -f appliance.yaml --lock appliance.lock -o bundle.tar\n\
-Offline Spark:      sparkgap up bundle.tar\n\
-No internet here?   sparkgap demo   (a local registry and generated images, end to end)",
+On a connected machine:\n\
+\x20 sparkgap lock -f appliance.yaml -o appliance.lock\n\
+\x20 sparkgap build -f appliance.yaml --lock appliance.lock -o bundle.tar\n\
+On the offline Spark:\n\
+\x20 sparkgap up bundle.tar\n\
+No internet here? `sparkgap demo` runs the whole build side against a local registry.",
     after_help = "Exit codes: 0 ok, 1 a check failed, 2 bad input or usage, 3 environment (permissions, disk, network)."
 )]
 pub struct Cli {
@@ -54,7 +56,7 @@ pub struct Cli {
 #[derive(Debug, Args, Clone)]
 pub struct Global {
     /// Output format: human-readable text, or one JSON document on stdout for scripts.
-    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
     /// Log more (repeat for debug).
     #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
@@ -177,4 +179,15 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks (duplicate flags, bad defaults) run only when asked.
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }
