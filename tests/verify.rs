@@ -1104,7 +1104,7 @@ async fn storage_fails_on_wrong_default_class_and_on_lost_data() {
     assert_status(
         &r,
         Status::Fail,
-        "reader pod Failed (exit Some(1)) read \"cat: can't open '/data/proof': No such file or directory\"",
+        "reader pod Failed (exit 1) read \"cat: can't open '/data/proof': No such file or directory\"",
     );
     assert!(ns_deleted(&fake), "cleanup after a failure");
 }
@@ -1190,7 +1190,7 @@ async fn pod_network_pass_fail_skip() {
     assert_status(
         &r,
         Status::Fail,
-        "client pod could not reach 10.42.0.15:8080: Failed (exit Some(1)): wget: can't connect to remote host",
+        "client pod could not reach 10.42.0.15:8080: Failed (exit 1): wget: can't connect to remote host",
     );
     assert!(ns_deleted(&fake));
 
@@ -1301,7 +1301,7 @@ async fn network_policy_pass_fail_skip() {
     assert_status(&r, Status::Pass, "");
     assert_eq!(r.evidence, [
         format!("server pod ci/{server} Ready at 10.42.0.20:8080"),
-        "outside pod sparkgap-verify-t3st/netpol-outside refused (exit Some(1): wget: download timed out)".into(),
+        "outside pod sparkgap-verify-t3st/netpol-outside refused (exit 1: wget: download timed out)".into(),
         format!("inside pod ci/{client} allowed"),
     ]);
     // Test pods placed in the spec namespace are removed too.

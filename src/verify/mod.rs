@@ -37,6 +37,9 @@ pub const WORKLOAD_CHECKS: &[&str] = &[
     "registry",
 ];
 
+/// Start of the `api` failure that makes every later check pointless.
+const API_UNREACHABLE: &str = "API server not reachable";
+
 /// How long cleanup may take after the checks, whatever stopped them.
 pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -303,7 +306,11 @@ async fn run_all(ctx: &Ctx<'_>, planned: &[Planned], progress: &Mutex<Progress>)
             .filter(|p| p.skip.is_none() && WORKLOAD_CHECKS.contains(&p.name))
             .count();
         let mut r = run_one(ctx, pl.name, workloads_left).await;
-        if pl.name == "api" && r.status == Status::Fail && r.evidence.is_empty() {
+        if pl.name == "api"
+            && r.reason
+                .as_deref()
+                .is_some_and(|x| x.starts_with(API_UNREACHABLE))
+        {
             api_down = Some("the API server is not reachable (see check api)".into());
         }
         r.duration_ms = t0.elapsed().as_millis() as u64;

@@ -210,6 +210,13 @@ impl Finished {
     pub fn succeeded(&self) -> bool {
         self.phase == "Succeeded"
     }
+    /// The container's exit code as text (`?` when the kubelet reported none).
+    pub fn exit(&self) -> String {
+        self.exit_code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "?".into())
+    }
+
     /// Last line of output, for evidence.
     pub fn last_line(&self) -> &str {
         self.logs.trim().lines().last().unwrap_or("")
@@ -502,9 +509,9 @@ impl<'a> Workloads<'a> {
         let w = self.run_pod(&ns, &writer, budget).await?;
         if !w.succeeded() {
             return Err(format!(
-                "writer pod {} (exit {:?}): {}",
+                "writer pod {} (exit {}): {}",
                 w.phase,
-                w.exit_code,
+                w.exit(),
                 w.last_line()
             ));
         }
@@ -542,9 +549,9 @@ impl<'a> Workloads<'a> {
             Ok(())
         } else {
             Err(format!(
-                "reader pod {} (exit {:?}) read {:?}, expected {token:?}",
+                "reader pod {} (exit {}) read {:?}, expected {token:?}",
                 r.phase,
-                r.exit_code,
+                r.exit(),
                 r.logs.trim()
             ))
         }
@@ -584,9 +591,9 @@ impl<'a> Workloads<'a> {
                 Ok(())
             } else {
                 Err(format!(
-                    "client pod could not reach {ip}:{SERVER_PORT}: {} (exit {:?}): {}",
+                    "client pod could not reach {ip}:{SERVER_PORT}: {} (exit {}): {}",
                     f.phase,
-                    f.exit_code,
+                    f.exit(),
                     f.last_line()
                 ))
             }
@@ -706,8 +713,8 @@ impl<'a> Workloads<'a> {
                 ));
             } else {
                 evidence.push(format!(
-                    "outside pod {ns}/netpol-outside refused (exit {:?}: {})",
-                    out.exit_code,
+                    "outside pod {ns}/netpol-outside refused (exit {}: {})",
+                    out.exit(),
                     out.last_line()
                 ));
             }
@@ -715,8 +722,8 @@ impl<'a> Workloads<'a> {
                 evidence.push(format!("inside pod {target}/{inside_name} allowed"));
             } else {
                 problems.push(format!(
-                    "pod {target}/{inside_name} inside the namespace could not reach the server (exit {:?}: {})",
-                    ins.exit_code,
+                    "pod {target}/{inside_name} inside the namespace could not reach the server (exit {}: {})",
+                    ins.exit(),
                     ins.last_line()
                 ));
             }
