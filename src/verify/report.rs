@@ -174,6 +174,9 @@ impl Report {
             s.skipped,
             if s.interrupted { " (interrupted)" } else { "" }
         ));
+        for note in &self.cleanup {
+            out.push_str(&format!("cleanup: {note}\n"));
+        }
         out
     }
 

@@ -87,7 +87,7 @@ pub fn human(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         format!("{ms}ms")
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{:.1}s", d.as_secs_f64())
@@ -855,14 +855,13 @@ pub fn parse_nslookup(logs: &str) -> BTreeMap<String, Vec<String>> {
             after_name = true;
             continue;
         }
-        if after_name && line.starts_with("Address") {
-            if let (Some(cur), Some((_, rest))) = (&current, line.split_once(':')) {
-                if let Some(ip) = rest.split_whitespace().next() {
-                    if ip.parse::<std::net::IpAddr>().is_ok() {
-                        out.entry(cur.clone()).or_default().push(ip.to_string());
-                    }
-                }
-            }
+        if after_name
+            && line.starts_with("Address")
+            && let (Some(cur), Some((_, rest))) = (&current, line.split_once(':'))
+            && let Some(ip) = rest.split_whitespace().next()
+            && ip.parse::<std::net::IpAddr>().is_ok()
+        {
+            out.entry(cur.clone()).or_default().push(ip.to_string());
         }
     }
     out
