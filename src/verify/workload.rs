@@ -689,9 +689,7 @@ impl<'a> Workloads<'a> {
             return skip;
         }
         let target = iso.namespace.as_str();
-        let port = (SERVER_PORT..)
-            .find(|p| !iso.allow_ports.iter().any(|r| r.port == *p))
-            .unwrap_or(SERVER_PORT);
+        let port = probe_port(iso);
         let mut evidence = Vec::new();
         let result: Result<(), String> = async {
             let ns = self.scratch().await?;
@@ -802,6 +800,14 @@ impl<'a> Workloads<'a> {
         }
         notes
     }
+}
+
+/// The server port for the isolation probe: the first from SERVER_PORT up that the namespace
+/// does not open to everyone (`allowPorts`), else the outside client would rightly get through.
+pub fn probe_port(iso: &crate::spec::Isolation) -> u16 {
+    (SERVER_PORT..=u16::MAX)
+        .find(|p| !iso.allow_ports.iter().any(|r| r.port == *p))
+        .unwrap_or(SERVER_PORT)
 }
 
 /// Names to resolve and the address each must have (`None`: any address).
@@ -999,6 +1005,24 @@ mod tests {
         assert_eq!(problems.len(), 2);
         assert!(problems[0].contains("bad address"), "{problems:?}");
         assert!(problems[1].contains("HTTP 404"), "{problems:?}");
+    }
+
+    #[test]
+    fn probe_port_avoids_ports_open_to_everyone() {
+        let rule = |port| crate::spec::PortRule {
+            port,
+            protocol: "TCP".into(),
+        };
+        let mut iso = crate::spec::Isolation {
+            namespace: "infrastructure".into(),
+            deny_ingress: true,
+            deny_egress: false,
+            allow_from_namespaces: vec![],
+            allow_ports: vec![rule(5000)],
+        };
+        assert_eq!(probe_port(&iso), 8080);
+        iso.allow_ports = vec![rule(8080), rule(8081)];
+        assert_eq!(probe_port(&iso), 8082);
     }
 
     #[test]
