@@ -1,7 +1,10 @@
 use clap::Args;
 
 use super::cmd_apply::ClusterArgs;
-use super::{Global, SpecArg};
+use super::{Global, Output, SpecArg};
+use crate::lock::Lock;
+use crate::spec::SpecFile;
+use crate::verify::{self, VerifyOptions};
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -18,6 +21,37 @@ pub struct VerifyArgs {
     pub timeout: Option<String>,
 }
 
-pub fn run(_args: VerifyArgs, _g: &Global) -> anyhow::Result<u8> {
-    anyhow::bail!("sparkgap verify: not implemented yet")
+/// The lock next to the spec (`appliance.lock` in its directory), when there is one; it must
+/// match the spec, else the images check would look for the wrong digests.
+fn lock_next_to(spec: &SpecFile) -> anyhow::Result<Option<Lock>> {
+    let path = spec.base_dir().join("appliance.lock");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let lock = Lock::read(&path)?;
+    lock.ensure_matches(&path, &spec.appliance)?;
+    Ok(Some(lock))
+}
+
+pub fn run(args: VerifyArgs, g: &Global) -> anyhow::Result<u8> {
+    verify::check_names(&args.only)?;
+    let spec = SpecFile::read(&args.spec.file)?;
+    let mut opts = VerifyOptions::for_spec(&spec.appliance);
+    if let Some(t) = &args.timeout {
+        opts.timeout = verify::parse_timeout(t)?;
+    }
+    opts.only = args.only;
+    let lock = lock_next_to(&spec)?;
+    let report = verify::run_blocking(
+        args.cluster.kubeconfig.as_deref(),
+        &spec.appliance,
+        lock.as_ref(),
+        &opts,
+    )?;
+    match g.output {
+        Output::Text => print!("{}", report.to_text()),
+        Output::Json => println!("{}", report.to_json()),
+        Output::Junit => print!("{}", report.to_junit()),
+    }
+    Ok(report.exit_code())
 }

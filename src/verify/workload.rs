@@ -1,0 +1,1043 @@
+//! Test workloads: the checks that prove behaviour by running pods (storage, pod-network, dns,
+//! network-policy, registry). Pods use the bundled test image with `imagePullPolicy: Never`,
+//! live in a throwaway namespace `sparkgap-verify-<id>` (a few in an isolated spec namespace,
+//! tracked for removal), have a bounded wait, and report through pod phase, exit code and
+//! logs (no exec). Parsing of what pods print is pure and tested on its own.
+//!
+//! Everything created is registered in `Cleanup` *before* it is sent, so `verify::run` can
+//! remove it whatever happened: a failed check, the overall timeout, or Ctrl-C.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace as K8sNamespace;
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
+
+use super::checks;
+use super::report::CheckResult;
+use crate::spec::Appliance;
+
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "sparkgap");
+pub const RUN_LABEL: &str = "sparkgap.dev/verify-run";
+/// Port the test HTTP server listens on (unprivileged, so the pod runs as non-root).
+pub const SERVER_PORT: u16 = 8080;
+
+/// What must be removed at the end of a run.
+#[derive(Debug, Default, Clone)]
+pub struct Cleanup {
+    /// The throwaway namespace, once its creation was attempted.
+    pub namespace: Option<String>,
+    /// Pods placed in spec namespaces: `(namespace, name)`.
+    pub pods: Vec<(String, String)>,
+}
+
+/// Shared state of one verification run's workloads.
+pub struct Workloads<'a> {
+    pub client: kube::Client,
+    pub spec: &'a Appliance,
+    /// The node name of the test image (the lock's `image_name`), or why there is none.
+    pub image: Result<String, String>,
+    pub run_id: String,
+    pub cleanup: Arc<Mutex<Cleanup>>,
+    pub created_ns: tokio::sync::Mutex<bool>,
+}
+
+/// A check's own deadline: its share of the overall timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub start: Instant,
+    pub deadline: Instant,
+}
+
+impl Budget {
+    pub fn new(share: Duration) -> Budget {
+        let start = Instant::now();
+        Budget {
+            start,
+            deadline: start + share,
+        }
+    }
+    fn expired(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+    /// How often to look at a pod: a twentieth of the budget, between 20 ms and 1 s.
+    fn poll(&self) -> Duration {
+        ((self.deadline - self.start) / 20).clamp(Duration::from_millis(20), Duration::from_secs(1))
+    }
+    fn timed_out(&self, what: &str) -> String {
+        format!(
+            "timed out after {} waiting for {what}",
+            human(self.deadline - self.start)
+        )
+    }
+}
+
+pub fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// Waiting reasons that will not resolve by waiting: fail at once with the reason.
+const HOPELESS: &[&str] = &[
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// A pod fit for the `restricted` Pod Security level: non-root, no privilege escalation, all
+/// capabilities dropped, RuntimeDefault seccomp; small requests and limits so quotas admit it.
+pub fn test_pod(name: &str, run_id: &str, image: &str, script: &str) -> Pod {
+    let labels = BTreeMap::from([
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        (RUN_LABEL.to_string(), run_id.to_string()),
+        ("sparkgap.dev/verify-pod".to_string(), name.to_string()),
+    ]);
+    let q = |s: &str| Quantity(s.to_string());
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(labels),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".into()),
+            automount_service_account_token: Some(false),
+            termination_grace_period_seconds: Some(1),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(65534),
+                run_as_group: Some(65534),
+                fs_group: Some(65534),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            containers: vec![Container {
+                name: "probe".into(),
+                image: Some(image.to_string()),
+                image_pull_policy: Some("Never".into()),
+                command: Some(vec!["sh".into(), "-c".into(), script.to_string()]),
+                security_context: Some(SecurityContext {
+                    allow_privilege_escalation: Some(false),
+                    capabilities: Some(Capabilities {
+                        drop: Some(vec!["ALL".into()]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                resources: Some(ResourceRequirements {
+                    requests: Some(BTreeMap::from([
+                        ("cpu".into(), q("10m")),
+                        ("memory".into(), q("16Mi")),
+                    ])),
+                    limits: Some(BTreeMap::from([
+                        ("cpu".into(), q("100m")),
+                        ("memory".into(), q("64Mi")),
+                    ])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// An HTTP server pod answering `token` on SERVER_PORT, Ready once the port accepts.
+pub fn server_pod(name: &str, run_id: &str, image: &str, token: &str, port: u16) -> Pod {
+    let script = format!(
+        "mkdir -p /tmp/www && echo {token} > /tmp/www/index.html && exec httpd -f -v -p {port} -h /tmp/www"
+    );
+    let mut pod = test_pod(name, run_id, image, &script);
+    if let Some(c) = pod.spec.as_mut().and_then(|s| s.containers.first_mut()) {
+        c.ports = Some(vec![ContainerPort {
+            container_port: port.into(),
+            ..Default::default()
+        }]);
+        c.readiness_probe = Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(port.into()),
+                ..Default::default()
+            }),
+            period_seconds: Some(1),
+            ..Default::default()
+        });
+    }
+    pod
+}
+
+/// The client command: fetch `http://ip:port/` within 5 s; exit code = result.
+pub fn client_script(ip: &str, port: u16) -> String {
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    format!("wget -q -T 5 -O - http://{host}:{port}/")
+}
+
+/// How a finished pod ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub phase: String,
+    pub exit_code: Option<i32>,
+    pub logs: String,
+}
+
+impl Finished {
+    pub fn succeeded(&self) -> bool {
+        self.phase == "Succeeded"
+    }
+    /// The container's exit code as text (`?` when the kubelet reported none).
+    pub fn exit(&self) -> String {
+        self.exit_code
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "?".into())
+    }
+
+    /// Last line of output, for evidence.
+    pub fn last_line(&self) -> &str {
+        self.logs.trim().lines().last().unwrap_or("")
+    }
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+/// A container waiting for a reason that will never resolve, e.g. the image is not on the node.
+pub fn hopeless(p: &Pod) -> Option<String> {
+    let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
+    statuses.iter().find_map(|cs| {
+        let w = cs.state.as_ref()?.waiting.as_ref()?;
+        let reason = w.reason.as_deref()?;
+        HOPELESS.contains(&reason).then(|| {
+            format!(
+                "{reason}: {}",
+                w.message.as_deref().unwrap_or("(no message)")
+            )
+        })
+    })
+}
+
+fn exit_code(p: &Pod) -> Option<i32> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find_map(|cs| cs.state.as_ref()?.terminated.as_ref().map(|t| t.exit_code))
+}
+
+fn ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn api_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        other => other.to_string(),
+    }
+}
+
+impl<'a> Workloads<'a> {
+    pub fn scratch_name(&self) -> String {
+        format!("sparkgap-verify-{}", self.run_id)
+    }
+
+    fn image(&self) -> &str {
+        self.image.as_deref().unwrap_or("")
+    }
+
+    /// Create the throwaway namespace once (registered for removal first).
+    async fn scratch(&self) -> Result<String, String> {
+        let name = self.scratch_name();
+        let mut created = self.created_ns.lock().await;
+        if *created {
+            return Ok(name);
+        }
+        self.cleanup.lock().expect("cleanup lock").namespace = Some(name.clone());
+        let ns = K8sNamespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(BTreeMap::from([
+                    (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+                    (RUN_LABEL.to_string(), self.run_id.clone()),
+                    // The registry probe needs hostNetwork; every other test pod is restricted.
+                    (checks::PSA_ENFORCE.to_string(), "privileged".to_string()),
+                ])),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match Api::<K8sNamespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(format!("cannot create namespace {name}: {}", api_error(&e))),
+        }
+        *created = true;
+        Ok(name)
+    }
+
+    /// Create a pod; a new namespace's `default` ServiceAccount appears a moment after the
+    /// namespace, and until then admission refuses pods, so that refusal is retried.
+    async fn create_pod(&self, ns: &str, pod: &Pod, budget: &Budget) -> Result<(), String> {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        if ns != self.scratch_name() {
+            self.cleanup
+                .lock()
+                .expect("cleanup lock")
+                .pods
+                .push((ns.to_string(), name.clone()));
+        }
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        loop {
+            match api.create(&PostParams::default(), pod).await {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(s))
+                    if s.code == 403
+                        && s.message.contains("service account")
+                        && !budget.expired() =>
+                {
+                    tokio::time::sleep(budget.poll()).await;
+                }
+                Err(e) => return Err(format!("cannot create pod {ns}/{name}: {}", api_error(&e))),
+            }
+        }
+    }
+
+    /// Wait until the pod is Ready (for servers); returns its IP.
+    async fn wait_ready(&self, ns: &str, name: &str, budget: &Budget) -> Result<String, String> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        loop {
+            let p = api
+                .get(name)
+                .await
+                .map_err(|e| format!("cannot read pod {ns}/{name}: {}", api_error(&e)))?;
+            if let Some(h) = hopeless(&p) {
+                return Err(format!("pod {ns}/{name} cannot start: {h}"));
+            }
+            let ph = phase(&p);
+            if ph == "Succeeded" || ph == "Failed" {
+                return Err(format!("pod {ns}/{name} exited ({ph}) instead of serving"));
+            }
+            let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone());
+            if let (true, Some(ip)) = (ready(&p), ip) {
+                return Ok(ip);
+            }
+            if budget.expired() {
+                return Err(budget.timed_out(&format!("pod {ns}/{name} to be Ready (phase {ph})")));
+            }
+            tokio::time::sleep(budget.poll()).await;
+        }
+    }
+
+    /// Wait until the pod has run to the end; returns phase, exit code and logs.
+    async fn wait_finished(
+        &self,
+        ns: &str,
+        name: &str,
+        budget: &Budget,
+    ) -> Result<Finished, String> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        loop {
+            let p = api
+                .get(name)
+                .await
+                .map_err(|e| format!("cannot read pod {ns}/{name}: {}", api_error(&e)))?;
+            if let Some(h) = hopeless(&p) {
+                return Err(format!("pod {ns}/{name} cannot start: {h}"));
+            }
+            let ph = phase(&p).to_string();
+            if ph == "Succeeded" || ph == "Failed" {
+                let logs = api.logs(name, &LogParams::default()).await.map_err(|e| {
+                    format!("cannot read logs of pod {ns}/{name}: {}", api_error(&e))
+                })?;
+                return Ok(Finished {
+                    phase: ph,
+                    exit_code: exit_code(&p),
+                    logs,
+                });
+            }
+            if budget.expired() {
+                return Err(budget.timed_out(&format!("pod {ns}/{name} to finish (phase {ph})")));
+            }
+            tokio::time::sleep(budget.poll()).await;
+        }
+    }
+
+    /// Run a pod to completion in `ns`.
+    async fn run_pod(&self, ns: &str, pod: &Pod, budget: &Budget) -> Result<Finished, String> {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        self.create_pod(ns, pod, budget).await?;
+        self.wait_finished(ns, &name, budget).await
+    }
+
+    /// The test image is required; without it the check is skipped with the reason.
+    fn need_image(&self, check: &str) -> Option<CheckResult> {
+        self.image
+            .as_ref()
+            .err()
+            .map(|why| CheckResult::skipped(check, why.clone()))
+    }
+
+    fn token(&self, what: &str) -> String {
+        format!("sparkgap-{what}-{}", self.run_id)
+    }
+
+    /// `storage`: default class, a PVC binds, one pod writes a file, a second reads it back.
+    pub async fn storage(&self, budget: Budget) -> CheckResult {
+        let name = "storage";
+        if let Some(skip) = self.need_image(name) {
+            return skip;
+        }
+        let classes = match Api::<StorageClass>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+        {
+            Ok(l) => l.items,
+            Err(e) => {
+                return CheckResult::fail(
+                    name,
+                    format!("cannot list StorageClasses: {}", api_error(&e)),
+                    vec![],
+                );
+            }
+        };
+        let mut evidence = Vec::new();
+        match checks::default_storage_class(&self.spec.spec, &classes) {
+            Ok(ev) => evidence.push(ev),
+            Err(reason) => return CheckResult::fail(name, reason, evidence),
+        }
+        match self.storage_roundtrip(&budget, &mut evidence).await {
+            Ok(()) => CheckResult::pass(name, evidence),
+            Err(reason) => CheckResult::fail(name, reason, evidence),
+        }
+    }
+
+    async fn storage_roundtrip(
+        &self,
+        budget: &Budget,
+        evidence: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let ns = self.scratch().await?;
+        let claim = "verify-data";
+        let pvc = PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some(claim.into()),
+                labels: Some(BTreeMap::from([(
+                    MANAGED_BY.0.to_string(),
+                    MANAGED_BY.1.to_string(),
+                )])),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([(
+                        "storage".into(),
+                        Quantity("16Mi".into()),
+                    )])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
+        pvcs.create(&PostParams::default(), &pvc)
+            .await
+            .map_err(|e| format!("cannot create PVC {ns}/{claim}: {}", api_error(&e)))?;
+        let token = self.token("storage");
+        let with_volume = |mut pod: Pod| {
+            if let Some(spec) = pod.spec.as_mut() {
+                spec.volumes = Some(vec![Volume {
+                    name: "data".into(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: claim.into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]);
+                if let Some(c) = spec.containers.first_mut() {
+                    c.volume_mounts = Some(vec![VolumeMount {
+                        name: "data".into(),
+                        mount_path: "/data".into(),
+                        ..Default::default()
+                    }]);
+                }
+            }
+            pod
+        };
+        let writer = with_volume(test_pod(
+            "storage-writer",
+            &self.run_id,
+            self.image(),
+            &format!("echo {token} > /data/proof && sync && echo wrote /data/proof"),
+        ));
+        let w = self.run_pod(&ns, &writer, budget).await?;
+        if !w.succeeded() {
+            return Err(format!(
+                "writer pod {} (exit {}): {}",
+                w.phase,
+                w.exit(),
+                w.last_line()
+            ));
+        }
+        evidence.push(format!(
+            "pod storage-writer wrote /data/proof ({})",
+            w.last_line()
+        ));
+        let bound = pvcs
+            .get(claim)
+            .await
+            .map_err(|e| format!("cannot read PVC {ns}/{claim}: {}", api_error(&e)))?;
+        let pvc_phase = bound
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        let volume = bound
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_name.clone())
+            .unwrap_or_default();
+        if pvc_phase != "Bound" {
+            return Err(format!("PVC {ns}/{claim} is {pvc_phase:?}, not Bound"));
+        }
+        evidence.push(format!("PVC {claim} Bound to {volume}"));
+        let reader = with_volume(test_pod(
+            "storage-reader",
+            &self.run_id,
+            self.image(),
+            "cat /data/proof",
+        ));
+        let r = self.run_pod(&ns, &reader, budget).await?;
+        if r.succeeded() && r.logs.trim() == token {
+            evidence.push(format!("pod storage-reader read back {token:?}"));
+            Ok(())
+        } else {
+            Err(format!(
+                "reader pod {} (exit {}) read {:?}, expected {token:?}",
+                r.phase,
+                r.exit(),
+                r.logs.trim()
+            ))
+        }
+    }
+
+    /// `pod-network`: a client pod fetches a page from a server pod's IP.
+    pub async fn pod_network(&self, budget: Budget) -> CheckResult {
+        let name = "pod-network";
+        if let Some(skip) = self.need_image(name) {
+            return skip;
+        }
+        let mut evidence = Vec::new();
+        let result: Result<(), String> = async {
+            let ns = self.scratch().await?;
+            let token = self.token("net");
+            let server = server_pod(
+                "net-server",
+                &self.run_id,
+                self.image(),
+                &token,
+                SERVER_PORT,
+            );
+            self.create_pod(&ns, &server, &budget).await?;
+            let ip = self.wait_ready(&ns, "net-server", &budget).await?;
+            evidence.push(format!("server pod net-server Ready at {ip}:{SERVER_PORT}"));
+            let client = test_pod(
+                "net-client",
+                &self.run_id,
+                self.image(),
+                &client_script(&ip, SERVER_PORT),
+            );
+            let f = self.run_pod(&ns, &client, &budget).await?;
+            if f.succeeded() && f.logs.contains(&token) {
+                evidence.push(format!(
+                    "client pod net-client fetched {token:?} from {ip}:{SERVER_PORT}"
+                ));
+                Ok(())
+            } else {
+                Err(format!(
+                    "client pod could not reach {ip}:{SERVER_PORT}: {} (exit {}): {}",
+                    f.phase,
+                    f.exit(),
+                    f.last_line()
+                ))
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => CheckResult::pass(name, evidence),
+            Err(reason) => CheckResult::fail(name, reason, evidence),
+        }
+    }
+
+    /// `dns`: a pod resolves `kubernetes.default`, a Service of the throwaway namespace, and
+    /// every custom host of the spec to its declared IP.
+    pub async fn dns(&self, budget: Budget) -> CheckResult {
+        let name = "dns";
+        if let Some(skip) = self.need_image(name) {
+            return skip;
+        }
+        let mut evidence = Vec::new();
+        let result: Result<(), String> = async {
+            let ns = self.scratch().await?;
+            let domain = &self.spec.spec.k3s.cluster_domain;
+            let svc = Service {
+                metadata: ObjectMeta {
+                    name: Some("verify-dns".into()),
+                    labels: Some(BTreeMap::from([(
+                        MANAGED_BY.0.to_string(),
+                        MANAGED_BY.1.to_string(),
+                    )])),
+                    ..Default::default()
+                },
+                spec: Some(ServiceSpec {
+                    ports: Some(vec![ServicePort {
+                        port: 80,
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let created = Api::<Service>::namespaced(self.client.clone(), &ns)
+                .create(&PostParams::default(), &svc)
+                .await
+                .map_err(|e| format!("cannot create Service {ns}/verify-dns: {}", api_error(&e)))?;
+            let svc_ip = created
+                .spec
+                .and_then(|s| s.cluster_ip)
+                .ok_or_else(|| format!("Service {ns}/verify-dns got no clusterIP"))?;
+            let queries = dns_queries(&self.spec.spec, &ns, &svc_ip);
+            let names: Vec<&str> = queries.iter().map(|(n, _)| n.as_str()).collect();
+            let pod = test_pod(
+                "dns-probe",
+                &self.run_id,
+                self.image(),
+                &nslookup_script(&names),
+            );
+            let f = self.run_pod(&ns, &pod, &budget).await?;
+            let _ = domain;
+            let answers = parse_nslookup(&f.logs);
+            let (ev, problems) = evaluate_dns(&queries, &answers);
+            evidence.extend(ev);
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(problems.join("; "))
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => CheckResult::pass(name, evidence),
+            Err(reason) => CheckResult::fail(name, reason, evidence),
+        }
+    }
+
+    /// `network-policy`: for the first isolated namespace, a pod outside cannot reach a server
+    /// inside, and a pod inside can.
+    pub async fn network_policy(&self, budget: Budget) -> CheckResult {
+        let name = "network-policy";
+        let Some(iso) = self
+            .spec
+            .spec
+            .network
+            .isolation
+            .iter()
+            .find(|i| i.deny_ingress)
+        else {
+            return CheckResult::skipped(
+                name,
+                "no namespace in spec.network.isolation denies ingress",
+            );
+        };
+        if let Some(skip) = self.need_image(name) {
+            return skip;
+        }
+        let target = iso.namespace.as_str();
+        let port = probe_port(iso);
+        let mut evidence = Vec::new();
+        let result: Result<(), String> = async {
+            let ns = self.scratch().await?;
+            let token = self.token("netpol");
+            let server_name = format!("sparkgap-verify-{}-server", self.run_id);
+            let server = server_pod(&server_name, &self.run_id, self.image(), &token, port);
+            self.create_pod(target, &server, &budget).await?;
+            let ip = self.wait_ready(target, &server_name, &budget).await?;
+            evidence.push(format!("server pod {target}/{server_name} Ready at {ip}:{port}"));
+            let outside = test_pod("netpol-outside", &self.run_id, self.image(), &client_script(&ip, port));
+            let out = self.run_pod(&ns, &outside, &budget).await?;
+            let inside_name = format!("sparkgap-verify-{}-client", self.run_id);
+            let inside = test_pod(&inside_name, &self.run_id, self.image(), &client_script(&ip, port));
+            let ins = self.run_pod(target, &inside, &budget).await?;
+            let mut problems = Vec::new();
+            if out.succeeded() {
+                problems.push(format!(
+                    "pod {ns}/netpol-outside reached {target}/{server_name}: isolation of {target} does not hold"
+                ));
+            } else {
+                evidence.push(format!(
+                    "outside pod {ns}/netpol-outside refused (exit {}: {})",
+                    out.exit(),
+                    out.last_line()
+                ));
+            }
+            if ins.succeeded() && ins.logs.contains(&token) {
+                evidence.push(format!("inside pod {target}/{inside_name} allowed"));
+            } else {
+                problems.push(format!(
+                    "pod {target}/{inside_name} inside the namespace could not reach the server (exit {}: {})",
+                    ins.exit(),
+                    ins.last_line()
+                ));
+            }
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(problems.join("; "))
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => CheckResult::pass(name, evidence),
+            Err(reason) => CheckResult::fail(name, reason, evidence),
+        }
+    }
+
+    /// `registry`: from the node's network (hostNetwork, the node's resolver), each mirror
+    /// endpoint answers `GET /v2/` (200, or 401 from a registry that wants credentials).
+    pub async fn registry(&self, budget: Budget) -> CheckResult {
+        let name = "registry";
+        let endpoints = mirror_endpoints(&self.spec.spec);
+        if endpoints.is_empty() {
+            return CheckResult::skipped(name, "spec.registry.mirrors is empty");
+        }
+        if let Some(skip) = self.need_image(name) {
+            return skip;
+        }
+        let mut evidence = Vec::new();
+        let result: Result<(), String> = async {
+            let ns = self.scratch().await?;
+            let mut pod = test_pod(
+                "registry-probe",
+                &self.run_id,
+                self.image(),
+                &registry_script(&self.spec.spec, &endpoints),
+            );
+            if let Some(s) = pod.spec.as_mut() {
+                s.host_network = Some(true);
+                s.dns_policy = Some("Default".into());
+            }
+            let f = self.run_pod(&ns, &pod, &budget).await?;
+            let (ev, problems) = evaluate_registry(&endpoints, &f.logs);
+            evidence.extend(ev);
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(problems.join("; "))
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => CheckResult::pass(name, evidence),
+            Err(reason) => CheckResult::fail(name, reason, evidence),
+        }
+    }
+
+    /// Remove everything the run created. Returns one line per action for the report.
+    pub async fn clean(client: &kube::Client, cleanup: &Cleanup) -> Vec<String> {
+        let mut notes = Vec::new();
+        let dp = DeleteParams::background();
+        for (ns, pod) in &cleanup.pods {
+            let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+            notes.push(match api.delete(pod, &dp).await {
+                Ok(_) => format!("deleted pod {ns}/{pod}"),
+                Err(kube::Error::Api(s)) if s.code == 404 => format!("pod {ns}/{pod} already gone"),
+                Err(e) => format!("could not delete pod {ns}/{pod}: {}", api_error(&e)),
+            });
+        }
+        if let Some(ns) = &cleanup.namespace {
+            let api: Api<K8sNamespace> = Api::all(client.clone());
+            notes.push(match api.delete(ns, &dp).await {
+                Ok(_) => format!("deleted namespace {ns}"),
+                Err(kube::Error::Api(s)) if s.code == 404 => format!("namespace {ns} already gone"),
+                Err(e) => format!("could not delete namespace {ns}: {}", api_error(&e)),
+            });
+        }
+        notes
+    }
+}
+
+/// The server port for the isolation probe: the first from SERVER_PORT up that the namespace
+/// does not open to everyone (`allowPorts`), else the outside client would rightly get through.
+pub fn probe_port(iso: &crate::spec::Isolation) -> u16 {
+    (SERVER_PORT..=u16::MAX)
+        .find(|p| !iso.allow_ports.iter().any(|r| r.port == *p))
+        .unwrap_or(SERVER_PORT)
+}
+
+/// Names to resolve and the address each must have (`None`: any address).
+pub fn dns_queries(
+    spec: &crate::spec::ApplianceSpec,
+    ns: &str,
+    svc_ip: &str,
+) -> Vec<(String, Option<String>)> {
+    let domain = &spec.k3s.cluster_domain;
+    let mut q = vec![
+        (format!("kubernetes.default.svc.{domain}"), None),
+        (
+            format!("verify-dns.{ns}.svc.{domain}"),
+            Some(svc_ip.to_string()),
+        ),
+    ];
+    for h in &spec.network.dns.hosts {
+        for n in &h.names {
+            q.push((n.clone(), Some(h.ip.clone())));
+        }
+    }
+    q
+}
+
+/// One `nslookup` per name (absolute, so no search path interferes), each under a marker.
+pub fn nslookup_script(names: &[&str]) -> String {
+    let mut s = String::new();
+    for n in names {
+        s.push_str(&format!("echo '--- {n}'; nslookup -type=A {n}. 2>&1; "));
+    }
+    s.push_str("true");
+    s
+}
+
+/// Addresses busybox `nslookup` printed per queried name. Handles both output formats:
+/// `Name: x` / `Address: 1.2.3.4` and the older `Address 1: 1.2.3.4 x`. The server's own
+/// address (printed before any `Name:`) is ignored.
+pub fn parse_nslookup(logs: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    let mut after_name = false;
+    for line in logs.lines() {
+        let line = line.trim();
+        if let Some(n) = line.strip_prefix("--- ") {
+            current = Some(n.trim().to_string());
+            out.entry(n.trim().to_string()).or_default();
+            after_name = false;
+            continue;
+        }
+        if line.starts_with("Name:") {
+            after_name = true;
+            continue;
+        }
+        if after_name
+            && line.starts_with("Address")
+            && let (Some(cur), Some((_, rest))) = (&current, line.split_once(':'))
+            && let Some(ip) = rest.split_whitespace().next()
+            && ip.parse::<std::net::IpAddr>().is_ok()
+        {
+            out.entry(cur.clone()).or_default().push(ip.to_string());
+        }
+    }
+    out
+}
+
+/// Compare resolved addresses with the expected ones: (evidence, problems).
+pub fn evaluate_dns(
+    queries: &[(String, Option<String>)],
+    answers: &BTreeMap<String, Vec<String>>,
+) -> (Vec<String>, Vec<String>) {
+    let mut evidence = Vec::new();
+    let mut problems = Vec::new();
+    for (name, want) in queries {
+        let got = answers.get(name).cloned().unwrap_or_default();
+        match want {
+            _ if got.is_empty() => problems.push(format!("{name} did not resolve")),
+            Some(ip) if !got.contains(ip) => problems.push(format!(
+                "{name} resolved to {}, expected {ip}",
+                got.join(", ")
+            )),
+            _ => evidence.push(format!("{name} → {}", got.join(", "))),
+        }
+    }
+    (evidence, problems)
+}
+
+/// Every mirror endpoint of the spec, once, sorted.
+pub fn mirror_endpoints(spec: &crate::spec::ApplianceSpec) -> Vec<String> {
+    let mut v: Vec<String> = spec
+        .registry
+        .mirrors
+        .values()
+        .flat_map(|m| {
+            m.endpoints
+                .iter()
+                .map(|e| e.trim_end_matches('/').to_string())
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// `wget -S` of `<endpoint>/v2/` per endpoint, under markers, with the exit code after.
+pub fn registry_script(spec: &crate::spec::ApplianceSpec, endpoints: &[String]) -> String {
+    let mut s = String::new();
+    for e in endpoints {
+        let host = e
+            .split("://")
+            .nth(1)
+            .unwrap_or(e)
+            .split('/')
+            .next()
+            .unwrap_or("");
+        let insecure = spec
+            .registry
+            .configs
+            .get(host)
+            .is_some_and(|c| c.insecure_skip_verify);
+        let flag = if insecure && e.starts_with("https://") {
+            "--no-check-certificate "
+        } else {
+            ""
+        };
+        s.push_str(&format!(
+            "echo '--- {e}'; wget -S {flag}-T 5 -O /dev/null '{e}/v2/' 2>&1; echo \"rc=$?\"; "
+        ));
+    }
+    s.push_str("true");
+    s
+}
+
+/// Per endpoint: the HTTP status it answered `/v2/` with. 200 and 401 mean a registry answered.
+pub fn evaluate_registry(endpoints: &[String], logs: &str) -> (Vec<String>, Vec<String>) {
+    let mut sections: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut current: Option<&str> = None;
+    for line in logs.lines() {
+        if let Some(e) = line.trim().strip_prefix("--- ") {
+            current = Some(e.trim());
+            sections.entry(e.trim()).or_default();
+        } else if let Some(c) = current {
+            sections.entry(c).or_default().push(line.trim());
+        }
+    }
+    let mut evidence = Vec::new();
+    let mut problems = Vec::new();
+    for e in endpoints {
+        let lines = sections.get(e.as_str()).cloned().unwrap_or_default();
+        let status = lines.iter().rev().find_map(|l| {
+            let rest = l.strip_prefix("HTTP/")?;
+            rest.split_whitespace().nth(1)?.parse::<u16>().ok()
+        });
+        match status {
+            Some(code @ (200 | 401)) => evidence.push(format!("{e}/v2/ answered HTTP {code}")),
+            Some(code) => {
+                problems.push(format!("{e}/v2/ answered HTTP {code}, not a registry API"))
+            }
+            None => {
+                let why = lines
+                    .iter()
+                    .rev()
+                    .find(|l| !l.starts_with("rc=") && !l.is_empty())
+                    .copied()
+                    .unwrap_or("no output");
+                problems.push(format!("{e}/v2/ unreachable from the node: {why}"));
+            }
+        }
+    }
+    (evidence, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nslookup_both_formats() {
+        let logs = "--- kubernetes.default.svc.cluster.local\nServer:\t\t10.43.0.10\nAddress:\t10.43.0.10:53\n\nName:\tkubernetes.default.svc.cluster.local\nAddress: 10.43.0.1\n\n--- old.example\nServer:    10.43.0.10\nAddress 1: 10.43.0.10 kube-dns.kube-system.svc.cluster.local\n\nName:      old.example\nAddress 1: 10.1.2.3 old.example\n--- missing.example\nServer:\t\t10.43.0.10\nAddress:\t10.43.0.10:53\n\n** server can't find missing.example: NXDOMAIN\n";
+        let a = parse_nslookup(logs);
+        assert_eq!(a["kubernetes.default.svc.cluster.local"], ["10.43.0.1"]);
+        assert_eq!(a["old.example"], ["10.1.2.3"]);
+        assert!(a["missing.example"].is_empty());
+    }
+
+    #[test]
+    fn registry_status_lines() {
+        let eps = vec![
+            "http://a:5000".to_string(),
+            "http://b:5000".to_string(),
+            "http://c".to_string(),
+        ];
+        let logs = "--- http://a:5000\nConnecting to a:5000 (10.0.0.1:5000)\n  HTTP/1.1 200 OK\n  Docker-Distribution-Api-Version: registry/2.0\nrc=0\n--- http://b:5000\nwget: bad address 'b:5000'\nrc=1\n--- http://c\n  HTTP/1.1 404 Not Found\nwget: server returned error: HTTP/1.1 404 Not Found\nrc=1\n";
+        let (ev, problems) = evaluate_registry(&eps, logs);
+        assert_eq!(ev, ["http://a:5000/v2/ answered HTTP 200"]);
+        assert_eq!(problems.len(), 2);
+        assert!(problems[0].contains("bad address"), "{problems:?}");
+        assert!(problems[1].contains("HTTP 404"), "{problems:?}");
+    }
+
+    #[test]
+    fn probe_port_avoids_ports_open_to_everyone() {
+        let rule = |port| crate::spec::PortRule {
+            port,
+            protocol: "TCP".into(),
+        };
+        let mut iso = crate::spec::Isolation {
+            namespace: "infrastructure".into(),
+            deny_ingress: true,
+            deny_egress: false,
+            allow_from_namespaces: vec![],
+            allow_ports: vec![rule(5000)],
+        };
+        assert_eq!(probe_port(&iso), 8080);
+        iso.allow_ports = vec![rule(8080), rule(8081)];
+        assert_eq!(probe_port(&iso), 8082);
+    }
+
+    #[test]
+    fn test_pods_fit_restricted() {
+        let p = test_pod("x", "r1", "docker.io/library/busybox:1.37.0", "true");
+        let spec = p.spec.unwrap();
+        let sc = spec.security_context.unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        let c = &spec.containers[0];
+        assert_eq!(c.image_pull_policy.as_deref(), Some("Never"));
+        let csc = c.security_context.as_ref().unwrap();
+        assert_eq!(csc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            csc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(),
+            &["ALL"]
+        );
+    }
+}
