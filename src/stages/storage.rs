@@ -26,13 +26,19 @@ pub const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-defaul
 pub const NODE_PATH_PARAM: &str = "nodePath";
 /// The provisioner's "every node" key in `nodePathMap`.
 const DEFAULT_NODE: &str = "DEFAULT_PATH_FOR_NON_LISTED_NODES";
+/// The StorageClass k3s ships (default unless another is chosen).
+pub const K3S_CLASS: &str = "local-path";
 const LOCAL_PATH_PROVISIONER: &str = "rancher.io/local-path";
 
 pub fn render(spec: &Appliance) -> Result<Vec<Object>, StageError> {
     let s = &spec.spec.storage;
     let mut out = vec![Object::ConfigMap(local_path_config(spec)?)];
+    // Without `defaultClass`, k3s's `local-path` stays the default (verification expects the
+    // same); validation makes sure a different default also declares `local-path`, so it is
+    // marked "false" here and exactly one class is the default.
+    let default = s.default_class.as_deref().unwrap_or(K3S_CLASS);
     for class in &s.classes {
-        let is_default = s.default_class.as_deref() == Some(class.name.as_str());
+        let is_default = class.name == default;
         let mut m = meta(&class.name, None);
         m.annotations = Some(BTreeMap::from([(
             DEFAULT_CLASS_ANNOTATION.to_string(),
