@@ -6,8 +6,7 @@ use std::path::Path;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Service,
-    ServiceAccount,
+    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -142,7 +141,10 @@ fn default_appliance_has_every_namespace_with_pod_security() {
     );
     let traces = objs[4].meta().labels.clone().unwrap();
     for mode in ["enforce", "warn", "audit"] {
-        assert_eq!(traces[&format!("pod-security.kubernetes.io/{mode}")], "restricted");
+        assert_eq!(
+            traces[&format!("pod-security.kubernetes.io/{mode}")],
+            "restricted"
+        );
         assert_eq!(
             traces[&format!("pod-security.kubernetes.io/{mode}-version")],
             "latest"
@@ -156,8 +158,7 @@ fn exactly_one_default_storage_class_and_local_path_config() {
     let mut defaults = Vec::new();
     for o in &objs {
         if let Object::StorageClass(sc) = o {
-            let v = &sc.metadata.annotations.as_ref().unwrap()
-                ["storageclass.kubernetes.io/is-default-class"];
+            let v = &sc.metadata.annotations.as_ref().unwrap()["storageclass.kubernetes.io/is-default-class"];
             assert!(v == "true" || v == "false");
             if v == "true" {
                 defaults.push(o.name().to_string());
@@ -208,7 +209,12 @@ fn isolation_policies_follow_the_spec() {
         .collect();
     assert_eq!(
         names,
-        ["default-deny", "allow-same-namespace", "allow-dns", "allow-ports"]
+        [
+            "default-deny",
+            "allow-same-namespace",
+            "allow-dns",
+            "allow-ports"
+        ]
     );
     // The default appliance: monitoring scrapes ci; nothing may egress-deny there.
     let objs = stages::render(&default_appliance(), Stage::Network).unwrap();
@@ -218,8 +224,7 @@ fn isolation_policies_follow_the_spec() {
         .unwrap()
         .to_value();
     assert_eq!(
-        ci_from["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchExpressions"][0]
-            ["values"],
+        ci_from["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"],
         serde_json::json!(["monitoring", "infrastructure"])
     );
     assert!(!objs.iter().any(|o| o.name() == "allow-dns"));
@@ -246,13 +251,21 @@ fn registry_runs_the_bundled_image_without_pulling_and_fits_restricted() {
         serde_json::json!("standard")
     );
     // No in-cluster registry in the minimal spec: nothing rendered.
-    assert!(stages::render(&minimal(), Stage::Registry).unwrap().is_empty());
+    assert!(
+        stages::render(&minimal(), Stage::Registry)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
 fn quota_and_rbac_follow_the_spec() {
     let q = stages::render(&default_appliance(), Stage::Quota).unwrap();
-    assert_eq!(q.len(), 14, "a ResourceQuota and a LimitRange per namespace");
+    assert_eq!(
+        q.len(),
+        14,
+        "a ResourceQuota and a LimitRange per namespace"
+    );
     let rbac = stages::render(&default_appliance(), Stage::Rbac).unwrap();
     let count = |k: &str| rbac.iter().filter(|o| o.kind() == k).count();
     assert_eq!(count("ServiceAccount"), 5);
@@ -271,7 +284,11 @@ fn render_command_prints_the_whole_default_appliance() {
         .args(["render", "-f", "bundle/appliance.yaml"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text, all_yaml(&default_appliance()));
     for st in Stage::ALL {
