@@ -384,15 +384,18 @@ fn validate_storage(c: &mut Checker, s: &Storage) {
             );
         }
     }
-    if let Some(d) = &s.default_class {
-        // k3s ships its own default `local-path` class; only a declared class can be marked
-        // non-default, so choosing another default needs `local-path` declared too.
-        if d != "local-path" && !s.classes.iter().any(|x| x.name == "local-path") {
-            c.err(
-                "spec.storage.defaultClass",
-                format!("{d:?} cannot be the only default: k3s ships `local-path` as default; declare a class named local-path too so it is marked non-default"),
-            );
-        }
+    // k3s ships its own default `local-path` class; only a declared class can be marked
+    // non-default, so choosing another default needs `local-path` declared too.
+    if let Some(d) = &s.default_class
+        && d != "local-path"
+        && !s.classes.iter().any(|x| x.name == "local-path")
+    {
+        c.err(
+            "spec.storage.defaultClass",
+            format!(
+                "{d:?} cannot be the only default: k3s ships `local-path` as default; declare a class named local-path too so it is marked non-default"
+            ),
+        );
     }
     for (i, cl) in s.classes.iter().enumerate() {
         if cl.provisioner.is_empty() {
@@ -401,13 +404,14 @@ fn validate_storage(c: &mut Checker, s: &Storage) {
                 "a provisioner is required",
             );
         }
-        if let Some(p) = cl.parameters.get("nodePath") {
-            if cl.provisioner == "rancher.io/local-path" && !p.starts_with('/') {
-                c.err(
-                    format!("spec.storage.classes[{i}].parameters.nodePath"),
-                    format!("{p:?} must be an absolute path on the node"),
-                );
-            }
+        if let Some(p) = cl.parameters.get("nodePath")
+            && cl.provisioner == "rancher.io/local-path"
+            && !p.starts_with('/')
+        {
+            c.err(
+                format!("spec.storage.classes[{i}].parameters.nodePath"),
+                format!("{p:?} must be an absolute path on the node"),
+            );
         }
     }
     if let Some(sc) = &s.snapshot_class {

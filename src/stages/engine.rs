@@ -364,17 +364,17 @@ impl Engine<'_, '_> {
                 ));
                 continue;
             }
-            if let Some(ns) = obj.namespace() {
-                if self.pending_namespaces.contains(ns) {
-                    report.objects.push(ObjectResult::of(
-                        obj,
-                        Outcome::Skipped,
-                        Some(format!(
-                            "namespace {ns} does not exist yet; a dry run cannot check objects inside it"
-                        )),
-                    ));
-                    continue;
-                }
+            if let Some(ns) = obj.namespace()
+                && self.pending_namespaces.contains(ns)
+            {
+                report.objects.push(ObjectResult::of(
+                    obj,
+                    Outcome::Skipped,
+                    Some(format!(
+                        "namespace {ns} does not exist yet; a dry run cannot check objects inside it"
+                    )),
+                ));
+                continue;
             }
             let result = self.apply_one(obj).await?;
             if self.opts.dry_run

@@ -174,7 +174,8 @@ pub enum Object {
     VolumeSnapshotClass(DynamicObject),
     NetworkPolicy(NetworkPolicy),
     PersistentVolumeClaim(PersistentVolumeClaim),
-    Deployment(Deployment),
+    /// Boxed: a Deployment is several times larger than every other variant.
+    Deployment(Box<Deployment>),
     Service(Service),
     ResourceQuota(ResourceQuota),
     LimitRange(LimitRange),

@@ -191,7 +191,7 @@ pub fn render(spec: &Appliance) -> Result<Vec<Object>, StageError> {
     };
     Ok(vec![
         Object::PersistentVolumeClaim(pvc),
-        Object::Deployment(deployment),
+        Object::Deployment(Box::new(deployment)),
         Object::Service(service),
     ])
 }
