@@ -2,7 +2,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{Global, SpecArg};
+use super::{Global, Output, SpecArg};
+use crate::spec::SpecFile;
+use crate::stages::{self, ApplyOptions};
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
@@ -23,6 +25,22 @@ pub struct ClusterArgs {
     pub kubeconfig: Option<PathBuf>,
 }
 
-pub fn run(_args: ApplyArgs, _g: &Global) -> anyhow::Result<u8> {
-    anyhow::bail!("sparkgap apply: not implemented yet")
+pub fn run(args: ApplyArgs, g: &Global) -> anyhow::Result<u8> {
+    let spec = SpecFile::read(&args.spec.file)?;
+    let opts = ApplyOptions {
+        dry_run: args.dry_run,
+        ..ApplyOptions::default()
+    };
+    let report = super::runtime()?.block_on(async {
+        let client = crate::cluster::connect(args.cluster.kubeconfig.as_deref())
+            .await
+            .map_err(stages::StageError::from)?;
+        anyhow::Ok(stages::apply(client, &spec.appliance, &opts).await?)
+    })?;
+    if g.output == Output::Json {
+        super::print_json(&report)?;
+    } else {
+        print!("{report}");
+    }
+    Ok(super::exit::OK)
 }

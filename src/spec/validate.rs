@@ -384,7 +384,40 @@ fn validate_storage(c: &mut Checker, s: &Storage) {
             );
         }
     }
+    // k3s ships its own default `local-path` class; only a declared class can be marked
+    // non-default, so choosing another default needs `local-path` declared too.
+    if let Some(d) = &s.default_class
+        && d != "local-path"
+        && !s.classes.iter().any(|x| x.name == "local-path")
+    {
+        c.err(
+            "spec.storage.defaultClass",
+            format!(
+                "{d:?} cannot be the only default: k3s ships `local-path` as default; declare a class named local-path too so it is marked non-default"
+            ),
+        );
+    }
+    for (i, cl) in s.classes.iter().enumerate() {
+        if cl.provisioner.is_empty() {
+            c.err(
+                format!("spec.storage.classes[{i}].provisioner"),
+                "a provisioner is required",
+            );
+        }
+        if let Some(p) = cl.parameters.get("nodePath")
+            && cl.provisioner == "rancher.io/local-path"
+            && !p.starts_with('/')
+        {
+            c.err(
+                format!("spec.storage.classes[{i}].parameters.nodePath"),
+                format!("{p:?} must be an absolute path on the node"),
+            );
+        }
+    }
     if let Some(sc) = &s.snapshot_class {
+        if sc.driver.is_empty() {
+            c.err("spec.storage.snapshotClass.driver", "a driver is required");
+        }
         if !is_dns_subdomain(&sc.name) {
             c.err(
                 "spec.storage.snapshotClass.name",
@@ -580,6 +613,16 @@ fn validate_rbac(c: &mut Checker, r: &Rbac, namespaces: &BTreeSet<&str>) {
             }
         }
     }
+    c.unique(
+        "spec.rbac.bindings",
+        r.bindings
+            .iter()
+            .map(|x| format!("{}/{}", x.namespace.as_deref().unwrap_or(""), x.name))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str),
+        "binding",
+    );
     for (i, b) in r.bindings.iter().enumerate() {
         let f = format!("spec.rbac.bindings[{i}]");
         if !is_rbac_name(&b.name) {

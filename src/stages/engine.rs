@@ -1,0 +1,687 @@
+//! The apply engine: sends each stage's rendered objects to the API server, in stage order,
+//! with server-side apply; waits for Namespaces to be Active before anything namespaced; prunes
+//! objects of ours that left the spec; reports per object what happened.
+//!
+//! Why `force`: server-side apply with `force=true` takes ownership of the fields we send even
+//! when another manager set them. That is safe here because we only ever send fields the spec
+//! declares (the object as `render` prints it) and no other field: everything else on the
+//! object keeps its manager. The fields we take over are exactly those the appliance owns: for
+//! k3s's own `local-path` StorageClass and `local-path-config` that is the default-class
+//! annotation and `config.json`, not the provisioner's scripts.
+//!
+//! Prune lists each kind a stage manages with the label selector
+//! `app.kubernetes.io/managed-by=sparkgap,sparkgap.dev/stage=<stage>`, so an object without
+//! our labels is never touched, whatever its name.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use serde::Serialize;
+
+use super::{
+    MANAGED_BY, MANAGER, Object, SNAPSHOT_GROUP, STAGE_LABEL, Stage, StageError, render_all,
+    volume_snapshot_class_resource,
+};
+use crate::spec::Appliance;
+
+/// Where install writes the containerd registry configuration on the node.
+pub const REGISTRIES_YAML: &str = "/etc/rancher/k3s/registries.yaml";
+
+/// The node's `registries.yaml`, behind a seam: install implements it on the node; tests fake it.
+pub trait HostRegistry: Send + Sync {
+    /// The current file, or `None` when this process does not run on the node (the drift is
+    /// then reported, nothing is written).
+    fn current(&self) -> Option<String>;
+    /// Write `yaml` atomically and restart k3s once.
+    fn rewrite_and_restart(&self, yaml: &str) -> Result<(), String>;
+}
+
+/// Bounded exponential backoff for 409, 429 and 5xx answers and unreachable servers.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Total tries, the first included.
+    pub attempts: u32,
+    pub base: Duration,
+    /// Cap of one wait, also of a server's Retry-After.
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 6,
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn delay(&self, attempt: u32, retry_after: Option<u64>) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << attempt.min(16));
+        retry_after
+            .map(Duration::from_secs)
+            .unwrap_or(exp)
+            .min(self.max)
+    }
+}
+
+pub struct ApplyOptions<'a> {
+    /// Server-side dry run (`dryRun=All`): the server validates and answers, nothing changes.
+    pub dry_run: bool,
+    /// Delete objects of ours (labelled) that are no longer rendered.
+    pub prune: bool,
+    /// The stages to run (always in stage order).
+    pub stages: Vec<Stage>,
+    /// How long to wait for Namespaces to become Active (and for the API after a k3s restart).
+    pub wait_timeout: Duration,
+    pub poll_interval: Duration,
+    pub retry: RetryPolicy,
+    /// The node's registries.yaml; `None` when the caller has no access to the host.
+    pub host_registry: Option<&'a dyn HostRegistry>,
+    /// The registries.yaml the spec implies, rendered by install; `None` skips the comparison.
+    pub registries_yaml: Option<String>,
+}
+
+impl Default for ApplyOptions<'_> {
+    fn default() -> Self {
+        ApplyOptions {
+            dry_run: false,
+            prune: true,
+            stages: Stage::ALL.to_vec(),
+            wait_timeout: Duration::from_secs(120),
+            poll_interval: Duration::from_millis(500),
+            retry: RetryPolicy::default(),
+            host_registry: None,
+            registries_yaml: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Created,
+    Changed,
+    Unchanged,
+    Pruned,
+    Skipped,
+}
+
+impl Outcome {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Changed => "changed",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Pruned => "pruned",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectResult {
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    pub result: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl ObjectResult {
+    fn of(obj: &Object, result: Outcome, reason: Option<String>) -> ObjectResult {
+        ObjectResult {
+            kind: obj.kind(),
+            namespace: obj.namespace().map(str::to_string),
+            name: obj.name().to_string(),
+            result,
+            reason,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    pub stage: Stage,
+    pub objects: Vec<ObjectResult>,
+}
+
+impl StageReport {
+    pub fn count(&self, o: Outcome) -> usize {
+        self.objects.iter().filter(|r| r.result == o).count()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyReport {
+    pub dry_run: bool,
+    pub stages: Vec<StageReport>,
+}
+
+impl ApplyReport {
+    pub fn count(&self, o: Outcome) -> usize {
+        self.stages.iter().map(|s| s.count(o)).sum()
+    }
+}
+
+impl fmt::Display for ApplyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.dry_run {
+            writeln!(f, "dry run: the server was asked, nothing changed")?;
+        }
+        for s in &self.stages {
+            writeln!(
+                f,
+                "stage {:<9} created {}  changed {}  unchanged {}  pruned {}  skipped {}",
+                s.stage.name(),
+                s.count(Outcome::Created),
+                s.count(Outcome::Changed),
+                s.count(Outcome::Unchanged),
+                s.count(Outcome::Pruned),
+                s.count(Outcome::Skipped),
+            )?;
+            for r in &s.objects {
+                let name = match &r.namespace {
+                    Some(ns) => format!("{ns}/{}", r.name),
+                    None => r.name.clone(),
+                };
+                write!(f, "  {:<10} {:<20} {name}", r.result.as_str(), r.kind)?;
+                if let Some(why) = &r.reason {
+                    write!(f, "  ({why})")?;
+                }
+                writeln!(f)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bring the cluster to the spec: every stage of `opts.stages`, in order.
+pub async fn apply(
+    client: kube::Client,
+    spec: &Appliance,
+    opts: &ApplyOptions<'_>,
+) -> Result<ApplyReport, StageError> {
+    let rendered = render_all(spec)?;
+    let mut engine = Engine {
+        client,
+        opts,
+        pending_namespaces: BTreeSet::new(),
+    };
+    let mut stages = Vec::new();
+    for (stage, objects) in rendered {
+        if !opts.stages.contains(&stage) {
+            continue;
+        }
+        stages.push(engine.run_stage(stage, &objects).await?);
+    }
+    Ok(ApplyReport {
+        dry_run: opts.dry_run,
+        stages,
+    })
+}
+
+/// One API call, named for errors: `patch configmaps "x" in namespace kube-system`.
+struct Op {
+    verb: &'static str,
+    resource: String,
+    namespace: Option<String>,
+}
+
+impl Op {
+    fn new(verb: &'static str, ar: &ApiResource, name: Option<&str>, ns: Option<&str>) -> Op {
+        let plural = if ar.group.is_empty() {
+            ar.plural.clone()
+        } else {
+            format!("{}.{}", ar.plural, ar.group)
+        };
+        Op {
+            verb,
+            resource: match name {
+                Some(n) => format!("{plural} {n:?}"),
+                None => plural,
+            },
+            namespace: ns.map(str::to_string),
+        }
+    }
+
+    fn error(&self, e: kube::Error) -> StageError {
+        match e {
+            kube::Error::Api(s) if s.code == 403 => StageError::Forbidden {
+                verb: self.verb.into(),
+                resource: self.resource.clone(),
+                namespace: self.namespace.clone(),
+                code: s.code,
+                message: s.message.clone(),
+            },
+            kube::Error::Api(s) => StageError::Api {
+                verb: self.verb.into(),
+                resource: self.resource.clone(),
+                namespace: self.namespace.clone(),
+                code: s.code,
+                reason: s.reason.clone(),
+                message: s.message.clone(),
+            },
+            other => StageError::Unreachable {
+                verb: self.verb.into(),
+                resource: self.resource.clone(),
+                namespace: self.namespace.clone(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// `Some(retry_after)` when the error is worth another try.
+fn retryable(e: &kube::Error) -> Option<Option<u64>> {
+    match e {
+        kube::Error::Api(s) if matches!(s.code, 409 | 429 | 500..=599) => Some(
+            s.details
+                .as_ref()
+                .map(|d| u64::from(d.retry_after_seconds))
+                .filter(|&s| s > 0),
+        ),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => Some(None),
+        _ => None,
+    }
+}
+
+fn is_code(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+struct Engine<'a, 'o> {
+    client: kube::Client,
+    opts: &'a ApplyOptions<'o>,
+    /// Namespaces a dry run would create: nothing can be dry-run inside them yet.
+    pending_namespaces: BTreeSet<String>,
+}
+
+impl Engine<'_, '_> {
+    async fn retry<T, F, Fut>(&self, mut f: F) -> Result<T, kube::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, kube::Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match f().await {
+                Ok(v) => return Ok(v),
+                Err(e) => match retryable(&e) {
+                    Some(after) if attempt + 1 < self.opts.retry.attempts => {
+                        let wait = self.opts.retry.delay(attempt, after);
+                        tracing::debug!("retrying in {wait:?} after: {e}");
+                        tokio::time::sleep(wait).await;
+                        attempt += 1;
+                    }
+                    _ => return Err(e),
+                },
+            }
+        }
+    }
+
+    fn api(&self, ar: &ApiResource, ns: Option<&str>) -> Api<DynamicObject> {
+        match ns {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, ar),
+            None => Api::all_with(self.client.clone(), ar),
+        }
+    }
+
+    async fn run_stage(
+        &mut self,
+        stage: Stage,
+        objects: &[Object],
+    ) -> Result<StageReport, StageError> {
+        let mut report = StageReport {
+            stage,
+            objects: Vec::new(),
+        };
+        if stage == Stage::Registry {
+            report.objects.extend(self.host_registry().await?);
+        }
+        let snapshots = stage == Stage::Storage && self.has_snapshot_crds().await?;
+        for obj in objects {
+            if matches!(obj, Object::VolumeSnapshotClass(_)) && !snapshots {
+                report.objects.push(ObjectResult::of(
+                    obj,
+                    Outcome::Skipped,
+                    Some(format!(
+                        "the snapshot CRDs ({SNAPSHOT_GROUP}/v1) are not installed on the cluster"
+                    )),
+                ));
+                continue;
+            }
+            if let Some(ns) = obj.namespace()
+                && self.pending_namespaces.contains(ns)
+            {
+                report.objects.push(ObjectResult::of(
+                    obj,
+                    Outcome::Skipped,
+                    Some(format!(
+                        "namespace {ns} does not exist yet; a dry run cannot check objects inside it"
+                    )),
+                ));
+                continue;
+            }
+            let result = self.apply_one(obj).await?;
+            if self.opts.dry_run
+                && result.result == Outcome::Created
+                && matches!(obj, Object::Namespace(_))
+            {
+                self.pending_namespaces.insert(obj.name().to_string());
+            }
+            report.objects.push(result);
+        }
+        if stage == Stage::Namespace && !self.opts.dry_run {
+            for obj in objects {
+                self.wait_active(obj.name()).await?;
+            }
+        }
+        if self.opts.prune {
+            let pruned = self.prune(stage, objects, snapshots).await?;
+            report.objects.extend(pruned);
+        }
+        Ok(report)
+    }
+
+    async fn apply_one(&self, obj: &Object) -> Result<ObjectResult, StageError> {
+        let ar = obj.api_resource();
+        let (name, ns) = (obj.name(), obj.namespace());
+        let api = self.api(&ar, ns);
+        let before = self
+            .retry(|| api.get_opt(name))
+            .await
+            .map_err(|e| Op::new("get", &ar, Some(name), ns).error(e))?;
+        let mut pp = PatchParams::apply(MANAGER).force();
+        pp.dry_run = self.opts.dry_run;
+        let body = obj.to_value();
+        let patch = Patch::Apply(&body);
+        let after = match self.retry(|| api.patch(name, &pp, &patch)).await {
+            Ok(a) => a,
+            // A dry run into a namespace that does not exist (its stage was not run).
+            Err(e) if self.opts.dry_run && ns.is_some() && is_code(&e, 404) => {
+                return Ok(ObjectResult::of(
+                    obj,
+                    Outcome::Skipped,
+                    Some(format!(
+                        "namespace {} does not exist; a dry run cannot check objects inside it",
+                        ns.unwrap_or_default()
+                    )),
+                ));
+            }
+            Err(e) => return Err(Op::new("patch", &ar, Some(name), ns).error(e)),
+        };
+        let result = match before {
+            None => Outcome::Created,
+            // A dry run does not persist, so the resourceVersion cannot move: compare content.
+            Some(b) if self.opts.dry_run => {
+                if comparable(&b) == comparable(&after) {
+                    Outcome::Unchanged
+                } else {
+                    Outcome::Changed
+                }
+            }
+            Some(b) => {
+                if b.metadata.resource_version == after.metadata.resource_version {
+                    Outcome::Unchanged
+                } else {
+                    Outcome::Changed
+                }
+            }
+        };
+        Ok(ObjectResult::of(obj, result, None))
+    }
+
+    /// Wait (bounded) until a Namespace is Active: namespaced objects sent before are refused.
+    async fn wait_active(&self, name: &str) -> Result<(), StageError> {
+        let ar = ApiResource::erase::<Namespace>(&());
+        let api = self.api(&ar, None);
+        let start = Instant::now();
+        loop {
+            let ns = self
+                .retry(|| api.get_opt(name))
+                .await
+                .map_err(|e| Op::new("get", &ar, Some(name), None).error(e))?;
+            let phase = ns
+                .as_ref()
+                .and_then(|n| n.data.pointer("/status/phase"))
+                .and_then(|p| p.as_str())
+                .unwrap_or(if ns.is_some() { "Pending" } else { "absent" })
+                .to_string();
+            if phase == "Active" {
+                return Ok(());
+            }
+            if start.elapsed() >= self.opts.wait_timeout {
+                return Err(StageError::NamespaceNotActive {
+                    name: name.into(),
+                    phase,
+                    waited_secs: start.elapsed().as_secs(),
+                });
+            }
+            tokio::time::sleep(self.opts.poll_interval).await;
+        }
+    }
+
+    async fn has_snapshot_crds(&self) -> Result<bool, StageError> {
+        let gv = format!("{SNAPSHOT_GROUP}/v1");
+        match self
+            .retry(|| self.client.list_api_group_resources(&gv))
+            .await
+        {
+            Ok(list) => Ok(list
+                .resources
+                .iter()
+                .any(|r| r.name == "volumesnapshotclasses")),
+            Err(e) if is_code(&e, 404) => Ok(false),
+            Err(e) => Err(Op {
+                verb: "discover",
+                resource: gv,
+                namespace: None,
+            }
+            .error(e)),
+        }
+    }
+
+    async fn prune(
+        &self,
+        stage: Stage,
+        objects: &[Object],
+        snapshots: bool,
+    ) -> Result<Vec<ObjectResult>, StageError> {
+        let wanted: BTreeSet<(String, Option<&str>, &str)> = objects
+            .iter()
+            .map(|o| (o.kind(), o.namespace(), o.name()))
+            .collect();
+        let mut out = Vec::new();
+        for ar in managed_kinds(stage, snapshots) {
+            let lp = ListParams::default().labels(&stage.selector());
+            let all = self.api(&ar, None);
+            let list = match self.retry(|| all.list(&lp)).await {
+                Ok(l) => l,
+                // The kind is not served at all: nothing of ours can exist.
+                Err(e) if is_code(&e, 404) => continue,
+                Err(e) => return Err(Op::new("list", &ar, None, None).error(e)),
+            };
+            for item in list.items {
+                let name = item.metadata.name.clone().unwrap_or_default();
+                let ns = item.metadata.namespace.clone();
+                if wanted.contains(&(ar.kind.clone(), ns.as_deref(), name.as_str())) {
+                    continue;
+                }
+                // The selector already guarantees this; checked again because deleting what
+                // is not ours is the one mistake prune must never make.
+                let labels = item.metadata.labels.clone().unwrap_or_default();
+                if labels.get(MANAGED_BY).map(String::as_str) != Some(MANAGER)
+                    || labels.get(STAGE_LABEL).map(String::as_str) != Some(stage.name())
+                {
+                    continue;
+                }
+                let api = self.api(&ar, ns.as_deref());
+                let dp = DeleteParams {
+                    dry_run: self.opts.dry_run,
+                    ..DeleteParams::default()
+                };
+                match self.retry(|| api.delete(&name, &dp)).await {
+                    Ok(_) => {}
+                    Err(e) if is_code(&e, 404) => continue,
+                    Err(e) => {
+                        return Err(Op::new("delete", &ar, Some(&name), ns.as_deref()).error(e));
+                    }
+                }
+                out.push(ObjectResult {
+                    kind: ar.kind.clone(),
+                    namespace: ns,
+                    name,
+                    result: Outcome::Pruned,
+                    reason: None,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Compare the node's registries.yaml with the one the spec implies; on the node, rewrite
+    /// it and restart k3s once when they differ.
+    async fn host_registry(&self) -> Result<Option<ObjectResult>, StageError> {
+        let entry = |result, reason: &str| ObjectResult {
+            kind: "HostFile".into(),
+            namespace: None,
+            name: REGISTRIES_YAML.into(),
+            result,
+            reason: Some(reason.to_string()),
+        };
+        let Some(expected) = &self.opts.registries_yaml else {
+            return Ok(None);
+        };
+        let Some(host) = self.opts.host_registry else {
+            return Ok(Some(entry(
+                Outcome::Skipped,
+                "not compared: this run has no access to the node",
+            )));
+        };
+        let Some(current) = host.current() else {
+            return Ok(Some(entry(
+                Outcome::Skipped,
+                "drift not checked: not running on the node; run `sparkgap apply` on the node to compare and rewrite it",
+            )));
+        };
+        if current.trim_end() == expected.trim_end() {
+            return Ok(Some(entry(Outcome::Unchanged, "matches the spec")));
+        }
+        if self.opts.dry_run {
+            return Ok(Some(entry(
+                Outcome::Changed,
+                "differs from the spec: would be rewritten and k3s restarted once",
+            )));
+        }
+        host.rewrite_and_restart(expected)
+            .map_err(StageError::HostRegistry)?;
+        self.wait_api().await?;
+        Ok(Some(entry(
+            Outcome::Changed,
+            "differed from the spec: rewritten, k3s restarted once",
+        )))
+    }
+
+    /// After a k3s restart: wait (bounded) until the API server answers again.
+    async fn wait_api(&self) -> Result<(), StageError> {
+        let start = Instant::now();
+        loop {
+            match self.client.apiserver_version().await {
+                Ok(_) => return Ok(()),
+                Err(e) if start.elapsed() >= self.opts.wait_timeout => {
+                    return Err(StageError::Unreachable {
+                        verb: "get".into(),
+                        resource: "/version".into(),
+                        namespace: None,
+                        message: format!("{e} (after restarting k3s)"),
+                    });
+                }
+                Err(_) => tokio::time::sleep(self.opts.poll_interval).await,
+            }
+        }
+    }
+}
+
+/// The kinds a stage manages, for prune: a kind whose last object left the spec is still
+/// listed, so its leftovers go too.
+fn managed_kinds(stage: Stage, snapshots: bool) -> Vec<ApiResource> {
+    match stage {
+        Stage::Namespace => vec![ApiResource::erase::<Namespace>(&())],
+        Stage::Storage => {
+            let mut v = vec![
+                ApiResource::erase::<ConfigMap>(&()),
+                ApiResource::erase::<StorageClass>(&()),
+            ];
+            if snapshots {
+                v.push(volume_snapshot_class_resource());
+            }
+            v
+        }
+        Stage::Network => vec![
+            ApiResource::erase::<ConfigMap>(&()),
+            ApiResource::erase::<NetworkPolicy>(&()),
+        ],
+        Stage::Registry => vec![
+            ApiResource::erase::<Deployment>(&()),
+            ApiResource::erase::<Service>(&()),
+            ApiResource::erase::<PersistentVolumeClaim>(&()),
+        ],
+        Stage::Quota => vec![
+            ApiResource::erase::<ResourceQuota>(&()),
+            ApiResource::erase::<LimitRange>(&()),
+        ],
+        Stage::Rbac => vec![
+            ApiResource::erase::<ServiceAccount>(&()),
+            ApiResource::erase::<Role>(&()),
+            ApiResource::erase::<ClusterRole>(&()),
+            ApiResource::erase::<RoleBinding>(&()),
+            ApiResource::erase::<ClusterRoleBinding>(&()),
+        ],
+    }
+}
+
+/// An object as JSON without the fields every write moves (managedFields, resourceVersion,
+/// generation): what a dry run's answer is compared by.
+fn comparable(o: &DynamicObject) -> serde_json::Value {
+    let mut v = serde_json::to_value(o).unwrap_or(serde_json::Value::Null);
+    if let Some(m) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+        m.remove("managedFields");
+        m.remove("resourceVersion");
+        m.remove("generation");
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let p = RetryPolicy {
+            attempts: 5,
+            base: Duration::from_millis(100),
+            max: Duration::from_millis(350),
+        };
+        assert_eq!(p.delay(0, None), Duration::from_millis(100));
+        assert_eq!(p.delay(1, None), Duration::from_millis(200));
+        assert_eq!(p.delay(2, None), Duration::from_millis(350));
+        assert_eq!(p.delay(40, None), Duration::from_millis(350));
+        // Retry-After is honoured but capped too.
+        assert_eq!(p.delay(0, Some(60)), Duration::from_millis(350));
+    }
+}
