@@ -238,13 +238,13 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
             );
         }
     }
-    if let Some(t) = &v.test_image {
-        if !image_names.contains(t.as_str()) {
-            c.err(
-                "spec.verify.testImage",
-                format!("{t:?} is not the name of an entry of spec.images"),
-            );
-        }
+    if let Some(t) = &v.test_image
+        && !image_names.contains(t.as_str())
+    {
+        c.err(
+            "spec.verify.testImage",
+            format!("{t:?} is not the name of an entry of spec.images"),
+        );
     }
     c.issues
 }
@@ -282,26 +282,26 @@ fn validate_k3s(c: &mut Checker, k: &K3s) {
     }
     let cluster = cidr(c, "spec.k3s.clusterCidr", &k.cluster_cidr);
     let service = cidr(c, "spec.k3s.serviceCidr", &k.service_cidr);
-    if let (Some(a), Some(b)) = (cluster, service) {
-        if a.contains(&b.network()) || b.contains(&a.network()) {
-            c.err(
-                "spec.k3s.serviceCidr",
-                format!(
-                    "{} overlaps clusterCidr {}; pod and service ranges must be disjoint",
-                    k.service_cidr, k.cluster_cidr
-                ),
-            );
-        }
+    if let (Some(a), Some(b)) = (cluster, service)
+        && (a.contains(&b.network()) || b.contains(&a.network()))
+    {
+        c.err(
+            "spec.k3s.serviceCidr",
+            format!(
+                "{} overlaps clusterCidr {}; pod and service ranges must be disjoint",
+                k.service_cidr, k.cluster_cidr
+            ),
+        );
     }
     match k.cluster_dns.parse::<IpAddr>() {
         Ok(ip) => {
-            if let Some(svc) = service {
-                if !svc.contains(&ip) {
-                    c.err(
-                        "spec.k3s.clusterDns",
-                        format!("{ip} is outside serviceCidr {}", k.service_cidr),
-                    );
-                }
+            if let Some(svc) = service
+                && !svc.contains(&ip)
+            {
+                c.err(
+                    "spec.k3s.clusterDns",
+                    format!("{ip} is outside serviceCidr {}", k.service_cidr),
+                );
             }
         }
         Err(_) => c.err(
@@ -315,10 +315,10 @@ fn validate_k3s(c: &mut Checker, k: &K3s) {
             format!("{:?} is not a DNS domain", k.cluster_domain),
         );
     }
-    if let Some(n) = &k.node_name {
-        if !is_dns_subdomain(n) {
-            c.err("spec.k3s.nodeName", format!("{n:?} is not a DNS name"));
-        }
+    if let Some(n) = &k.node_name
+        && !is_dns_subdomain(n)
+    {
+        c.err("spec.k3s.nodeName", format!("{n:?} is not a DNS name"));
     }
     if !matches!(k.write_kubeconfig_mode.as_str(), m if m.len() == 4 && m.starts_with('0') && m.bytes().all(|b| (b'0'..=b'7').contains(&b)))
     {
@@ -376,13 +376,13 @@ fn validate_storage(c: &mut Checker, s: &Storage) {
             );
         }
     }
-    if let Some(d) = &s.default_class {
-        if !s.classes.iter().any(|x| &x.name == d) {
-            c.err(
-                "spec.storage.defaultClass",
-                format!("{d:?} is not one of spec.storage.classes"),
-            );
-        }
+    if let Some(d) = &s.default_class
+        && !s.classes.iter().any(|x| &x.name == d)
+    {
+        c.err(
+            "spec.storage.defaultClass",
+            format!("{d:?} is not one of spec.storage.classes"),
+        );
     }
     // k3s ships its own default `local-path` class; only a declared class can be marked
     // non-default, so choosing another default needs `local-path` declared too.
@@ -536,13 +536,13 @@ fn validate_registry(
             );
         }
         c.quantity("spec.registry.inCluster.size".into(), &ic.size);
-        if let Some(sc) = &ic.storage_class {
-            if !storage.classes.iter().any(|x| &x.name == sc) {
-                c.err(
-                    "spec.registry.inCluster.storageClass",
-                    format!("{sc:?} is not one of spec.storage.classes"),
-                );
-            }
+        if let Some(sc) = &ic.storage_class
+            && !storage.classes.iter().any(|x| &x.name == sc)
+        {
+            c.err(
+                "spec.registry.inCluster.storageClass",
+                format!("{sc:?} is not one of spec.storage.classes"),
+            );
         }
     }
 }
