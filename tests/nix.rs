@@ -1,0 +1,245 @@
+//! The Nix side of the lock, checked with the Nix that CI installs (Debian's nix-bin):
+//! `nix/lock-blobs.nix` — what the flake fetches, one fixed-output derivation per entry — must
+//! list exactly `Lock::all_blobs()`, and every `.nix` file in the repository must parse.
+//! Without `nix-instantiate` each test prints why it skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sparkgap::lock::{Descriptor, ImageLock, K3sLock, LOCK_VERSION, Lock};
+use sparkgap::spec::Platform;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn nix_instantiate() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("nix-instantiate"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        eprintln!("skipped: nix-instantiate is not on PATH (apt-get install nix-bin)");
+    }
+    found
+}
+
+fn digest(n: u8) -> String {
+    format!("sha256:{}", format!("{n:02x}").repeat(32))
+}
+
+/// A blob's size follows from its digest, as with real content.
+fn desc(media_type: &str, n: u8) -> Descriptor {
+    Descriptor {
+        media_type: media_type.into(),
+        digest: digest(n),
+        size: 1_000 * n as u64 + 7,
+    }
+}
+
+const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+fn image(name: &str, reference: &str, manifest: u8, config: u8, layers: &[u8]) -> ImageLock {
+    ImageLock {
+        name: name.into(),
+        reference: reference.into(),
+        image_name: reference.into(),
+        resolved_digest: digest(0xee),
+        manifest: desc("application/vnd.oci.image.manifest.v1+json", manifest),
+        config: desc("application/vnd.oci.image.config.v1+json", config),
+        layers: layers.iter().map(|&l| desc(LAYER, l)).collect(),
+    }
+}
+
+/// Three images: two share a base layer, one image's config is another image's layer (blobs
+/// are content, not roles), and one image lists the same layer twice.
+fn sample_lock() -> Lock {
+    Lock {
+        lock_version: LOCK_VERSION,
+        platform: Platform::parse("linux/arm64").expect("platform"),
+        k3s: K3sLock {
+            version: "v1.33.5+k3s1".into(),
+            url: "https://github.com/k3s-io/k3s/releases/download/v1.33.5%2Bk3s1/k3s-arm64".into(),
+            size: 70_000_000,
+            digest: digest(0x50),
+        },
+        images: vec![
+            image("busybox", "docker.io/library/busybox:1.37.0", 0x10, 0x11, &[0x01, 0x02]),
+            image("registry", "registry:2.8.3", 0x20, 0x21, &[0x01, 0x22, 0x22]),
+            image(
+                "tool",
+                "127.0.0.1:5000/team/tool@sha256:eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
+                0x30,
+                0x31,
+                &[0x02, 0x21],
+            ),
+        ],
+    }
+}
+
+fn eval_blobs(nix: &Path, lock_path: &Path) -> Output {
+    Command::new(nix)
+        .args(["--eval", "--strict", "--json"])
+        .arg(repo().join("nix/lock-blobs.nix"))
+        .arg("--argstr")
+        .arg("lock")
+        .arg(lock_path)
+        .output()
+        .expect("run nix-instantiate")
+}
+
+fn write_lock(dir: &Path, bytes: &[u8]) -> PathBuf {
+    let path = dir.join("appliance.lock");
+    std::fs::write(&path, bytes).expect("write lock");
+    path
+}
+
+#[test]
+fn lock_blobs_nix_lists_exactly_the_locks_blobs() {
+    let Some(nix) = nix_instantiate() else { return };
+    let lock = sample_lock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_lock(dir.path(), &lock.to_bytes());
+
+    let out = eval_blobs(&nix, &path);
+    assert!(
+        out.status.success(),
+        "nix/lock-blobs.nix failed on {}:\n{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let blobs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json list");
+
+    let want = lock.all_blobs();
+    let got: Vec<(&str, u64)> = blobs
+        .iter()
+        .map(|b| (b["digest"].as_str().unwrap_or("?"), b["size"].as_u64().unwrap_or(0)))
+        .collect();
+    let want_pairs: Vec<(&str, u64)> = want.iter().map(|d| (d.digest.as_str(), d.size)).collect();
+    assert_eq!(got, want_pairs, "same digests, same sizes, same (digest) order");
+    // The sample really exercises deduplication: 3 images list 13 blobs, 9 distinct, + k3s.
+    assert_eq!(want.len(), 10);
+
+    let by_digest = |d: &str| {
+        blobs
+            .iter()
+            .find(|b| b["digest"] == d)
+            .unwrap_or_else(|| panic!("{d} missing"))
+    };
+    let k3s = by_digest(&lock.k3s.digest);
+    assert_eq!(k3s["kind"], "k3s");
+    assert_eq!(k3s["url"], lock.k3s.url.as_str());
+    assert_eq!(k3s["hex"], "50".repeat(32));
+
+    // Where each blob is fetched from: Docker Hub short names under library/, the first image
+    // (by name) that holds a shared blob, an explicit registry with a port.
+    let shared = by_digest(&digest(0x01));
+    assert_eq!(
+        (&shared["kind"], &shared["registry"], &shared["repository"]),
+        (&"layer".into(), &"docker.io".into(), &"library/busybox".into())
+    );
+    let short = by_digest(&digest(0x20));
+    assert_eq!(short["kind"], "manifest");
+    assert_eq!(
+        (&short["registry"], &short["repository"]),
+        (&"docker.io".into(), &"library/registry".into())
+    );
+    let own = by_digest(&digest(0x30));
+    assert_eq!(
+        (&own["registry"], &own["repository"]),
+        (&"127.0.0.1:5000".into(), &"team/tool".into())
+    );
+    // 0x21 is registry's config and tool's layer: registry comes first by name.
+    assert_eq!(by_digest(&digest(0x21))["kind"], "config");
+}
+
+#[test]
+fn missing_lock_names_the_command_that_makes_it() {
+    let Some(nix) = nix_instantiate() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = eval_blobs(&nix, &dir.path().join("appliance.lock"));
+    assert!(!out.status.success(), "a missing lock must stop the evaluation");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sparkgap lock -f bundle/appliance.yaml -o bundle/appliance.lock"),
+        "{err}"
+    );
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn malformed_digest_is_refused_naming_the_field() {
+    let Some(nix) = nix_instantiate() else { return };
+    let mut text = String::from_utf8(sample_lock().to_bytes()).expect("utf8");
+    text = text.replacen(&digest(0x22), "sha256:NOTHEX", 1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = eval_blobs(&nix, &write_lock(dir.path(), text.as_bytes()));
+    assert!(!out.status.success(), "a bad digest must stop the evaluation");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("images[registry].layers[1].digest"), "{err}");
+    assert!(err.contains("sha256:NOTHEX"), "{err}");
+}
+
+#[test]
+fn unsupported_lock_version_is_refused() {
+    let Some(nix) = nix_instantiate() else { return };
+    let text = String::from_utf8(sample_lock().to_bytes())
+        .expect("utf8")
+        .replacen("\"lockVersion\": 1", "\"lockVersion\": 99", 1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = eval_blobs(&nix, &write_lock(dir.path(), text.as_bytes()));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lock version 99 is not supported"), "{err}");
+}
+
+fn nix_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let name = e.file_name();
+        if name == "target" || name == ".git" || name == "node_modules" {
+            continue;
+        }
+        if p.is_dir() {
+            nix_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "nix") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn every_nix_file_parses() {
+    let Some(nix) = nix_instantiate() else { return };
+    let mut files = Vec::new();
+    nix_files(&repo(), &mut files);
+    files.sort();
+    for required in ["flake.nix", "nix/lock-blobs.nix", "nixos/module.nix"] {
+        assert!(
+            files.contains(&repo().join(required)),
+            "{required} is missing from the repository"
+        );
+    }
+    let failures: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let out = Command::new(&nix)
+                .arg("--parse")
+                .arg(f)
+                .output()
+                .expect("run nix-instantiate");
+            (!out.status.success()).then(|| {
+                format!(
+                    "{}: {}",
+                    f.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )
+            })
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
