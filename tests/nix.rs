@@ -65,8 +65,20 @@ fn sample_lock() -> Lock {
             digest: digest(0x50),
         },
         images: vec![
-            image("busybox", "docker.io/library/busybox:1.37.0", 0x10, 0x11, &[0x01, 0x02]),
-            image("registry", "registry:2.8.3", 0x20, 0x21, &[0x01, 0x22, 0x22]),
+            image(
+                "busybox",
+                "docker.io/library/busybox:1.37.0",
+                0x10,
+                0x11,
+                &[0x01, 0x02],
+            ),
+            image(
+                "registry",
+                "registry:2.8.3",
+                0x20,
+                0x21,
+                &[0x01, 0x22, 0x22],
+            ),
             image(
                 "tool",
                 "127.0.0.1:5000/team/tool@sha256:eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee",
@@ -114,10 +126,18 @@ fn lock_blobs_nix_lists_exactly_the_locks_blobs() {
     let want = lock.all_blobs();
     let got: Vec<(&str, u64)> = blobs
         .iter()
-        .map(|b| (b["digest"].as_str().unwrap_or("?"), b["size"].as_u64().unwrap_or(0)))
+        .map(|b| {
+            (
+                b["digest"].as_str().unwrap_or("?"),
+                b["size"].as_u64().unwrap_or(0),
+            )
+        })
         .collect();
     let want_pairs: Vec<(&str, u64)> = want.iter().map(|d| (d.digest.as_str(), d.size)).collect();
-    assert_eq!(got, want_pairs, "same digests, same sizes, same (digest) order");
+    assert_eq!(
+        got, want_pairs,
+        "same digests, same sizes, same (digest) order"
+    );
     // The sample really exercises deduplication: 3 images list 13 blobs, 9 distinct, + k3s.
     assert_eq!(want.len(), 10);
 
@@ -137,7 +157,11 @@ fn lock_blobs_nix_lists_exactly_the_locks_blobs() {
     let shared = by_digest(&digest(0x01));
     assert_eq!(
         (&shared["kind"], &shared["registry"], &shared["repository"]),
-        (&"layer".into(), &"docker.io".into(), &"library/busybox".into())
+        (
+            &"layer".into(),
+            &"docker.io".into(),
+            &"library/busybox".into()
+        )
     );
     let short = by_digest(&digest(0x20));
     assert_eq!(short["kind"], "manifest");
@@ -159,7 +183,10 @@ fn missing_lock_names_the_command_that_makes_it() {
     let Some(nix) = nix_instantiate() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let out = eval_blobs(&nix, &dir.path().join("appliance.lock"));
-    assert!(!out.status.success(), "a missing lock must stop the evaluation");
+    assert!(
+        !out.status.success(),
+        "a missing lock must stop the evaluation"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("sparkgap lock -f bundle/appliance.yaml -o bundle/appliance.lock"),
@@ -175,7 +202,10 @@ fn malformed_digest_is_refused_naming_the_field() {
     text = text.replacen(&digest(0x22), "sha256:NOTHEX", 1);
     let dir = tempfile::tempdir().expect("tempdir");
     let out = eval_blobs(&nix, &write_lock(dir.path(), text.as_bytes()));
-    assert!(!out.status.success(), "a bad digest must stop the evaluation");
+    assert!(
+        !out.status.success(),
+        "a bad digest must stop the evaluation"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("images[registry].layers[1].digest"), "{err}");
     assert!(err.contains("sha256:NOTHEX"), "{err}");
@@ -242,4 +272,104 @@ fn every_nix_file_parses() {
         })
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Just enough of nixpkgs' `lib` and builders for nix/bundle.nix and nix/fetch-blob.nix to
+/// evaluate here: derivations become plain attrsets, so the test reads the cache-assembly
+/// script and the URL each blob would be fetched from.
+const BUNDLE_STUB: &str = r#"
+{ repo, applianceDir }:
+let
+  lib = {
+    concatMapStrings = f: l: builtins.concatStringsSep "" (map f l);
+    concatStringsSep = builtins.concatStringsSep;
+    removePrefix = p: s:
+      let n = builtins.stringLength p;
+      in if builtins.substring 0 n s == p then builtins.substring n (-1) s else s;
+    unique = builtins.foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ];
+    optional = c: x: if c then [ x ] else [ ];
+    assertMsg = c: msg: c || throw msg;
+    fetchers.proxyImpureEnvVars = [ ];
+  };
+  fetchBlob = import (repo + "/nix/fetch-blob.nix") {
+    inherit lib;
+    stdenvNoCC.mkDerivation = drv: drv;
+    curl = "curl";
+    jq = "jq";
+    cacert = "cacert";
+  };
+in
+import (repo + "/nix/bundle.nix") {
+  inherit lib applianceDir;
+  runCommand = name: _: script: { inherit name script; };
+  fetchurl = a: "/fetchurl/${a.sha256}/${a.url}";
+  callPackage = _: _: b: let d = fetchBlob b; in "/fod/${d.outputHash}/${d.accept}/${d.url}";
+  sparkgap = "/sparkgap";
+}
+"#;
+
+#[test]
+fn bundle_nix_puts_every_blob_in_the_cache_once_by_digest() {
+    let Some(nix) = nix_instantiate() else { return };
+    let lock = sample_lock();
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_lock(dir.path(), &lock.to_bytes());
+    let stub = dir.path().join("stub.nix");
+    std::fs::write(&stub, BUNDLE_STUB).expect("write stub");
+    let out = Command::new(&nix)
+        .args(["--eval", "--strict", "--json"])
+        .arg(&stub)
+        .arg("--argstr")
+        .arg("repo")
+        .arg(repo())
+        .arg("--argstr")
+        .arg("applianceDir")
+        .arg(dir.path())
+        .output()
+        .expect("run nix-instantiate");
+    assert!(
+        out.status.success(),
+        "nix/bundle.nix failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drv: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let script = drv["script"].as_str().expect("script");
+
+    let links: Vec<&str> = script.lines().filter(|l| l.starts_with("ln -s ")).collect();
+    let blobs = lock.all_blobs();
+    assert_eq!(links.len(), blobs.len(), "{script}");
+    for (link, blob) in links.iter().zip(&blobs) {
+        let hex = &blob.digest["sha256:".len()..];
+        assert!(link.ends_with(&format!(" cache/sha256/{hex}")), "{link}");
+        if blob.digest == lock.k3s.digest {
+            assert!(
+                link.contains(&format!("/fetchurl/{hex}/{}", lock.k3s.url)),
+                "{link}"
+            );
+        } else {
+            // The fixed-output hash is the digest itself; manifests by /manifests/ with their
+            // media type accepted, everything else by /blobs/.
+            assert!(link.contains(&format!("/fod/{hex}/")), "{link}");
+            let manifest = blob.media_type.contains("manifest");
+            let path = if manifest { "manifests" } else { "blobs" };
+            assert!(link.contains("/v2/"), "{link}");
+            assert!(
+                link.ends_with(&format!("/{path}/{} cache/sha256/{hex}", blob.digest)),
+                "{link}"
+            );
+            if manifest {
+                assert!(link.contains(&blob.media_type), "{link}");
+            }
+        }
+    }
+    assert!(
+        links
+            .iter()
+            .any(|l| l.contains("https://registry-1.docker.io/v2/library/busybox/manifests/"))
+    );
+    assert!(script.contains("export SOURCE_DATE_EPOCH=0"), "{script}");
+    assert!(
+        script.contains("sparkgap build --no-progress --offline --cache cache"),
+        "{script}"
+    );
 }

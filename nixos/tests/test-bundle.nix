@@ -3,8 +3,7 @@
 # docker-distribution registry listening on the sandbox's own loopback, and nixpkgs' k3s binary
 # served over loopback too. Then the real path: `sparkgap lock` against that registry and
 # `sparkgap build`, as a user would on a connected machine.
-{ lib
-, stdenv
+{ stdenv
 , runCommand
 , writeText
 , dockerTools
