@@ -4,7 +4,11 @@
 # and one ordinary derivation runs `sparkgap build --offline` over that cache. The tool writes
 # the same bytes for the same lock wherever it runs, so `result/bundle.tar` equals what
 # `sparkgap build` writes on a connected machine (docs/nix.md says how to check).
-{ lib, runCommand, fetchurl, callPackage, sparkgap
+{ lib
+, runCommand
+, fetchurl
+, callPackage
+, sparkgap
 , applianceDir            # a directory holding the spec, its lock and any files the spec names
 , spec ? "appliance.yaml" # the spec, relative to applianceDir
 , lock ? "appliance.lock" # the lock, relative to applianceDir
