@@ -76,7 +76,7 @@ stdenvNoCC.mkDerivation {
       [ -n "$scope" ] || scope="repository:$repository:pull"
       token=$(curl --fail --silent --show-error --location --retry 3 --get \
           --data-urlencode "service=$service" --data-urlencode "scope=$scope" "$realm" \
-        | jq -r '.token // .access_token // empty')
+        | jq -r '.token // .access_token // empty') || token=
       if [ -z "$token" ]; then
         echo "fetch-blob: $realm gave no anonymous token for $scope" >&2
         exit 1

@@ -277,9 +277,7 @@ fn every_nix_file_parses() {
 /// Just enough of nixpkgs' `lib` and builders for nix/bundle.nix and nix/fetch-blob.nix to
 /// evaluate here: derivations become plain attrsets, so the test reads the cache-assembly
 /// script and the URL each blob would be fetched from.
-const BUNDLE_STUB: &str = r#"
-{ repo, applianceDir }:
-let
+const STUB_PRELUDE: &str = r#"
   lib = {
     concatMapStrings = f: l: builtins.concatStringsSep "" (map f l);
     concatStringsSep = builtins.concatStringsSep;
@@ -298,15 +296,42 @@ let
     jq = "jq";
     cacert = "cacert";
   };
-in
-import (repo + "/nix/bundle.nix") {
-  inherit lib applianceDir;
-  runCommand = name: _: script: { inherit name script; };
-  fetchurl = a: "/fetchurl/${a.sha256}/${a.url}";
-  callPackage = _: _: b: let d = fetchBlob b; in "/fod/${d.outputHash}/${d.accept}/${d.url}";
-  sparkgap = "/sparkgap";
-}
 "#;
+
+/// nix/bundle.nix over the stubs; fixed-output derivations show as `/fod/<hash>/<accept>/<url>`.
+fn bundle_stub() -> String {
+    format!(
+        r#"{{ repo, applianceDir }}:
+let {STUB_PRELUDE}
+in
+import (repo + "/nix/bundle.nix") {{
+  inherit lib applianceDir;
+  runCommand = name: _: script: {{ inherit name script; }};
+  fetchurl = a: "/fetchurl/${{a.sha256}}/${{a.url}}";
+  callPackage = _: _: b: let d = fetchBlob b; in "/fod/${{d.outputHash}}/${{d.accept}}/${{d.url}}";
+  sparkgap = "/sparkgap";
+}}
+"#
+    )
+}
+
+/// nix/fetch-blob.nix over the stubs, for one manifest.
+fn fetch_blob_stub() -> String {
+    format!(
+        r#"{{ repo, digest }}:
+let {STUB_PRELUDE}
+in
+fetchBlob {{
+  inherit digest;
+  kind = "manifest";
+  registry = "r";
+  repository = "library/busybox";
+  size = 20;
+  mediaType = "application/vnd.oci.image.manifest.v1+json";
+}}
+"#
+    )
+}
 
 #[test]
 fn bundle_nix_puts_every_blob_in_the_cache_once_by_digest() {
@@ -315,7 +340,7 @@ fn bundle_nix_puts_every_blob_in_the_cache_once_by_digest() {
     let dir = tempfile::tempdir().expect("tempdir");
     write_lock(dir.path(), &lock.to_bytes());
     let stub = dir.path().join("stub.nix");
-    std::fs::write(&stub, BUNDLE_STUB).expect("write stub");
+    std::fs::write(&stub, bundle_stub()).expect("write stub");
     let out = Command::new(&nix)
         .args(["--eval", "--strict", "--json"])
         .arg(&stub)
@@ -371,5 +396,160 @@ fn bundle_nix_puts_every_blob_in_the_cache_once_by_digest() {
     assert!(
         script.contains("sparkgap build --no-progress --offline --cache cache"),
         "{script}"
+    );
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
+}
+
+/// A registry that wants a bearer token, the way Docker Hub does: 401 with a challenge, a token
+/// endpoint, and the blob behind a redirect. One request per connection; returns the requests.
+fn fake_token_registry(
+    blob: &'static [u8],
+    digest: String,
+) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let port = listener.local_addr().expect("addr").port();
+    let handle = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        // Never outlive a builder that gave up early: stop after 4 requests or 30 s.
+        listener.set_nonblocking(true).expect("nonblocking");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while seen.len() < 4 && std::time::Instant::now() < deadline {
+            let mut stream = match listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                }
+                Err(_) => break,
+            };
+            stream.set_nonblocking(false).expect("blocking");
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut head = Vec::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push(line.trim_end().to_string());
+            }
+            let path = head
+                .first()
+                .and_then(|l| l.split(' ').nth(1))
+                .unwrap_or("")
+                .to_string();
+            let header = |name: &str| {
+                head.iter()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                    })
+                    .unwrap_or_default()
+            };
+            let manifest = format!("/v2/library/busybox/manifests/{digest}");
+            let (status, extra, body): (&str, String, &[u8]) = if path.starts_with("/token?") {
+                ("200 OK", String::new(), br#"{"token":"t0k"}"#)
+            } else if path == manifest && header("authorization") != "Bearer t0k" {
+                let challenge = format!(
+                    "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fake\",scope=\"repository:library/busybox:pull\"\r\n"
+                );
+                ("401 Unauthorized", challenge, b"")
+            } else if path == manifest {
+                (
+                    "307 Temporary Redirect",
+                    "Location: /cdn/blob\r\n".into(),
+                    b"",
+                )
+            } else if path == "/cdn/blob" {
+                ("200 OK", String::new(), blob)
+            } else {
+                ("404 Not Found", String::new(), b"")
+            };
+            seen.push(format!("{path} accept={}", header("accept")));
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(body);
+        }
+        seen
+    });
+    (port, handle)
+}
+
+#[test]
+fn fetch_blob_builder_follows_the_bearer_challenge_and_redirect() {
+    let Some(nix) = nix_instantiate() else { return };
+    for tool in ["bash", "curl", "jq"] {
+        if !on_path(tool) {
+            eprintln!("skipped: {tool} is not on PATH");
+            return;
+        }
+    }
+    const BLOB: &[u8] = b"{\"schemaVersion\":2}\n";
+    let digest = sparkgap::digest::sha256_digest(BLOB);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stub = dir.path().join("fetch.nix");
+    std::fs::write(&stub, fetch_blob_stub()).expect("write stub");
+    let out = Command::new(&nix)
+        .args(["--eval", "--strict", "--json"])
+        .arg(&stub)
+        .args(["--argstr", "repo"])
+        .arg(repo())
+        .args(["--argstr", "digest", &digest])
+        .output()
+        .expect("run nix-instantiate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drv: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(drv["outputHash"], &digest["sha256:".len()..]);
+    assert_eq!(drv["outputHashMode"], "flat");
+    let script = drv["buildCommand"].as_str().expect("buildCommand");
+
+    let (port, server) = fake_token_registry(BLOB, digest.clone());
+    let fetched = dir.path().join("blob");
+    let run = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir.path())
+        .env("out", &fetched)
+        .env(
+            "url",
+            format!("http://127.0.0.1:{port}/v2/library/busybox/manifests/{digest}"),
+        )
+        .env("accept", drv["accept"].as_str().unwrap_or(""))
+        .env("digest", &digest)
+        .env("repository", "library/busybox")
+        .env("expectedSize", BLOB.len().to_string())
+        .output()
+        .expect("run the fetch-blob builder");
+    assert!(
+        run.status.success(),
+        "builder failed:\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(std::fs::read(&fetched).expect("fetched"), BLOB);
+    let seen = server.join().expect("server");
+    let paths: Vec<&str> = seen
+        .iter()
+        .map(|s| s.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(paths.len(), 4, "{seen:?}");
+    assert!(
+        paths[1].starts_with("/token?") && paths[1].contains("scope=repository"),
+        "{seen:?}"
+    );
+    assert_eq!(paths[3], "/cdn/blob", "{seen:?}");
+    assert!(
+        seen[2].contains("application/vnd.oci.image.manifest.v1+json"),
+        "manifest fetched without its media type accepted: {seen:?}"
     );
 }
