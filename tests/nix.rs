@@ -514,30 +514,33 @@ fn fetch_blob_builder_follows_the_bearer_challenge_and_redirect() {
     assert_eq!(drv["outputHashMode"], "flat");
     let script = drv["buildCommand"].as_str().expect("buildCommand");
 
-    let (port, server) = fake_token_registry(BLOB, digest.clone());
+    let run_builder = |expected_size: usize, out: &Path| {
+        let (port, server) = fake_token_registry(BLOB, digest.clone());
+        let run = Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir.path())
+            .env("out", out)
+            .env(
+                "url",
+                format!("http://127.0.0.1:{port}/v2/library/busybox/manifests/{digest}"),
+            )
+            .env("accept", drv["accept"].as_str().unwrap_or(""))
+            .env("digest", &digest)
+            .env("repository", "library/busybox")
+            .env("expectedSize", expected_size.to_string())
+            .output()
+            .expect("run the fetch-blob builder");
+        (run, server.join().expect("server"))
+    };
     let fetched = dir.path().join("blob");
-    let run = Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir.path())
-        .env("out", &fetched)
-        .env(
-            "url",
-            format!("http://127.0.0.1:{port}/v2/library/busybox/manifests/{digest}"),
-        )
-        .env("accept", drv["accept"].as_str().unwrap_or(""))
-        .env("digest", &digest)
-        .env("repository", "library/busybox")
-        .env("expectedSize", BLOB.len().to_string())
-        .output()
-        .expect("run the fetch-blob builder");
+    let (run, seen) = run_builder(BLOB.len(), &fetched);
     assert!(
         run.status.success(),
         "builder failed:\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
     assert_eq!(std::fs::read(&fetched).expect("fetched"), BLOB);
-    let seen = server.join().expect("server");
     let paths: Vec<&str> = seen
         .iter()
         .map(|s| s.split(' ').next().unwrap_or(""))
@@ -551,5 +554,18 @@ fn fetch_blob_builder_follows_the_bearer_challenge_and_redirect() {
     assert!(
         seen[2].contains("application/vnd.oci.image.manifest.v1+json"),
         "manifest fetched without its media type accepted: {seen:?}"
+    );
+
+    // A blob whose size differs from the lock is refused with both sizes named.
+    let (run, _) = run_builder(BLOB.len() + 1, &dir.path().join("blob2"));
+    assert!(!run.status.success(), "a size mismatch must fail the fetch");
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains(&format!(
+            "is {} bytes, the lock says {}",
+            BLOB.len(),
+            BLOB.len() + 1
+        )),
+        "{err}"
     );
 }
