@@ -850,3 +850,46 @@ fn inspect_command_exit_codes_and_json() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a sparkgap bundle"));
 }
+
+// ---- extraction -------------------------------------------------------------------------
+
+#[test]
+fn extract_places_every_member_with_its_mode_or_nothing_at_all() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = synthetic_bundle(dir.path(), &BundleOpts::default());
+    let dest = dir.path().join("x");
+    let v = bundle::extract(&out, &no_key(), &dest).unwrap();
+    for m in &v.manifest.members {
+        let p = dest.join(&m.path);
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(sparkgap::digest::sha256_hex(&bytes), m.sha256, "{}", m.path);
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, m.mode, "{}", m.path);
+    }
+    assert!(
+        bundle::extract(&out, &no_key(), &dest).is_err(),
+        "overwrote an existing dir"
+    );
+
+    for kind in Hostile::ALL {
+        let p = hostile_bundle(dir.path(), kind);
+        let dest = dir.path().join(format!("h-{kind:?}"));
+        let err = bundle::extract(&p, &no_key(), &dest)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(kind.member()), "{kind:?}: {err}");
+        assert!(
+            !dest.exists(),
+            "{kind:?}: partial extraction left at {}",
+            dest.display()
+        );
+    }
+    assert!(!dir.path().parent().unwrap().join("evil").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".partial-"))
+        .collect();
+    assert!(leftovers.is_empty(), "staging dirs left: {leftovers:?}");
+}

@@ -10,10 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::Platform;
 
+mod extract;
 pub mod read;
 mod sign;
 pub mod write;
 
+pub use extract::extract;
 pub use read::{InspectReport, ReadOptions, VerifiedManifest, inspect, read_bundle};
 pub use sign::SignKey;
 pub use write::{BundlePlan, MemberSource, PlannedMember, WriteSummary, plan, write};
