@@ -893,3 +893,50 @@ fn extract_places_every_member_with_its_mode_or_nothing_at_all() {
         .collect();
     assert!(leftovers.is_empty(), "staging dirs left: {leftovers:?}");
 }
+
+// ---- measurement (not a timed test: run by hand, figures go to docs/performance.md) --------
+
+/// `cargo test --release --test bundle measure_write_and_read -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement, run by hand"]
+fn measure_write_and_read() {
+    let mb: usize = std::env::var("SPARKGAP_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let dir = tempfile::tempdir().unwrap();
+    let layer = mb * 1024 * 1024 / 8;
+    let opts = BundleOpts {
+        images: vec![bundles::ImageOpts {
+            name: "big".into(),
+            reference: "docker.io/library/big:1".into(),
+            layers: vec![layer; 8],
+            shared_layer: false,
+        }],
+        ..Default::default()
+    };
+    let t = std::time::Instant::now();
+    let s = synthetic_inputs(dir.path(), &opts);
+    eprintln!("generated {mb} MiB of blobs in {:.2?}", t.elapsed());
+    let plan = bundle::plan(&s.spec, &s.lock, &s.lock_bytes, &s.cache, vec![]).unwrap();
+    let out = dir.path().join("b.tar");
+    let t = std::time::Instant::now();
+    let w = bundle::write(&plan, &out, None, 0, &Progress::hidden()).unwrap();
+    let dt = t.elapsed().as_secs_f64();
+    eprintln!(
+        "write: {} bytes in {dt:.2} s = {:.0} MiB/s",
+        w.size,
+        w.size as f64 / dt / 1048576.0
+    );
+    let t = std::time::Instant::now();
+    read_bundle(&out, &no_key(), &mut |_, _| Ok(())).unwrap();
+    let dt = t.elapsed().as_secs_f64();
+    eprintln!(
+        "read_bundle (verify only): {dt:.2} s = {:.0} MiB/s",
+        w.size as f64 / dt / 1048576.0
+    );
+    let t = std::time::Instant::now();
+    let r = inspect(&out, &no_key()).unwrap();
+    assert!(r.intact);
+    eprintln!("inspect: {:.2} s", t.elapsed().as_secs_f64());
+}
