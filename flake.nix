@@ -36,10 +36,21 @@
           default = sparkgap;
           sparkgap-static = staticPkgs.callPackage ./nix/package.nix { };
           # The DGX Spark bundle (linux/arm64, as the lock says): the same on either build system.
-          bundle = pkgs.callPackage ./nix/bundle.nix {
-            inherit sparkgap applianceDir;
-            name = "dgx-spark-bundle";
-          };
+          # Without a committed lock this is a derivation that fails when built, naming the
+          # command to run, so `nix flake check` (which only evaluates packages) still works.
+          bundle =
+            if builtins.pathExists (applianceDir + "/appliance.lock")
+            then
+              pkgs.callPackage ./nix/bundle.nix
+                {
+                  inherit sparkgap applianceDir;
+                  name = "dgx-spark-bundle";
+                }
+            else
+              pkgs.runCommand "dgx-spark-bundle-needs-lock" { } ''
+                echo "bundle/appliance.lock is missing: run 'sparkgap lock -f bundle/appliance.yaml -o bundle/appliance.lock' on a connected machine, then git add it" >&2
+                exit 1
+              '';
         });
 
       nixosModules.default = moduleWithPackage;
