@@ -129,7 +129,7 @@ fn answer(conn: TcpStream, body: &[u8], hits: &AtomicUsize) -> std::io::Result<(
 pub fn k3s_standin(len: usize) -> Vec<u8> {
     let mut out =
         b"#!/bin/sh\n# sparkgap demo stand-in for the k3s binary; not k3s.\nexit 0\n".to_vec();
-    let mut rng = super::images::Prng::new(0x6b33_73);
+    let mut rng = super::images::Prng::new(0x006b_3373);
     let start = out.len();
     out.resize(len.max(start), 0);
     rng.fill(&mut out[start..]);
