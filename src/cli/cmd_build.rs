@@ -2,7 +2,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::cmd_lock::{open_cache, registry};
+use super::progress::Progress;
 use super::{Global, RegistryOpts, SpecArg};
+use crate::lock::{Lock, LockError};
+use crate::oci::{self, BlobCache, PullOptions, PullReport};
+use crate::spec::SpecFile;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -36,6 +41,49 @@ pub struct BuildArgs {
     pub registry: RegistryOpts,
 }
 
-pub fn run(_args: BuildArgs, _g: &Global) -> anyhow::Result<u8> {
-    anyhow::bail!("sparkgap build: not implemented yet")
+pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
+    let spec = SpecFile::read(&args.spec.file)?;
+    let lock_bytes = std::fs::read(&args.lock).map_err(|source| LockError::Read {
+        path: args.lock.display().to_string(),
+        source,
+    })?;
+    let lock = Lock::from_slice(&args.lock.display().to_string(), &lock_bytes)?;
+    lock.ensure_matches(&args.lock, &spec.appliance)?;
+    let cache = open_cache(args.cache.clone())?;
+    let progress = Progress::new(g);
+    let report = fill_cache(&args, &lock, &cache, &progress)?;
+    progress.line(&format!(
+        "blobs: {} fetched ({} bytes), {} already cached ({} bytes)",
+        report.fetched, report.fetched_bytes, report.cached, report.cached_bytes
+    ));
+    anyhow::bail!(
+        "sparkgap build: every blob is in the cache {}, but writing the bundle is not implemented yet",
+        cache.root().display()
+    )
+}
+
+/// Every blob of the lock present and verified in `cache`: fetched when missing, or (with
+/// `--offline`) an error listing each missing blob.
+fn fill_cache(
+    args: &BuildArgs,
+    lock: &Lock,
+    cache: &BlobCache,
+    progress: &Progress,
+) -> anyhow::Result<PullReport> {
+    let plan = oci::plan_pull(lock, cache)?;
+    if args.offline {
+        plan.ensure_complete(cache)?;
+    }
+    if plan.missing.is_empty() {
+        return Ok(PullReport {
+            cached: plan.cached,
+            cached_bytes: plan.cached_bytes,
+            ..PullReport::default()
+        });
+    }
+    let registry = registry(&args.registry)?;
+    let opts = PullOptions {
+        jobs: usize::from(args.jobs),
+    };
+    Ok(super::runtime()?.block_on(oci::pull(&plan, cache, &registry, &opts, progress))?)
 }
