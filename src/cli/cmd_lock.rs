@@ -35,12 +35,8 @@ pub fn run(args: LockArgs, g: &Global) -> anyhow::Result<u8> {
     let cache = open_cache(args.cache)?;
     let registry = registry(&args.registry)?;
     let progress = Progress::new(g);
-    let lock = super::runtime()?.block_on(oci::resolve(
-        &spec.appliance,
-        &registry,
-        &cache,
-        &progress,
-    ))?;
+    let lock =
+        super::runtime()?.block_on(oci::resolve(&spec.appliance, &registry, &cache, &progress))?;
     write_atomic(&args.out, &lock.to_bytes())
         .with_context(|| format!("cannot write the lock {}", args.out.display()))?;
     let summary = LockSummary::new(&args.out, &lock);

@@ -77,7 +77,11 @@ impl BlobCache {
     /// Move a verified partial file into place as the blob `digest` (mode 0644 whatever the
     /// umask, then fsync of the file and its directory so a crash never leaves a torn blob
     /// under a digest name). The caller has checked size and digest.
-    pub fn insert(&self, partial: tempfile::NamedTempFile, digest: &str) -> std::io::Result<PathBuf> {
+    pub fn insert(
+        &self,
+        partial: tempfile::NamedTempFile,
+        digest: &str,
+    ) -> std::io::Result<PathBuf> {
         use std::os::unix::fs::PermissionsExt;
         let dest = self.path(digest).ok_or_else(|| {
             std::io::Error::new(
@@ -107,7 +111,9 @@ fn is_stale_partial(name: &str, modified: Option<SystemTime>) -> bool {
     let dead = name
         .split_once('-')
         .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        .is_none_or(|pid| pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists());
+        .is_none_or(|pid| {
+            pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+        });
     old || dead
 }
 

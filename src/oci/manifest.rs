@@ -211,16 +211,18 @@ pub fn platform_matches(want: &Platform, have: &Platform) -> bool {
 /// one, else the first that matches at all. Never falls back to the host platform.
 pub fn choose<'a>(entries: &'a [IndexEntry], want: &Platform) -> Option<&'a IndexEntry> {
     let matching = || {
-        entries
-            .iter()
-            .filter(|e| e.platform.as_ref().is_some_and(|p| platform_matches(want, p)))
+        entries.iter().filter(|e| {
+            e.platform
+                .as_ref()
+                .is_some_and(|p| platform_matches(want, p))
+        })
     };
     let want_variant = variant(&want.architecture, want.variant.as_deref());
     matching()
         .find(|e| {
-            e.platform.as_ref().is_some_and(|p| {
-                variant(&p.architecture, p.variant.as_deref()) == want_variant
-            })
+            e.platform
+                .as_ref()
+                .is_some_and(|p| variant(&p.architecture, p.variant.as_deref()) == want_variant)
         })
         .or_else(|| matching().next())
 }
@@ -370,8 +372,9 @@ mod tests {
 
     #[test]
     fn config_platform_reads_variant() {
-        let plat = config_platform(br#"{"os":"linux","architecture":"arm64","variant":"v8","rootfs":{}}"#)
-            .expect("config");
+        let plat =
+            config_platform(br#"{"os":"linux","architecture":"arm64","variant":"v8","rootfs":{}}"#)
+                .expect("config");
         assert!(platform_matches(&p("linux/arm64"), &plat));
         assert!(!platform_matches(&p("linux/amd64"), &plat));
     }

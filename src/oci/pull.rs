@@ -527,7 +527,10 @@ mod tests {
         let err = plan.ensure_complete(&cache).expect_err("missing");
         let msg = err.to_string();
         assert!(msg.contains("7 blob(s) missing"), "{msg}");
-        assert!(msg.contains(&format!("{} (image b)", d(10, 0).digest)), "{msg}");
+        assert!(
+            msg.contains(&format!("{} (image b)", d(10, 0).digest)),
+            "{msg}"
+        );
         assert!(msg.contains("(k3s binary v1)"), "{msg}");
         assert_eq!(err.exit_code(), crate::cli::exit::ENVIRONMENT);
     }

@@ -181,7 +181,10 @@ pub async fn fetch_k3s(
     cache
         .prepare()
         .map_err(|e| OciError::cache(cache.root(), e))?;
-    progress.line(&format!("downloading k3s {} from {}", k3s.version, k3s.binary_url));
+    progress.line(&format!(
+        "downloading k3s {} from {}",
+        k3s.version, k3s.binary_url
+    ));
     // Size unknown until the response arrives: a spinner-less task that only counts.
     let task = progress.bytes("k3s", 0);
     let owner = format!("k3s binary {}", k3s.version);
@@ -240,7 +243,11 @@ async fn config_platform(
     let body = with_retry(registry.retry, || async {
         let mut buf: Vec<u8> = Vec::new();
         // pull_blob verifies the digest.
-        registry.oci.pull_blob(r, &desc, &mut buf).await.map(|_| buf)
+        registry
+            .oci
+            .pull_blob(r, &desc, &mut buf)
+            .await
+            .map(|_| buf)
     })
     .await
     .map_err(ConfigError::Fetch)?;
@@ -284,10 +291,7 @@ where
                 tokio::time::sleep(wait).await;
             }
             Err(e) => {
-                return Err(format!(
-                    "{} (after {attempt} attempt(s))",
-                    error_chain(&e)
-                ));
+                return Err(format!("{} (after {attempt} attempt(s))", error_chain(&e)));
             }
         }
     }
@@ -305,10 +309,16 @@ mod tests {
             n("docker.io/library/busybox:1.37.0"),
             "docker.io/library/busybox:1.37.0"
         );
-        assert_eq!(n("127.0.0.1:5000/demo/app:v1"), "127.0.0.1:5000/demo/app:v1");
+        assert_eq!(
+            n("127.0.0.1:5000/demo/app:v1"),
+            "127.0.0.1:5000/demo/app:v1"
+        );
         assert_eq!(n("ghcr.io/org/x"), "ghcr.io/org/x:latest");
         let d = format!("sha256:{}", "a".repeat(64));
-        assert_eq!(n(&format!("busybox@{d}")), format!("docker.io/library/busybox@{d}"));
+        assert_eq!(
+            n(&format!("busybox@{d}")),
+            format!("docker.io/library/busybox@{d}")
+        );
         assert_eq!(
             n(&format!("quay.io/a/b:v2@{d}")),
             "quay.io/a/b:v2".to_string()

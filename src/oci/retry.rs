@@ -36,7 +36,11 @@ impl RetryPolicy {
     /// set to valid numbers (internal knobs for tests and slow links; not documented CLI).
     pub fn from_env() -> RetryPolicy {
         let mut p = RetryPolicy::default();
-        let num = |k: &str| std::env::var(k).ok().and_then(|v| v.trim().parse::<u64>().ok());
+        let num = |k: &str| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
         if let Some(ms) = num("SPARKGAP_RETRY_BASE_MS") {
             p.base_delay = Duration::from_millis(ms);
         }
@@ -99,7 +103,10 @@ mod tests {
     #[test]
     fn retry_after_wins_and_is_capped() {
         let p = policy();
-        assert_eq!(p.delay(1, Some(Duration::from_secs(2))), Duration::from_secs(2));
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
         assert_eq!(
             p.delay(1, Some(Duration::from_secs(3600))),
             Duration::from_secs(30)
