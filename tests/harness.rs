@@ -264,3 +264,65 @@ fn proxy_faults_behave() {
     assert_eq!((p.injected(), p.matched()), (4, 4));
     assert!(p.seen().iter().filter(|s| s.injected).count() >= 9);
 }
+
+#[test]
+fn demo_runs_lock_build_inspect_end_to_end() {
+    if !registry_available("demo_runs_lock_build_inspect_end_to_end") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let out = common::sparkgap()
+        .arg("demo")
+        .arg(&dir)
+        .args(["--output", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(summary["intact"], true);
+    let names: Vec<&str> = summary["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["app", "base-a", "base-b"]);
+    let bundle = dir.join("bundle.tar");
+    assert_eq!(
+        std::fs::metadata(&bundle).unwrap().len(),
+        summary["bundleSize"].as_u64().unwrap()
+    );
+    for f in ["appliance.yaml", "appliance.lock"] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    // The registry is gone; the bundle stands alone.
+    common::sparkgap()
+        .arg("inspect")
+        .arg(&bundle)
+        .assert()
+        .success();
+}
+
+#[test]
+fn demo_without_registry_binary_exits_3_naming_the_package() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = common::sparkgap()
+        .arg("demo")
+        .arg(tmp.path().join("demo"))
+        .args(["--registry-bin", "/no/such/docker-registry"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/no/such/docker-registry"), "{stderr}");
+    assert!(
+        stderr.contains("apt-get install docker-registry"),
+        "{stderr}"
+    );
+}

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::images::SeededImages;
+use super::images::{PushedImage, SeededImages};
 use super::{DemoError, Result};
 
 /// The spec text (pure; [`write_demo_spec`] writes it).
@@ -87,6 +87,31 @@ spec:
     )
 }
 
+/// A minimal spec carrying `images` (named `image-00`, ...): what the build benchmark locks
+/// and builds.
+pub fn bench_spec_yaml(images: &[PushedImage], k3s_url: &str) -> String {
+    let mut out = format!(
+        "# Written by `sparkgap demo --bench-seed`: the build benchmark's image set.\n\
+         apiVersion: sparkgap.dev/v1alpha1\nkind: Appliance\nmetadata:\n  name: sparkgap-bench\n\
+         spec:\n  platform: linux/arm64\n  k3s:\n    version: v1.33.5+k3s1\n    binaryUrl: {k3s_url}\n\
+         \x20 images:\n"
+    );
+    for (i, img) in images.iter().enumerate() {
+        out.push_str(&format!(
+            "    - name: image-{i:02}\n      reference: {}\n",
+            img.reference
+        ));
+    }
+    out
+}
+
+/// Write `text` as `dir/appliance.yaml` atomically; returns its path.
+pub fn write_spec_text(dir: &Path, text: &str) -> Result<PathBuf> {
+    let path = dir.join("appliance.yaml");
+    write_atomic(&path, text.as_bytes())?;
+    Ok(path)
+}
+
 /// Write `dir/appliance.yaml` atomically (temp file in `dir`, fsync, rename); returns its path.
 pub fn write_demo_spec(dir: &Path, images: &SeededImages, k3s_url: &str) -> Result<PathBuf> {
     let path = dir.join("appliance.yaml");
@@ -94,7 +119,7 @@ pub fn write_demo_spec(dir: &Path, images: &SeededImages, k3s_url: &str) -> Resu
     Ok(path)
 }
 
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let err = |e| DemoError::io(format!("cannot write {}", path.display()), e);
     std::fs::create_dir_all(dir).map_err(err)?;
@@ -108,7 +133,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::images::{PlatformImage, PushedImage};
+    use crate::demo::images::PlatformImage;
 
     fn pushed(reference: &str) -> PushedImage {
         PushedImage {
@@ -140,5 +165,16 @@ mod tests {
         let spec = crate::spec::SpecFile::read(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(spec.appliance.spec.images.len(), 3);
         assert_eq!(spec.appliance.spec.platform.to_string(), "linux/arm64");
+    }
+
+    #[test]
+    fn bench_spec_is_a_valid_spec() {
+        let images: Vec<_> = (0..3)
+            .map(|i| pushed(&format!("127.0.0.1:5000/bench/image-{i:02}:1.0")))
+            .collect();
+        let text = bench_spec_yaml(&images, "http://127.0.0.1:5001/k3s-arm64");
+        let spec = crate::spec::SpecFile::from_bytes(Path::new("bench.yaml"), text.into_bytes())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spec.appliance.spec.images[2].name, "image-02");
     }
 }
