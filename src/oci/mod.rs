@@ -30,7 +30,6 @@ pub use resolve::{fetch_k3s, image_name, resolve, resolve_image};
 pub use retry::RetryPolicy;
 
 use crate::cli::exit;
-use crate::spec::Platform;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
@@ -55,7 +54,8 @@ pub enum OciError {
     PlatformMissing {
         image: String,
         reference: String,
-        wanted: Platform,
+        /// `os/arch[/variant]`.
+        wanted: String,
         present: Vec<String>,
     },
     #[error(
@@ -64,8 +64,8 @@ pub enum OciError {
     WrongPlatform {
         image: String,
         reference: String,
-        wanted: Platform,
-        found: Platform,
+        wanted: String,
+        found: String,
     },
     #[error("image {image} ({reference}): {message}")]
     BadManifest {

@@ -105,7 +105,7 @@ pub async fn resolve_image(
                 return Err(OciError::PlatformMissing {
                     image: image.name.clone(),
                     reference: image.reference.clone(),
-                    wanted: platform.clone(),
+                    wanted: platform.to_string(),
                     present: manifest::platforms_present(&entries),
                 });
             };
@@ -148,8 +148,8 @@ pub async fn resolve_image(
                 return Err(OciError::WrongPlatform {
                     image: image.name.clone(),
                     reference: image.reference.clone(),
-                    wanted: platform.clone(),
-                    found,
+                    wanted: platform.to_string(),
+                    found: found.to_string(),
                 });
             }
             let desc = Descriptor {
