@@ -454,6 +454,8 @@ async fn first_bytes(resp: &mut reqwest::Response) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
     use crate::lock::{ImageLock, K3sLock, LOCK_VERSION};
 
@@ -533,5 +535,111 @@ mod tests {
         );
         assert!(msg.contains("(k3s binary v1)"), "{msg}");
         assert_eq!(err.exit_code(), crate::cli::exit::ENVIRONMENT);
+    }
+
+    /// A registry that wants a bearer token, hands out `t1` then `t2`, and refuses `t1` for
+    /// blobs (an expired token): the pull refreshes once and succeeds. Real registries on the
+    /// internet work this way; the loopback test registry has no auth, so this fakes one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bearer_token_is_fetched_and_refreshed_after_a_401() {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        crate::install_tls_provider();
+        let blob = b"layer bytes".to_vec();
+        let digest = crate::digest::sha256_digest(&blob);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let tokens_issued = Arc::new(AtomicUsize::new(0));
+        let blob_gets = Arc::new(Mutex::new(Vec::<String>::new()));
+        {
+            let (addr, blob, tokens_issued, blob_gets) = (
+                addr.clone(),
+                blob.clone(),
+                tokens_issued.clone(),
+                blob_gets.clone(),
+            );
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    let Ok(mut conn) = conn else { continue };
+                    let mut r = BufReader::new(conn.try_clone().expect("clone"));
+                    let mut line = String::new();
+                    if r.read_line(&mut line).is_err() {
+                        continue;
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let mut auth = String::new();
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("authorization:") {
+                            auth = v.trim().to_string();
+                        }
+                    }
+                    let (status, extra, body): (&str, String, Vec<u8>) = if path == "/v2/" {
+                        (
+                            "401 Unauthorized",
+                            format!(
+                                "WWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"fake\"\r\n"
+                            ),
+                            Vec::new(),
+                        )
+                    } else if path.starts_with("/token") {
+                        let n = tokens_issued.fetch_add(1, Ordering::SeqCst) + 1;
+                        (
+                            "200 OK",
+                            String::new(),
+                            format!("{{\"token\":\"t{n}\"}}").into_bytes(),
+                        )
+                    } else if path.contains("/blobs/") {
+                        blob_gets.lock().expect("lock").push(auth.clone());
+                        if auth == "bearer t2" {
+                            ("200 OK", String::new(), blob.clone())
+                        } else {
+                            ("401 Unauthorized", String::new(), Vec::new())
+                        }
+                    } else {
+                        ("404 Not Found", String::new(), Vec::new())
+                    };
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(&body);
+                }
+            });
+        }
+        let registry = Registry::new(super::super::RegistryConfig {
+            insecure: vec![addr.clone()],
+            retry: super::super::RetryPolicy {
+                base_delay: Duration::from_millis(1),
+                ..Default::default()
+            },
+        })
+        .expect("registry");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BlobCache::new(dir.path());
+        cache.prepare().expect("prepare");
+        let r: Reference = format!("{addr}/demo/app@{digest}").parse().expect("ref");
+        let desc = Descriptor {
+            media_type: "m".into(),
+            digest: digest.clone(),
+            size: blob.len() as u64,
+        };
+        let task = Progress::hidden().bytes("t", 0);
+        let got = registry
+            .fetch(&cache, &Source::Blob(r), "image app", Some(&desc), &task)
+            .await
+            .expect("pulled after a token refresh");
+        assert_eq!(got, (digest.clone(), blob.len() as u64));
+        assert!(cache.has(&digest, blob.len() as u64));
+        assert_eq!(tokens_issued.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            *blob_gets.lock().expect("lock"),
+            vec!["bearer t1".to_string(), "bearer t2".to_string()]
+        );
     }
 }
