@@ -767,3 +767,34 @@ fn build_carries_extra_manifests_signs_and_uses_source_date_epoch() {
         "nothing fetched for bad input"
     );
 }
+
+/// `lock` retries transient registry failures too (500, then 429) and ends with the same lock
+/// as a clean run.
+#[test]
+fn lock_survives_transient_registry_faults() {
+    let Some(b) = Bed::start("lock_survives_transient_registry_faults") else {
+        return;
+    };
+    let proxy = FaultProxy::start(b.h.addr(), Fault::PassThrough);
+    let spec = b.spec("via", &b.h.spec_via(proxy.addr()));
+    let clean = std::fs::read(b.lock(&spec, proxy.addr())).expect("clean lock");
+    for fault in [
+        Fault::Status500 {
+            path: "/manifests/".into(),
+            first: 2,
+        },
+        Fault::TooManyRequests {
+            path: "/manifests/".into(),
+            first: 1,
+        },
+        Fault::Status500 {
+            path: "/blobs/".into(),
+            first: 1,
+        },
+    ] {
+        proxy.set_fault(fault.clone());
+        let again = std::fs::read(b.lock(&spec, proxy.addr())).expect("lock");
+        assert!(proxy.retried(), "{fault:?}: fault fired and was retried");
+        assert_eq!(again, clean, "{fault:?}");
+    }
+}
