@@ -10,10 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::Platform;
 
+mod extract;
 pub mod read;
 mod sign;
 pub mod write;
 
+pub use extract::extract;
 pub use read::{InspectReport, ReadOptions, VerifiedManifest, inspect, read_bundle};
 pub use sign::SignKey;
 pub use write::{BundlePlan, MemberSource, PlannedMember, WriteSummary, plan, write};
@@ -192,7 +194,7 @@ pub fn group_digits(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(' ');
         }
         out.push(c);
