@@ -231,14 +231,14 @@ impl Registry {
                 .map_err(|e| OciError::cache(partial.path(), e))?,
         );
         let policy = self.retry;
+        // One token refresh per blob, on the attempt right after a 401.
         let mut refreshed = false;
+        let mut refresh_now = false;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let failure = match self
-                .attempt(source, refreshed, expect, &mut file, task)
-                .await
-            {
+            let refresh = std::mem::take(&mut refresh_now);
+            let failure = match self.attempt(source, refresh, expect, &mut file, task).await {
                 Ok((digest, size)) => {
                     drop(file);
                     cache
@@ -259,6 +259,7 @@ impl Registry {
                 Failure::Unauthorized(_) => {
                     // A token that expired mid-pull; not counted as an attempt.
                     refreshed = true;
+                    refresh_now = true;
                     attempt -= 1;
                     continue;
                 }
