@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod cli;
 pub mod cluster;
+pub mod demo;
 pub mod digest;
 pub mod install;
 pub mod lock;

@@ -1,8 +1,21 @@
-use std::path::PathBuf;
+//! `sparkgap demo`: the whole connected-side data path on a machine with no internet. A real
+//! registry on loopback with generated images, a stand-in k3s download, then lock, build and
+//! inspect through the same library calls the `lock`, `build` and `inspect` commands make.
 
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context as _;
 use clap::Args;
+use serde::Serialize;
 
-use super::Global;
+use super::progress::Progress;
+use super::{Global, Output, RegistryOpts, cmd_lock};
+use crate::bundle::{self, ReadOptions};
+use crate::demo::{self, LocalRegistry};
+use crate::lock::Lock;
+use crate::oci::{self, BlobCache};
+use crate::spec::SpecFile;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -10,10 +23,344 @@ pub struct DemoArgs {
     #[arg(default_value = "sparkgap-demo")]
     pub dir: PathBuf,
     /// The registry server binary (Debian package docker-registry).
-    #[arg(long, default_value = "/usr/bin/docker-registry")]
+    #[arg(long, default_value = demo::DEFAULT_REGISTRY_BIN)]
     pub registry_bin: PathBuf,
+    /// Benchmark mode (scripts/bench-build): seed this many MiB of image layers instead of the
+    /// demo images, write DIR/appliance.yaml and DIR/bench.json, and serve until terminated.
+    #[arg(long, hide = true, value_name = "MIB")]
+    pub bench_seed_mib: Option<u64>,
+    /// Benchmark mode: how many images the seeded bytes are spread over.
+    #[arg(long, hide = true, default_value_t = 8)]
+    pub bench_images: usize,
 }
 
-pub fn run(_args: DemoArgs, _g: &Global) -> anyhow::Result<u8> {
-    anyhow::bail!("sparkgap demo: not implemented yet")
+pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
+    if let Some(mib) = args.bench_seed_mib {
+        return bench_serve(&args, mib);
+    }
+    let mut steps = Steps::new(g.output == Output::Json);
+    let dir = &args.dir;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| demo::DemoError::io(format!("cannot create {}", dir.display()), e))?;
+    let rt = super::runtime()?;
+
+    let registry = steps.run("start registry", || {
+        LocalRegistry::start(&args.registry_bin)
+    })?;
+    steps.note(&format!(
+        "{} serving on {}",
+        args.registry_bin.display(),
+        registry.addr()
+    ));
+    let images = steps.run("push images", || {
+        rt.block_on(demo::images::seed(registry.addr()))
+    })?;
+    for img in [&images.multiarch, &images.arm64_a, &images.arm64_b] {
+        let platforms: Vec<&str> = img.platforms.iter().map(|p| p.platform.as_str()).collect();
+        steps.note(&format!("{}  ({})", img.reference, platforms.join(", ")));
+    }
+    let (k3s_url, _k3s) = steps.run("serve k3s stand-in", || {
+        demo::serve_file(demo::fileserver::k3s_standin(4 << 20))
+    })?;
+    steps.note(&k3s_url);
+    let spec_path = steps.run("write spec", || {
+        demo::write_demo_spec(dir, &images, &k3s_url)
+    })?;
+    steps.note(&spec_path.display().to_string());
+
+    let paths = DemoPaths::new(dir);
+    let progress = if g.output == Output::Json {
+        Progress::hidden()
+    } else {
+        Progress::new(g)
+    };
+    let insecure = RegistryOpts {
+        insecure_registries: vec![registry.addr().to_string()],
+    };
+    let spec = SpecFile::read(&spec_path)?;
+    let cache = BlobCache::new(&paths.cache);
+    let oci_registry = cmd_lock::registry(&insecure)?;
+
+    let lock = steps.run("lock", || -> anyhow::Result<Lock> {
+        let lock = rt.block_on(oci::resolve(
+            &spec.appliance,
+            &oci_registry,
+            &cache,
+            &progress,
+        ))?;
+        cmd_lock::write_atomic(&paths.lock, &lock.to_bytes())
+            .with_context(|| format!("cannot write the lock {}", paths.lock.display()))?;
+        Ok(lock)
+    })?;
+    steps.note(&format!(
+        "{} ({} images, {} blobs)",
+        paths.lock.display(),
+        lock.images.len(),
+        lock.all_blobs().len()
+    ));
+
+    let written = steps.run("build", || {
+        build(&spec, &paths, &cache, &oci_registry, &rt, &progress)
+    })?;
+    steps.note(&format!(
+        "{} ({} bytes, {} members)",
+        written.path.display(),
+        bundle::group_digits(written.size),
+        written.members
+    ));
+
+    let report = steps.run("inspect", || {
+        bundle::inspect(&paths.bundle, &ReadOptions::default())
+    })?;
+    steps.note(if report.intact {
+        "intact: every member present with its size and sha256"
+    } else {
+        "DAMAGED"
+    });
+    drop(registry);
+
+    let summary = Summary {
+        dir: dir.clone(),
+        spec: spec_path,
+        lock: paths.lock.clone(),
+        bundle: paths.bundle.clone(),
+        bundle_size: written.size,
+        bundle_sha256: written.sha256.clone(),
+        cache: paths.cache.clone(),
+        intact: report.intact,
+        images: report
+            .images
+            .iter()
+            .map(|i| SummaryImage {
+                name: i.name.clone(),
+                reference: i.reference.clone(),
+                digest: i.digest.clone(),
+                size: i.size,
+            })
+            .collect(),
+        steps: steps.done,
+    };
+    if g.output == Output::Json {
+        super::print_json(&summary)?;
+    } else {
+        summary.print_text();
+    }
+    Ok(if report.intact {
+        super::exit::OK
+    } else {
+        super::exit::CHECK_FAILED
+    })
+}
+
+/// Where the demo keeps its files inside DIR.
+struct DemoPaths {
+    lock: PathBuf,
+    bundle: PathBuf,
+    cache: PathBuf,
+}
+
+impl DemoPaths {
+    fn new(dir: &Path) -> DemoPaths {
+        DemoPaths {
+            lock: dir.join("appliance.lock"),
+            bundle: dir.join("bundle.tar"),
+            cache: dir.join("cache"),
+        }
+    }
+}
+
+/// The build step: fill the cache from the registry, then write the bundle.
+fn build(
+    spec: &SpecFile,
+    paths: &DemoPaths,
+    cache: &BlobCache,
+    registry: &oci::Registry,
+    rt: &tokio::runtime::Runtime,
+    progress: &Progress,
+) -> anyhow::Result<bundle::WriteSummary> {
+    let lock_bytes = std::fs::read(&paths.lock).map_err(|source| crate::lock::LockError::Read {
+        path: paths.lock.display().to_string(),
+        source,
+    })?;
+    let lock = Lock::from_slice(&paths.lock.display().to_string(), &lock_bytes)?;
+    lock.ensure_matches(&paths.lock, &spec.appliance)?;
+    let plan = oci::plan_pull(&lock, cache)?;
+    if !plan.missing.is_empty() {
+        rt.block_on(oci::pull(
+            &plan,
+            cache,
+            registry,
+            &oci::PullOptions::default(),
+            progress,
+        ))?;
+    }
+    let bundle_plan = bundle::plan(spec, &lock, &lock_bytes, cache, Vec::new())?;
+    Ok(bundle::write(
+        &bundle_plan,
+        &paths.bundle,
+        None,
+        source_date_epoch(),
+        progress,
+    )?)
+}
+
+fn source_date_epoch() -> u64 {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Step reporting: each step's name and time, printed as it finishes (stdout for text, stderr
+/// when stdout carries the JSON document).
+struct Steps {
+    json: bool,
+    done: Vec<StepTime>,
+}
+
+#[derive(Debug, Serialize)]
+struct StepTime {
+    step: &'static str,
+    seconds: f64,
+}
+
+impl Steps {
+    fn new(json: bool) -> Steps {
+        Steps {
+            json,
+            done: Vec::new(),
+        }
+    }
+
+    fn say(&self, line: &str) {
+        if self.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+
+    fn run<T, E>(&mut self, step: &'static str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        let started = Instant::now();
+        let out = f();
+        let seconds = started.elapsed().as_secs_f64();
+        match &out {
+            Ok(_) => self.say(&format!(
+                "[{}] {step}: ok ({seconds:.2} s)",
+                self.done.len() + 1
+            )),
+            Err(_) => self.say(&format!("[{}] {step}: FAILED", self.done.len() + 1)),
+        }
+        self.done.push(StepTime { step, seconds });
+        out
+    }
+
+    fn note(&self, line: &str) {
+        self.say(&format!("      {line}"));
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Summary {
+    dir: PathBuf,
+    spec: PathBuf,
+    lock: PathBuf,
+    bundle: PathBuf,
+    bundle_size: u64,
+    bundle_sha256: String,
+    cache: PathBuf,
+    intact: bool,
+    images: Vec<SummaryImage>,
+    steps: Vec<StepTime>,
+}
+
+#[derive(Debug, Serialize)]
+struct SummaryImage {
+    name: String,
+    reference: String,
+    digest: String,
+    size: u64,
+}
+
+impl Summary {
+    fn print_text(&self) {
+        println!();
+        println!(
+            "bundle   {} ({} bytes, sha256 {})",
+            self.bundle.display(),
+            bundle::group_digits(self.bundle_size),
+            self.bundle_sha256
+        );
+        println!("spec     {}", self.spec.display());
+        println!("lock     {}", self.lock.display());
+        println!("cache    {}", self.cache.display());
+        println!("images");
+        for i in &self.images {
+            println!(
+                "  {:<8} {}  {}  {} bytes",
+                i.name,
+                i.reference,
+                i.digest.get(..19).unwrap_or(&i.digest),
+                bundle::group_digits(i.size)
+            );
+        }
+        println!(
+            "next     sparkgap inspect {}   (the registry is gone; the bundle is self-contained)",
+            self.bundle.display()
+        );
+    }
+}
+
+/// What the benchmark script reads from `DIR/bench.json` once seeding is done.
+#[derive(Debug, Serialize)]
+struct BenchInfo {
+    registry: String,
+    spec: PathBuf,
+    /// The files holding every blob the registry stores (for the copy-rate floor).
+    blob_files: Vec<PathBuf>,
+    unique_bytes: u64,
+    referenced_bytes: u64,
+    images: Vec<String>,
+}
+
+fn bench_serve(args: &DemoArgs, mib: u64) -> anyhow::Result<u8> {
+    let dir = &args.dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let registry = LocalRegistry::start(&args.registry_bin)?;
+    let started = Instant::now();
+    let set = demo::images::push_bench_set_blocking(registry.addr(), args.bench_images, mib << 20)?;
+    let (k3s_url, _k3s) = demo::serve_file(demo::fileserver::k3s_standin(1 << 20))?;
+    let spec =
+        demo::spec::write_spec_text(dir, &demo::spec::bench_spec_yaml(&set.images, &k3s_url))?;
+    let info = BenchInfo {
+        registry: registry.addr().to_string(),
+        spec,
+        blob_files: registry.blob_files(),
+        unique_bytes: set.unique_bytes,
+        referenced_bytes: set.referenced_bytes,
+        images: set.images.iter().map(|i| i.reference.clone()).collect(),
+    };
+    // Written last and atomically: its appearance tells the script seeding is complete.
+    demo::spec::write_atomic(&dir.join("bench.json"), &serde_json::to_vec_pretty(&info)?)?;
+    eprintln!(
+        "seeded {} images, {} MiB distinct, in {:.1} s; serving on {} until terminated",
+        set.images.len(),
+        set.unique_bytes >> 20,
+        started.elapsed().as_secs_f64(),
+        registry.addr()
+    );
+    super::runtime()?.block_on(wait_for_termination())?;
+    drop(registry);
+    Ok(super::exit::OK)
+}
+
+async fn wait_for_termination() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {},
+        r = tokio::signal::ctrl_c() => r?,
+    }
+    Ok(())
 }

@@ -1,8 +1,14 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use clap::Args;
+use serde::Serialize;
 
-use super::{Global, RegistryOpts, SpecArg};
+use super::progress::Progress;
+use super::{Global, Output, RegistryOpts, SpecArg};
+use crate::lock::Lock;
+use crate::oci::{self, BlobCache, Registry, RegistryConfig, RetryPolicy};
+use crate::spec::SpecFile;
 
 #[derive(Debug, Args)]
 pub struct LockArgs {
@@ -16,10 +22,146 @@ pub struct LockArgs {
         default_value = "appliance.lock"
     )]
     pub out: PathBuf,
+    /// Blob cache the k3s binary is kept in, so `build` need not download it again
+    /// [default: $XDG_CACHE_HOME/sparkgap/blobs].
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryOpts,
 }
 
-pub fn run(_args: LockArgs, _g: &Global) -> anyhow::Result<u8> {
-    anyhow::bail!("sparkgap lock: not implemented yet")
+pub fn run(args: LockArgs, g: &Global) -> anyhow::Result<u8> {
+    let spec = SpecFile::read(&args.spec.file)?;
+    let cache = open_cache(args.cache)?;
+    let registry = registry(&args.registry)?;
+    let progress = Progress::new(g);
+    let lock =
+        super::runtime()?.block_on(oci::resolve(&spec.appliance, &registry, &cache, &progress))?;
+    write_atomic(&args.out, &lock.to_bytes())
+        .with_context(|| format!("cannot write the lock {}", args.out.display()))?;
+    let summary = LockSummary::new(&args.out, &lock);
+    if g.output == Output::Json {
+        super::print_json(&summary)?;
+    } else {
+        summary.print_text();
+    }
+    Ok(super::exit::OK)
+}
+
+/// The blob cache at `dir`, or the default one.
+pub(super) fn open_cache(dir: Option<PathBuf>) -> anyhow::Result<BlobCache> {
+    match dir.or_else(BlobCache::default_root) {
+        Some(root) => Ok(BlobCache::new(root)),
+        None => Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no blob cache directory: neither XDG_CACHE_HOME nor HOME is set; pass --cache DIR",
+        )
+        .into()),
+    }
+}
+
+pub(super) fn registry(opts: &RegistryOpts) -> anyhow::Result<Registry> {
+    Ok(Registry::new(RegistryConfig {
+        insecure: opts.insecure_registries.clone(),
+        retry: RetryPolicy::from_env(),
+    })?)
+}
+
+/// Write `bytes` to `path` atomically: a temp file in the same directory, fsync, rename.
+pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".sparkgap-")
+        .tempfile_in(&dir)?;
+    tmp.write_all(bytes)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(&dir)?.sync_all()?;
+    Ok(())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LockSummary {
+    lock: String,
+    platform: String,
+    k3s: K3sSummary,
+    images: Vec<ImageSummary>,
+    /// Distinct blobs (k3s included) and their total size.
+    blobs: usize,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct K3sSummary {
+    version: String,
+    digest: String,
+    size: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ImageSummary {
+    name: String,
+    reference: String,
+    image_name: String,
+    resolved_digest: String,
+    manifest_digest: String,
+    layers: usize,
+    size: u64,
+}
+
+impl LockSummary {
+    fn new(path: &Path, lock: &Lock) -> LockSummary {
+        let all = lock.all_blobs();
+        LockSummary {
+            lock: path.display().to_string(),
+            platform: lock.platform.to_string(),
+            k3s: K3sSummary {
+                version: lock.k3s.version.clone(),
+                digest: lock.k3s.digest.clone(),
+                size: lock.k3s.size,
+            },
+            images: lock
+                .images
+                .iter()
+                .map(|i| ImageSummary {
+                    name: i.name.clone(),
+                    reference: i.reference.clone(),
+                    image_name: i.image_name.clone(),
+                    resolved_digest: i.resolved_digest.clone(),
+                    manifest_digest: i.manifest.digest.clone(),
+                    layers: i.layers.len(),
+                    size: i.size(),
+                })
+                .collect(),
+            blobs: all.len(),
+            bytes: all.iter().map(|d| d.size).sum(),
+        }
+    }
+
+    fn print_text(&self) {
+        println!("wrote {} for {}", self.lock, self.platform);
+        println!(
+            "  k3s {}  {}  {} bytes",
+            self.k3s.version, self.k3s.digest, self.k3s.size
+        );
+        for i in &self.images {
+            println!(
+                "  {}  {}  {}  ({} layers, {} bytes)",
+                i.name, i.image_name, i.manifest_digest, i.layers, i.size
+            );
+        }
+        println!("{} blobs, {} bytes in total", self.blobs, self.bytes);
+    }
 }

@@ -160,6 +160,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<crate::verify::VerifyError>() {
             return e.exit_code();
         }
+        if let Some(e) = cause.downcast_ref::<crate::demo::DemoError>() {
+            return e.exit_code();
+        }
         if cause.downcast_ref::<std::io::Error>().is_some() {
             return exit::ENVIRONMENT;
         }

@@ -1,19 +1,316 @@
 //! Registry access through `oci-client`: resolving references to platform manifests, pulling
 //! blobs concurrently with retry and digest verification, and the content-addressed blob cache.
-//! The only module that talks to registries.
+//! The only module that talks to registries (and to the k3s download URL).
+//!
+//! - `manifest`: pure parsing of indexes/manifests/configs and our own platform resolver.
+//! - `retry`: the pure retry policy (which failures are transient, how long to wait).
+//! - `resolve`: spec → `Lock` (tags to digests, the k3s binary hashed into the cache).
+//! - `pull`: `Lock` + `BlobCache` → every blob present and verified (`--offline` checks only).
+//!
+//! Resolving uses oci-client's `pull_manifest_raw`. Blob transfers use a plain `reqwest`
+//! client with the bearer token oci-client obtained: oci-client's blob calls hide the response
+//! headers on failure (we need `Retry-After`) and its streaming calls do not verify digests.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Reference, RegistryOperation};
 
 pub mod cache;
+pub mod manifest;
+pub mod pull;
+pub mod resolve;
+pub mod retry;
 
 pub use cache::BlobCache;
+pub use pull::{NeededBlob, PullOptions, PullPlan, PullReport, Source, plan_pull, pull};
+pub use resolve::{fetch_k3s, image_name, resolve, resolve_image};
+pub use retry::RetryPolicy;
+
+use crate::cli::exit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
-    #[error("{0}")]
-    Other(String),
+    #[error("--insecure-registry {value:?}: {message}")]
+    InsecureRegistry { value: String, message: String },
+    #[error("image {image}: reference {reference:?} is not valid: {message}")]
+    Reference {
+        image: String,
+        reference: String,
+        message: String,
+    },
+    #[error("image {image} ({reference}): {message}")]
+    Registry {
+        image: String,
+        reference: String,
+        message: String,
+    },
+    #[error(
+        "image {image} ({reference}): its index has no manifest for {wanted}; platforms present: {}\n  help: pick an image published for {wanted}, or change spec.platform",
+        .present.join(", ")
+    )]
+    PlatformMissing {
+        image: String,
+        reference: String,
+        /// `os/arch[/variant]`.
+        wanted: String,
+        present: Vec<String>,
+    },
+    #[error(
+        "image {image} ({reference}) is a single-platform image built for {found}, but the spec asks for {wanted}\n  help: use a multi-platform tag or an image built for {wanted}"
+    )]
+    WrongPlatform {
+        image: String,
+        reference: String,
+        wanted: String,
+        found: String,
+    },
+    #[error("image {image} ({reference}): {message}")]
+    BadManifest {
+        image: String,
+        reference: String,
+        message: String,
+    },
+    #[error("{owner}: blob {digest}: download failed after {attempts} attempt(s): {message}")]
+    Transfer {
+        owner: String,
+        digest: String,
+        attempts: u32,
+        message: String,
+    },
+    #[error(
+        "{owner}: blob {digest}: the bytes served do not match: expected {digest} ({expected_size} bytes), got {actual} ({actual_size} bytes) after {attempts} attempt(s); nothing was stored\n  help: the registry or a proxy serves corrupt data; the lock may also have been edited by hand"
+    )]
+    DigestMismatch {
+        owner: String,
+        digest: String,
+        expected_size: u64,
+        actual: String,
+        actual_size: u64,
+        attempts: u32,
+    },
+    #[error("{url}: download failed after {attempts} attempt(s): {message}")]
+    Download {
+        url: String,
+        attempts: u32,
+        message: String,
+    },
+    #[error(
+        "--offline: {} blob(s) missing from the cache {cache}:\n{}\n  help: run `sparkgap build` once without --offline, or fill the cache (e.g. from the Nix flake)",
+        .missing.len(),
+        .missing.iter().map(|(owner, d)| format!("  {d} ({owner})")).collect::<Vec<_>>().join("\n")
+    )]
+    Offline {
+        cache: String,
+        /// (owner, digest), e.g. ("image busybox", "sha256:...").
+        missing: Vec<(String, String)>,
+    },
+    #[error("blob cache {path}: {source}")]
+    Cache {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl OciError {
     pub fn exit_code(&self) -> u8 {
-        crate::cli::exit::ENVIRONMENT
+        match self {
+            OciError::InsecureRegistry { .. }
+            | OciError::Reference { .. }
+            | OciError::PlatformMissing { .. }
+            | OciError::WrongPlatform { .. }
+            | OciError::BadManifest { .. } => exit::INPUT,
+            OciError::Registry { .. }
+            | OciError::Transfer { .. }
+            | OciError::DigestMismatch { .. }
+            | OciError::Download { .. }
+            | OciError::Offline { .. }
+            | OciError::Cache { .. } => exit::ENVIRONMENT,
+        }
+    }
+
+    pub(crate) fn cache(path: &std::path::Path, source: std::io::Error) -> OciError {
+        OciError::Cache {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// How to reach registries.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryConfig {
+    /// `HOST:PORT` entries reached over plain HTTP.
+    pub insecure: Vec<String>,
+    pub retry: RetryPolicy,
+}
+
+/// One connection pool for registries and downloads: oci-client for manifests and auth,
+/// reqwest for streamed blob and file transfers. Credentials: anonymous pulls (bearer tokens
+/// obtained per repository through the registry's challenge).
+pub struct Registry {
+    oci: oci_client::Client,
+    http: reqwest::Client,
+    insecure: Vec<String>,
+    retry: RetryPolicy,
+    /// Bearer token per `registry/repository`; None when the registry asks for none.
+    tokens: tokio::sync::Mutex<HashMap<String, Option<String>>>,
+}
+
+const USER_AGENT: &str = concat!("sparkgap/", env!("CARGO_PKG_VERSION"));
+
+impl Registry {
+    /// Needs the process TLS provider installed (`crate::install_tls_provider`).
+    pub fn new(config: RegistryConfig) -> Result<Registry, OciError> {
+        for value in &config.insecure {
+            check_host_port(value).map_err(|message| OciError::InsecureRegistry {
+                value: value.clone(),
+                message,
+            })?;
+        }
+        let oci = oci_client::Client::new(ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(config.insecure.clone()),
+            // Never resolve an index by the host's platform: resolve does it for spec.platform.
+            platform_resolver: None,
+            connect_timeout: Some(Duration::from_secs(30)),
+            read_timeout: Some(Duration::from_secs(120)),
+            user_agent: USER_AGENT,
+            ..ClientConfig::default()
+        });
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(Duration::from_secs(30))
+            .read_timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| OciError::Download {
+                url: String::new(),
+                attempts: 0,
+                message: format!("cannot create the HTTP client: {}", error_chain(&e)),
+            })?;
+        Ok(Registry {
+            oci,
+            http,
+            insecure: config.insecure,
+            retry: config.retry,
+            tokens: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    /// `http` for registries named by `--insecure-registry`, else `https`.
+    fn scheme(&self, registry: &str) -> &'static str {
+        if self.insecure.iter().any(|h| h == registry) {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
+    /// `<scheme>://<registry>/v2/<repository>/<kind>/<digest>`.
+    fn v2_url(&self, r: &Reference, kind: &str, digest: &str) -> String {
+        let registry = r.resolve_registry();
+        format!(
+            "{}://{registry}/v2/{}/{kind}/{digest}",
+            self.scheme(registry),
+            r.repository()
+        )
+    }
+
+    /// The bearer token for `r`'s repository (None: the registry asks for none), fetched once
+    /// and again when `refresh` (after a 401: tokens expire within minutes on Docker Hub).
+    async fn token(
+        &self,
+        r: &Reference,
+        refresh: bool,
+    ) -> Result<Option<String>, oci_client::errors::OciDistributionError> {
+        let key = format!("{}/{}", r.resolve_registry(), r.repository());
+        let mut tokens = self.tokens.lock().await;
+        if !refresh && let Some(t) = tokens.get(&key) {
+            return Ok(t.clone());
+        }
+        let t = self
+            .oci
+            .auth(r, &RegistryAuth::Anonymous, RegistryOperation::Pull)
+            .await?;
+        tokens.insert(key, t.clone());
+        Ok(t)
+    }
+}
+
+/// `HOST:PORT` with a numeric port and nothing else (no scheme, no path).
+fn check_host_port(value: &str) -> Result<(), String> {
+    let Some((host, port)) = value.rsplit_once(':') else {
+        return Err("expected HOST:PORT, e.g. 127.0.0.1:5000".into());
+    };
+    if host.is_empty() || host.contains('/') || host.contains("://") {
+        return Err("expected HOST:PORT without scheme or path, e.g. 127.0.0.1:5000".into());
+    }
+    port.parse::<u16>()
+        .map(|_| ())
+        .map_err(|_| format!("port {port:?} is not a number from 0 to 65535"))
+}
+
+/// An error and its sources on one line (reqwest hides the useful part in `source()`).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insecure_registry_values() {
+        assert!(check_host_port("127.0.0.1:5000").is_ok());
+        assert!(check_host_port("registry.lab:443").is_ok());
+        assert!(check_host_port("[::1]:5000").is_ok());
+        assert!(check_host_port("127.0.0.1").is_err());
+        assert!(check_host_port("http://127.0.0.1:5000").is_err());
+        assert!(check_host_port("127.0.0.1:port").is_err());
+        assert!(check_host_port(":5000").is_err());
+    }
+
+    #[test]
+    fn scheme_and_urls() {
+        crate::install_tls_provider();
+        let reg = Registry::new(RegistryConfig {
+            insecure: vec!["127.0.0.1:5000".into()],
+            retry: RetryPolicy::default(),
+        })
+        .expect("registry");
+        let local: Reference = "127.0.0.1:5000/demo/app:v1".parse().expect("ref");
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            reg.v2_url(&local, "blobs", &d),
+            format!("http://127.0.0.1:5000/v2/demo/app/blobs/{d}")
+        );
+        let hub: Reference = "busybox:1.37.0".parse().expect("ref");
+        assert_eq!(
+            reg.v2_url(&hub, "manifests", &d),
+            format!("https://index.docker.io/v2/library/busybox/manifests/{d}")
+        );
+        assert!(
+            Registry::new(RegistryConfig {
+                insecure: vec!["localhost".into()],
+                retry: RetryPolicy::default(),
+            })
+            .is_err()
+        );
     }
 }

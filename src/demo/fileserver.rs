@@ -1,0 +1,171 @@
+//! A tiny loopback HTTP file server: serves one file (a stand-in k3s binary) at one path, for
+//! `spec.k3s.binaryUrl` in the demo and the tests.
+//!
+//! Plain std threads rather than tokio: callers are synchronous tests as often as async code,
+//! and a server owning its own threads works from both without runtime nesting. It answers GET
+//! and HEAD with `Connection: close`, one request per connection.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::{DemoError, Result};
+
+/// The path the file is served at.
+pub const K3S_PATH: &str = "/k3s-arm64";
+
+/// A running file server; stopped on drop.
+#[derive(Debug)]
+pub struct ServedFile {
+    url: String,
+    addr: String,
+    stop: Arc<AtomicBool>,
+    hits: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServedFile {
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Successful GETs of the file so far.
+    pub fn downloads(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ServedFile {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(&self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serve `bytes` at `http://127.0.0.1:PORT/k3s-arm64`; returns the URL and the handle that keeps
+/// the server alive.
+pub fn serve_file(bytes: impl Into<Arc<[u8]>>) -> Result<(String, ServedFile)> {
+    let body: Arc<[u8]> = bytes.into();
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| DemoError::io("cannot bind a loopback port for the k3s file server", e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| DemoError::io("cannot read the file server's address", e))?
+        .to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let thread = {
+        let (stop, hits) = (stop.clone(), hits.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (body, hits) = (body.clone(), hits.clone());
+                std::thread::spawn(move || {
+                    let _ = answer(conn, &body, &hits);
+                });
+            }
+        })
+    };
+    let url = format!("http://{addr}{K3S_PATH}");
+    Ok((
+        url.clone(),
+        ServedFile {
+            url,
+            addr,
+            stop,
+            hits,
+            thread: Some(thread),
+        },
+    ))
+}
+
+fn answer(conn: TcpStream, body: &[u8], hits: &AtomicUsize) -> std::io::Result<()> {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let mut out = conn;
+    let path = path.split('?').next().unwrap_or("");
+    match (method, path == K3S_PATH) {
+        ("GET" | "HEAD", true) => {
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )?;
+            if method == "GET" {
+                out.write_all(body)?;
+                hits.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        ("GET" | "HEAD", false) => out.write_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?,
+        _ => out.write_all(
+            b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?,
+    }
+    out.flush()
+}
+
+/// Deterministic stand-in bytes for the k3s binary (not an executable: nothing runs it here).
+pub fn k3s_standin(len: usize) -> Vec<u8> {
+    let mut out =
+        b"#!/bin/sh\n# sparkgap demo stand-in for the k3s binary; not k3s.\nexit 0\n".to_vec();
+    let mut rng = super::images::Prng::new(0x006b_3373);
+    let start = out.len();
+    out.resize(len.max(start), 0);
+    rng.fill(&mut out[start..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn get(url_addr: &str, path: &str) -> Vec<u8> {
+        let mut s = TcpStream::connect(url_addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn serves_the_bytes_and_404s_elsewhere() {
+        let body = k3s_standin(10_000);
+        let (url, server) = serve_file(body.clone()).unwrap();
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches(K3S_PATH)
+            .to_string();
+        let resp = get(&addr, K3S_PATH);
+        assert!(resp.starts_with(b"HTTP/1.1 200"));
+        assert!(resp.ends_with(&body));
+        assert!(get(&addr, "/other").starts_with(b"HTTP/1.1 404"));
+        assert_eq!(server.downloads(), 1);
+        drop(server);
+        assert!(
+            TcpStream::connect(&addr).is_err(),
+            "server still listening after drop"
+        );
+    }
+}

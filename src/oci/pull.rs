@@ -1,0 +1,646 @@
+//! Filling the blob cache from a lock: plan (what is missing), then fetch with bounded
+//! concurrency. Every transfer streams into a partial file inside the cache while hashing,
+//! is checked for size and digest, fsynced, and only then renamed to `sha256/<hex>`; nothing
+//! unverified ever sits under a digest name. Transient failures are retried (see `retry`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use oci_client::Reference;
+use sha2::{Digest as _, Sha256};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+use super::manifest::ACCEPTED;
+use super::retry::{parse_retry_after, status_is_transient};
+use super::{BlobCache, OciError, Registry, error_chain};
+use crate::cli::progress::{Progress, Task};
+use crate::lock::{Descriptor, Lock};
+
+/// Where a blob comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A manifest, fetched by digest from the manifest endpoint of this repository.
+    Manifest(Reference),
+    /// A config or layer, from the blob endpoint of this repository.
+    Blob(Reference),
+    /// A plain file (the k3s binary).
+    Url(String),
+}
+
+/// One blob the bundle needs.
+#[derive(Debug, Clone)]
+pub struct NeededBlob {
+    pub descriptor: Descriptor,
+    /// Who needs it, for messages: `image busybox`, `k3s binary`.
+    pub owner: String,
+    pub source: Source,
+}
+
+/// What a build needs and what of it is missing from the cache.
+#[derive(Debug, Clone)]
+pub struct PullPlan {
+    /// Missing blobs, sorted by digest (each once, even when images share it).
+    pub missing: Vec<NeededBlob>,
+    /// Blobs already in the cache.
+    pub cached: usize,
+    /// Bytes already in the cache.
+    pub cached_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    /// Concurrent transfers (at least 1).
+    pub jobs: usize,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions { jobs: 8 }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PullReport {
+    pub fetched: usize,
+    pub fetched_bytes: u64,
+    pub cached: usize,
+    pub cached_bytes: u64,
+}
+
+/// Every distinct blob of the lock with where to get it, sorted by digest. A blob shared by
+/// several images is listed once, owned by the first image by name.
+pub fn needed_blobs(lock: &Lock) -> Result<Vec<NeededBlob>, OciError> {
+    let mut images: Vec<_> = lock.images.iter().collect();
+    images.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out: Vec<NeededBlob> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for img in images {
+        let r = Reference::try_from(img.reference.as_str()).map_err(|e| OciError::Reference {
+            image: img.name.clone(),
+            reference: img.reference.clone(),
+            message: e.to_string(),
+        })?;
+        for (i, d) in img.blobs().enumerate() {
+            if !seen.insert(d.digest.clone()) {
+                continue;
+            }
+            let at = r.clone_with_digest(d.digest.clone());
+            out.push(NeededBlob {
+                descriptor: d.clone(),
+                owner: format!("image {}", img.name),
+                source: if i == 0 {
+                    Source::Manifest(at)
+                } else {
+                    Source::Blob(at)
+                },
+            });
+        }
+    }
+    if seen.insert(lock.k3s.digest.clone()) {
+        out.push(NeededBlob {
+            descriptor: Descriptor {
+                media_type: "application/octet-stream".into(),
+                digest: lock.k3s.digest.clone(),
+                size: lock.k3s.size,
+            },
+            owner: format!("k3s binary {}", lock.k3s.version),
+            source: Source::Url(lock.k3s.url.clone()),
+        });
+    }
+    out.sort_by(|a, b| a.descriptor.digest.cmp(&b.descriptor.digest));
+    Ok(out)
+}
+
+/// Which blobs of `lock` the cache lacks. Pure apart from `stat` calls.
+pub fn plan_pull(lock: &Lock, cache: &BlobCache) -> Result<PullPlan, OciError> {
+    let mut plan = PullPlan {
+        missing: Vec::new(),
+        cached: 0,
+        cached_bytes: 0,
+    };
+    for b in needed_blobs(lock)? {
+        if cache.has(&b.descriptor.digest, b.descriptor.size) {
+            plan.cached += 1;
+            plan.cached_bytes += b.descriptor.size;
+        } else {
+            plan.missing.push(b);
+        }
+    }
+    Ok(plan)
+}
+
+impl PullPlan {
+    /// For `--offline`: Ok when nothing is missing, else an error listing every missing blob.
+    pub fn ensure_complete(&self, cache: &BlobCache) -> Result<(), OciError> {
+        if self.missing.is_empty() {
+            return Ok(());
+        }
+        Err(OciError::Offline {
+            cache: cache.root().display().to_string(),
+            missing: self
+                .missing
+                .iter()
+                .map(|b| (b.owner.clone(), b.descriptor.digest.clone()))
+                .collect(),
+        })
+    }
+
+    pub fn missing_bytes(&self) -> u64 {
+        self.missing.iter().map(|b| b.descriptor.size).sum()
+    }
+}
+
+/// Fetch every missing blob of `plan` into `cache`, `opts.jobs` at a time. Stops at the first
+/// permanent failure; blobs finished by then stay (verified) in the cache, so a re-run resumes.
+pub async fn pull(
+    plan: &PullPlan,
+    cache: &BlobCache,
+    registry: &Registry,
+    opts: &PullOptions,
+    progress: &Progress,
+) -> Result<PullReport, OciError> {
+    let mut report = PullReport {
+        cached: plan.cached,
+        cached_bytes: plan.cached_bytes,
+        ..PullReport::default()
+    };
+    if plan.missing.is_empty() {
+        return Ok(report);
+    }
+    cache
+        .prepare()
+        .map_err(|e| OciError::cache(cache.root(), e))?;
+    let task = Arc::new(progress.bytes("pull", plan.missing_bytes()));
+    let results: Vec<u64> = futures::stream::iter(plan.missing.iter())
+        .map(|b| {
+            let task = Arc::clone(&task);
+            async move {
+                registry
+                    .fetch(cache, &b.source, &b.owner, Some(&b.descriptor), &task)
+                    .await
+                    .map(|(_, size)| size)
+            }
+        })
+        .buffer_unordered(opts.jobs.max(1))
+        .try_collect()
+        .await?;
+    task.finish();
+    report.fetched = results.len();
+    report.fetched_bytes = results.iter().sum();
+    Ok(report)
+}
+
+/// Why one attempt failed.
+enum Failure {
+    /// Worth another attempt after the delay (or the server's `Retry-After`).
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// HTTP 401: refresh the token once, then give up.
+    Unauthorized(String),
+    /// Bytes do not match the descriptor (retried: corruption on the way is transient).
+    Mismatch { actual: String, actual_size: u64 },
+    /// 404, 403, other 4xx: no retry.
+    Permanent(String),
+    /// Our own disk: no retry.
+    Cache(std::io::Error),
+}
+
+impl Registry {
+    /// Fetch one blob into the cache, retrying transient failures. With `expect`, size and
+    /// digest must match it; without (the k3s binary at lock time), the digest is whatever
+    /// was received. Returns (digest, size) of what was stored.
+    pub(crate) async fn fetch(
+        &self,
+        cache: &BlobCache,
+        source: &Source,
+        owner: &str,
+        expect: Option<&Descriptor>,
+        task: &Task,
+    ) -> Result<(String, u64), OciError> {
+        let shown = expect.map(|d| d.digest.clone()).unwrap_or_default();
+        let partial = cache
+            .partial()
+            .map_err(|e| OciError::cache(&cache.tmp_dir(), e))?;
+        let mut file = tokio::fs::File::from_std(
+            partial
+                .reopen()
+                .map_err(|e| OciError::cache(partial.path(), e))?,
+        );
+        let policy = self.retry;
+        // One token refresh per blob, on the attempt right after a 401.
+        let mut refreshed = false;
+        let mut refresh_now = false;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let refresh = std::mem::take(&mut refresh_now);
+            let failure = match self.attempt(source, refresh, expect, &mut file, task).await {
+                Ok((digest, size)) => {
+                    drop(file);
+                    cache
+                        .insert(partial, &digest)
+                        .map_err(|e| OciError::cache(cache.root(), e))?;
+                    return Ok((digest, size));
+                }
+                Err(f) => f,
+            };
+            let (message, retry_after) = match failure {
+                Failure::Cache(e) => return Err(OciError::cache(partial.path(), e)),
+                Failure::Permanent(message) => {
+                    return Err(self.give_up(source, owner, &shown, attempt, message));
+                }
+                Failure::Unauthorized(message) if refreshed => {
+                    return Err(self.give_up(source, owner, &shown, attempt, message));
+                }
+                Failure::Unauthorized(_) => {
+                    // A token that expired mid-pull; not counted as an attempt.
+                    refreshed = true;
+                    refresh_now = true;
+                    attempt -= 1;
+                    continue;
+                }
+                Failure::Mismatch {
+                    actual,
+                    actual_size,
+                } => {
+                    if !policy.again(attempt) {
+                        let d = expect.cloned().unwrap_or_else(|| Descriptor {
+                            media_type: String::new(),
+                            digest: actual.clone(),
+                            size: actual_size,
+                        });
+                        return Err(OciError::DigestMismatch {
+                            owner: owner.to_string(),
+                            digest: d.digest,
+                            expected_size: d.size,
+                            actual,
+                            actual_size,
+                            attempts: attempt,
+                        });
+                    }
+                    (format!("got {actual} ({actual_size} bytes)"), None)
+                }
+                Failure::Transient {
+                    message,
+                    retry_after,
+                } => {
+                    if !policy.again(attempt) {
+                        return Err(self.give_up(source, owner, &shown, attempt, message));
+                    }
+                    (message, retry_after)
+                }
+            };
+            let wait = policy.delay(attempt, retry_after);
+            tracing::warn!(
+                "{owner}: {}: attempt {attempt} failed ({message}); retrying in {} ms",
+                if shown.is_empty() { "download" } else { &shown },
+                wait.as_millis()
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn give_up(
+        &self,
+        source: &Source,
+        owner: &str,
+        digest: &str,
+        attempts: u32,
+        message: String,
+    ) -> OciError {
+        match source {
+            Source::Url(url) => OciError::Download {
+                url: url.clone(),
+                attempts,
+                message,
+            },
+            _ => OciError::Transfer {
+                owner: owner.to_string(),
+                digest: digest.to_string(),
+                attempts,
+                message,
+            },
+        }
+    }
+
+    /// One GET, streamed into `file` (truncated first) while hashing.
+    async fn attempt(
+        &self,
+        source: &Source,
+        refresh_token: bool,
+        expect: Option<&Descriptor>,
+        file: &mut tokio::fs::File,
+        task: &Task,
+    ) -> Result<(String, u64), Failure> {
+        let transient = |message: String| Failure::Transient {
+            message,
+            retry_after: None,
+        };
+        let (url, reference) = match source {
+            Source::Manifest(r) => (self.v2_url(r, "manifests", digest_of(r)), Some(r)),
+            Source::Blob(r) => (self.v2_url(r, "blobs", digest_of(r)), Some(r)),
+            Source::Url(u) => (u.clone(), None),
+        };
+        let mut req = self.http.get(&url);
+        if let Source::Manifest(_) = source {
+            let mut accept: Vec<&str> = ACCEPTED.to_vec();
+            if let Some(d) = expect
+                && !accept.contains(&d.media_type.as_str())
+            {
+                accept.insert(0, &d.media_type);
+            }
+            req = req.header(reqwest::header::ACCEPT, accept.join(", "));
+        }
+        if let Some(r) = reference {
+            let token = self
+                .token(r, refresh_token)
+                .await
+                .map_err(|e| transient(format!("authentication: {}", error_chain(&e))))?;
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+        }
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| transient(format!("GET {url}: {}", error_chain(&e))))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let body = first_bytes(&mut resp).await;
+            let message = format!("GET {url}: HTTP {status}{body}");
+            return Err(if status.as_u16() == 401 {
+                Failure::Unauthorized(message)
+            } else if status_is_transient(status.as_u16()) {
+                Failure::Transient {
+                    message,
+                    retry_after,
+                }
+            } else {
+                Failure::Permanent(message)
+            });
+        }
+
+        file.set_len(0).await.map_err(Failure::Cache)?;
+        file.seek(std::io::SeekFrom::Start(0))
+            .await
+            .map_err(Failure::Cache)?;
+        let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, &mut *file);
+        let mut hasher = Sha256::new();
+        let mut n: u64 = 0;
+        let limit = expect.map(|d| d.size);
+        loop {
+            let chunk = match resp.chunk().await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(transient(format!(
+                        "GET {url}: connection lost after {n} bytes: {}",
+                        error_chain(&e)
+                    )));
+                }
+            };
+            n += chunk.len() as u64;
+            if let Some(max) = limit
+                && n > max
+            {
+                // Do not let a misbehaving server fill the disk: stop at the first extra byte.
+                return Err(Failure::Mismatch {
+                    actual: "more bytes than the descriptor lists".into(),
+                    actual_size: n,
+                });
+            }
+            hasher.update(&chunk);
+            out.write_all(&chunk).await.map_err(Failure::Cache)?;
+            task.inc(chunk.len() as u64);
+        }
+        out.flush().await.map_err(Failure::Cache)?;
+        drop(out);
+        file.flush().await.map_err(Failure::Cache)?;
+        let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if let Some(d) = expect
+            && (d.digest != digest || d.size != n)
+        {
+            return Err(Failure::Mismatch {
+                actual: digest,
+                actual_size: n,
+            });
+        }
+        Ok((digest, n))
+    }
+}
+
+fn digest_of(r: &Reference) -> &str {
+    r.digest().unwrap_or_default()
+}
+
+/// `: <first 300 bytes of the body>` for error messages (registries explain 4xx in JSON).
+async fn first_bytes(resp: &mut reqwest::Response) -> String {
+    match resp.chunk().await {
+        Ok(Some(c)) if !c.is_empty() => {
+            let text = String::from_utf8_lossy(&c[..c.len().min(300)]);
+            format!(": {}", text.trim())
+        }
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::lock::{ImageLock, K3sLock, LOCK_VERSION};
+
+    fn d(n: u8, size: u64) -> Descriptor {
+        Descriptor {
+            media_type: "m".into(),
+            digest: format!("sha256:{}", format!("{n:02x}").repeat(32)),
+            size,
+        }
+    }
+
+    fn image(name: &str, reference: &str, blobs: &[u8]) -> ImageLock {
+        ImageLock {
+            name: name.into(),
+            reference: reference.into(),
+            image_name: reference.into(),
+            resolved_digest: d(blobs[0], 1).digest,
+            manifest: d(blobs[0], 1),
+            config: d(blobs[1], 2),
+            layers: blobs[2..].iter().map(|b| d(*b, 10)).collect(),
+        }
+    }
+
+    fn lock() -> Lock {
+        Lock {
+            lock_version: LOCK_VERSION,
+            platform: crate::spec::Platform::parse("linux/arm64").expect("platform"),
+            k3s: K3sLock {
+                version: "v1".into(),
+                url: "http://127.0.0.1:1/k3s".into(),
+                size: 5,
+                digest: d(0xee, 5).digest,
+            },
+            // "b" listed first on purpose: ownership follows names, not lock order.
+            images: vec![
+                image("b", "127.0.0.1:5000/b:1", &[3, 4, 9, 10]),
+                image("a", "127.0.0.1:5000/a:1", &[1, 2, 9]),
+            ],
+        }
+    }
+
+    #[test]
+    fn shared_layers_listed_once_owned_by_first_image() {
+        let blobs = needed_blobs(&lock()).expect("needed");
+        let digests: Vec<&str> = blobs.iter().map(|b| b.descriptor.digest.as_str()).collect();
+        let mut sorted = digests.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(digests, sorted, "sorted and distinct");
+        assert_eq!(blobs.len(), 7, "1,2,3,4,9,10 and k3s");
+        let shared = blobs
+            .iter()
+            .find(|b| b.descriptor.digest == d(9, 0).digest)
+            .expect("shared layer");
+        assert_eq!(shared.owner, "image a");
+        assert!(matches!(&shared.source, Source::Blob(r) if r.repository() == "a"));
+        let manifest = blobs
+            .iter()
+            .find(|b| b.descriptor.digest == d(3, 0).digest)
+            .expect("manifest");
+        assert!(matches!(&manifest.source, Source::Manifest(r) if r.repository() == "b"));
+        assert!(matches!(&blobs.last().expect("k3s").source, Source::Url(_)));
+    }
+
+    #[test]
+    fn offline_plan_lists_every_missing_blob_with_owner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BlobCache::new(dir.path());
+        let plan = plan_pull(&lock(), &cache).expect("plan");
+        assert_eq!(plan.missing.len(), 7);
+        let err = plan.ensure_complete(&cache).expect_err("missing");
+        let msg = err.to_string();
+        assert!(msg.contains("7 blob(s) missing"), "{msg}");
+        assert!(
+            msg.contains(&format!("{} (image b)", d(10, 0).digest)),
+            "{msg}"
+        );
+        assert!(msg.contains("(k3s binary v1)"), "{msg}");
+        assert_eq!(err.exit_code(), crate::cli::exit::ENVIRONMENT);
+    }
+
+    /// A registry that wants a bearer token, hands out `t1` then `t2`, and refuses `t1` for
+    /// blobs (an expired token): the pull refreshes once and succeeds. Real registries on the
+    /// internet work this way; the loopback test registry has no auth, so this fakes one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bearer_token_is_fetched_and_refreshed_after_a_401() {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        crate::install_tls_provider();
+        let blob = b"layer bytes".to_vec();
+        let digest = crate::digest::sha256_digest(&blob);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let tokens_issued = Arc::new(AtomicUsize::new(0));
+        let blob_gets = Arc::new(Mutex::new(Vec::<String>::new()));
+        {
+            let (addr, blob, tokens_issued, blob_gets) = (
+                addr.clone(),
+                blob.clone(),
+                tokens_issued.clone(),
+                blob_gets.clone(),
+            );
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    let Ok(mut conn) = conn else { continue };
+                    let mut r = BufReader::new(conn.try_clone().expect("clone"));
+                    let mut line = String::new();
+                    if r.read_line(&mut line).is_err() {
+                        continue;
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let mut auth = String::new();
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("authorization:") {
+                            auth = v.trim().to_string();
+                        }
+                    }
+                    let (status, extra, body): (&str, String, Vec<u8>) = if path == "/v2/" {
+                        (
+                            "401 Unauthorized",
+                            format!(
+                                "WWW-Authenticate: Bearer realm=\"http://{addr}/token\",service=\"fake\"\r\n"
+                            ),
+                            Vec::new(),
+                        )
+                    } else if path.starts_with("/token") {
+                        let n = tokens_issued.fetch_add(1, Ordering::SeqCst) + 1;
+                        (
+                            "200 OK",
+                            String::new(),
+                            format!("{{\"token\":\"t{n}\"}}").into_bytes(),
+                        )
+                    } else if path.contains("/blobs/") {
+                        blob_gets.lock().expect("lock").push(auth.clone());
+                        if auth == "bearer t2" {
+                            ("200 OK", String::new(), blob.clone())
+                        } else {
+                            ("401 Unauthorized", String::new(), Vec::new())
+                        }
+                    } else {
+                        ("404 Not Found", String::new(), Vec::new())
+                    };
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {status}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(&body);
+                }
+            });
+        }
+        let registry = Registry::new(super::super::RegistryConfig {
+            insecure: vec![addr.clone()],
+            retry: super::super::RetryPolicy {
+                base_delay: Duration::from_millis(1),
+                ..Default::default()
+            },
+        })
+        .expect("registry");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BlobCache::new(dir.path());
+        cache.prepare().expect("prepare");
+        let r: Reference = format!("{addr}/demo/app@{digest}").parse().expect("ref");
+        let desc = Descriptor {
+            media_type: "m".into(),
+            digest: digest.clone(),
+            size: blob.len() as u64,
+        };
+        let task = Progress::hidden().bytes("t", 0);
+        let got = registry
+            .fetch(&cache, &Source::Blob(r), "image app", Some(&desc), &task)
+            .await
+            .expect("pulled after a token refresh");
+        assert_eq!(got, (digest.clone(), blob.len() as u64));
+        assert!(cache.has(&digest, blob.len() as u64));
+        assert_eq!(tokens_issued.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            *blob_gets.lock().expect("lock"),
+            vec!["bearer t1".to_string(), "bearer t2".to_string()]
+        );
+    }
+}

@@ -1,0 +1,384 @@
+//! Spec → lock: every image reference resolved to the manifest for `spec.platform` (with its
+//! config and layers), and the k3s binary downloaded once, hashed, and kept in the blob cache.
+
+use std::future::Future;
+
+use oci_client::Reference;
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+
+use super::manifest::{self, ACCEPTED, Document};
+use super::retry::{RetryPolicy, status_is_transient};
+use super::{BlobCache, OciError, Registry, error_chain};
+use crate::cli::progress::Progress;
+use crate::digest::sha256_digest;
+use crate::lock::{Descriptor, ImageLock, K3sLock, LOCK_VERSION, Lock};
+use crate::spec::{Appliance, Image, K3s, Platform};
+
+/// Image configs are small JSON documents; anything bigger is not one.
+const MAX_CONFIG_SIZE: u64 = 8 << 20;
+
+/// Resolve every image of `spec` for its platform and pin the k3s binary (downloaded into
+/// `cache`). Images are resolved one after the other: a handful of small requests each.
+pub async fn resolve(
+    spec: &Appliance,
+    registry: &Registry,
+    cache: &BlobCache,
+    progress: &Progress,
+) -> Result<Lock, OciError> {
+    let s = &spec.spec;
+    let mut images = Vec::with_capacity(s.images.len());
+    for img in &s.images {
+        let locked = resolve_image(registry, img, &s.platform).await?;
+        progress.line(&format!(
+            "resolved {} {} -> {}",
+            img.name, img.reference, locked.manifest.digest
+        ));
+        images.push(locked);
+    }
+    images.sort_by(|a, b| a.name.cmp(&b.name));
+    let k3s = fetch_k3s(registry, cache, &s.k3s, progress).await?;
+    Ok(Lock {
+        lock_version: LOCK_VERSION,
+        platform: s.platform.clone(),
+        k3s,
+        images,
+    })
+}
+
+/// The name the node imports an image under: `registry/repository:tag` (docker.io names
+/// normalised, e.g. `docker.io/library/busybox:1.37.0`); a digest-only reference keeps
+/// `@sha256:...`; a reference with both keeps only the tag (the lock pins the digest).
+pub fn image_name(r: &Reference) -> String {
+    let base = format!("{}/{}", r.registry(), r.repository());
+    match (r.tag(), r.digest()) {
+        (Some(t), _) => format!("{base}:{t}"),
+        (None, Some(d)) => format!("{base}@{d}"),
+        (None, None) => format!("{base}:latest"),
+    }
+}
+
+/// Resolve one image for `platform`: an index is narrowed with our own platform resolver; a
+/// single manifest must declare `platform` in its config. Never falls back to the host.
+pub async fn resolve_image(
+    registry: &Registry,
+    image: &Image,
+    platform: &Platform,
+) -> Result<ImageLock, OciError> {
+    let r = Reference::try_from(image.reference.as_str()).map_err(|e| OciError::Reference {
+        image: image.name.clone(),
+        reference: image.reference.clone(),
+        message: e.to_string(),
+    })?;
+    let registry_err = |message: String| OciError::Registry {
+        image: image.name.clone(),
+        reference: image.reference.clone(),
+        message,
+    };
+    let bad = |message: String| OciError::BadManifest {
+        image: image.name.clone(),
+        reference: image.reference.clone(),
+        message,
+    };
+    let policy = registry.retry;
+    // Anonymous token for this repository (stored in oci-client for the calls below, too).
+    with_retry(policy, || registry.token(&r, false))
+        .await
+        .map_err(|e| registry_err(format!("authentication: {e}")))?;
+
+    let body = pull_manifest(registry, &r)
+        .await
+        .map_err(|e| registry_err(format!("fetching the manifest: {e}")))?;
+    let resolved_digest = sha256_digest(&body);
+    if let Some(pinned) = r.digest()
+        && pinned != resolved_digest
+    {
+        return Err(bad(format!(
+            "the registry served {resolved_digest} for the pinned digest {pinned}"
+        )));
+    }
+    let doc = manifest::parse_document(&body, None).map_err(&bad)?;
+    let (manifest_desc, image_manifest) = match doc {
+        Document::Index(entries) => {
+            let Some(entry) = manifest::choose(&entries, platform) else {
+                return Err(OciError::PlatformMissing {
+                    image: image.name.clone(),
+                    reference: image.reference.clone(),
+                    wanted: platform.to_string(),
+                    present: manifest::platforms_present(&entries),
+                });
+            };
+            let at = r.clone_with_digest(entry.descriptor.digest.clone());
+            let body = pull_manifest(registry, &at).await.map_err(|e| {
+                registry_err(format!(
+                    "fetching the {platform} manifest {}: {e}",
+                    entry.descriptor.digest
+                ))
+            })?;
+            let got = sha256_digest(&body);
+            if got != entry.descriptor.digest || body.len() as u64 != entry.descriptor.size {
+                return Err(bad(format!(
+                    "the {platform} manifest is {got} ({} bytes), but the index lists {} ({} bytes)",
+                    body.len(),
+                    entry.descriptor.digest,
+                    entry.descriptor.size
+                )));
+            }
+            match manifest::parse_document(&body, Some(&entry.descriptor.media_type))
+                .map_err(&bad)?
+            {
+                Document::Manifest(m) => (entry.descriptor.clone(), m),
+                Document::Index(_) => {
+                    return Err(bad(format!(
+                        "the {platform} entry {} is itself an index; nested indexes are not supported",
+                        entry.descriptor.digest
+                    )));
+                }
+            }
+        }
+        Document::Manifest(m) => {
+            let found = config_platform(registry, &r, &m.config)
+                .await
+                .map_err(|e| match e {
+                    ConfigError::Fetch(m) => registry_err(format!("fetching the config: {m}")),
+                    ConfigError::Invalid(m) => bad(m),
+                })?;
+            if !manifest::platform_matches(platform, &found) {
+                return Err(OciError::WrongPlatform {
+                    image: image.name.clone(),
+                    reference: image.reference.clone(),
+                    wanted: platform.to_string(),
+                    found: found.to_string(),
+                });
+            }
+            let desc = Descriptor {
+                media_type: m.media_type.clone(),
+                digest: resolved_digest.clone(),
+                size: body.len() as u64,
+            };
+            (desc, m)
+        }
+    };
+    Ok(ImageLock {
+        name: image.name.clone(),
+        reference: image.reference.clone(),
+        image_name: image_name(&r),
+        resolved_digest,
+        manifest: manifest_desc,
+        config: image_manifest.config,
+        layers: image_manifest.layers,
+    })
+}
+
+/// Download the k3s binary for the spec once into the cache and pin it.
+pub async fn fetch_k3s(
+    registry: &Registry,
+    cache: &BlobCache,
+    k3s: &K3s,
+    progress: &Progress,
+) -> Result<K3sLock, OciError> {
+    cache
+        .prepare()
+        .map_err(|e| OciError::cache(cache.root(), e))?;
+    progress.line(&format!(
+        "downloading k3s {} from {}",
+        k3s.version, k3s.binary_url
+    ));
+    // Size unknown until the response arrives: a spinner-less task that only counts.
+    let task = progress.bytes("k3s", 0);
+    let owner = format!("k3s binary {}", k3s.version);
+    let (digest, size) = registry
+        .fetch(
+            cache,
+            &super::Source::Url(k3s.binary_url.clone()),
+            &owner,
+            None,
+            &task,
+        )
+        .await?;
+    task.finish();
+    Ok(K3sLock {
+        version: k3s.version.clone(),
+        url: k3s.binary_url.clone(),
+        size,
+        digest,
+    })
+}
+
+async fn pull_manifest(registry: &Registry, r: &Reference) -> Result<bytes::Bytes, String> {
+    with_retry(registry.retry, || async {
+        registry
+            .oci
+            .pull_manifest_raw(r, &RegistryAuth::Anonymous, &ACCEPTED)
+            .await
+            .map(|(body, _)| body)
+    })
+    .await
+}
+
+enum ConfigError {
+    Fetch(String),
+    Invalid(String),
+}
+
+/// The platform a single-platform image's config declares.
+async fn config_platform(
+    registry: &Registry,
+    r: &Reference,
+    config: &Descriptor,
+) -> Result<Platform, ConfigError> {
+    if config.size > MAX_CONFIG_SIZE {
+        return Err(ConfigError::Invalid(format!(
+            "config {} is {} bytes; an image config is at most {MAX_CONFIG_SIZE}",
+            config.digest, config.size
+        )));
+    }
+    let desc = OciDescriptor {
+        media_type: config.media_type.clone(),
+        digest: config.digest.clone(),
+        size: config.size as i64,
+        ..OciDescriptor::default()
+    };
+    let body = with_retry(registry.retry, || async {
+        let mut buf: Vec<u8> = Vec::new();
+        // pull_blob verifies the digest.
+        registry
+            .oci
+            .pull_blob(r, &desc, &mut buf)
+            .await
+            .map(|_| buf)
+    })
+    .await
+    .map_err(ConfigError::Fetch)?;
+    manifest::config_platform(&body)
+        .map_err(|m| ConfigError::Invalid(format!("config {}: {m}", config.digest)))
+}
+
+/// Whether an oci-client error is worth another attempt. oci-client does not expose the
+/// response headers, so `Retry-After` cannot be honoured here; backoff applies.
+fn oci_transient(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::RequestError(_)
+        | OciDistributionError::IoError(_)
+        | OciDistributionError::DigestError(_) => true,
+        OciDistributionError::ServerError { code, .. } => status_is_transient(*code),
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| e.code == OciErrorCode::Toomanyrequests),
+        _ => false,
+    }
+}
+
+async fn with_retry<T, F, Fut>(policy: RetryPolicy, mut f: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, OciDistributionError>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) if oci_transient(&e) && policy.again(attempt) => {
+                let wait = policy.delay(attempt, None);
+                tracing::warn!(
+                    "attempt {attempt} failed ({}); retrying in {} ms",
+                    error_chain(&e),
+                    wait.as_millis()
+                );
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => {
+                return Err(format!("{} (after {attempt} attempt(s))", error_chain(&e)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_names_are_normalised() {
+        let n = |s: &str| image_name(&Reference::try_from(s).expect("reference"));
+        assert_eq!(n("busybox:1.37.0"), "docker.io/library/busybox:1.37.0");
+        assert_eq!(
+            n("docker.io/library/busybox:1.37.0"),
+            "docker.io/library/busybox:1.37.0"
+        );
+        assert_eq!(
+            n("127.0.0.1:5000/demo/app:v1"),
+            "127.0.0.1:5000/demo/app:v1"
+        );
+        assert_eq!(n("ghcr.io/org/x"), "ghcr.io/org/x:latest");
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            n(&format!("busybox@{d}")),
+            format!("docker.io/library/busybox@{d}")
+        );
+        assert_eq!(
+            n(&format!("quay.io/a/b:v2@{d}")),
+            "quay.io/a/b:v2".to_string()
+        );
+    }
+
+    #[tokio::test]
+    async fn retry_stops_on_permanent_and_bounds_transient() {
+        let policy = RetryPolicy {
+            attempts: 3,
+            base_delay: std::time::Duration::from_millis(1),
+            ..RetryPolicy::default()
+        };
+        let mut calls = 0;
+        let r: Result<(), String> = with_retry(policy, || {
+            calls += 1;
+            async {
+                Err(OciDistributionError::ServerError {
+                    code: 503,
+                    url: "u".into(),
+                    message: "busy".into(),
+                })
+            }
+        })
+        .await;
+        assert!(r.expect_err("fails").contains("after 3 attempt(s)"));
+        assert_eq!(calls, 3);
+
+        let mut calls = 0;
+        let r: Result<(), String> = with_retry(policy, || {
+            calls += 1;
+            async {
+                Err(OciDistributionError::ServerError {
+                    code: 404,
+                    url: "u".into(),
+                    message: "no".into(),
+                })
+            }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 1, "404 is not retried");
+
+        let mut calls = 0;
+        let r = with_retry(policy, || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 2 {
+                    Err(OciDistributionError::ServerError {
+                        code: 500,
+                        url: "u".into(),
+                        message: "x".into(),
+                    })
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(r, Ok(2));
+    }
+}

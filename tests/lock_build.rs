@@ -1,0 +1,800 @@
+//! `sparkgap lock` and `sparkgap build` against the real registry on loopback (tests/common):
+//! platform choice, refusals, reproducible bundles, the blob cache (warm, cold, offline,
+//! resumed), and transfers through the fault-injecting proxy.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::proxy::{Fault, FaultProxy};
+use common::{Harness, sparkgap};
+use sparkgap::lock::Lock;
+
+/// Small backoff so fault tests take seconds, not minutes.
+const RETRY_BASE_MS: &str = "20";
+
+struct Bed {
+    h: Harness,
+    dir: tempfile::TempDir,
+}
+
+impl Bed {
+    fn start(test: &str) -> Option<Bed> {
+        let h = Harness::start_or_skip(test)?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        Some(Bed { h, dir })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Write spec text as `<name>/appliance.yaml`.
+    fn spec(&self, name: &str, text: &str) -> PathBuf {
+        let d = self.path(name);
+        std::fs::create_dir_all(&d).expect("spec dir");
+        let p = d.join("appliance.yaml");
+        std::fs::write(&p, text).expect("write spec");
+        p
+    }
+
+    fn demo_spec(&self) -> PathBuf {
+        self.spec("demo", &self.h.spec_via(self.h.addr()))
+    }
+
+    /// `sparkgap lock` of `spec` reaching registry `addr`; returns the lock path.
+    fn lock(&self, spec: &Path, addr: &str) -> PathBuf {
+        let out = spec.with_file_name("appliance.lock");
+        cmd("lock", addr)
+            .args(["-f"])
+            .arg(spec)
+            .arg("-o")
+            .arg(&out)
+            .arg("--cache")
+            .arg(self.path("lock-cache"))
+            .assert()
+            .success();
+        out
+    }
+
+    /// `sparkgap build` command (not yet run).
+    fn build(
+        &self,
+        spec: &Path,
+        lock: &Path,
+        cache: &str,
+        out: &str,
+        addr: &str,
+    ) -> assert_cmd::Command {
+        let mut c = cmd("build", addr);
+        c.args(["-f"])
+            .arg(spec)
+            .arg("--lock")
+            .arg(lock)
+            .arg("--cache")
+            .arg(self.path(cache))
+            .arg("-o")
+            .arg(self.path(out));
+        c
+    }
+}
+
+/// `sparkgap <sub> --insecure-registry <addr>`, fast retries, no SOURCE_DATE_EPOCH.
+fn cmd(sub: &str, addr: &str) -> assert_cmd::Command {
+    let mut c = sparkgap();
+    c.env("SPARKGAP_RETRY_BASE_MS", RETRY_BASE_MS)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .args([sub, "--insecure-registry", addr]);
+    c
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Member path → bytes of a tar.
+fn tar_members(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let f = std::fs::File::open(path).expect("open bundle");
+    let mut a = tar::Archive::new(f);
+    let mut out = Vec::new();
+    for e in a.entries().expect("tar entries") {
+        let mut e = e.expect("tar entry");
+        let p = e.path().expect("path").to_string_lossy().into_owned();
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut b).expect("read member");
+        out.push((p, b));
+    }
+    out
+}
+
+/// Files under the cache (relative paths), e.g. `sha256/<hex>`, `tmp/<...>`.
+fn cache_files(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for sub in ["sha256", "tmp"] {
+        if let Ok(rd) = std::fs::read_dir(root.join(sub)) {
+            for e in rd.flatten() {
+                out.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn hex(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").expect("sha256 digest")
+}
+
+#[test]
+fn lock_picks_arm64_from_the_multi_arch_index() {
+    let Some(b) = Bed::start("lock_picks_arm64_from_the_multi_arch_index") else {
+        return;
+    };
+    let spec = b.demo_spec();
+    let out = spec.with_file_name("appliance.lock");
+    let assert = cmd("lock", b.h.addr())
+        .args(["--output", "json", "-f"])
+        .arg(&spec)
+        .arg("-o")
+        .arg(&out)
+        .arg("--cache")
+        .arg(b.path("c"))
+        .assert()
+        .success();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&assert.get_output().stdout).expect("one JSON document");
+    assert_eq!(summary["platform"], "linux/arm64");
+    assert_eq!(summary["images"].as_array().map(Vec::len), Some(3));
+
+    let lock = Lock::read(&out).expect("lock parses");
+    let app = lock
+        .images
+        .iter()
+        .find(|i| i.name == "app")
+        .expect("app locked");
+    let multi = &b.h.images.multiarch;
+    let arm = multi.platform("linux/arm64").expect("seeded arm64");
+    assert_eq!(app.resolved_digest, multi.digest, "index digest recorded");
+    assert_eq!(
+        app.manifest.digest, arm.manifest_digest,
+        "arm64 chosen, not the host's amd64"
+    );
+    assert_eq!(app.config.digest, arm.config_digest);
+    let layers: Vec<&str> = app.layers.iter().map(|l| l.digest.as_str()).collect();
+    assert_eq!(
+        layers,
+        arm.layers.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert_eq!(app.image_name, multi.reference);
+    // k3s pinned and kept in the cache under its digest.
+    assert_eq!(
+        lock.k3s.digest,
+        sparkgap::digest::sha256_digest(b.h.k3s_bytes())
+    );
+    assert_eq!(
+        std::fs::read(b.path("c").join("sha256").join(hex(&lock.k3s.digest))).expect("k3s cached"),
+        b.h.k3s_bytes()
+    );
+    // Same registry state → same lock bytes.
+    let first = std::fs::read(&out).expect("lock");
+    b.lock(&spec, b.h.addr());
+    assert_eq!(std::fs::read(&out).expect("lock"), first);
+}
+
+#[test]
+fn lock_of_a_digest_reference_keeps_the_digest_in_the_image_name() {
+    let Some(b) = Bed::start("lock_of_a_digest_reference_keeps_the_digest_in_the_image_name")
+    else {
+        return;
+    };
+    let a = &b.h.images.arm64_a;
+    let text = b.h.spec_via(b.h.addr()).replace(
+        &format!("reference: {}\n", a.reference),
+        &format!("reference: {}\n", a.digest_reference()),
+    );
+    let spec = b.spec("digest", &text);
+    let lock = Lock::read(&b.lock(&spec, b.h.addr())).expect("lock");
+    let img = lock
+        .images
+        .iter()
+        .find(|i| i.name == "base-a")
+        .expect("base-a");
+    assert_eq!(img.image_name, a.digest_reference());
+    assert_eq!(img.resolved_digest, a.digest);
+}
+
+#[test]
+fn lock_refuses_an_index_without_the_platform_naming_the_image() {
+    let Some(b) = Bed::start("lock_refuses_an_index_without_the_platform_naming_the_image") else {
+        return;
+    };
+    let text =
+        b.h.spec_via(b.h.addr())
+            .replace("platform: linux/arm64", "platform: linux/riscv64");
+    let spec = b.spec("riscv", &text);
+    let out = cmd("lock", b.h.addr())
+        .args(["-f"])
+        .arg(&spec)
+        .arg("-o")
+        .arg(b.path("x.lock"))
+        .arg("--cache")
+        .arg(b.path("c"))
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    let err = stderr(&out);
+    eprintln!("{err}");
+    assert!(err.contains("image app"), "{err}");
+    assert!(err.contains("linux/riscv64"), "{err}");
+    assert!(
+        err.contains("linux/amd64, linux/arm64/v8"),
+        "lists what is there: {err}"
+    );
+    assert!(!b.path("x.lock").exists(), "no lock written on failure");
+}
+
+#[test]
+fn lock_refuses_a_single_platform_image_for_another_platform() {
+    let Some(b) = Bed::start("lock_refuses_a_single_platform_image_for_another_platform") else {
+        return;
+    };
+    let text = b.h.spec_via(b.h.addr()).replace(
+        &format!("reference: {}\n", b.h.arm64_b_ref()),
+        &format!("reference: {}\n", b.h.amd64_only_ref()),
+    );
+    let spec = b.spec("wrong", &text);
+    let out = cmd("lock", b.h.addr())
+        .args(["-f"])
+        .arg(&spec)
+        .arg("-o")
+        .arg(b.path("x.lock"))
+        .arg("--cache")
+        .arg(b.path("c"))
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    let err = stderr(&out);
+    eprintln!("{err}");
+    assert!(err.contains("image base-b"), "{err}");
+    assert!(err.contains("built for linux/amd64"), "{err}");
+    assert!(err.contains("linux/arm64"), "{err}");
+}
+
+/// Same lock → same bundle bytes whatever the jobs, TMPDIR, umask, or cache temperature; the
+/// shared base layer is stored once; a warm build fetches nothing.
+#[test]
+fn builds_are_byte_identical_and_store_shared_layers_once() {
+    let Some(b) = Bed::start("builds_are_byte_identical_and_store_shared_layers_once") else {
+        return;
+    };
+    let spec = b.demo_spec();
+    let lock = b.lock(&spec, b.h.addr());
+    let bin = assert_cmd::cargo::cargo_bin("sparkgap");
+    let run = |cache: &str, out: &str, jobs: &str, umask: &str, tmp: &str| {
+        let tmpdir = b.path(tmp);
+        std::fs::create_dir_all(&tmpdir).expect("tmpdir");
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(&bin)
+            .args(["--output", "json", "build", "-f"])
+            .arg(&spec)
+            .arg("--lock")
+            .arg(&lock)
+            .arg("--cache")
+            .arg(b.path(cache))
+            .arg("-o")
+            .arg(b.path(out))
+            .args(["--jobs", jobs, "--insecure-registry", b.h.addr()])
+            .env("TMPDIR", &tmpdir)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .expect("run sparkgap");
+        assert!(o.status.success(), "build {out}: {}", stderr(&o));
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON report");
+        report["blobs"]["fetched"].as_u64().expect("fetched count")
+    };
+    let cold_a = run("cache-a", "a.tar", "1", "077", "tmp-a");
+    let cold_b = run("cache-b", "b.tar", "8", "022", "tmp-b");
+    let warm = run("cache-a", "c.tar", "3", "002", "tmp-c");
+    assert!(
+        cold_a > 0 && cold_a == cold_b,
+        "both cold builds fetch everything"
+    );
+    assert_eq!(warm, 0, "warm build downloads nothing");
+
+    let a = std::fs::read(b.path("a.tar")).expect("a");
+    assert_eq!(
+        a,
+        std::fs::read(b.path("b.tar")).expect("b"),
+        "jobs/umask/TMPDIR"
+    );
+    assert_eq!(
+        a,
+        std::fs::read(b.path("c.tar")).expect("c"),
+        "cold vs warm cache"
+    );
+
+    let members = tar_members(&b.path("a.tar"));
+    let shared = format!("images/blobs/sha256/{}", hex(b.h.shared_layer()));
+    assert_eq!(
+        members.iter().filter(|(p, _)| *p == shared).count(),
+        1,
+        "shared layer stored once"
+    );
+    let mut seen = BTreeMap::new();
+    for (p, _) in &members {
+        *seen.entry(p.clone()).or_insert(0) += 1;
+    }
+    assert!(seen.values().all(|n| *n == 1), "no duplicate members");
+    let k3s = members
+        .iter()
+        .find(|(p, _)| p == "bin/k3s")
+        .expect("bin/k3s");
+    assert_eq!(k3s.1, b.h.k3s_bytes());
+    sparkgap()
+        .arg("inspect")
+        .arg(b.path("a.tar"))
+        .assert()
+        .success();
+}
+
+#[test]
+fn offline_builds_from_a_warm_cache_and_names_missing_blobs_from_a_cold_one() {
+    let Some(b) =
+        Bed::start("offline_builds_from_a_warm_cache_and_names_missing_blobs_from_a_cold_one")
+    else {
+        return;
+    };
+    let spec = b.demo_spec();
+    let lock_path = b.lock(&spec, b.h.addr());
+    let lock = Lock::read(&lock_path).expect("lock");
+
+    let out = b
+        .build(&spec, &lock_path, "cold", "cold.tar", b.h.addr())
+        .arg("--offline")
+        .assert()
+        .code(3)
+        .get_output()
+        .clone();
+    let err = stderr(&out);
+    eprintln!("{err}");
+    for d in lock.all_blobs() {
+        assert!(err.contains(&d.digest), "names {}: {err}", d.digest);
+    }
+    for name in ["image app", "image base-a", "k3s binary"] {
+        assert!(err.contains(name), "names {name}: {err}");
+    }
+    assert!(!b.path("cold.tar").exists());
+
+    b.build(&spec, &lock_path, "warm", "online.tar", b.h.addr())
+        .assert()
+        .success();
+    // Offline and with the registry unreachable (a closed port): only the cache is used.
+    b.build(&spec, &lock_path, "warm", "offline.tar", "127.0.0.1:9")
+        .arg("--offline")
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(b.path("online.tar")).expect("online"),
+        std::fs::read(b.path("offline.tar")).expect("offline")
+    );
+}
+
+#[test]
+fn a_stale_lock_is_refused_naming_the_image() {
+    let Some(b) = Bed::start("a_stale_lock_is_refused_naming_the_image") else {
+        return;
+    };
+    let spec = b.demo_spec();
+    let lock = b.lock(&spec, b.h.addr());
+    let changed = std::fs::read_to_string(&spec).expect("spec").replace(
+        &format!("reference: {}\n", b.h.arm64_b_ref()),
+        &format!("reference: {}\n", b.h.images.arm64_b.digest_reference()),
+    );
+    std::fs::write(&spec, changed).expect("edit spec");
+    let out = b
+        .build(&spec, &lock, "c", "x.tar", b.h.addr())
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    let err = stderr(&out);
+    eprintln!("{err}");
+    assert!(err.contains("\"base-b\""), "{err}");
+    assert!(err.contains("sparkgap lock"), "says what to do: {err}");
+    assert!(
+        !b.path("c").join("sha256").exists(),
+        "nothing fetched for a stale lock"
+    );
+}
+
+/// A build killed half-way left some verified blobs and a partial file: the next run fetches
+/// only what is missing and removes the dead run's partial.
+#[test]
+fn an_interrupted_build_resumes_without_refetching() {
+    let Some(b) = Bed::start("an_interrupted_build_resumes_without_refetching") else {
+        return;
+    };
+    let proxy = FaultProxy::start(b.h.addr(), Fault::PassThrough);
+    let spec = b.spec("via", &b.h.spec_via(proxy.addr()));
+    let lock_path = b.lock(&spec, proxy.addr());
+    let lock = Lock::read(&lock_path).expect("lock");
+    b.build(&spec, &lock_path, "full", "full.tar", proxy.addr())
+        .assert()
+        .success();
+
+    // The "interrupted" cache: half the image blobs, plus a leftover partial of a dead pid.
+    let blobs: Vec<_> = lock
+        .all_blobs()
+        .into_iter()
+        .filter(|d| d.digest != lock.k3s.digest)
+        .collect();
+    let (kept, gone) = blobs.split_at(blobs.len() / 2);
+    let resumed = b.path("resumed");
+    std::fs::create_dir_all(resumed.join("sha256")).expect("cache dir");
+    std::fs::create_dir_all(resumed.join("tmp")).expect("tmp dir");
+    for d in kept
+        .iter()
+        .chain(std::iter::once(&sparkgap::lock::Descriptor {
+            media_type: String::new(),
+            digest: lock.k3s.digest.clone(),
+            size: lock.k3s.size,
+        }))
+    {
+        std::fs::copy(
+            b.path("full").join("sha256").join(hex(&d.digest)),
+            resumed.join("sha256").join(hex(&d.digest)),
+        )
+        .expect("copy blob");
+    }
+    std::fs::write(resumed.join("tmp/4294967295-x.partial"), b"half a layer").expect("partial");
+
+    let before = proxy.seen().len();
+    b.build(&spec, &lock_path, "resumed", "resumed.tar", proxy.addr())
+        .assert()
+        .success();
+    let fetched: Vec<String> = proxy.seen()[before..]
+        .iter()
+        .filter(|s| s.method == "GET" && s.path.contains("sha256:"))
+        .map(|s| s.path.rsplit('/').next().unwrap_or_default().to_string())
+        .collect();
+    let mut want: Vec<String> = gone.iter().map(|d| d.digest.clone()).collect();
+    let mut got = fetched.clone();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "only the missing blobs are fetched, each once");
+    assert_eq!(
+        std::fs::read(b.path("full.tar")).expect("full"),
+        std::fs::read(b.path("resumed.tar")).expect("resumed")
+    );
+    assert!(
+        cache_files(&resumed).iter().all(|f| !f.starts_with("tmp/")),
+        "leftover partial removed: {:?}",
+        cache_files(&resumed)
+    );
+}
+
+/// Lock through the proxy (pass-through), then build with `fault` on blob transfers.
+fn build_through(
+    test: &str,
+    fault: impl FnOnce(&Harness) -> Fault,
+) -> Option<(Bed, FaultProxy, assert_cmd::assert::Assert)> {
+    let b = Bed::start(test)?;
+    let proxy = FaultProxy::start(b.h.addr(), Fault::PassThrough);
+    let spec = b.spec("via", &b.h.spec_via(proxy.addr()));
+    let lock_path = b.lock(&spec, proxy.addr());
+    proxy.set_fault(fault(&b.h));
+    let assert = b
+        .build(&spec, &lock_path, "c", "out.tar", proxy.addr())
+        .env("SPARKGAP_RETRY_ATTEMPTS", "4")
+        .assert();
+    Some((b, proxy, assert))
+}
+
+fn assert_survived(test: &str, fault: Fault) {
+    let Some((b, proxy, assert)) = build_through(test, |_| fault) else {
+        return;
+    };
+    let out = assert.get_output().clone();
+    assert!(out.status.success(), "{test}: {}", stderr(&out));
+    assert!(proxy.injected() > 0, "{test}: the fault fired");
+    assert!(proxy.retried(), "{test}: the client came back");
+    sparkgap()
+        .arg("inspect")
+        .arg(b.path("out.tar"))
+        .assert()
+        .success();
+    assert!(
+        cache_files(&b.path("c"))
+            .iter()
+            .all(|f| !f.starts_with("tmp/"))
+    );
+}
+
+#[test]
+fn http_500_on_blobs_is_retried() {
+    assert_survived(
+        "http_500_on_blobs_is_retried",
+        Fault::Status500 {
+            path: "/blobs/".into(),
+            first: 3,
+        },
+    );
+}
+
+#[test]
+fn http_500_on_manifests_is_retried() {
+    assert_survived(
+        "http_500_on_manifests_is_retried",
+        Fault::Status500 {
+            path: "/manifests/".into(),
+            first: 2,
+        },
+    );
+}
+
+#[test]
+fn http_429_with_retry_after_is_honoured() {
+    let started = std::time::Instant::now();
+    assert_survived(
+        "http_429_with_retry_after_is_honoured",
+        Fault::TooManyRequests {
+            path: "/blobs/".into(),
+            first: 1,
+        },
+    );
+    // Retry-After: 1 was waited for (the backoff alone would be 20 ms).
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+}
+
+#[test]
+fn a_connection_cut_mid_blob_is_retried() {
+    assert_survived(
+        "a_connection_cut_mid_blob_is_retried",
+        Fault::CutBody {
+            path: "/blobs/".into(),
+            first: 2,
+        },
+    );
+}
+
+#[test]
+fn a_blob_corrupted_once_is_fetched_again() {
+    assert_survived(
+        "a_blob_corrupted_once_is_fetched_again",
+        Fault::CorruptBody {
+            path: "/blobs/".into(),
+            first: 1,
+        },
+    );
+}
+
+#[test]
+fn a_blob_that_never_matches_its_digest_is_refused_and_not_cached() {
+    // Only the shared layer is corrupted, every time.
+    let Some((b, proxy, assert)) = build_through(
+        "a_blob_that_never_matches_its_digest_is_refused_and_not_cached",
+        |h| Fault::CorruptBody {
+            path: hex(h.shared_layer()).to_string(),
+            first: usize::MAX,
+        },
+    ) else {
+        return;
+    };
+    let shared = hex(b.h.shared_layer()).to_string();
+    let out = assert.code(3).get_output().clone();
+    let err = stderr(&out);
+    eprintln!("{err}");
+    assert!(err.contains(&shared), "names the blob: {err}");
+    assert!(err.contains("do not match"), "{err}");
+    assert!(err.contains("image base-a"), "names the image: {err}");
+    assert!(proxy.injected() >= 4, "retried before giving up");
+    let files = cache_files(&b.path("c"));
+    assert!(
+        !files.iter().any(|f| f.ends_with(&shared)),
+        "no corrupt blob cached: {files:?}"
+    );
+    assert!(
+        files.iter().all(|f| !f.starts_with("tmp/")),
+        "no partial left: {files:?}"
+    );
+    assert!(!b.path("out.tar").exists());
+    // Every file that is in the cache is what its name says.
+    for f in files {
+        let bytes = std::fs::read(b.path("c").join(&f)).expect("cached blob");
+        assert_eq!(
+            sparkgap::digest::sha256_hex(&bytes),
+            f.trim_start_matches("sha256/")
+        );
+    }
+}
+
+#[test]
+fn a_permanent_fault_fails_with_exit_3_and_leaves_nothing_corrupt() {
+    let Some((b, proxy, assert)) = build_through(
+        "a_permanent_fault_fails_with_exit_3_and_leaves_nothing_corrupt",
+        |_| Fault::Always500 {
+            path: "/blobs/".into(),
+        },
+    ) else {
+        return;
+    };
+    let out = assert.code(3).get_output().clone();
+    let err = stderr(&out);
+    eprintln!("{err}");
+    assert!(err.contains("after 4 attempt(s)"), "{err}");
+    assert!(err.contains("HTTP 500"), "{err}");
+    assert!(err.contains("blob sha256:"), "names the blob: {err}");
+    assert!(proxy.injected() >= 4);
+    let files = cache_files(&b.path("c"));
+    assert!(
+        files.iter().all(|f| !f.starts_with("tmp/")),
+        "no partial left: {files:?}"
+    );
+    for f in files {
+        let bytes = std::fs::read(b.path("c").join(&f)).expect("cached blob");
+        assert_eq!(
+            sparkgap::digest::sha256_hex(&bytes),
+            f.trim_start_matches("sha256/")
+        );
+    }
+    assert!(!b.path("out.tar").exists());
+}
+
+#[test]
+fn a_missing_blob_is_a_clear_permanent_error() {
+    let Some(b) = Bed::start("a_missing_blob_is_a_clear_permanent_error") else {
+        return;
+    };
+    let spec = b.demo_spec();
+    let lock_path = b.lock(&spec, b.h.addr());
+    // A lock naming a layer the registry never had (same size, other digest).
+    let text = std::fs::read_to_string(&lock_path).expect("lock");
+    let real = hex(b.h.shared_layer()).to_string();
+    let fake = "0".repeat(64);
+    std::fs::write(&lock_path, text.replace(&real, &fake)).expect("edit lock");
+    let out = b
+        .build(&spec, &lock_path, "c", "x.tar", b.h.addr())
+        .assert()
+        .code(3)
+        .get_output()
+        .clone();
+    let err = stderr(&out);
+    eprintln!("{err}");
+    assert!(err.contains(&fake), "{err}");
+    assert!(err.contains("404"), "{err}");
+    assert!(
+        err.contains("after 1 attempt(s)"),
+        "404 is not retried: {err}"
+    );
+}
+
+/// `spec.manifests[]` travel as `manifests/extra/<path>`, read relative to the spec's
+/// directory; the bundle is signed with `--sign-key`; SOURCE_DATE_EPOCH sets every mtime.
+#[test]
+fn build_carries_extra_manifests_signs_and_uses_source_date_epoch() {
+    let Some(b) = Bed::start("build_carries_extra_manifests_signs_and_uses_source_date_epoch")
+    else {
+        return;
+    };
+    if !common::tool_available(
+        "build_carries_extra_manifests_signs_and_uses_source_date_epoch",
+        "minisign",
+        "minisign",
+    ) {
+        return;
+    }
+    let text = b.h.spec_via(b.h.addr()).replace(
+        "  namespaces:\n",
+        "  manifests:\n    - path: extra/app.yaml\n  namespaces:\n",
+    );
+    assert!(text.contains("extra/app.yaml"), "spec edited");
+    let spec = b.spec("extra", &text);
+    let manifest =
+        b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app, namespace: demo-apps}\n";
+    std::fs::create_dir_all(b.path("extra/extra")).expect("dir");
+    std::fs::write(b.path("extra/extra/app.yaml"), manifest).expect("manifest");
+    let lock = b.lock(&spec, b.h.addr());
+
+    let (pk, sk) = (b.path("k.pub"), b.path("k.sec"));
+    // An encrypted key, password on stdin: minisign 0.11's `-G -W` (unencrypted) writes an
+    // all-zero checksum that the minisign crate 0.10 rejects as a corrupt key.
+    let mut keygen = std::process::Command::new("minisign")
+        .args(["-G", "-p"])
+        .arg(&pk)
+        .arg("-s")
+        .arg(&sk)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("minisign");
+    std::io::Write::write_all(
+        keygen.stdin.as_mut().expect("stdin"),
+        b"bundle-pw\nbundle-pw\n",
+    )
+    .expect("password");
+    assert!(keygen.wait().expect("minisign -G").success(), "minisign -G");
+
+    b.build(&spec, &lock, "c", "signed.tar", b.h.addr())
+        .arg("--sign-key")
+        .arg(&sk)
+        .env("SPARKGAP_SIGN_PASSWORD", "bundle-pw")
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .assert()
+        .success();
+    let members = tar_members(&b.path("signed.tar"));
+    let carried = members
+        .iter()
+        .find(|(p, _)| p == "manifests/extra/extra/app.yaml")
+        .expect("extra manifest carried");
+    assert_eq!(carried.1, manifest);
+    assert!(
+        members
+            .iter()
+            .any(|(p, _)| p == "sparkgap-bundle.json.minisig")
+    );
+    let mut a = tar::Archive::new(std::fs::File::open(b.path("signed.tar")).expect("open"));
+    for e in a.entries().expect("entries") {
+        let e = e.expect("entry");
+        assert_eq!(e.header().mtime().expect("mtime"), 1_700_000_000);
+    }
+    sparkgap()
+        .arg("inspect")
+        .arg(b.path("signed.tar"))
+        .arg("--pubkey")
+        .arg(&pk)
+        .assert()
+        .success();
+
+    // Bad inputs are refused before anything is downloaded, with exit 2.
+    b.build(&spec, &lock, "c2", "x.tar", b.h.addr())
+        .env("SOURCE_DATE_EPOCH", "yesterday")
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("SOURCE_DATE_EPOCH"));
+    std::fs::remove_file(b.path("extra/extra/app.yaml")).expect("rm");
+    b.build(&spec, &lock, "c2", "x.tar", b.h.addr())
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("spec.manifests[0].path"));
+    assert!(
+        !b.path("c2").join("sha256").exists(),
+        "nothing fetched for bad input"
+    );
+}
+
+/// `lock` retries transient registry failures too (500, then 429) and ends with the same lock
+/// as a clean run.
+#[test]
+fn lock_survives_transient_registry_faults() {
+    let Some(b) = Bed::start("lock_survives_transient_registry_faults") else {
+        return;
+    };
+    let proxy = FaultProxy::start(b.h.addr(), Fault::PassThrough);
+    let spec = b.spec("via", &b.h.spec_via(proxy.addr()));
+    let clean = std::fs::read(b.lock(&spec, proxy.addr())).expect("clean lock");
+    for fault in [
+        Fault::Status500 {
+            path: "/manifests/".into(),
+            first: 2,
+        },
+        Fault::TooManyRequests {
+            path: "/manifests/".into(),
+            first: 1,
+        },
+        Fault::Status500 {
+            path: "/blobs/".into(),
+            first: 1,
+        },
+    ] {
+        proxy.set_fault(fault.clone());
+        let again = std::fs::read(b.lock(&spec, proxy.addr())).expect("lock");
+        assert!(proxy.retried(), "{fault:?}: fault fired and was retried");
+        assert_eq!(again, clean, "{fault:?}");
+    }
+}
