@@ -194,6 +194,7 @@ fn build(
             progress,
         ))?;
     }
+    // The demo spec lists no `spec.manifests`, so there are no extra members to read.
     let bundle_plan = bundle::plan(spec, &lock, &lock_bytes, cache, Vec::new())?;
     Ok(bundle::write(
         &bundle_plan,
