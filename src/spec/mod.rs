@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub mod quantity;
 mod validate;
 
-pub use validate::is_dns_label;
+pub use validate::{is_dns_label, parse_duration};
 
 pub const API_VERSION: &str = "sparkgap.dev/v1alpha1";
 pub const KIND: &str = "Appliance";
