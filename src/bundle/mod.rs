@@ -10,6 +10,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::Platform;
 
+pub mod read;
+mod sign;
+pub mod write;
+
+pub use read::{InspectReport, ReadOptions, VerifiedManifest, inspect, read_bundle};
+pub use sign::SignKey;
+pub use write::{BundlePlan, MemberSource, PlannedMember, WriteSummary, plan, write};
+
 pub const FORMAT_VERSION: u32 = 1;
 /// Name of the first member.
 pub const MANIFEST_PATH: &str = "sparkgap-bundle.json";
@@ -62,6 +70,50 @@ pub struct Member {
     pub mode: u32,
 }
 
+/// What is wrong with one member (or with the bundle as a whole, `member` = the bundle file).
+/// `inspect` collects these; `read_bundle` stops at the first one as `BundleError::Damaged`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    pub kind: ProblemKind,
+    pub member: String,
+    /// One sentence for the person at the keyboard: what, where, and what to do.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProblemKind {
+    /// Listed in the manifest, absent from the tar.
+    Missing,
+    /// In the tar, not listed in the manifest.
+    Unlisted,
+    /// The tar ends inside the member (file cut short).
+    Truncated,
+    /// The tar header's size differs from the manifest's.
+    SizeMismatch,
+    /// Same size, different sha256: the bytes were altered.
+    DigestMismatch,
+    /// The same path appears twice.
+    Duplicate,
+    /// Not a regular file: link, device, FIFO, directory, extension header.
+    BadType,
+    /// Absolute, `..`, empty component, not UTF-8, too long.
+    BadPath,
+    /// Signature missing, unreadable, from another key, or not matching the manifest.
+    Signature,
+    /// The manifest is unreadable or contradicts itself.
+    Manifest,
+    /// A tar header is corrupt (bad checksum or fields); nothing after it can be trusted.
+    Corrupt,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     #[error("bundle {path}: {message}")]
@@ -72,13 +124,108 @@ pub enum BundleError {
         #[source]
         source: std::io::Error,
     },
+    /// The file is not a sparkgap bundle at all (not a tar, or no manifest first).
+    #[error("{path} is not a sparkgap bundle: {message}")]
+    NotABundle { path: String, message: String },
+    /// A member (or the manifest or signature) failed a check.
+    #[error("bundle {path}: {problem}")]
+    Damaged { path: String, problem: Problem },
+    /// Building needs blobs the cache does not hold.
+    #[error(
+        "the blob cache {cache} lacks {} blob(s) the lock needs:\n  {}\n  help: run `sparkgap build` without --offline where the registries are reachable, or fill the cache",
+        .missing.len(),
+        .missing.join("\n  ")
+    )]
+    MissingBlobs { cache: String, missing: Vec<String> },
+    /// A signing or verification key could not be used.
+    #[error("minisign key {path}: {message}")]
+    Key { path: String, message: String },
 }
 
 impl BundleError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            BundleError::Invalid { .. } => crate::cli::exit::INPUT,
+            BundleError::Invalid { .. }
+            | BundleError::NotABundle { .. }
+            | BundleError::Damaged { .. }
+            | BundleError::MissingBlobs { .. }
+            | BundleError::Key { .. } => crate::cli::exit::INPUT,
             BundleError::Io { .. } => crate::cli::exit::ENVIRONMENT,
         }
+    }
+
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> BundleError {
+        BundleError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// Why `path` may not be a member path, or None when it is safe: relative, `/`-separated, no
+/// empty, `.` or `..` component, no backslash or control character, at most 255 bytes (ustar).
+pub fn member_path_problem(path: &str) -> Option<&'static str> {
+    if path.is_empty() {
+        return Some("the path is empty");
+    }
+    if path.starts_with('/') {
+        return Some("the path is absolute");
+    }
+    if path.len() > 255 {
+        return Some("the path is longer than 255 bytes");
+    }
+    if path.chars().any(|c| c.is_control() || c == '\\') {
+        return Some("the path holds a control character or backslash");
+    }
+    for part in path.split('/') {
+        match part {
+            ".." => return Some("the path climbs out with `..`"),
+            "." | "" => return Some("the path has an empty or `.` component"),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Size with thin-space-free digit groups as STYLE.md shows them: `1 048 576`.
+pub fn group_digits(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A member path shortened for messages: blob names keep 12 hex digits and an ellipsis.
+pub fn short_path(path: &str) -> String {
+    match path.strip_prefix("images/blobs/sha256/") {
+        Some(hex) if hex.len() > 12 => format!("images/blobs/sha256/{}…", &hex[..12]),
+        _ => path.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a/", "a\\b", "a\nb"] {
+            assert!(member_path_problem(bad).is_some(), "{bad:?} accepted");
+        }
+        for good in ["appliance.yaml", "images/blobs/sha256/ab", "manifests/x.yaml", "a..b"] {
+            assert_eq!(member_path_problem(good), None, "{good:?} refused");
+        }
+    }
+
+    #[test]
+    fn digits_are_grouped() {
+        assert_eq!(group_digits(1_048_576), "1 048 576");
+        assert_eq!(group_digits(999), "999");
+        assert_eq!(group_digits(1000), "1 000");
     }
 }

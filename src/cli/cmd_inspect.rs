@@ -1,8 +1,12 @@
+//! `sparkgap inspect BUNDLE`: what a bundle holds and whether every member is intact.
+//! Exit 0 intact, 1 damaged (each problem named), 2 not a sparkgap bundle or a bad key.
+
 use std::path::PathBuf;
 
 use clap::Args;
 
-use super::Global;
+use super::{Global, Output, exit};
+use crate::bundle::{self, InspectReport, ReadOptions, group_digits};
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -13,6 +17,69 @@ pub struct InspectArgs {
     pub pubkey: Option<PathBuf>,
 }
 
-pub fn run(_args: InspectArgs, _g: &Global) -> anyhow::Result<u8> {
-    anyhow::bail!("sparkgap inspect: not implemented yet")
+pub fn run(args: InspectArgs, g: &Global) -> anyhow::Result<u8> {
+    let opts = ReadOptions {
+        pubkey: args.pubkey,
+        require_signature: false,
+    };
+    let report = bundle::inspect(&args.bundle, &opts)?;
+    match g.output {
+        Output::Json => super::print_json(&report)?,
+        _ => print!("{}", render_text(&report)),
+    }
+    Ok(if report.intact {
+        exit::OK
+    } else {
+        exit::CHECK_FAILED
+    })
+}
+
+fn render_text(r: &InspectReport) -> String {
+    let mut s = String::new();
+    let dash = || "-".to_string();
+    let mut line = |k: &str, v: String| s.push_str(&format!("{k:<11} {v}\n"));
+    line(
+        "bundle",
+        format!("{} ({} bytes)", r.bundle, group_digits(r.file_size)),
+    );
+    line("appliance", r.appliance.clone().unwrap_or_else(dash));
+    line("platform", r.platform.clone().unwrap_or_else(dash));
+    line("k3s", r.k3s_version.clone().unwrap_or_else(dash));
+    line("signature", r.signature.message.clone());
+    line(
+        "members",
+        format!(
+            "{} listed, {} bytes; {} intact",
+            r.members,
+            group_digits(r.member_bytes),
+            r.members_ok
+        ),
+    );
+    if !r.images.is_empty() {
+        let w_name = r.images.iter().map(|i| i.name.len()).max().unwrap_or(0).max(4);
+        let w_ref = r.images.iter().map(|i| i.reference.len()).max().unwrap_or(0).max(9);
+        s.push_str(&format!(
+            "images\n  {:<w_name$}  {:<w_ref$}  {:<19}  {:>15}\n",
+            "NAME", "REFERENCE", "DIGEST", "SIZE"
+        ));
+        for i in &r.images {
+            let short = i.digest.get(..19).unwrap_or(&i.digest);
+            s.push_str(&format!(
+                "  {:<w_name$}  {:<w_ref$}  {:<19}  {:>15}\n",
+                i.name,
+                i.reference,
+                short,
+                group_digits(i.size)
+            ));
+        }
+    }
+    if r.intact {
+        s.push_str("result      intact: every member present with its size and sha256\n");
+    } else {
+        s.push_str(&format!("result      DAMAGED: {} problem(s)\n", r.problems.len()));
+        for p in &r.problems {
+            s.push_str(&format!("  - {}\n", p.message));
+        }
+    }
+    s
 }

@@ -19,7 +19,6 @@ use crate::cli::progress::Progress;
 use crate::lock::{Lock, LockError};
 use crate::spec::{SpecError, SpecFile};
 
-mod bundle_shim;
 mod fsops;
 pub mod plan;
 pub mod platform;
@@ -28,7 +27,7 @@ pub mod render;
 mod stage;
 pub mod start;
 
-use bundle_shim::{ReadOptions, read_bundle};
+use crate::bundle::read::{ReadOptions, read_bundle};
 pub use fsops::fault;
 pub use plan::{Action, FileChange};
 pub use record::{RECORD_PATH, Record};

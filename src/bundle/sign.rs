@@ -1,0 +1,130 @@
+//! minisign-compatible signatures over the exact bytes of `sparkgap-bundle.json`.
+//!
+//! Keys and signatures are the minisign CLI's file formats, so `minisign -G` keys sign bundles
+//! and `minisign -V -m sparkgap-bundle.json` checks what we sign. Never prompts: an encrypted
+//! key needs its password passed in (the CLI reads `SPARKGAP_SIGN_PASSWORD`).
+
+use std::io::Cursor;
+use std::path::Path;
+
+use minisign::{PublicKey, PublicKeyBox, SecretKey, SecretKeyBox, SignatureBox};
+
+use super::BundleError;
+
+/// A loaded minisign secret key, ready to sign manifests.
+pub struct SignKey {
+    sk: SecretKey,
+    key_id: String,
+}
+
+impl std::fmt::Debug for SignKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SignKey({})", self.key_id)
+    }
+}
+
+/// minisign's key id as its CLI prints it: the 8 key-number bytes as a little-endian u64 in hex.
+pub(crate) fn key_id(keynum: &[u8]) -> String {
+    let mut b = [0u8; 8];
+    let n = keynum.len().min(8);
+    b[..n].copy_from_slice(&keynum[..n]);
+    format!("{:016X}", u64::from_le_bytes(b))
+}
+
+impl SignKey {
+    /// Read a minisign secret key file. `password` is needed only for an encrypted key.
+    pub fn load(path: &Path, password: Option<String>) -> Result<SignKey, BundleError> {
+        let err = |message: String| BundleError::Key {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| BundleError::io(path, e))?;
+        let boxed = SecretKeyBox::from_string(&text)
+            .map_err(|e| err(format!("not a minisign secret key file ({e})")))?;
+        let sk = match SecretKey::from_unencrypted_box(boxed.clone()) {
+            Ok(sk) if !sk.is_encrypted() => sk,
+            _ => match password {
+                Some(pw) => SecretKey::from_box(boxed, Some(pw)).map_err(|e| {
+                    err(format!(
+                        "cannot decrypt the secret key ({e}); check SPARKGAP_SIGN_PASSWORD"
+                    ))
+                })?,
+                None => {
+                    // Tell an encrypted key from a file that is no key at all.
+                    return Err(err(
+                        if text.lines().count() >= 2 && text.starts_with("untrusted comment:") {
+                            "the secret key is encrypted; set SPARKGAP_SIGN_PASSWORD, or make an \
+                             unencrypted key with `minisign -G -W`"
+                                .into()
+                        } else {
+                            "not a minisign secret key file".into()
+                        },
+                    ));
+                }
+            },
+        };
+        let key_id = key_id(sk.keynum());
+        Ok(SignKey { sk, key_id })
+    }
+
+    /// The key id as minisign prints it (16 upper-case hex digits).
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The `.minisig` file for `data`. The trusted comment is fixed by `mtime` so it does not
+    /// depend on the clock; the signature itself is hedged (randomised) by minisign, so two
+    /// signings of the same manifest differ in those bytes only.
+    pub fn sign(&self, data: &[u8], mtime: u64) -> Result<Vec<u8>, BundleError> {
+        let trusted = format!("timestamp:{mtime}\tfile:{}\thashed", super::MANIFEST_PATH);
+        let untrusted = format!("signature from sparkgap, key {}", self.key_id);
+        let sig = minisign::sign(
+            None,
+            &self.sk,
+            Cursor::new(data),
+            Some(&trusted),
+            Some(&untrusted),
+        )
+        .map_err(|e| BundleError::Key {
+            path: format!("key {}", self.key_id),
+            message: format!("signing failed: {e}"),
+        })?;
+        Ok(sig.into_string().into_bytes())
+    }
+}
+
+/// Read a minisign public key file (the two-line `.pub` format, or a bare base64 key line).
+pub fn load_public_key(path: &Path) -> Result<PublicKey, BundleError> {
+    let text = std::fs::read_to_string(path).map_err(|e| BundleError::io(path, e))?;
+    let parsed = if text.trim().lines().count() == 1 {
+        PublicKey::from_base64(text.trim())
+    } else {
+        PublicKeyBox::from_string(&text).and_then(PublicKey::from_box)
+    };
+    parsed.map_err(|e| BundleError::Key {
+        path: path.display().to_string(),
+        message: format!("not a minisign public key: {e}"),
+    })
+}
+
+/// Check `sig_bytes` (a `.minisig` file) over `data` with `pk`. Err is a sentence naming the
+/// key ids involved.
+pub fn verify(pk: &PublicKey, data: &[u8], sig_bytes: &[u8]) -> Result<(), String> {
+    let want = key_id(pk.keynum());
+    let text = std::str::from_utf8(sig_bytes)
+        .map_err(|_| "the signature file is not text".to_string())?;
+    let sig = SignatureBox::from_string(text)
+        .map_err(|e| format!("the signature file is not a minisign signature: {e}"))?;
+    let got = key_id(sig.keynum());
+    if got != want {
+        return Err(format!(
+            "the manifest is signed by key {got}, not by the trusted key {want}"
+        ));
+    }
+    minisign::verify(pk, &sig, Cursor::new(data), true, false, false).map_err(|e| {
+        format!(
+            "the signature by key {want} does not match sparkgap-bundle.json ({e}); the manifest \
+             was altered or the signature belongs to another bundle"
+        )
+    })
+}
