@@ -214,10 +214,25 @@ mod tests {
 
     #[test]
     fn unsafe_paths_are_refused() {
-        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a/", "a\\b", "a\nb"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "./a",
+            "a/",
+            "a\\b",
+            "a\nb",
+        ] {
             assert!(member_path_problem(bad).is_some(), "{bad:?} accepted");
         }
-        for good in ["appliance.yaml", "images/blobs/sha256/ab", "manifests/x.yaml", "a..b"] {
+        for good in [
+            "appliance.yaml",
+            "images/blobs/sha256/ab",
+            "manifests/x.yaml",
+            "a..b",
+        ] {
             assert_eq!(member_path_problem(good), None, "{good:?} refused");
         }
     }

@@ -18,8 +18,7 @@ use sha2::{Digest as _, Sha256};
 use super::sign::{self, key_id};
 use super::{
     BundleError, BundleManifest, FORMAT_VERSION, K3S_PATH, LOCK_PATH, MANIFEST_PATH, Member,
-    Problem, ProblemKind, SIGNATURE_PATH, SPEC_PATH, group_digits, member_path_problem,
-    short_path,
+    Problem, ProblemKind, SIGNATURE_PATH, SPEC_PATH, group_digits, member_path_problem, short_path,
 };
 
 /// The manifest is read into memory; anything larger is not ours.
@@ -69,12 +68,10 @@ pub fn read_bundle(
         })
     };
     let walked = walk(path, opts, &mut fail, visit)?;
-    let manifest = walked
-        .manifest
-        .ok_or_else(|| BundleError::NotABundle {
-            path: path.display().to_string(),
-            message: "no readable manifest".into(),
-        })?;
+    let manifest = walked.manifest.ok_or_else(|| BundleError::NotABundle {
+        path: path.display().to_string(),
+        message: "no readable manifest".into(),
+    })?;
     let signed = walked.signature.state == SignatureState::Verified;
     if opts.require_signature && !signed {
         return Err(BundleError::Damaged {
@@ -469,7 +466,10 @@ fn check_header<'m>(
         return Err(problem(
             ProblemKind::BadType,
             &name,
-            format!("bundle member {name} is {}{link}{refuse}", h.kind.describe()),
+            format!(
+                "bundle member {name} is {}{link}{refuse}",
+                h.kind.describe()
+            ),
         ));
     }
     let path = match &h.path {
@@ -605,7 +605,9 @@ impl Read for MemberReader<'_> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let want = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        let want = buf
+            .len()
+            .min(self.remaining.min(usize::MAX as u64) as usize);
         let k = loop {
             match self.src.r.read(&mut buf[..want]) {
                 Ok(k) => break k,
@@ -652,7 +654,9 @@ fn parse_manifest(bytes: &[u8]) -> Result<BundleManifest, String> {
         format_version: u32,
     }
     let v: Version = serde_json::from_slice(bytes).map_err(|e| {
-        format!("{MANIFEST_PATH} is not a valid manifest ({e}); the bundle is damaged — copy it again")
+        format!(
+            "{MANIFEST_PATH} is not a valid manifest ({e}); the bundle is damaged — copy it again"
+        )
     })?;
     if v.format_version != FORMAT_VERSION {
         return Err(format!(
@@ -662,7 +666,9 @@ fn parse_manifest(bytes: &[u8]) -> Result<BundleManifest, String> {
         ));
     }
     serde_json::from_slice(bytes).map_err(|e| {
-        format!("{MANIFEST_PATH} is not a valid manifest ({e}); the bundle is damaged — copy it again")
+        format!(
+            "{MANIFEST_PATH} is not a valid manifest ({e}); the bundle is damaged — copy it again"
+        )
     })
 }
 
@@ -688,11 +694,22 @@ pub(crate) fn manifest_problems(m: &BundleManifest) -> Vec<Problem> {
         if !paths.insert(mem.path.as_str()) {
             bad(&mem.path, "is listed twice".into());
         }
-        if mem.sha256.len() != 64 || !mem.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            bad(&mem.path, format!("has a malformed sha256 {:?}", mem.sha256));
+        if mem.sha256.len() != 64
+            || !mem
+                .sha256
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            bad(
+                &mem.path,
+                format!("has a malformed sha256 {:?}", mem.sha256),
+            );
         }
         if mem.mode != 0o644 && mem.mode != 0o755 {
-            bad(&mem.path, format!("has mode {:o} (only 644 and 755 exist)", mem.mode));
+            bad(
+                &mem.path,
+                format!("has mode {:o} (only 644 and 755 exist)", mem.mode),
+            );
         }
     }
     for p in &paths {
@@ -719,7 +736,10 @@ pub(crate) fn manifest_problems(m: &BundleManifest) -> Vec<Problem> {
         if let Some(d) = digest_of(p)
             && &d != claimed
         {
-            bad(p, format!("has digest {d} but the manifest names {claimed}"));
+            bad(
+                p,
+                format!("has digest {d} but the manifest names {claimed}"),
+            );
         }
     }
     out
@@ -925,7 +945,9 @@ fn parse_octal(b: &[u8]) -> Option<u64> {
         }
         return Some(v);
     }
-    let s = std::str::from_utf8(field_str(b)).ok()?.trim_matches([' ', '\0']);
+    let s = std::str::from_utf8(field_str(b))
+        .ok()?
+        .trim_matches([' ', '\0']);
     if s.is_empty() {
         return Some(0);
     }
@@ -937,7 +959,13 @@ fn parse_header(b: &[u8; 512]) -> Result<RawHeader, String> {
     let sum: u64 = b
         .iter()
         .enumerate()
-        .map(|(i, &x)| if (148..156).contains(&i) { 32 } else { u64::from(x) })
+        .map(|(i, &x)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(x)
+            }
+        })
         .sum();
     if stored != sum {
         return Err(format!("header checksum {stored} does not match {sum}"));
@@ -948,14 +976,19 @@ fn parse_header(b: &[u8; 512]) -> Result<RawHeader, String> {
         return Err("not a ustar header".into());
     }
     let name = field_str(&b[0..100]);
-    let prefix = if ustar { field_str(&b[345..500]) } else { &[][..] };
+    let prefix = if ustar {
+        field_str(&b[345..500])
+    } else {
+        &[][..]
+    };
     let mut raw = Vec::with_capacity(prefix.len() + 1 + name.len());
     if !prefix.is_empty() {
         raw.extend_from_slice(prefix);
         raw.push(b'/');
     }
     raw.extend_from_slice(name);
-    let path = String::from_utf8(raw).map_err(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    let path =
+        String::from_utf8(raw).map_err(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     let size = parse_octal(&b[124..136]).ok_or("unreadable size field")?;
     let kind = EntryKind::from_flag(b[156]);
     let link = field_str(&b[157..257]);

@@ -111,8 +111,8 @@ pub fn load_public_key(path: &Path) -> Result<PublicKey, BundleError> {
 /// key ids involved.
 pub fn verify(pk: &PublicKey, data: &[u8], sig_bytes: &[u8]) -> Result<(), String> {
     let want = key_id(pk.keynum());
-    let text = std::str::from_utf8(sig_bytes)
-        .map_err(|_| "the signature file is not text".to_string())?;
+    let text =
+        std::str::from_utf8(sig_bytes).map_err(|_| "the signature file is not text".to_string())?;
     let sig = SignatureBox::from_string(text)
         .map_err(|e| format!("the signature file is not a minisign signature: {e}"))?;
     let got = key_id(sig.keynum());

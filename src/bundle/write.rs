@@ -62,7 +62,11 @@ impl BundlePlan {
         let entry = |n: u64| 512 + n.div_ceil(512) * 512;
         entry(self.manifest_bytes.len() as u64)
             + signature_len.map_or(0, entry)
-            + self.members.iter().map(|m| entry(m.member.size)).sum::<u64>()
+            + self
+                .members
+                .iter()
+                .map(|m| entry(m.member.size))
+                .sum::<u64>()
             + 1024
     }
 }
@@ -104,7 +108,9 @@ pub fn plan(
     let mut members: BTreeMap<String, PlannedMember> = BTreeMap::new();
     let mut add = |path: String, source: MemberSource, size: u64, sha256: String, mode: u32| {
         if let Some(why) = member_path_problem(&path) {
-            return Err(invalid(format!("member path {path:?} is not allowed: {why}")));
+            return Err(invalid(format!(
+                "member path {path:?} is not allowed: {why}"
+            )));
         }
         if path == MANIFEST_PATH || path == SIGNATURE_PATH || members.contains_key(&path) {
             return Err(invalid(format!("member {path} would be written twice")));
@@ -129,8 +135,12 @@ pub fn plan(
     let mut blob_list: Vec<(&Descriptor, String)> = Vec::new();
     for img in &lock.images {
         for d in img.blobs() {
-            let hex = sha256_hex_of(&d.digest)
-                .ok_or_else(|| invalid(format!("image {}: {:?} is not a sha256 digest", img.name, d.digest)))?;
+            let hex = sha256_hex_of(&d.digest).ok_or_else(|| {
+                invalid(format!(
+                    "image {}: {:?} is not a sha256 digest",
+                    img.name, d.digest
+                ))
+            })?;
             match blob_sizes.get(d.digest.as_str()) {
                 Some((size, _)) if *size == d.size => continue,
                 Some((size, other)) => {
@@ -143,7 +153,13 @@ pub fn plan(
                     blob_sizes.insert(&d.digest, (d.size, &img.name));
                 }
             }
-            check_cache(cache, &d.digest, d.size, &format!("image {}", img.name), &mut missing);
+            check_cache(
+                cache,
+                &d.digest,
+                d.size,
+                &format!("image {}", img.name),
+                &mut missing,
+            );
             blob_list.push((d, hex.to_string()));
         }
     }
@@ -169,7 +185,13 @@ pub fn plan(
         add(path, MemberSource::File(src), d.size, hex, MODE_FILE)?;
     }
     let k3s_src = cache_file(cache, &lock.k3s.digest)?;
-    add(K3S_PATH.into(), MemberSource::File(k3s_src), lock.k3s.size, k3s_hex, MODE_EXEC)?;
+    add(
+        K3S_PATH.into(),
+        MemberSource::File(k3s_src),
+        lock.k3s.size,
+        k3s_hex,
+        MODE_EXEC,
+    )?;
 
     let images = bundle_images(lock)?;
     let index = oci_index(&lock.platform, &lock.images).map_err(invalid)?;
@@ -254,7 +276,9 @@ fn first_prefix_collision<'a>(paths: impl Iterator<Item = &'a String>) -> Option
         while let Some(i) = dir.rfind('/') {
             dir = &dir[..i];
             if all.contains(dir) {
-                return Some(format!("member {dir} is both a file and the directory of {p}"));
+                return Some(format!(
+                    "member {dir} is both a file and the directory of {p}"
+                ));
             }
         }
     }
@@ -384,16 +408,32 @@ pub fn write(
         count += 1;
     }
     for m in &plan.members {
-        let Member { path, size, sha256, mode } = &m.member;
+        let Member {
+            path,
+            size,
+            sha256,
+            mode,
+        } = &m.member;
         match &m.source {
             MemberSource::Bytes(b) => w.member(path, *size, *mode, mtime, &mut &b[..], None)?,
             MemberSource::File(src) => {
                 let f = File::open(src).map_err(|e| BundleError::io(src, e))?;
                 let len = f.metadata().map_err(|e| BundleError::io(src, e))?.len();
                 if len != *size {
-                    return Err(corrupt_cache(src, path, &format!("it holds {len} bytes, the lock says {size}")));
+                    return Err(corrupt_cache(
+                        src,
+                        path,
+                        &format!("it holds {len} bytes, the lock says {size}"),
+                    ));
                 }
-                w.member(path, *size, *mode, mtime, &mut f.take(*size), Some((src, sha256)))?;
+                w.member(
+                    path,
+                    *size,
+                    *mode,
+                    mtime,
+                    &mut f.take(*size),
+                    Some((src, sha256)),
+                )?;
             }
         }
         task.inc(512 + size);
@@ -404,7 +444,8 @@ pub fn write(
     let file = tmp.as_file();
     file.sync_all().map_err(|e| BundleError::io(out, e))?;
     set_mode_644(file).map_err(|e| BundleError::io(out, e))?;
-    tmp.persist(out).map_err(|e| BundleError::io(out, e.error))?;
+    tmp.persist(out)
+        .map_err(|e| BundleError::io(out, e.error))?;
     if let Ok(d) = File::open(&dir) {
         // Make the rename durable; a filesystem that cannot fsync a directory is no error.
         let _ = d.sync_all();
@@ -465,7 +506,9 @@ impl TarWriter<'_> {
     fn put(&mut self, b: &[u8]) -> Result<(), BundleError> {
         self.hasher.update(b);
         self.written += b.len() as u64;
-        self.out.write_all(b).map_err(|e| BundleError::io(&self.path, e))
+        self.out
+            .write_all(b)
+            .map_err(|e| BundleError::io(&self.path, e))
     }
 
     /// One member: header, exactly `size` bytes from `r`, zero padding. With `check`, the bytes
@@ -505,11 +548,19 @@ impl TarWriter<'_> {
         }
         if let Some((src, want)) = check {
             if n != size {
-                return Err(corrupt_cache(src, path, &format!("it ended after {n} of {size} bytes")));
+                return Err(corrupt_cache(
+                    src,
+                    path,
+                    &format!("it ended after {n} of {size} bytes"),
+                ));
             }
             let got = hex::encode(digest.finalize());
             if got != want {
-                return Err(corrupt_cache(src, path, &format!("its sha256 is {got}, not {want}")));
+                return Err(corrupt_cache(
+                    src,
+                    path,
+                    &format!("its sha256 is {got}, not {want}"),
+                ));
             }
         }
         let pad = (512 - (size % 512) as usize) % 512;
@@ -519,7 +570,9 @@ impl TarWriter<'_> {
     /// End-of-archive marker (two zero blocks), flush; returns the tar's sha256.
     fn finish(mut self) -> Result<String, BundleError> {
         self.put(&[0u8; 1024])?;
-        self.out.flush().map_err(|e| BundleError::io(&self.path, e))?;
+        self.out
+            .flush()
+            .map_err(|e| BundleError::io(&self.path, e))?;
         Ok(hex::encode(self.hasher.finalize()))
     }
 }

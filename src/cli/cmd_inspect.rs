@@ -56,8 +56,20 @@ fn render_text(r: &InspectReport) -> String {
         ),
     );
     if !r.images.is_empty() {
-        let w_name = r.images.iter().map(|i| i.name.len()).max().unwrap_or(0).max(4);
-        let w_ref = r.images.iter().map(|i| i.reference.len()).max().unwrap_or(0).max(9);
+        let w_name = r
+            .images
+            .iter()
+            .map(|i| i.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(4);
+        let w_ref = r
+            .images
+            .iter()
+            .map(|i| i.reference.len())
+            .max()
+            .unwrap_or(0)
+            .max(9);
         s.push_str(&format!(
             "images\n  {:<w_name$}  {:<w_ref$}  {:<19}  {:>15}\n",
             "NAME", "REFERENCE", "DIGEST", "SIZE"
@@ -76,7 +88,10 @@ fn render_text(r: &InspectReport) -> String {
     if r.intact {
         s.push_str("result      intact: every member present with its size and sha256\n");
     } else {
-        s.push_str(&format!("result      DAMAGED: {} problem(s)\n", r.problems.len()));
+        s.push_str(&format!(
+            "result      DAMAGED: {} problem(s)\n",
+            r.problems.len()
+        ));
         for p in &r.problems {
             s.push_str(&format!("  - {}\n", p.message));
         }

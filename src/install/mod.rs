@@ -320,18 +320,13 @@ pub fn install(
         move |source| InstallError::Io { path, op, source }
     };
     stage::remove_stale_staging(&state_dir).map_err(io(&state_dir, "clean old staging"))?;
-    std::fs::create_dir_all(&state_dir).map_err(io(&state_dir, "create directory"))?;
-    let staging = tempfile::Builder::new()
-        .prefix("staging-")
-        .tempdir_in(&state_dir)
-        .map_err(io(&state_dir, "create staging directory"))?;
 
     let total = peek
         .as_ref()
         .map(|(m, _)| m.members.iter().map(|x| x.size).sum())
         .unwrap_or(0);
     let task = progress.bytes("verify", total);
-    let mut stager = stage::Stager::new(bundle, staging.path(), skip_k3s, skip_images, &task);
+    let mut stager = stage::Stager::new(bundle, root, &state_dir, (skip_k3s, skip_images), &task);
     let read_opts = ReadOptions {
         pubkey: opts.pubkey.clone(),
         require_signature: opts.pubkey.is_some(),
@@ -376,7 +371,7 @@ pub fn install(
             .map_err(io(&record_path, "write install record"))?;
         fault::step();
     }
-    drop(staging);
+    drop(staged);
 
     let config_changed = files
         .iter()
@@ -500,13 +495,15 @@ fn desired_files(
         out.push(file(plan::IMPORT_CACHE, Source::Marker, 0o644, false));
     }
     if a.spec.k3s.auto_deploy_manifests {
-        for (rel, f) in &staged.manifests {
-            out.push(file(
-                &plan::manifest_target(rel),
-                staged_src(f),
-                0o600,
-                false,
-            ));
+        for (rel, f, member) in &staged.manifests {
+            let src = match f {
+                Some(f) => staged_src(f),
+                None => Source::Kept {
+                    sha256: member.sha256.clone(),
+                    size: member.size,
+                },
+            };
+            out.push(file(&plan::manifest_target(rel), src, 0o600, false));
         }
     }
     out.push(file(

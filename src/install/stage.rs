@@ -31,8 +31,10 @@ pub struct Staged {
     pub k3s: Option<StagedFile>,
     /// The image archive; None when skipped or the bundle has no images.
     pub archive: Option<StagedFile>,
-    /// `manifests/<rel>` members: (rel, staged file).
-    pub manifests: Vec<(String, StagedFile)>,
+    /// `manifests/<rel>` members: (rel, staged file, or None when the host already holds it).
+    pub manifests: Vec<(String, Option<StagedFile>, Member)>,
+    /// Kept alive until the staged files were moved into place; removed on drop.
+    pub _staging: Option<tempfile::TempDir>,
 }
 
 #[derive(Debug, Clone)]
@@ -46,14 +48,18 @@ type ArchiveWriter = tar::Builder<Hashing<FaultyFile>>;
 
 pub struct Stager<'a> {
     bundle: String,
-    dir: &'a Path,
+    root: &'a Path,
+    /// `<root>/var/lib/sparkgap`; the staging directory is created in it on first need, so a
+    /// run that stages nothing changes nothing on the host.
+    state_dir: &'a Path,
+    staging: Option<tempfile::TempDir>,
     skip_k3s: bool,
     skip_images: bool,
     task: &'a Task,
     spec: Option<Vec<u8>>,
     lock: Option<Vec<u8>>,
     k3s: Option<StagedFile>,
-    manifests: Vec<(String, StagedFile)>,
+    manifests: Vec<(String, Option<StagedFile>, Member)>,
     archive: Option<ArchiveWriter>,
     /// A failure on our side (disk full, permissions): reported instead of the reader's error.
     pub failure: Option<InstallError>,
@@ -62,14 +68,17 @@ pub struct Stager<'a> {
 impl<'a> Stager<'a> {
     pub fn new(
         bundle: &Path,
-        dir: &'a Path,
-        skip_k3s: bool,
-        skip_images: bool,
+        root: &'a Path,
+        state_dir: &'a Path,
+        skips: (bool, bool),
         task: &'a Task,
     ) -> Stager<'a> {
+        let (skip_k3s, skip_images) = skips;
         Stager {
             bundle: bundle.display().to_string(),
-            dir,
+            root,
+            state_dir,
+            staging: None,
             skip_k3s,
             skip_images,
             task,
@@ -80,6 +89,28 @@ impl<'a> Stager<'a> {
             archive: None,
             failure: None,
         }
+    }
+
+    /// The staging directory, created now if this is the first file to stage.
+    fn dir(&mut self) -> Result<PathBuf, InstallError> {
+        if self.staging.is_none() {
+            let io = |op: &'static str| {
+                let path = self.state_dir.display().to_string();
+                move |source| InstallError::Io { path, op, source }
+            };
+            fs::create_dir_all(self.state_dir).map_err(io("create directory"))?;
+            let t = tempfile::Builder::new()
+                .prefix("staging-")
+                .tempdir_in(self.state_dir)
+                .map_err(io("create staging directory"))?;
+            self.staging = Some(t);
+        }
+        Ok(self
+            .staging
+            .as_ref()
+            .expect("created above")
+            .path()
+            .to_path_buf())
     }
 
     fn invalid(&self, m: &Member, message: String) -> BundleError {
@@ -118,16 +149,21 @@ impl<'a> Stager<'a> {
                 Ok(())
             }
             K3S_PATH if !self.skip_k3s => {
-                let path = self.dir.join("k3s");
-                let f = self.copy_to_file(m, r, &path)?;
+                let f = self.copy_to_file(m, r, "k3s")?;
                 self.k3s = Some(f);
                 Ok(())
             }
             p if p.starts_with(MANIFESTS_DIR) => {
                 let rel = p[MANIFESTS_DIR.len()..].to_string();
-                let path = self.dir.join(format!("manifest-{}", self.manifests.len()));
-                let f = self.copy_to_file(m, r, &path)?;
-                self.manifests.push((rel, f));
+                let target = self.root.join(super::plan::manifest_target(&rel));
+                let staged = if super::plan::file_matches(&target, &m.sha256, m.size, 0o600) {
+                    io::copy(r, &mut io::sink()).map_err(|e| self.invalid(m, e.to_string()))?;
+                    None
+                } else {
+                    let name = format!("manifest-{}", self.manifests.len());
+                    Some(self.copy_to_file(m, r, &name)?)
+                };
+                self.manifests.push((rel, staged, m.clone()));
                 Ok(())
             }
             p if p.starts_with(&format!("{IMAGES_DIR}/")) && !self.skip_images => {
@@ -143,8 +179,13 @@ impl<'a> Stager<'a> {
         &mut self,
         m: &Member,
         r: &mut dyn Read,
-        path: &Path,
+        name: &str,
     ) -> Result<StagedFile, BundleError> {
+        let path = match self.dir() {
+            Ok(d) => d.join(name),
+            Err(e) => return Err(self.ours(m, e)),
+        };
+        let path = path.as_path();
         let io_err = |source: io::Error| InstallError::Io {
             path: path.display().to_string(),
             op: "write staged file",
@@ -174,7 +215,10 @@ impl<'a> Stager<'a> {
     }
 
     fn append_image(&mut self, m: &Member, r: &mut dyn Read) -> Result<(), BundleError> {
-        let archive_path = self.dir.join("images.tar");
+        let archive_path = match self.dir() {
+            Ok(d) => d.join("images.tar"),
+            Err(e) => return Err(self.ours(m, e)),
+        };
         if self.archive.is_none() {
             match fsops::create(&archive_path, 0o600) {
                 Ok(f) => {
@@ -233,7 +277,8 @@ impl<'a> Stager<'a> {
         let archive = match self.archive {
             None => None,
             Some(b) => {
-                let path = self.dir.join("images.tar");
+                let dir = self.staging.as_ref().expect("the archive lives in staging");
+                let path = dir.path().join("images.tar");
                 let io_err = |source| InstallError::Io {
                     path: path.display().to_string(),
                     op: "finish image archive",
@@ -256,6 +301,7 @@ impl<'a> Stager<'a> {
             k3s: self.k3s,
             archive,
             manifests: self.manifests,
+            _staging: self.staging,
         })
     }
 }
