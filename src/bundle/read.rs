@@ -558,6 +558,9 @@ fn read_member(
     let verdict = r.verdict.take();
     if let Some(Err(p)) = verdict {
         // Damage explains any error the visitor saw reading it.
+        if p.kind != ProblemKind::Truncated {
+            src.skip_data_exact((512 - member.size % 512) % 512)?;
+        }
         return Ok(Some(p));
     }
     visited?;
@@ -901,7 +904,12 @@ impl TarSource {
             _ => return Ok(Block::Partial),
         }
         if b.iter().all(|&x| x == 0) {
-            return Ok(Block::End);
+            // The end-of-archive marker is two zero blocks; a cut second block is a cut file.
+            return Ok(match self.fill(&mut b)? {
+                512 if b.iter().all(|&x| x == 0) => Block::End,
+                512 => Block::Corrupt("a lone zero block inside the archive".into()),
+                _ => Block::Partial,
+            });
         }
         Ok(parse_header(&b).map_or_else(Block::Corrupt, Block::Header))
     }
