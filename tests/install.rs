@@ -867,3 +867,139 @@ fn missing_bundle_names_the_file_and_writes_nothing() {
     assert!(r.stderr.contains("nope.tar"), "{}", r.stderr);
     assert!(!root.exists(), "not even a directory is created");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile, damaged and signed bundles, from the bundle module's shared builders.
+
+#[path = "common/bundles.rs"]
+mod bundles;
+
+/// Only directories (at most the state directory's chain), no staging left, no files.
+fn assert_nothing_placed(root: &Path, what: &str) {
+    if !root.exists() {
+        return;
+    }
+    let t = tree(root);
+    for (p, v) in &t {
+        assert_eq!(v.0, 'd', "{what}: {p} was written");
+        assert!(!p.contains("staging-"), "{what}: staging not cleaned: {p}");
+    }
+}
+
+#[test]
+fn hostile_bundles_are_refused_naming_the_member_with_nothing_placed() {
+    for kind in bundles::Hostile::ALL {
+        let d = tempfile::tempdir().unwrap();
+        let bundle = bundles::hostile_bundle(d.path(), kind);
+        let root = d.path().join("root");
+        let r = install(&bundle, &root, &[]);
+        assert_eq!(r.code, Some(2), "{kind:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(kind.member()),
+            "{kind:?}: the error must name {}: {}",
+            kind.member(),
+            r.stderr
+        );
+        assert_nothing_placed(&root, &format!("{kind:?}"));
+        // Nothing escaped next to the root either.
+        let mut beside: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        beside.sort();
+        beside.retain(|n| n != "root" && !n.ends_with(".tar"));
+        assert!(beside.is_empty(), "{kind:?}: {beside:?}");
+        assert!(!d.path().join("evil").exists() && !root.join("evil").exists());
+    }
+}
+
+#[test]
+fn truncated_and_corrupted_bundles_are_refused_with_nothing_placed() {
+    let d = tempfile::tempdir().unwrap();
+    let bundle = Fixture::default().build(d.path());
+    let bytes = fs::read(&bundle).unwrap();
+
+    let truncated = d.path().join("truncated.tar");
+    fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let root = d.path().join("root-truncated");
+    let r = install(&truncated, &root, &[]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("images/blobs/sha256/") || r.stderr.contains("bin/k3s"),
+        "{}",
+        r.stderr
+    );
+    assert_nothing_placed(&root, "truncated");
+
+    // Flip one byte inside the image layers (the middle of the tar is layer data).
+    let mut bad = bytes.clone();
+    let at = bytes.len() / 3;
+    bad[at] ^= 0x55;
+    let corrupt = d.path().join("corrupt.tar");
+    fs::write(&corrupt, &bad).unwrap();
+    let root = d.path().join("root-corrupt");
+    let r = install(&corrupt, &root, &[]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("sha256"), "{}", r.stderr);
+    assert_nothing_placed(&root, "corrupt");
+
+    // A damaged copy over an installed appliance leaves the installed one exactly as it was.
+    let root = d.path().join("root-installed");
+    install(&bundle, &root, &[]).ok();
+    let before = (tree(&root), stamps(&root));
+    let r = install(&corrupt, &root, &[]);
+    assert_eq!(r.code, Some(2));
+    assert_eq!((tree(&root), stamps(&root)), before);
+}
+
+#[test]
+fn signature_is_required_when_a_key_is_given() {
+    let d = tempfile::tempdir().unwrap();
+    let (pk, sk) = bundles::keypair(d.path(), "release");
+    let (other_pk, _) = bundles::keypair(d.path(), "other");
+    let signed = bundles::synthetic_bundle(
+        d.path(),
+        &bundles::BundleOpts {
+            sign_key: Some(sk),
+            file_name: "signed.tar".into(),
+            ..Default::default()
+        },
+    );
+    let unsigned = bundles::synthetic_bundle(
+        d.path(),
+        &bundles::BundleOpts {
+            file_name: "unsigned.tar".into(),
+            ..Default::default()
+        },
+    );
+    let run = |bundle: &Path, key: &Path, root: &Path| {
+        sparkgap()
+            .args(["install", "--no-start", "--output", "json", "--pubkey"])
+            .arg(key)
+            .arg("--root")
+            .arg(root)
+            .arg(bundle)
+            .output()
+            .unwrap()
+    };
+    let root = d.path().join("ok");
+    let out = run(&signed, &pk, &root);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["signed"], true);
+    for (bundle, key, what) in [
+        (&signed, &other_pk, "wrong key"),
+        (&unsigned, &pk, "unsigned"),
+    ] {
+        let root = d.path().join(what.replace(' ', "-"));
+        let out = run(bundle, key, &root);
+        assert_eq!(out.status.code(), Some(2), "{what}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("signature"), "{what}: {err}");
+        assert_nothing_placed(&root, what);
+    }
+}
