@@ -1003,3 +1003,40 @@ fn signature_is_required_when_a_key_is_given() {
         assert_nothing_placed(&root, what);
     }
 }
+
+/// Not a test: writes the benchmark bundle for scripts/bench-install (run there in release).
+/// `SPARKGAP_BENCH_BUNDLE=DIR` (the bundle is DIR/bench.tar), `SPARKGAP_BENCH_MIB` (default
+/// 1024): three images of equal layers plus a 70 MiB k3s, with the shared builders.
+#[test]
+#[ignore = "benchmark helper, run by scripts/bench-install"]
+fn bench_bundle() {
+    let Some(dir) = std::env::var_os("SPARKGAP_BENCH_BUNDLE") else {
+        eprintln!("skipping: SPARKGAP_BENCH_BUNDLE is not set (scripts/bench-install sets it)");
+        return;
+    };
+    let mib: usize = std::env::var("SPARKGAP_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let k3s = 70 << 20;
+    let layer = ((mib << 20).saturating_sub(k3s)) / 6;
+    let image = |name: &str| bundles::ImageOpts {
+        name: name.into(),
+        reference: format!("registry.bench/{name}:1.0"),
+        layers: vec![layer, layer],
+        shared_layer: false,
+    };
+    let dir = PathBuf::from(dir);
+    fs::create_dir_all(&dir).unwrap();
+    let out = bundles::synthetic_bundle(
+        &dir,
+        &bundles::BundleOpts {
+            images: vec![image("one"), image("two"), image("three")],
+            k3s_size: k3s,
+            extra: vec![],
+            file_name: "bench.tar".into(),
+            ..Default::default()
+        },
+    );
+    println!("{}", out.display());
+}

@@ -354,7 +354,11 @@ pub fn install(
     )?;
     let images_src = images_source(manifest);
     let desired = desired_files(&spec, &staged, previous.as_ref(), skip_k3s, skip_images)?;
-    let (files, removed, recorded) = plan::apply(root, desired, previous.as_ref())?;
+    let plan::Applied {
+        changes: files,
+        removed,
+        recorded,
+    } = plan::apply(root, desired, previous.as_ref())?;
 
     let record = Record {
         record_version: record::RECORD_VERSION,

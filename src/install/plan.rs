@@ -90,6 +90,14 @@ fn io_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> InstallErr
     move |source| InstallError::Io { path, op, source }
 }
 
+/// What `apply` did: the change per path, the removed paths, and the new record's entries.
+#[derive(Debug)]
+pub struct Applied {
+    pub changes: Vec<FileChange>,
+    pub removed: Vec<String>,
+    pub recorded: Vec<RecordedFile>,
+}
+
 /// Apply `plan` under `root`: each path that differs is replaced atomically; then paths the
 /// previous record listed and the plan no longer has are removed. Returns the changes and the
 /// removed paths; the caller writes the new record.
@@ -97,7 +105,7 @@ pub fn apply(
     root: &Path,
     plan: Vec<Desired>,
     previous: Option<&Record>,
-) -> Result<(Vec<FileChange>, Vec<String>, Vec<RecordedFile>), InstallError> {
+) -> Result<Applied, InstallError> {
     let mut changes = Vec::new();
     let mut recorded = Vec::new();
     for d in plan {
@@ -188,7 +196,11 @@ pub fn apply(
         }
     }
     recorded.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok((changes, removed, recorded))
+    Ok(Applied {
+        changes,
+        removed,
+        recorded,
+    })
 }
 
 /// File name for a bundle manifest under k3s's auto-deploy directory: flat (k3s deploys the
@@ -226,11 +238,19 @@ mod tests {
                 },
             ]
         };
-        let (c1, _, rec) = apply(d.path(), plan(), None).unwrap();
+        let Applied {
+            changes: c1,
+            recorded: rec,
+            ..
+        } = apply(d.path(), plan(), None).unwrap();
         assert!(c1.iter().all(|c| c.action == Action::Created));
         // k3s writes into its marker; that is not a change.
         fs::write(d.path().join(IMPORT_CACHE), b"{}").unwrap();
-        let (c2, removed, _) = apply(d.path(), plan(), None).unwrap();
+        let Applied {
+            changes: c2,
+            removed,
+            ..
+        } = apply(d.path(), plan(), None).unwrap();
         assert!(c2.iter().all(|c| c.action == Action::Unchanged), "{c2:?}");
         assert!(removed.is_empty());
         let prev = Record {
@@ -241,8 +261,9 @@ mod tests {
             images_source: String::new(),
             files: rec,
         };
-        let (_, removed, _) =
-            apply(d.path(), plan().into_iter().take(1).collect(), Some(&prev)).unwrap();
+        let removed = apply(d.path(), plan().into_iter().take(1).collect(), Some(&prev))
+            .unwrap()
+            .removed;
         assert_eq!(removed, ["usr/local/bin/kubectl", IMPORT_CACHE]);
         assert!(!d.path().join("usr/local/bin/kubectl").exists());
     }
