@@ -124,6 +124,95 @@ impl Write for FaultyFile {
     }
 }
 
+/// A file written by its own thread: the caller's thread hashes (the bundle reader verifies,
+/// the archive is hashed) while this one copies into the page cache and fsyncs, so the two
+/// halves of staging overlap on two cores. At most `DEPTH` chunks of `CHUNK` bytes are in
+/// flight: memory stays flat whatever the size.
+pub struct PipedFile {
+    buf: Vec<u8>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    handle: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+const CHUNK: usize = 1 << 20;
+const DEPTH: usize = 8;
+
+impl PipedFile {
+    /// Create `path` with `mode` and start its writer thread.
+    pub fn create(path: &Path, mode: u32) -> io::Result<PipedFile> {
+        let mut file = create(path, mode)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(DEPTH);
+        let handle = std::thread::spawn(move || {
+            for chunk in rx {
+                file.write_all(&chunk)?;
+            }
+            file.file.sync_all()
+        });
+        Ok(PipedFile {
+            buf: Vec::with_capacity(CHUNK),
+            tx: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        let sent = self.tx.as_ref().map(|tx| tx.send(chunk).is_ok());
+        if sent == Some(true) {
+            Ok(())
+        } else {
+            // The writer stopped: its error says why.
+            Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| io::Error::other("writer stopped")))
+        }
+    }
+
+    fn join(&mut self) -> io::Result<()> {
+        self.tx = None;
+        match self.handle.take() {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("writer thread panicked"))),
+            None => Err(io::Error::other("writer already finished")),
+        }
+    }
+
+    /// Write what is buffered, wait for the writer, fsync. The file is complete and durable
+    /// only when this returns Ok.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.send()?;
+        self.join()
+    }
+}
+
+impl Write for PipedFile {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for PipedFile {
+    fn drop(&mut self) {
+        // An abandoned file (an error elsewhere): let the writer end before staging goes.
+        if self.handle.is_some() {
+            let _ = self.join();
+        }
+    }
+}
+
 /// A reader that remembers whether it failed, so a copy can tell a damaged bundle member
 /// (read side) from a full disk (write side).
 pub struct Tracked<'a> {

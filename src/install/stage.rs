@@ -9,14 +9,14 @@
 //! returns, and a mismatch aborts the whole install with the staging directory discarded.
 
 use std::fs;
-use std::io::{self, BufWriter, Read};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::bundle::{BundleError, IMAGES_DIR, K3S_PATH, LOCK_PATH, Member, SPEC_PATH};
 use crate::cli::progress::Task;
 
 use super::InstallError;
-use super::fsops::{self, FaultyFile, Hashing, Tracked, fault};
+use super::fsops::{Hashing, PipedFile, Tracked, fault};
 
 /// Largest spec or lock accepted into memory.
 const SMALL_LIMIT: u64 = 16 << 20;
@@ -44,10 +44,7 @@ pub struct StagedFile {
     pub size: u64,
 }
 
-type ArchiveWriter = tar::Builder<Hashing<BufWriter<FaultyFile>>>;
-
-/// Big writes: fewer syscalls while streaming GiBs (std's copy fills a BufWriter directly).
-const WRITE_BUF: usize = 1 << 20;
+type ArchiveWriter = tar::Builder<Hashing<PipedFile>>;
 
 pub struct Stager<'a> {
     bundle: String,
@@ -194,20 +191,15 @@ impl<'a> Stager<'a> {
             op: "write staged file",
             source,
         };
-        let mut out = match fsops::create(path, 0o600) {
-            Ok(f) => BufWriter::with_capacity(WRITE_BUF, f),
+        let mut out = match PipedFile::create(path, 0o600) {
+            Ok(f) => f,
             Err(e) => return Err(self.ours(m, io_err(e))),
         };
         let mut tracked = Tracked {
             inner: r,
             failed: None,
         };
-        let copied = io::copy(&mut tracked, &mut out).and_then(|_| {
-            out.into_inner()
-                .map_err(|e| e.into_error())?
-                .file
-                .sync_all()
-        });
+        let copied = io::copy(&mut tracked, &mut out).and_then(|_| out.finish());
         if let Err(e) = copied {
             return Err(match tracked.failed.take() {
                 Some(read_err) => self.invalid(m, read_err.to_string()),
@@ -228,10 +220,9 @@ impl<'a> Stager<'a> {
             Err(e) => return Err(self.ours(m, e)),
         };
         if self.archive.is_none() {
-            match fsops::create(&archive_path, 0o600) {
+            match PipedFile::create(&archive_path, 0o600) {
                 Ok(f) => {
-                    let w = BufWriter::with_capacity(WRITE_BUF, f);
-                    let mut b = tar::Builder::new(Hashing::new(w));
+                    let mut b = tar::Builder::new(Hashing::new(f));
                     b.mode(tar::HeaderMode::Deterministic);
                     self.archive = Some(b);
                 }
@@ -295,11 +286,7 @@ impl<'a> Stager<'a> {
                 };
                 let hashing = b.into_inner().map_err(io_err)?;
                 let (sha256, size) = (hashing.hex(), hashing.written);
-                let file = hashing
-                    .inner
-                    .into_inner()
-                    .map_err(|e| io_err(e.into_error()))?;
-                file.file.sync_all().map_err(io_err)?;
+                hashing.inner.finish().map_err(io_err)?;
                 fault::step();
                 Some(StagedFile { sha256, size, path })
             }
