@@ -8,7 +8,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
@@ -78,6 +77,38 @@ pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
     crate::digest::sha256_reader(File::open(path)?)
 }
 
+/// A writer that hashes what passes through it.
+pub struct Hashing<W> {
+    pub inner: W,
+    hasher: Sha256,
+    pub written: u64,
+}
+
+impl<W> Hashing<W> {
+    pub fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+        }
+    }
+    pub fn hex(&self) -> String {
+        hex::encode(self.hasher.clone().finalize())
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// A file whose writes honour the simulated disk-full hook (debug builds only).
 pub struct FaultyFile {
     pub file: File,
@@ -93,53 +124,34 @@ impl Write for FaultyFile {
     }
 }
 
-/// A file written by its own thread, optionally hashed by another: the caller's thread only
-/// reads and verifies the bundle, while one thread hashes what is staged and another copies it
-/// into the page cache and fsyncs, so the work spreads over the cores. At most `DEPTH` chunks
-/// of `CHUNK` bytes are in flight: memory stays flat whatever the size.
+/// A file written by its own thread: the caller's thread hashes (the bundle reader verifies,
+/// the archive is hashed) while this one copies into the page cache and fsyncs, so the two
+/// halves of staging overlap on two cores. At most `DEPTH` chunks of `CHUNK` bytes are in
+/// flight: memory stays flat whatever the size.
 pub struct PipedFile {
     buf: Vec<u8>,
-    tx: Option<std::sync::mpsc::SyncSender<Arc<Vec<u8>>>>,
-    hash_tx: Option<std::sync::mpsc::SyncSender<Arc<Vec<u8>>>>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
     handle: Option<std::thread::JoinHandle<io::Result<()>>>,
-    hasher: Option<std::thread::JoinHandle<(String, u64)>>,
 }
 
 const CHUNK: usize = 1 << 20;
 const DEPTH: usize = 8;
 
 impl PipedFile {
-    /// Create `path` with `mode` and start its writer thread (and a hashing thread when `hash`).
-    pub fn create(path: &Path, mode: u32, hash: bool) -> io::Result<PipedFile> {
+    /// Create `path` with `mode` and start its writer thread.
+    pub fn create(path: &Path, mode: u32) -> io::Result<PipedFile> {
         let mut file = create(path, mode)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(DEPTH);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(DEPTH);
         let handle = std::thread::spawn(move || {
             for chunk in rx {
                 file.write_all(&chunk)?;
             }
             file.file.sync_all()
         });
-        let (hash_tx, hasher) = if hash {
-            let (htx, hrx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(DEPTH);
-            let h = std::thread::spawn(move || {
-                let mut h = Sha256::new();
-                let mut n = 0u64;
-                for chunk in hrx {
-                    h.update(&chunk[..]);
-                    n += chunk.len() as u64;
-                }
-                (hex::encode(h.finalize()), n)
-            });
-            (Some(htx), Some(h))
-        } else {
-            (None, None)
-        };
         Ok(PipedFile {
             buf: Vec::with_capacity(CHUNK),
             tx: Some(tx),
-            hash_tx,
             handle: Some(handle),
-            hasher,
         })
     }
 
@@ -147,11 +159,7 @@ impl PipedFile {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = Arc::new(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        if let Some(h) = &self.hash_tx {
-            // The hasher only stops when we drop its sender.
-            let _ = h.send(chunk.clone());
-        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
         let sent = self.tx.as_ref().map(|tx| tx.send(chunk).is_ok());
         if sent == Some(true) {
             Ok(())
@@ -166,7 +174,6 @@ impl PipedFile {
 
     fn join(&mut self) -> io::Result<()> {
         self.tx = None;
-        self.hash_tx = None;
         match self.handle.take() {
             Some(h) => h
                 .join()
@@ -175,19 +182,11 @@ impl PipedFile {
         }
     }
 
-    /// Write what is buffered, wait for the writer, fsync; the sha256 `<hex>` and size of
-    /// everything written when hashing. The file is complete and durable only when this
-    /// returns Ok.
-    pub fn finish(mut self) -> io::Result<Option<(String, u64)>> {
+    /// Write what is buffered, wait for the writer, fsync. The file is complete and durable
+    /// only when this returns Ok.
+    pub fn finish(mut self) -> io::Result<()> {
         self.send()?;
-        self.join()?;
-        match self.hasher.take() {
-            Some(h) => h
-                .join()
-                .map(Some)
-                .map_err(|_| io::Error::other("hashing thread panicked")),
-            None => Ok(None),
-        }
+        self.join()
     }
 }
 
@@ -207,12 +206,9 @@ impl Write for PipedFile {
 
 impl Drop for PipedFile {
     fn drop(&mut self) {
-        // An abandoned file (an error elsewhere): let the threads end before staging goes.
+        // An abandoned file (an error elsewhere): let the writer end before staging goes.
         if self.handle.is_some() {
             let _ = self.join();
-        }
-        if let Some(h) = self.hasher.take() {
-            let _ = h.join();
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::bundle::{BundleError, IMAGES_DIR, K3S_PATH, LOCK_PATH, Member, SPEC_P
 use crate::cli::progress::Task;
 
 use super::InstallError;
-use super::fsops::{PipedFile, Tracked, fault};
+use super::fsops::{Hashing, PipedFile, Tracked, fault};
 
 /// Largest spec or lock accepted into memory.
 const SMALL_LIMIT: u64 = 16 << 20;
@@ -44,7 +44,7 @@ pub struct StagedFile {
     pub size: u64,
 }
 
-type ArchiveWriter = tar::Builder<PipedFile>;
+type ArchiveWriter = tar::Builder<Hashing<PipedFile>>;
 
 pub struct Stager<'a> {
     bundle: String,
@@ -191,7 +191,7 @@ impl<'a> Stager<'a> {
             op: "write staged file",
             source,
         };
-        let mut out = match PipedFile::create(path, 0o600, false) {
+        let mut out = match PipedFile::create(path, 0o600) {
             Ok(f) => f,
             Err(e) => return Err(self.ours(m, io_err(e))),
         };
@@ -199,7 +199,7 @@ impl<'a> Stager<'a> {
             inner: r,
             failed: None,
         };
-        let copied = io::copy(&mut tracked, &mut out).and_then(|_| out.finish().map(|_| ()));
+        let copied = io::copy(&mut tracked, &mut out).and_then(|_| out.finish());
         if let Err(e) = copied {
             return Err(match tracked.failed.take() {
                 Some(read_err) => self.invalid(m, read_err.to_string()),
@@ -220,9 +220,9 @@ impl<'a> Stager<'a> {
             Err(e) => return Err(self.ours(m, e)),
         };
         if self.archive.is_none() {
-            match PipedFile::create(&archive_path, 0o600, true) {
+            match PipedFile::create(&archive_path, 0o600) {
                 Ok(f) => {
-                    let mut b = tar::Builder::new(f);
+                    let mut b = tar::Builder::new(Hashing::new(f));
                     b.mode(tar::HeaderMode::Deterministic);
                     self.archive = Some(b);
                 }
@@ -284,11 +284,9 @@ impl<'a> Stager<'a> {
                     op: "finish image archive",
                     source,
                 };
-                let piped = b.into_inner().map_err(io_err)?;
-                let (sha256, size) = piped
-                    .finish()
-                    .map_err(io_err)?
-                    .expect("the archive is hashed");
+                let hashing = b.into_inner().map_err(io_err)?;
+                let (sha256, size) = (hashing.hex(), hashing.written);
+                hashing.inner.finish().map_err(io_err)?;
                 fault::step();
                 Some(StagedFile { sha256, size, path })
             }
