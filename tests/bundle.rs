@@ -98,9 +98,9 @@ fn tool(name: &str) -> bool {
 fn same_inputs_give_identical_bytes_whatever_the_fill_order_and_umask() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let first = synthetic_bundle(a.path(), &BundleOpts::default());
-    // SAFETY: umask is process-wide but harmless here: restored below, and no other test in
+    // umask is process-wide but harmless here: restored below, and no other test in
     // this binary checks the modes of files it creates.
-    let old = unsafe { libc::umask(0o077) };
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let second = synthetic_bundle(
         b.path(),
         &BundleOpts {
@@ -108,7 +108,7 @@ fn same_inputs_give_identical_bytes_whatever_the_fill_order_and_umask() {
             ..Default::default()
         },
     );
-    unsafe { libc::umask(old) };
+    rustix::process::umask(old);
     let (x, y) = (
         std::fs::read(&first).unwrap(),
         std::fs::read(&second).unwrap(),

@@ -2,7 +2,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::Global;
+use super::progress::Progress;
+use super::{Global, Output};
+use crate::install::{self, Action};
 
 #[derive(Debug, Args)]
 pub struct InstallArgs {
@@ -38,10 +40,103 @@ pub struct UninstallArgs {
     pub keep_data: bool,
 }
 
-pub fn run(_args: InstallArgs, _g: &Global) -> anyhow::Result<u8> {
-    anyhow::bail!("sparkgap install: not implemented yet")
+impl InstallTarget {
+    /// The core's options; `--wait` must be a duration such as `5m` or `90s`.
+    pub fn options(&self) -> anyhow::Result<install::InstallOptions> {
+        let wait = crate::spec::parse_duration(&self.wait).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--wait {:?} is not a duration (e.g. 90s, 5m, 1h30m)",
+                self.wait
+            )
+        })?;
+        Ok(install::InstallOptions {
+            root: self.root.clone(),
+            no_start: self.no_start,
+            pubkey: self.pubkey.clone(),
+            wait,
+        })
+    }
 }
 
-pub fn run_uninstall(_args: UninstallArgs, _g: &Global) -> anyhow::Result<u8> {
-    anyhow::bail!("sparkgap uninstall: not implemented yet")
+pub fn run(args: InstallArgs, g: &Global) -> anyhow::Result<u8> {
+    let opts = args.target.options()?;
+    let progress = Progress::new(g);
+    let report = install::install(&args.bundle, &opts, &progress)?;
+    if g.output == Output::Json {
+        super::print_json(&report)?;
+    } else {
+        print_text(&report);
+    }
+    Ok(super::exit::OK)
+}
+
+fn print_text(r: &install::InstallReport) {
+    let root = r.root.display();
+    if r.unchanged {
+        println!(
+            "unchanged: {} ({}, k3s {}) is already installed under {root}",
+            r.appliance, r.bundle_manifest_digest, r.k3s_version
+        );
+    } else {
+        println!(
+            "installed {} (k3s {}, {}) under {root}",
+            r.appliance, r.k3s_version, r.platform
+        );
+        for f in r.files.iter().filter(|f| f.action != Action::Unchanged) {
+            let what = match f.action {
+                Action::Created => "created ",
+                Action::Replaced => "replaced",
+                Action::Unchanged => "unchanged",
+            };
+            println!("  {what} {}", f.path);
+        }
+        for p in &r.removed {
+            println!("  removed  {p}");
+        }
+    }
+    match (&r.k3s.skipped, &r.k3s.ready_node) {
+        (Some(why), _) => println!("k3s not started: {why}"),
+        (None, Some(node)) => println!(
+            "k3s {}; node {node} is Ready",
+            if r.k3s.restarted {
+                "(re)started"
+            } else {
+                "already running, unchanged"
+            }
+        ),
+        (None, None) => {}
+    }
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
+pub fn run_uninstall(args: UninstallArgs, g: &Global) -> anyhow::Result<u8> {
+    let report = install::uninstall(&args.root, args.keep_data)?;
+    if g.output == Output::Json {
+        super::print_json(&report)?;
+    } else if !report.installed {
+        println!(
+            "nothing to uninstall: no {} under {}",
+            install::RECORD_PATH,
+            args.root.display()
+        );
+    } else {
+        println!(
+            "removed {} paths placed by sparkgap under {}{}",
+            report.removed.len(),
+            args.root.display(),
+            if report.missing.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} were already gone)", report.missing.len())
+            }
+        );
+        if report.data_removed.is_empty() {
+            println!("k3s data kept");
+        } else {
+            println!("removed k3s data: {}", report.data_removed.join(", "));
+        }
+    }
+    Ok(super::exit::OK)
 }

@@ -160,12 +160,12 @@ impl LocalRegistry {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        if let Ok(pid) = i32::try_from(child.id()) {
-            // SAFETY: kill(2) on the pid of a child we spawned and have not reaped yet, so the
-            // pid cannot have been reused by another process.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
+        // The pid of a child we spawned and have not reaped yet cannot have been reused.
+        if let Some(pid) = i32::try_from(child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {

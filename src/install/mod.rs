@@ -1,15 +1,657 @@
 //! Host install: places k3s, its config, registries.yaml, the image archive, the systemd unit,
 //! atomically, under a root directory; starts k3s and waits for it. The only module that
 //! touches the host.
+//!
+//! One pass: preflight (root, platform, free space) from the bundle's manifest; the bundle
+//! reader streams and verifies every member while `stage` writes what is needed into
+//! `<root>/var/lib/sparkgap/staging-*` (same filesystem as the targets); only after the whole
+//! bundle verified does `plan` move anything into place, each path atomically; the install
+//! record is written last. It never talks to a registry nor applies Kubernetes objects.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::bundle::{BundleError, BundleManifest, IMAGES_DIR, K3S_PATH, MANIFEST_PATH};
+use crate::cli::progress::Progress;
+use crate::lock::{Lock, LockError};
+use crate::spec::{SpecError, SpecFile};
+
+mod fsops;
+pub mod plan;
+pub mod platform;
+pub mod record;
+pub mod render;
+mod stage;
+pub mod start;
+
+use crate::bundle::read::{ReadOptions, read_bundle};
+pub use fsops::fault;
+pub use plan::{Action, FileChange};
+pub use record::{RECORD_PATH, Record};
+
+const STATE_DIR: &str = "var/lib/sparkgap";
+/// k3s's state, removed by uninstall unless `--keep-data`.
+pub const DATA_DIRS: [&str; 3] = ["var/lib/rancher/k3s", "etc/rancher/k3s", "var/lib/kubelet"];
+
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    /// `/` on the Spark; a directory for staging and tests.
+    pub root: PathBuf,
+    /// Place files only.
+    pub no_start: bool,
+    /// Require a valid minisign signature by this key.
+    pub pubkey: Option<PathBuf>,
+    /// Bound on the wait for the API and the node.
+    pub wait: Duration,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
-    #[error("{0}")]
-    Other(String),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("bundle {bundle}: {message}")]
+    BundleContent { bundle: String, message: String },
+    #[error(
+        "bundle {bundle} changed while it was being read (its manifest differs from the one checked first); copy it again and re-run"
+    )]
+    BundleChanged { bundle: String },
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(
+        "installing to / needs root (running as uid {uid})\n  help: run with sudo, or stage into a directory with --root DIR"
+    )]
+    NotRoot { uid: u32 },
+    #[error("cannot install here: {0}")]
+    Platform(String),
+    #[error(
+        "not enough free space under {path}: the install writes {needed} bytes, {available} are free\n  help: free space on that filesystem and re-run; nothing was written"
+    )]
+    DiskSpace {
+        path: String,
+        needed: u64,
+        available: u64,
+    },
+    #[error("{path}: cannot {op}: {source}")]
+    Io {
+        path: String,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("install record {0}")]
+    Record(String),
+    #[error("{path} is a directory where sparkgap places a file or link; move it away and re-run")]
+    Conflict { path: String },
+    #[error("{command} failed: {message}")]
+    Systemd { command: String, message: String },
+    #[error(
+        "k3s was not Ready within {waited:?}: {last}\n  help: see `journalctl -u k3s`; `sparkgap up` can be re-run safely"
+    )]
+    NotReady { waited: Duration, last: String },
+    #[error(
+        "{path} has mounts below it ({mounts}); refusing to delete k3s data under live mounts\n  help: reboot (k3s is disabled now) and run `sparkgap uninstall` again, or pass --keep-data"
+    )]
+    Mounted { path: String, mounts: String },
 }
 
 impl InstallError {
     pub fn exit_code(&self) -> u8 {
-        crate::cli::exit::ENVIRONMENT
+        use crate::cli::exit;
+        match self {
+            InstallError::Bundle(e) => e.exit_code(),
+            InstallError::Spec(e) => e.exit_code(),
+            InstallError::Lock(e) => e.exit_code(),
+            InstallError::BundleContent { .. }
+            | InstallError::BundleChanged { .. }
+            | InstallError::Platform(_) => exit::INPUT,
+            InstallError::NotReady { .. } => exit::CHECK_FAILED,
+            InstallError::NotRoot { .. }
+            | InstallError::DiskSpace { .. }
+            | InstallError::Io { .. }
+            | InstallError::Record(_)
+            | InstallError::Conflict { .. }
+            | InstallError::Systemd { .. }
+            | InstallError::Mounted { .. } => exit::ENVIRONMENT,
+        }
+    }
+}
+
+/// What `install` did, for the terminal and for `--output json`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstallReport {
+    pub bundle: PathBuf,
+    pub root: PathBuf,
+    /// `sha256:` of `sparkgap-bundle.json`.
+    pub bundle_manifest_digest: String,
+    pub signed: bool,
+    pub appliance: String,
+    pub platform: String,
+    pub k3s_version: String,
+    #[serde(serialize_with = "spec_summary")]
+    pub spec: SpecFile,
+    pub lock: Lock,
+    pub files: Vec<FileChange>,
+    /// Paths the previous install placed that this bundle no longer has.
+    pub removed: Vec<String>,
+    /// Nothing was created, replaced or removed.
+    pub unchanged: bool,
+    pub k3s: K3sOutcome,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct K3sOutcome {
+    /// A file k3s reads changed (so k3s needs a restart).
+    pub config_changed: bool,
+    /// k3s was started or restarted by this run.
+    pub restarted: bool,
+    /// The node that became Ready.
+    pub ready_node: Option<String>,
+    /// Why starting was skipped, when it was.
+    pub skipped: Option<String>,
+}
+
+fn spec_summary<S: serde::Serializer>(spec: &SpecFile, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Summary<'a> {
+        path: &'a Path,
+        digest: String,
+        appliance: &'a crate::spec::Appliance,
+    }
+    Summary {
+        path: &spec.path,
+        digest: spec.digest(),
+        appliance: &spec.appliance,
+    }
+    .serialize(s)
+}
+
+fn is_system_root(root: &Path) -> bool {
+    root.canonicalize().is_ok_and(|p| p == Path::new("/"))
+}
+
+fn require_root() -> Result<(), InstallError> {
+    let uid = rustix::process::geteuid();
+    if uid.is_root() {
+        Ok(())
+    } else {
+        Err(InstallError::NotRoot { uid: uid.as_raw() })
+    }
+}
+
+/// The bundle's first member, read ahead of the verifying pass to plan it (platform, space,
+/// what can be skipped). Untrusted: the verified manifest must equal it byte for byte before
+/// the plan is used. None when it cannot be read; the verifying pass then reports why.
+fn peek_manifest(bundle: &Path) -> Option<(BundleManifest, Vec<u8>)> {
+    let f = std::fs::File::open(bundle).ok()?;
+    let mut ar = tar::Archive::new(f);
+    let mut first = ar.entries().ok()?.next()?.ok()?;
+    if first.path().ok()?.to_str()? != MANIFEST_PATH || first.size() > 64 << 20 {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    first.read_to_end(&mut bytes).ok()?;
+    let m = serde_json::from_slice(&bytes).ok()?;
+    Some((m, bytes))
+}
+
+/// `sha256:` over the image members: the image archive is a pure function of them.
+fn images_source(m: &BundleManifest) -> String {
+    let mut text = String::new();
+    for mem in m
+        .members
+        .iter()
+        .filter(|x| x.path.starts_with(&format!("{IMAGES_DIR}/")))
+    {
+        text.push_str(&format!("{} {}\n", mem.path, mem.sha256));
+    }
+    crate::digest::sha256_digest(text.as_bytes())
+}
+
+/// Free bytes on the filesystem holding `path` (its nearest existing ancestor).
+fn free_space(path: &Path) -> std::io::Result<(PathBuf, u64)> {
+    let mut p = path.to_path_buf();
+    while !p.exists() {
+        if !p.pop() {
+            break;
+        }
+    }
+    let st = rustix::fs::statvfs(&p)?;
+    Ok((p, st.f_bavail.saturating_mul(st.f_frsize)))
+}
+
+/// Check the bundle's platform against the host; only at `/` (a staging root may hold any).
+pub fn check_platform(
+    manifest: &BundleManifest,
+    at_system_root: bool,
+    host: (&str, &str),
+) -> Result<(), InstallError> {
+    if !at_system_root {
+        return Ok(());
+    }
+    platform::check(&manifest.platform, host.0, host.1).map_err(InstallError::Platform)
+}
+
+/// What the previous install makes unnecessary to stage again: (k3s binary, image archive).
+fn skips(root: &Path, m: &BundleManifest, previous: Option<&Record>) -> (bool, bool) {
+    let Some(prev) = previous else {
+        return (false, false);
+    };
+    let k3s = m.members.iter().find(|x| x.path == K3S_PATH);
+    let skip_k3s = match (k3s, prev.find(plan::K3S_BIN)) {
+        (Some(member), Some(rec)) => {
+            rec.sha256.as_deref() == Some(member.sha256.as_str())
+                && plan::file_matches(
+                    &root.join(plan::K3S_BIN),
+                    &member.sha256,
+                    member.size,
+                    0o755,
+                )
+        }
+        _ => false,
+    };
+    let skip_images = prev.images_source == images_source(m)
+        && prev.find(plan::IMAGE_ARCHIVE).is_some_and(|rec| {
+            std::fs::symlink_metadata(root.join(plan::IMAGE_ARCHIVE)).is_ok_and(|meta| {
+                use std::os::unix::fs::PermissionsExt;
+                meta.is_file()
+                    && meta.len() == rec.size
+                    && meta.permissions().mode() & 0o7777 == rec.mode
+            })
+        });
+    (skip_k3s, skip_images)
+}
+
+/// Bytes staging will write, with room for tar headers and the rendered files.
+fn bytes_needed(m: &BundleManifest, skip_k3s: bool, skip_images: bool) -> u64 {
+    let mut n: u64 = 1 << 20;
+    for mem in &m.members {
+        let image = mem.path.starts_with(&format!("{IMAGES_DIR}/"));
+        if (mem.path == K3S_PATH && skip_k3s) || (image && skip_images) {
+            continue;
+        }
+        n += mem.size + if image { 1024 } else { 0 };
+    }
+    n
+}
+
+/// Install `bundle` under `opts.root`. See the module documentation for the order of things.
+pub fn install(
+    bundle: &Path,
+    opts: &InstallOptions,
+    progress: &Progress,
+) -> Result<InstallReport, InstallError> {
+    let root = opts.root.as_path();
+    let at_slash = is_system_root(root);
+    if at_slash {
+        require_root()?;
+    }
+    let previous = Record::read(root).map_err(InstallError::Record)?;
+    let peek = peek_manifest(bundle);
+    let (host_os, host_arch) = platform::host();
+    let (mut skip_k3s, mut skip_images) = (false, false);
+    let state_dir = root.join(STATE_DIR);
+    if let Some((m, _)) = &peek {
+        check_platform(m, at_slash, (&host_os, &host_arch))?;
+        (skip_k3s, skip_images) = skips(root, m, previous.as_ref());
+        let needed = bytes_needed(m, skip_k3s, skip_images);
+        let (at, available) = free_space(&state_dir).map_err(|source| InstallError::Io {
+            path: state_dir.display().to_string(),
+            op: "check free space",
+            source,
+        })?;
+        if available < needed {
+            return Err(InstallError::DiskSpace {
+                path: at.display().to_string(),
+                needed,
+                available,
+            });
+        }
+    }
+    let io = |path: &Path, op: &'static str| {
+        let path = path.display().to_string();
+        move |source| InstallError::Io { path, op, source }
+    };
+    stage::remove_stale_staging(&state_dir).map_err(io(&state_dir, "clean old staging"))?;
+
+    let total = peek
+        .as_ref()
+        .map(|(m, _)| m.members.iter().map(|x| x.size).sum())
+        .unwrap_or(0);
+    let task = progress.bytes("verify", total);
+    let mut stager = stage::Stager::new(bundle, root, &state_dir, (skip_k3s, skip_images), &task);
+    let read_opts = ReadOptions {
+        pubkey: opts.pubkey.clone(),
+        require_signature: opts.pubkey.is_some(),
+    };
+    let verified = read_bundle(bundle, &read_opts, &mut |m, r| stager.visit(m, r));
+    task.finish();
+    let verified = match verified {
+        Ok(v) => v,
+        Err(e) => return Err(stager.failure.take().unwrap_or(e.into())),
+    };
+    if (skip_k3s || skip_images) && peek.as_ref().map(|(_, b)| b) != Some(&verified.manifest_bytes)
+    {
+        return Err(InstallError::BundleChanged {
+            bundle: bundle.display().to_string(),
+        });
+    }
+    let manifest = &verified.manifest;
+    check_platform(manifest, at_slash, (&host_os, &host_arch))?;
+    let staged = stager.finish()?;
+
+    let spec = SpecFile::from_bytes(&bundle.join(crate::bundle::SPEC_PATH), staged.spec.clone())?;
+    let lock = Lock::from_slice(
+        &format!("{}/{}", bundle.display(), crate::bundle::LOCK_PATH),
+        &staged.lock,
+    )?;
+    let images_src = images_source(manifest);
+    let desired = desired_files(&spec, &staged, previous.as_ref(), skip_k3s, skip_images)?;
+    let plan::Applied {
+        changes: files,
+        removed,
+        recorded,
+    } = plan::apply(root, desired, previous.as_ref())?;
+
+    let record = Record {
+        record_version: record::RECORD_VERSION,
+        bundle_manifest_digest: crate::digest::sha256_digest(&verified.manifest_bytes),
+        appliance: manifest.appliance.clone(),
+        k3s_version: manifest.k3s_version.clone(),
+        images_source: images_src,
+        files: recorded,
+    };
+    let unchanged = files.iter().all(|f| f.action == Action::Unchanged) && removed.is_empty();
+    let record_path = root.join(RECORD_PATH);
+    if !unchanged || previous.as_ref() != Some(&record) {
+        fsops::write_atomic(&record_path, &record.to_bytes(), 0o644)
+            .map_err(io(&record_path, "write install record"))?;
+        fault::step();
+    }
+    drop(staged);
+
+    let config_changed = files
+        .iter()
+        .any(|f| f.k3s_reads && f.action != Action::Unchanged)
+        || previous.as_ref().is_some_and(|p| {
+            removed
+                .iter()
+                .any(|r| p.find(r).is_some_and(|f| f.k3s_reads))
+        });
+    let mut k3s = K3sOutcome {
+        config_changed,
+        ..Default::default()
+    };
+    if opts.no_start {
+        k3s.skipped = Some("--no-start".into());
+    } else if !at_slash {
+        k3s.skipped = Some(format!(
+            "--root {} is not /: files are staged for another machine, k3s is not started here",
+            root.display()
+        ));
+    } else {
+        progress.line("starting k3s (systemd)");
+        k3s.restarted = start::start(config_changed)?;
+        let kubeconfig = root.join(crate::cluster::K3S_KUBECONFIG.trim_start_matches('/'));
+        k3s.ready_node = Some(start::wait(
+            &kubeconfig,
+            spec.appliance.spec.k3s.node_name.as_deref(),
+            opts.wait,
+            progress,
+        )?);
+    }
+    Ok(InstallReport {
+        bundle: bundle.to_path_buf(),
+        root: root.to_path_buf(),
+        bundle_manifest_digest: record.bundle_manifest_digest,
+        signed: verified.signed,
+        appliance: manifest.appliance.clone(),
+        platform: manifest.platform.to_string(),
+        k3s_version: manifest.k3s_version.clone(),
+        warnings: render::registry_auth_warnings(&spec.appliance),
+        spec,
+        lock,
+        files,
+        removed,
+        unchanged,
+        k3s,
+    })
+}
+
+/// Every path this bundle places, with its contents.
+fn desired_files(
+    spec: &SpecFile,
+    staged: &stage::Staged,
+    previous: Option<&Record>,
+    skip_k3s: bool,
+    skip_images: bool,
+) -> Result<Vec<plan::Desired>, InstallError> {
+    use plan::{Desired, Source};
+    let a = &spec.appliance;
+    let staged_src = |f: &stage::StagedFile| Source::Staged {
+        path: f.path.clone(),
+        sha256: f.sha256.clone(),
+        size: f.size,
+    };
+    let kept = |path: &str| {
+        previous
+            .and_then(|p| p.find(path))
+            .and_then(|r| {
+                r.sha256.clone().map(|sha256| Source::Kept {
+                    sha256,
+                    size: r.size,
+                })
+            })
+            .ok_or_else(|| InstallError::Record(format!("lost track of {path}")))
+    };
+    let file = |path: &str, source, mode, k3s_reads| Desired {
+        path: path.into(),
+        source,
+        mode,
+        k3s_reads,
+    };
+    let mut out = Vec::new();
+    let k3s = match (&staged.k3s, skip_k3s) {
+        (Some(f), _) => staged_src(f),
+        (None, true) => kept(plan::K3S_BIN)?,
+        (None, false) => {
+            return Err(InstallError::BundleContent {
+                bundle: spec.path.display().to_string(),
+                message: format!("has no {K3S_PATH} member"),
+            });
+        }
+    };
+    out.push(file(plan::K3S_BIN, k3s, 0o755, true));
+    for l in plan::K3S_LINKS {
+        out.push(file(
+            &format!("usr/local/bin/{l}"),
+            Source::Link("k3s".into()),
+            0,
+            false,
+        ));
+    }
+    out.push(file(
+        plan::CONFIG,
+        Source::Bytes(render::config_yaml(a)),
+        0o600,
+        true,
+    ));
+    out.push(file(
+        plan::REGISTRIES,
+        Source::Bytes(render::registries_yaml(a)),
+        0o600,
+        true,
+    ));
+    let archive = match (&staged.archive, skip_images) {
+        (Some(f), _) => Some(staged_src(f)),
+        (None, true) => Some(kept(plan::IMAGE_ARCHIVE)?),
+        (None, false) => None,
+    };
+    if let Some(src) = archive {
+        out.push(file(plan::IMAGE_ARCHIVE, src, 0o644, true));
+        out.push(file(plan::IMPORT_CACHE, Source::Marker, 0o644, false));
+    }
+    if a.spec.k3s.auto_deploy_manifests {
+        for (rel, f, member) in &staged.manifests {
+            let src = match f {
+                Some(f) => staged_src(f),
+                None => Source::Kept {
+                    sha256: member.sha256.clone(),
+                    size: member.size,
+                },
+            };
+            out.push(file(&plan::manifest_target(rel), src, 0o600, false));
+        }
+    }
+    out.push(file(
+        plan::UNIT,
+        Source::Bytes(render::k3s_service()),
+        0o644,
+        true,
+    ));
+    out.push(file(
+        plan::UNIT_ENV,
+        Source::Bytes(render::k3s_service_env()),
+        0o600,
+        true,
+    ));
+    out.push(file(
+        plan::SPEC_COPY,
+        Source::Bytes(staged.spec.clone()),
+        0o644,
+        false,
+    ));
+    out.push(file(
+        plan::LOCK_COPY,
+        Source::Bytes(staged.lock.clone()),
+        0o644,
+        false,
+    ));
+    Ok(out)
+}
+
+/// What `uninstall` removed.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UninstallReport {
+    pub root: PathBuf,
+    /// A record was found (false: nothing was installed here).
+    pub installed: bool,
+    pub removed: Vec<String>,
+    /// Listed in the record but already gone.
+    pub missing: Vec<String>,
+    pub data_removed: Vec<String>,
+    pub stopped: bool,
+}
+
+/// Directories never removed even when uninstall leaves them empty.
+const KEEP_DIRS: [&str; 9] = [
+    "etc",
+    "etc/systemd",
+    "etc/systemd/system",
+    "usr",
+    "usr/local",
+    "usr/local/bin",
+    "var",
+    "var/lib",
+    "etc/rancher",
+];
+
+/// Remove exactly what the install record lists, the record, the directories sparkgap's files
+/// leave empty, and k3s's data directories unless `keep_data`.
+pub fn uninstall(root: &Path, keep_data: bool) -> Result<UninstallReport, InstallError> {
+    let at_slash = is_system_root(root);
+    let mut report = UninstallReport {
+        root: root.to_path_buf(),
+        ..Default::default()
+    };
+    if at_slash {
+        require_root()?;
+    }
+    let Some(rec) = Record::read(root).map_err(InstallError::Record)? else {
+        return Ok(report);
+    };
+    report.installed = true;
+    if at_slash {
+        // The unit may already be gone (a half-finished uninstall): not an error.
+        report.stopped = start::systemctl(&["disable", "--now", "k3s"]).is_ok();
+    }
+    if !keep_data {
+        for d in DATA_DIRS {
+            check_no_mounts(&root.join(d))?;
+        }
+    }
+    let io = |path: &Path, op: &'static str| {
+        let path = path.display().to_string();
+        move |source| InstallError::Io { path, op, source }
+    };
+    let mut parents = std::collections::BTreeSet::new();
+    for f in &rec.files {
+        let p = root.join(&f.path);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {
+                fault::step();
+                report.removed.push(f.path.clone());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                report.missing.push(f.path.clone())
+            }
+            Err(e) => return Err(io(&p, "remove file")(e)),
+        }
+        let mut parent = Path::new(&f.path).parent();
+        while let Some(d) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            parents.insert(d.to_path_buf());
+            parent = d.parent();
+        }
+    }
+    let record_path = root.join(RECORD_PATH);
+    std::fs::remove_file(&record_path).map_err(io(&record_path, "remove install record"))?;
+    if !keep_data {
+        for d in DATA_DIRS {
+            let p = root.join(d);
+            if p.exists() {
+                std::fs::remove_dir_all(&p).map_err(io(&p, "remove k3s data"))?;
+                report.data_removed.push(d.to_string());
+            }
+        }
+    }
+    // Deepest first; a directory that still holds anything (someone else's) stays.
+    for d in parents.iter().rev() {
+        if KEEP_DIRS.iter().any(|k| Path::new(k) == d) {
+            continue;
+        }
+        let _ = std::fs::remove_dir(root.join(d));
+    }
+    Ok(report)
+}
+
+/// Refuse to delete under live mounts (pod volumes, k3s's own): `remove_dir_all` would follow
+/// into them and delete data that is not k3s's.
+fn check_no_mounts(dir: &Path) -> Result<(), InstallError> {
+    let Ok(dir) = dir.canonicalize() else {
+        return Ok(());
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Ok(());
+    };
+    let mounts: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| Path::new(m).starts_with(&dir))
+        .collect();
+    if mounts.is_empty() {
+        Ok(())
+    } else {
+        Err(InstallError::Mounted {
+            path: dir.display().to_string(),
+            mounts: mounts.join(", "),
+        })
     }
 }

@@ -1,0 +1,325 @@
+//! The only way install writes: temp file in the target's directory, fsync, rename, fsync the
+//! directory; plus the debug-build fault hooks the kill and disk-full tests drive.
+//!
+//! Temp names are fixed per target (`.NAME.sparkgap-tmp`) so a run killed mid-write leaves a
+//! name the next run knows and removes.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+/// The temp path used while writing `target`.
+pub fn temp_path(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target.with_file_name(format!(".{name}.sparkgap-tmp"))
+}
+
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Create a file for writing with `mode` (umask does not apply: the mode is set explicitly).
+pub fn create(path: &Path, mode: u32) -> io::Result<FaultyFile> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)?;
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    Ok(FaultyFile { file: f })
+}
+
+/// Write `bytes` to `target` atomically with `mode`.
+pub fn write_atomic(target: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = temp_path(target);
+    let result = (|| {
+        let mut f = create(&tmp, mode)?;
+        f.write_all(bytes)?;
+        f.file.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, target)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    fsync_dir(target.parent().unwrap_or(Path::new("/")))
+}
+
+/// Move an already fsynced staged file into place (same filesystem: a rename).
+pub fn rename_into_place(staged: &Path, target: &Path, mode: u32) -> io::Result<()> {
+    fs::set_permissions(staged, fs::Permissions::from_mode(mode))?;
+    fs::rename(staged, target)?;
+    fsync_dir(target.parent().unwrap_or(Path::new("/")))
+}
+
+/// Point the symlink `target` at `to`, atomically (symlink at the temp name, rename over).
+pub fn symlink_atomic(to: &str, target: &Path) -> io::Result<()> {
+    let tmp = temp_path(target);
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(to, &tmp)?;
+    if let Err(e) = fs::rename(&tmp, target) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fsync_dir(target.parent().unwrap_or(Path::new("/")))
+}
+
+/// `<hex>` sha256 and size of a file's contents.
+pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
+    crate::digest::sha256_reader(File::open(path)?)
+}
+
+/// A writer that hashes what passes through it.
+pub struct Hashing<W> {
+    pub inner: W,
+    hasher: Sha256,
+    pub written: u64,
+}
+
+impl<W> Hashing<W> {
+    pub fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+        }
+    }
+    pub fn hex(&self) -> String {
+        hex::encode(self.hasher.clone().finalize())
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A file whose writes honour the simulated disk-full hook (debug builds only).
+pub struct FaultyFile {
+    pub file: File,
+}
+
+impl Write for FaultyFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        fault::before_write(buf.len())?;
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// A file written by its own thread: the caller's thread hashes (the bundle reader verifies,
+/// the archive is hashed) while this one copies into the page cache and fsyncs, so the two
+/// halves of staging overlap on two cores. At most `DEPTH` chunks of `CHUNK` bytes are in
+/// flight: memory stays flat whatever the size.
+pub struct PipedFile {
+    buf: Vec<u8>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    handle: Option<std::thread::JoinHandle<io::Result<()>>>,
+}
+
+const CHUNK: usize = 1 << 20;
+const DEPTH: usize = 8;
+
+impl PipedFile {
+    /// Create `path` with `mode` and start its writer thread.
+    pub fn create(path: &Path, mode: u32) -> io::Result<PipedFile> {
+        let mut file = create(path, mode)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(DEPTH);
+        let handle = std::thread::spawn(move || {
+            for chunk in rx {
+                file.write_all(&chunk)?;
+            }
+            file.file.sync_all()
+        });
+        Ok(PipedFile {
+            buf: Vec::with_capacity(CHUNK),
+            tx: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        let sent = self.tx.as_ref().map(|tx| tx.send(chunk).is_ok());
+        if sent == Some(true) {
+            Ok(())
+        } else {
+            // The writer stopped: its error says why.
+            Err(self
+                .join()
+                .err()
+                .unwrap_or_else(|| io::Error::other("writer stopped")))
+        }
+    }
+
+    fn join(&mut self) -> io::Result<()> {
+        self.tx = None;
+        match self.handle.take() {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("writer thread panicked"))),
+            None => Err(io::Error::other("writer already finished")),
+        }
+    }
+
+    /// Write what is buffered, wait for the writer, fsync. The file is complete and durable
+    /// only when this returns Ok.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.send()?;
+        self.join()
+    }
+}
+
+impl Write for PipedFile {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for PipedFile {
+    fn drop(&mut self) {
+        // An abandoned file (an error elsewhere): let the writer end before staging goes.
+        if self.handle.is_some() {
+            let _ = self.join();
+        }
+    }
+}
+
+/// A reader that remembers whether it failed, so a copy can tell a damaged bundle member
+/// (read side) from a full disk (write side).
+pub struct Tracked<'a> {
+    pub inner: &'a mut dyn Read,
+    pub failed: Option<io::Error>,
+}
+
+impl Read for Tracked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                let kind = e.kind();
+                let msg = e.to_string();
+                self.failed = Some(e);
+                Err(io::Error::new(kind, msg))
+            }
+        }
+    }
+}
+
+/// Fault injection for the kill and disk-full tests. Compiled to no-ops in release builds, so
+/// no environment variable can make a shipped binary kill itself or fail writes.
+pub mod fault {
+    /// `SPARKGAP_FAULT_KILL_AFTER_WRITES=N`: SIGKILL this process right after the Nth completed
+    /// write step (a staged file, a placed file or link, a removal, the record).
+    pub const KILL_AFTER_WRITES: &str = "SPARKGAP_FAULT_KILL_AFTER_WRITES";
+    /// `SPARKGAP_FAULT_ENOSPC_AFTER_BYTES=N`: fail writes with ENOSPC once N bytes were written.
+    pub const ENOSPC_AFTER_BYTES: &str = "SPARKGAP_FAULT_ENOSPC_AFTER_BYTES";
+
+    #[cfg(debug_assertions)]
+    mod imp {
+        use std::sync::OnceLock;
+        use std::sync::atomic::{AtomicU64, Ordering};
+
+        static STEPS: AtomicU64 = AtomicU64::new(0);
+        static BYTES: AtomicU64 = AtomicU64::new(0);
+
+        fn env(name: &str) -> Option<u64> {
+            std::env::var(name).ok().and_then(|v| v.parse().ok())
+        }
+
+        pub fn step() {
+            static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+            let n = STEPS.fetch_add(1, Ordering::SeqCst) + 1;
+            if *LIMIT.get_or_init(|| env(super::KILL_AFTER_WRITES)) == Some(n) {
+                let _ = rustix::process::kill_process(
+                    rustix::process::getpid(),
+                    rustix::process::Signal::KILL,
+                );
+            }
+        }
+
+        pub fn before_write(len: usize) -> std::io::Result<()> {
+            static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+            if let Some(limit) = *LIMIT.get_or_init(|| env(super::ENOSPC_AFTER_BYTES)) {
+                let done = BYTES.fetch_add(len as u64, Ordering::SeqCst) + len as u64;
+                if done > limit {
+                    return Err(std::io::Error::from_raw_os_error(
+                        rustix::io::Errno::NOSPC.raw_os_error(),
+                    ));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    #[cfg(not(debug_assertions))]
+    mod imp {
+        pub fn step() {}
+        pub fn before_write(_len: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// One write step completed.
+    pub fn step() {
+        imp::step()
+    }
+
+    /// About to write `len` bytes.
+    pub fn before_write(len: usize) -> std::io::Result<()> {
+        imp::before_write(len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_sets_mode_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path().join("config.yaml");
+        write_atomic(&t, b"a: 1\n", 0o600).unwrap();
+        write_atomic(&t, b"a: 2\n", 0o600).unwrap();
+        assert_eq!(fs::read(&t).unwrap(), b"a: 2\n");
+        assert_eq!(
+            fs::metadata(&t).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
+        assert!(!temp_path(&t).exists());
+        symlink_atomic("config.yaml", &d.path().join("link")).unwrap();
+        symlink_atomic("config.yaml", &d.path().join("link")).unwrap();
+        assert_eq!(
+            fs::read_link(d.path().join("link")).unwrap(),
+            Path::new("config.yaml")
+        );
+    }
+}

@@ -1,0 +1,270 @@
+//! The install plan: every path sparkgap owns under the root, what it should hold, and (against
+//! the host and the previous record) whether it is created, replaced or unchanged. Then the
+//! executor that applies it, one atomic step per path.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::InstallError;
+use super::fsops::{self, fault};
+use super::record::{Kind, Record, RecordedFile};
+
+pub const K3S_BIN: &str = "usr/local/bin/k3s";
+pub const K3S_LINKS: [&str; 3] = ["kubectl", "crictl", "ctr"];
+pub const CONFIG: &str = "etc/rancher/k3s/config.yaml";
+pub const REGISTRIES: &str = "etc/rancher/k3s/registries.yaml";
+pub const IMAGES_DIR: &str = "var/lib/rancher/k3s/agent/images";
+pub const IMAGE_ARCHIVE: &str = "var/lib/rancher/k3s/agent/images/sparkgap-images.tar";
+pub const IMPORT_CACHE: &str = "var/lib/rancher/k3s/agent/images/.cache.json";
+pub const MANIFESTS_DIR: &str = "var/lib/rancher/k3s/server/manifests";
+pub const UNIT: &str = "etc/systemd/system/k3s.service";
+pub const UNIT_ENV: &str = "etc/systemd/system/k3s.service.env";
+pub const SPEC_COPY: &str = "var/lib/sparkgap/appliance.yaml";
+pub const LOCK_COPY: &str = "var/lib/sparkgap/appliance.lock";
+
+/// What one path should hold.
+#[derive(Debug)]
+pub enum Source {
+    /// A file staged in the staging directory (renamed into place).
+    Staged {
+        path: PathBuf,
+        sha256: String,
+        size: u64,
+    },
+    /// Rendered in memory.
+    Bytes(Vec<u8>),
+    /// Not staged because the host already holds exactly this (checked before staging).
+    Kept {
+        sha256: String,
+        size: u64,
+    },
+    Link(String),
+    Marker,
+}
+
+#[derive(Debug)]
+pub struct Desired {
+    pub path: String,
+    pub source: Source,
+    pub mode: u32,
+    pub k3s_reads: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Action {
+    Created,
+    Replaced,
+    Unchanged,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileChange {
+    pub path: String,
+    pub kind: Kind,
+    pub action: Action,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub mode: u32,
+    pub k3s_reads: bool,
+}
+
+/// Does `target` already hold a regular file with this mode and contents?
+pub fn file_matches(target: &Path, sha256: &str, size: u64, mode: u32) -> bool {
+    let Ok(meta) = fs::symlink_metadata(target) else {
+        return false;
+    };
+    meta.is_file()
+        && meta.len() == size
+        && meta.permissions().mode() & 0o7777 == mode
+        && fsops::sha256_file(target).is_ok_and(|(h, _)| h == sha256)
+}
+
+fn io_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> InstallError {
+    let path = path.display().to_string();
+    move |source| InstallError::Io { path, op, source }
+}
+
+/// What `apply` did: the change per path, the removed paths, and the new record's entries.
+#[derive(Debug)]
+pub struct Applied {
+    pub changes: Vec<FileChange>,
+    pub removed: Vec<String>,
+    pub recorded: Vec<RecordedFile>,
+}
+
+/// Apply `plan` under `root`: each path that differs is replaced atomically; then paths the
+/// previous record listed and the plan no longer has are removed. Returns the changes and the
+/// removed paths; the caller writes the new record.
+pub fn apply(
+    root: &Path,
+    plan: Vec<Desired>,
+    previous: Option<&Record>,
+) -> Result<Applied, InstallError> {
+    let mut changes = Vec::new();
+    let mut recorded = Vec::new();
+    for d in plan {
+        let target = root.join(&d.path);
+        let parent = target.parent().unwrap_or(root);
+        fs::create_dir_all(parent).map_err(io_err(parent, "create directory"))?;
+        // A run killed mid-write leaves this temp name behind.
+        let _ = fs::remove_file(fsops::temp_path(&target));
+        let exists = fs::symlink_metadata(&target).is_ok();
+        let (kind, sha, size, link) = match &d.source {
+            Source::Staged { sha256, size, .. } | Source::Kept { sha256, size } => {
+                (Kind::File, Some(sha256.clone()), *size, None)
+            }
+            Source::Bytes(b) => (
+                Kind::File,
+                Some(crate::digest::sha256_hex(b)),
+                b.len() as u64,
+                None,
+            ),
+            Source::Link(to) => (Kind::Symlink, None, 0, Some(to.clone())),
+            Source::Marker => (Kind::Marker, None, 0, None),
+        };
+        let unchanged = match (&d.source, &sha) {
+            (Source::Kept { .. }, _) => true,
+            (Source::Link(to), _) => fs::read_link(&target).is_ok_and(|l| l == Path::new(to)),
+            (Source::Marker, _) => fs::symlink_metadata(&target).is_ok_and(|m| m.is_file()),
+            (_, Some(h)) => file_matches(&target, h, size, d.mode),
+            (_, None) => false,
+        };
+        if !unchanged {
+            match &d.source {
+                Source::Staged { path, .. } => fsops::rename_into_place(path, &target, d.mode)
+                    .map_err(io_err(&target, "place file"))?,
+                Source::Bytes(b) => fsops::write_atomic(&target, b, d.mode)
+                    .map_err(io_err(&target, "write file"))?,
+                Source::Link(to) => {
+                    if fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+                        return Err(InstallError::Conflict {
+                            path: target.display().to_string(),
+                        });
+                    }
+                    fsops::symlink_atomic(to, &target).map_err(io_err(&target, "link"))?
+                }
+                Source::Marker => fsops::write_atomic(&target, b"", d.mode)
+                    .map_err(io_err(&target, "create marker"))?,
+                Source::Kept { .. } => unreachable!("kept files are unchanged"),
+            }
+            fault::step();
+        }
+        let action = match (unchanged, exists) {
+            (true, _) => Action::Unchanged,
+            (false, true) => Action::Replaced,
+            (false, false) => Action::Created,
+        };
+        changes.push(FileChange {
+            path: d.path.clone(),
+            kind,
+            action,
+            sha256: sha.clone(),
+            mode: if kind == Kind::Symlink { 0 } else { d.mode },
+            k3s_reads: d.k3s_reads,
+        });
+        recorded.push(RecordedFile {
+            path: d.path,
+            kind,
+            sha256: sha,
+            size,
+            mode: if kind == Kind::Symlink { 0 } else { d.mode },
+            target: link,
+            k3s_reads: d.k3s_reads,
+        });
+    }
+    let mut removed = Vec::new();
+    if let Some(prev) = previous {
+        for old in &prev.files {
+            if recorded.iter().any(|r| r.path == old.path) {
+                continue;
+            }
+            let target = root.join(&old.path);
+            match fs::remove_file(&target) {
+                Ok(()) => {
+                    fault::step();
+                    removed.push(old.path.clone());
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => removed.push(old.path.clone()),
+                Err(e) => return Err(io_err(&target, "remove file")(e)),
+            }
+        }
+    }
+    recorded.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Applied {
+        changes,
+        removed,
+        recorded,
+    })
+}
+
+/// File name for a bundle manifest under k3s's auto-deploy directory: flat (k3s deploys the
+/// files of that directory), prefixed so sparkgap's are recognisable.
+pub fn manifest_target(rel: &str) -> String {
+    format!("{MANIFESTS_DIR}/sparkgap-{}", rel.replace('/', "-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_apply_is_unchanged_and_removal_follows_the_record() {
+        let d = tempfile::tempdir().unwrap();
+        let plan = || {
+            vec![
+                Desired {
+                    path: CONFIG.into(),
+                    source: Source::Bytes(b"a: 1\n".to_vec()),
+                    mode: 0o600,
+                    k3s_reads: true,
+                },
+                Desired {
+                    path: "usr/local/bin/kubectl".into(),
+                    source: Source::Link("k3s".into()),
+                    mode: 0,
+                    k3s_reads: false,
+                },
+                Desired {
+                    path: IMPORT_CACHE.into(),
+                    source: Source::Marker,
+                    mode: 0o644,
+                    k3s_reads: false,
+                },
+            ]
+        };
+        let Applied {
+            changes: c1,
+            recorded: rec,
+            ..
+        } = apply(d.path(), plan(), None).unwrap();
+        assert!(c1.iter().all(|c| c.action == Action::Created));
+        // k3s writes into its marker; that is not a change.
+        fs::write(d.path().join(IMPORT_CACHE), b"{}").unwrap();
+        let Applied {
+            changes: c2,
+            removed,
+            ..
+        } = apply(d.path(), plan(), None).unwrap();
+        assert!(c2.iter().all(|c| c.action == Action::Unchanged), "{c2:?}");
+        assert!(removed.is_empty());
+        let prev = Record {
+            record_version: 1,
+            bundle_manifest_digest: String::new(),
+            appliance: "a".into(),
+            k3s_version: "v".into(),
+            images_source: String::new(),
+            files: rec,
+        };
+        let removed = apply(d.path(), plan().into_iter().take(1).collect(), Some(&prev))
+            .unwrap()
+            .removed;
+        assert_eq!(removed, ["usr/local/bin/kubectl", IMPORT_CACHE]);
+        assert!(!d.path().join("usr/local/bin/kubectl").exists());
+    }
+}

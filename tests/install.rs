@@ -1,0 +1,1042 @@
+//! `sparkgap install` / `uninstall` run as the real binary into temp roots (`--no-start`):
+//! every file, mode and rendered config; the image archive read back by skopeo; re-runs that
+//! touch nothing; upgrades; SIGKILL at every write step then a re-run equal to a clean install;
+//! hostile bundles refused with nothing placed; disk full; uninstall.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use assert_cmd::cargo::CommandCargoExt;
+use serde_json::Value;
+use sparkgap::bundle::write as bw;
+use sparkgap::cli::progress::Progress;
+use sparkgap::digest::sha256_hex;
+use sparkgap::lock::{Descriptor, ImageLock, K3sLock, Lock};
+use sparkgap::oci::cache::BlobCache;
+use sparkgap::spec::SpecFile;
+
+// ---------------------------------------------------------------------------------------------
+// Fixture: a real bundle from the real writer over a synthetic blob cache.
+
+struct Img {
+    name: &'static str,
+    reference: &'static str,
+    layers: Vec<Vec<u8>>,
+}
+
+struct Fixture {
+    k3s: Vec<u8>,
+    images: Vec<Img>,
+    manifests: Vec<(&'static str, &'static str)>,
+    node_label: &'static str,
+    platform: &'static str,
+    auto_deploy: bool,
+}
+
+impl Default for Fixture {
+    fn default() -> Self {
+        Fixture {
+            k3s: pseudo_random(1, 3 << 20),
+            images: vec![
+                Img {
+                    name: "busybox",
+                    reference: "registry.test:5000/library/busybox:1.37.0",
+                    layers: vec![pseudo_random(2, 700_000), pseudo_random(3, 4_000)],
+                },
+                Img {
+                    name: "registry",
+                    reference: "registry.test:5000/library/registry:2.8.3",
+                    layers: vec![pseudo_random(2, 700_000), pseudo_random(4, 300_000)],
+                },
+            ],
+            manifests: vec![(
+                "manifests/apps/hello.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: hello, namespace: default}\n",
+            )],
+            node_label: "one",
+            platform: "linux/arm64",
+            auto_deploy: true,
+        }
+    }
+}
+
+fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn put(cache: &Path, bytes: &[u8]) -> Descriptor {
+    let hex = sha256_hex(bytes);
+    let dir = cache.join("sha256");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(&hex), bytes).unwrap();
+    Descriptor {
+        media_type: String::new(),
+        digest: format!("sha256:{hex}"),
+        size: bytes.len() as u64,
+    }
+}
+
+impl Fixture {
+    fn spec_text(&self) -> String {
+        let images: String = self
+            .images
+            .iter()
+            .map(|i| format!("    - name: {}\n      reference: {}\n", i.name, i.reference))
+            .collect();
+        format!(
+            r#"apiVersion: sparkgap.dev/v1alpha1
+kind: Appliance
+metadata:
+  name: test-appliance
+spec:
+  platform: {platform}
+  k3s:
+    version: v1.33.5+k3s1
+    binaryUrl: https://example.invalid/k3s-arm64
+    disable: [traefik, servicelb]
+    nodeName: spark
+    nodeLabels:
+      sparkgap.dev/appliance: test
+      sparkgap.dev/round: "{label}"
+    nodeTaints: ["dedicated=ci:NoSchedule"]
+    reserved:
+      system: {{ cpu: "8", memory: 16Gi }}
+      kube: {{ cpu: 500m, memory: 1Gi }}
+    evictionHard:
+      memory.available: 2Gi
+    kubeletArgs: ["max-pods=250"]
+    autoDeployManifests: {auto}
+  images:
+{images}  manifests:
+    - path: apps/hello.yaml
+  registry:
+    mirrors:
+      docker.io:
+        endpoints: [http://registry.spark.local:5000]
+        rewrite:
+          "^library/(.*)": "mirror/library/$1"
+    configs:
+      registry.spark.local:5000:
+        insecureSkipVerify: true
+      private.example:443:
+        caFile: /etc/ssl/private-ca.pem
+        authFile: /root/private-registry-auth
+"#,
+            platform = self.platform,
+            label = self.node_label,
+            auto = self.auto_deploy,
+        )
+    }
+
+    /// Write the bundle into `dir` (cache and bundle); returns the bundle path.
+    fn build(&self, dir: &Path) -> PathBuf {
+        let cache_dir = dir.join("cache");
+        let k3s = put(&cache_dir, &self.k3s);
+        let arch = self.platform.split('/').nth(1).unwrap();
+        let mut images = Vec::new();
+        for img in &self.images {
+            let layers: Vec<Descriptor> = img
+                .layers
+                .iter()
+                .map(|l| Descriptor {
+                    media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+                    ..put(&cache_dir, l)
+                })
+                .collect();
+            let config = serde_json::json!({
+                "architecture": arch, "os": "linux",
+                "config": {"Labels": {"name": img.name}},
+                "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| &l.digest).collect::<Vec<_>>()},
+            });
+            let config = Descriptor {
+                media_type: "application/vnd.oci.image.config.v1+json".into(),
+                ..put(&cache_dir, config.to_string().as_bytes())
+            };
+            let manifest = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": config.media_type, "digest": config.digest, "size": config.size},
+                "layers": layers.iter().map(|l| serde_json::json!({"mediaType": l.media_type, "digest": l.digest, "size": l.size})).collect::<Vec<_>>(),
+            });
+            let manifest = Descriptor {
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                ..put(&cache_dir, manifest.to_string().as_bytes())
+            };
+            images.push(ImageLock {
+                name: img.name.into(),
+                reference: img.reference.into(),
+                image_name: img.reference.into(),
+                resolved_digest: manifest.digest.clone(),
+                manifest,
+                config,
+                layers,
+            });
+        }
+        images.sort_by(|a, b| a.name.cmp(&b.name));
+        let lock = Lock {
+            lock_version: sparkgap::lock::LOCK_VERSION,
+            platform: sparkgap::spec::Platform::parse(self.platform).unwrap(),
+            k3s: K3sLock {
+                version: "v1.33.5+k3s1".into(),
+                url: "https://example.invalid/k3s-arm64".into(),
+                size: k3s.size,
+                digest: k3s.digest,
+            },
+            images,
+        };
+        let spec_path = dir.join("appliance.yaml");
+        fs::write(&spec_path, self.spec_text()).unwrap();
+        let spec = SpecFile::read(&spec_path).unwrap_or_else(|e| panic!("{e}"));
+        let lock_bytes = lock.to_bytes();
+        let extra = self
+            .manifests
+            .iter()
+            .map(|(p, t)| (p.to_string(), t.as_bytes().to_vec()))
+            .collect();
+        let plan = bw::plan(
+            &spec,
+            &lock,
+            &lock_bytes,
+            &BlobCache::new(&cache_dir),
+            extra,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let out = dir.join("bundle.tar");
+        bw::write(&plan, &out, None, 0, &Progress::hidden()).unwrap_or_else(|e| panic!("{e}"));
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running the binary and looking at trees.
+
+fn sparkgap() -> Command {
+    let mut c = Command::cargo_bin("sparkgap").unwrap();
+    c.env_remove("SPARKGAP_FAULT_KILL_AFTER_WRITES")
+        .env_remove("SPARKGAP_FAULT_ENOSPC_AFTER_BYTES");
+    c
+}
+
+struct Run {
+    code: Option<i32>,
+    signal: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+    fn ok(self) -> Run {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+fn install(bundle: &Path, root: &Path, env: &[(&str, String)]) -> Run {
+    let mut c = sparkgap();
+    c.args(["install", "--no-start", "--output", "json", "--root"])
+        .arg(root)
+        .arg(bundle);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    Run {
+        code: out.status.code(),
+        signal: out.status.signal(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// path → (kind, mode, sha256 or link target).
+fn tree(root: &Path) -> BTreeMap<String, (char, u32, String)> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (char, u32, String)>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let mode = m.permissions().mode() & 0o7777;
+            if m.is_symlink() {
+                out.insert(
+                    rel,
+                    ('l', 0, fs::read_link(&p).unwrap().display().to_string()),
+                );
+            } else if m.is_dir() {
+                out.insert(rel, ('d', mode, String::new()));
+                walk(root, &p, out);
+            } else {
+                out.insert(rel, ('f', mode, sha256_hex(&fs::read(&p).unwrap())));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// path → (inode, mtime ns) of every entry.
+fn stamps(root: &Path) -> BTreeMap<String, (u64, i64)> {
+    tree(root)
+        .keys()
+        .map(|rel| {
+            let m = fs::symlink_metadata(root.join(rel)).unwrap();
+            (
+                rel.clone(),
+                (m.ino(), m.mtime() * 1_000_000_000 + m.mtime_nsec()),
+            )
+        })
+        .collect()
+}
+
+fn files_only(t: &BTreeMap<String, (char, u32, String)>) -> Vec<&String> {
+    t.iter()
+        .filter(|(_, v)| v.0 != 'd')
+        .map(|(k, _)| k)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn fresh_install_places_every_file_with_its_mode() {
+    let d = tempfile::tempdir().unwrap();
+    let bundle = Fixture::default().build(d.path());
+    let root = d.path().join("root");
+    let r = install(&bundle, &root, &[]).ok();
+    let report = r.json();
+    assert_eq!(report["unchanged"], false);
+    assert_eq!(report["k3s"]["skipped"], "--no-start");
+    assert_eq!(report["k3s"]["configChanged"], true);
+    assert_eq!(
+        report["spec"]["appliance"]["metadata"]["name"],
+        "test-appliance"
+    );
+    assert_eq!(report["lock"]["k3s"]["version"], "v1.33.5+k3s1");
+    assert!(
+        report["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("private.example:443"),
+        "{report}"
+    );
+    let t = tree(&root);
+    let expect: &[(&str, char, u32)] = &[
+        ("usr/local/bin/k3s", 'f', 0o755),
+        ("usr/local/bin/kubectl", 'l', 0),
+        ("usr/local/bin/crictl", 'l', 0),
+        ("usr/local/bin/ctr", 'l', 0),
+        ("etc/rancher/k3s/config.yaml", 'f', 0o600),
+        ("etc/rancher/k3s/registries.yaml", 'f', 0o600),
+        ("etc/systemd/system/k3s.service", 'f', 0o644),
+        ("etc/systemd/system/k3s.service.env", 'f', 0o600),
+        (
+            "var/lib/rancher/k3s/agent/images/sparkgap-images.tar",
+            'f',
+            0o644,
+        ),
+        ("var/lib/rancher/k3s/agent/images/.cache.json", 'f', 0o644),
+        (
+            "var/lib/rancher/k3s/server/manifests/sparkgap-apps-hello.yaml",
+            'f',
+            0o600,
+        ),
+        ("var/lib/sparkgap/appliance.yaml", 'f', 0o644),
+        ("var/lib/sparkgap/appliance.lock", 'f', 0o644),
+        ("var/lib/sparkgap/installed.json", 'f', 0o644),
+    ];
+    for (p, kind, mode) in expect {
+        let got = t
+            .get(*p)
+            .unwrap_or_else(|| panic!("{p} missing; tree: {t:#?}"));
+        assert_eq!((got.0, got.1), (*kind, *mode), "{p}");
+    }
+    assert_eq!(
+        files_only(&t).len(),
+        expect.len(),
+        "nothing else is placed (no staging, no temp files): {t:#?}"
+    );
+    for l in ["kubectl", "crictl", "ctr"] {
+        assert_eq!(t[&format!("usr/local/bin/{l}")].2, "k3s");
+    }
+    assert_eq!(
+        t["usr/local/bin/k3s"].2,
+        sha256_hex(&Fixture::default().k3s)
+    );
+    // The k3s opt-in marker for "import only changed archives" is created empty.
+    assert_eq!(
+        t["var/lib/rancher/k3s/agent/images/.cache.json"].2,
+        sha256_hex(b"")
+    );
+
+    let read = |p: &str| fs::read_to_string(root.join(p)).unwrap();
+    insta::assert_snapshot!("config_yaml", read("etc/rancher/k3s/config.yaml"));
+    insta::assert_snapshot!("registries_yaml", read("etc/rancher/k3s/registries.yaml"));
+    insta::assert_snapshot!("k3s_service", read("etc/systemd/system/k3s.service"));
+
+    // The record lists every placed path with what k3s reads.
+    let rec: Value = serde_json::from_str(&read("var/lib/sparkgap/installed.json")).unwrap();
+    let listed: Vec<&str> = rec["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), expect.len() - 1, "{listed:?}");
+    let k3s = rec["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "usr/local/bin/k3s");
+    assert_eq!(k3s.unwrap()["k3sReads"], true);
+    assert_eq!(
+        rec["bundleManifestDigest"].as_str().unwrap(),
+        report["bundleManifestDigest"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn manifests_are_placed_only_when_the_spec_asks() {
+    let d = tempfile::tempdir().unwrap();
+    let bundle = Fixture {
+        auto_deploy: false,
+        ..Default::default()
+    }
+    .build(d.path());
+    let root = d.path().join("root");
+    install(&bundle, &root, &[]).ok();
+    assert!(!root.join("var/lib/rancher/k3s/server/manifests").exists());
+}
+
+#[test]
+fn image_archive_is_an_oci_archive_with_the_original_references() {
+    let d = tempfile::tempdir().unwrap();
+    let fx = Fixture::default();
+    let bundle = fx.build(d.path());
+    let root = d.path().join("root");
+    install(&bundle, &root, &[]).ok();
+    let archive = root.join("var/lib/rancher/k3s/agent/images/sparkgap-images.tar");
+    let lock = Lock::read(&d.path().join("root/var/lib/sparkgap/appliance.lock")).unwrap();
+
+    // The layout containerd's importer reads: oci-layout, index.json, blobs/sha256/<hex>.
+    let mut names = Vec::new();
+    let mut index = Vec::new();
+    let mut ar = tar::Archive::new(fs::File::open(&archive).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        if name == "index.json" {
+            std::io::Read::read_to_end(&mut e, &mut index).unwrap();
+        }
+        names.push(name);
+    }
+    assert!(names.contains(&"oci-layout".to_string()), "{names:?}");
+    for img in &lock.images {
+        for b in img.blobs() {
+            let p = format!("blobs/sha256/{}", &b.digest[7..]);
+            assert!(names.contains(&p), "{p} missing from {names:?}");
+        }
+    }
+    let index: Value = serde_json::from_slice(&index).unwrap();
+    for img in &lock.images {
+        let m = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["digest"] == img.manifest.digest.as_str())
+            .unwrap_or_else(|| panic!("{} not in index.json", img.name));
+        assert_eq!(
+            m["annotations"]["io.containerd.image.name"],
+            img.image_name.as_str()
+        );
+    }
+
+    if Command::new("skopeo").arg("--version").output().is_err() {
+        eprintln!("skipping the skopeo read-back: skopeo is not installed");
+        return;
+    }
+    for img in &lock.images {
+        let out = Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!(
+                "oci-archive:{}:{}",
+                archive.display(),
+                img.image_name
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo inspect {}: {}",
+            img.image_name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["Digest"], img.manifest.digest.as_str(), "{v}");
+        assert_eq!(v["Architecture"], "arm64");
+        let layers: Vec<&str> = v["Layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        let want: Vec<&str> = img.layers.iter().map(|l| l.digest.as_str()).collect();
+        assert_eq!(layers, want);
+    }
+}
+
+#[test]
+fn rerun_with_the_same_bundle_touches_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let bundle = Fixture::default().build(d.path());
+    let root = d.path().join("root");
+    install(&bundle, &root, &[]).ok();
+    let before = stamps(&root);
+    let tree_before = tree(&root);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let r = install(&bundle, &root, &[]).ok().json();
+    assert_eq!(r["unchanged"], true, "{r}");
+    assert_eq!(r["k3s"]["configChanged"], false);
+    assert!(
+        r["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["action"] == "unchanged")
+    );
+    assert_eq!(stamps(&root), before, "mtimes and inodes stay");
+    assert_eq!(tree(&root), tree_before);
+
+    // Text output says so too.
+    let out = sparkgap()
+        .args(["install", "--no-start", "--root"])
+        .arg(&root)
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("unchanged:"));
+}
+
+#[test]
+fn upgrade_replaces_only_what_differs_and_removes_what_is_gone() {
+    let d = tempfile::tempdir().unwrap();
+    let (d1, d2) = (d.path().join("b1"), d.path().join("b2"));
+    fs::create_dir_all(&d1).unwrap();
+    fs::create_dir_all(&d2).unwrap();
+    let b1 = Fixture::default().build(&d1);
+    let mut fx2 = Fixture {
+        node_label: "two",
+        manifests: vec![],
+        ..Default::default()
+    };
+    fx2.images.truncate(1);
+    let b2 = fx2.build(&d2);
+    let root = d.path().join("root");
+    install(&b1, &root, &[]).ok();
+    let before = stamps(&root);
+    let r = install(&b2, &root, &[]).ok().json();
+    let action = |p: &str| {
+        r["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == p)
+            .map(|f| f["action"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("{p} not in report {r}"))
+    };
+    assert_eq!(action("usr/local/bin/k3s"), "unchanged");
+    assert_eq!(action("etc/rancher/k3s/config.yaml"), "replaced");
+    assert_eq!(action("etc/rancher/k3s/registries.yaml"), "unchanged");
+    assert_eq!(
+        action("var/lib/rancher/k3s/agent/images/sparkgap-images.tar"),
+        "replaced"
+    );
+    assert_eq!(action("etc/systemd/system/k3s.service"), "unchanged");
+    assert_eq!(
+        r["removed"],
+        serde_json::json!(["var/lib/rancher/k3s/server/manifests/sparkgap-apps-hello.yaml"])
+    );
+    assert_eq!(r["k3s"]["configChanged"], true);
+    let after = stamps(&root);
+    for p in [
+        "usr/local/bin/k3s",
+        "etc/systemd/system/k3s.service",
+        "usr/local/bin/kubectl",
+    ] {
+        assert_eq!(before[p], after[p], "{p} untouched");
+    }
+    assert!(
+        !root
+            .join("var/lib/rancher/k3s/server/manifests/sparkgap-apps-hello.yaml")
+            .exists()
+    );
+
+    // The upgraded tree equals a clean install of the new bundle (apart from the directory
+    // the removed manifest leaves behind).
+    let clean = d.path().join("clean");
+    install(&b2, &clean, &[]).ok();
+    let mut upgraded = tree(&root);
+    upgraded.remove("var/lib/rancher/k3s/server/manifests");
+    upgraded.remove("var/lib/rancher/k3s/server");
+    assert_eq!(upgraded, tree(&clean));
+}
+
+/// SIGKILL after the Nth write step, for every N, then a normal re-run: the result must equal a
+/// clean install, for a first install and for an upgrade.
+#[test]
+fn killed_at_every_write_step_then_rerun_equals_clean_install() {
+    if !cfg!(debug_assertions) {
+        eprintln!("skipping: the fault hooks exist only in debug builds");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (d1, d2) = (d.path().join("b1"), d.path().join("b2"));
+    fs::create_dir_all(&d1).unwrap();
+    fs::create_dir_all(&d2).unwrap();
+    let b1 = Fixture::default().build(&d1);
+    let b2 = Fixture {
+        node_label: "two",
+        k3s: pseudo_random(9, 3 << 20),
+        manifests: vec![],
+        ..Default::default()
+    }
+    .build(&d2);
+
+    for (scenario, first, second) in [("fresh", None, &b1), ("upgrade", Some(&b1), &b2)] {
+        let clean = d.path().join(format!("clean-{scenario}"));
+        if let Some(f) = first {
+            install(f, &clean, &[]).ok();
+        }
+        install(second, &clean, &[]).ok();
+        let want = tree(&clean);
+        let mut n = 1;
+        loop {
+            let root = d.path().join(format!("{scenario}-{n}"));
+            if let Some(f) = first {
+                install(f, &root, &[]).ok();
+            }
+            let r = install(
+                second,
+                &root,
+                &[("SPARKGAP_FAULT_KILL_AFTER_WRITES", n.to_string())],
+            );
+            if r.code == Some(0) {
+                assert!(n > 5, "{scenario}: too few write steps ({n})");
+                break;
+            }
+            assert_eq!(r.signal, Some(9), "{scenario} N={n}: {}", r.stderr);
+            install(second, &root, &[]).ok();
+            let mut got = tree(&root);
+            if scenario == "upgrade" {
+                got.remove("var/lib/rancher/k3s/server/manifests");
+                got.remove("var/lib/rancher/k3s/server");
+                let mut w = want.clone();
+                w.remove("var/lib/rancher/k3s/server/manifests");
+                w.remove("var/lib/rancher/k3s/server");
+                assert_eq!(got, w, "{scenario}: killed after write {n}, then re-run");
+            } else {
+                assert_eq!(got, want, "{scenario}: killed after write {n}, then re-run");
+            }
+            fs::remove_dir_all(&root).unwrap();
+            n += 1;
+            assert!(n < 100, "the install never completed");
+        }
+    }
+}
+
+#[test]
+fn wrong_platform_is_refused_at_system_root_only() {
+    let d = tempfile::tempdir().unwrap();
+    let bundle = Fixture {
+        platform: "linux/riscv64",
+        ..Default::default()
+    }
+    .build(d.path());
+    let manifest = {
+        let mut ar = tar::Archive::new(fs::File::open(&bundle).unwrap());
+        let mut first = ar.entries().unwrap().next().unwrap().unwrap();
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut first, &mut b).unwrap();
+        serde_json::from_slice::<sparkgap::bundle::BundleManifest>(&b).unwrap()
+    };
+    use sparkgap::install::check_platform;
+    let e = check_platform(&manifest, true, ("linux", "arm64")).unwrap_err();
+    assert!(
+        e.to_string().contains("linux/riscv64") && e.to_string().contains("linux/arm64"),
+        "{e}"
+    );
+    assert_eq!(e.exit_code(), 2);
+    assert!(check_platform(&manifest, true, ("linux", "riscv64")).is_ok());
+    // A staging root may hold any platform.
+    assert!(check_platform(&manifest, false, ("linux", "arm64")).is_ok());
+    install(&bundle, &d.path().join("root"), &[]).ok();
+}
+
+#[test]
+fn full_disk_leaves_nothing_half_written() {
+    if !cfg!(debug_assertions) {
+        eprintln!("skipping: the fault hooks exist only in debug builds");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let bundle = Fixture::default().build(d.path());
+    let clean = d.path().join("clean");
+    install(&bundle, &clean, &[]).ok();
+    let want = tree(&clean);
+    // Staged bytes: k3s, the archive, the manifest; the rendered files come after.
+    let staged: u64 = [
+        "usr/local/bin/k3s",
+        "var/lib/rancher/k3s/agent/images/sparkgap-images.tar",
+    ]
+    .iter()
+    .map(|p| fs::metadata(clean.join(p)).unwrap().len())
+    .sum::<u64>()
+        + 100;
+    for limit in [0, 4096, staged / 2, staged, staged + 600, staged + 3000] {
+        let root = d.path().join(format!("full-{limit}"));
+        let r = install(
+            &bundle,
+            &root,
+            &[("SPARKGAP_FAULT_ENOSPC_AFTER_BYTES", limit.to_string())],
+        );
+        assert_eq!(r.code, Some(3), "limit {limit}: {}{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains("No space left on device"), "{}", r.stderr);
+        for (p, v) in tree(&root) {
+            assert!(!p.contains("staging-"), "limit {limit}: staging left: {p}");
+            assert!(
+                !p.contains(".sparkgap-tmp"),
+                "limit {limit}: temp left: {p}"
+            );
+            if v.0 != 'd' {
+                assert_eq!(Some(&v), want.get(&p), "limit {limit}: {p} is not whole");
+            }
+        }
+        // And the next run, with space, completes.
+        install(&bundle, &root, &[]).ok();
+        assert_eq!(tree(&root), want);
+    }
+}
+
+#[test]
+fn real_small_tmpfs_is_refused_before_writing() {
+    let d = tempfile::tempdir().unwrap();
+    let bundle = Fixture::default().build(d.path());
+    let mnt = d.path().join("small");
+    fs::create_dir_all(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .output();
+    match mounted {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            eprintln!(
+                "skipping the real tmpfs test: mount refused ({}); the ENOSPC hook test covers it",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!("skipping the real tmpfs test: cannot run mount ({e})");
+            return;
+        }
+    }
+    let r = install(&bundle, &mnt, &[]);
+    let t = tree(&mnt);
+    let _ = Command::new("umount").arg(&mnt).status();
+    assert_eq!(r.code, Some(3), "{}", r.stderr);
+    assert!(r.stderr.contains("not enough free space"), "{}", r.stderr);
+    assert!(files_only(&t).is_empty(), "{t:#?}");
+}
+
+#[test]
+fn uninstall_removes_exactly_what_was_placed() {
+    let d = tempfile::tempdir().unwrap();
+    let bundle = Fixture::default().build(d.path());
+    let root = d.path().join("root");
+    // Someone else's files next to ours.
+    for p in [
+        "etc/hosts",
+        "usr/local/bin/helm",
+        "etc/rancher/k3s/site-notes.txt",
+    ] {
+        fs::create_dir_all(root.join(p).parent().unwrap()).unwrap();
+        fs::write(root.join(p), p).unwrap();
+    }
+    let pre = tree(&root);
+    install(&bundle, &root, &[]).ok();
+    // What k3s itself would create while running.
+    fs::create_dir_all(root.join("var/lib/rancher/k3s/server/db")).unwrap();
+    fs::write(root.join("var/lib/rancher/k3s/server/db/state.db"), b"x").unwrap();
+
+    let out = sparkgap()
+        .args(["uninstall", "--keep-data", "--output", "json", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["removed"].as_array().unwrap().len(), 13, "{r}");
+    let t = tree(&root);
+    let mut left: Vec<&String> = files_only(&t);
+    left.retain(|p| !p.starts_with("var/lib/rancher/k3s/server/db"));
+    assert_eq!(
+        left,
+        files_only(&pre),
+        "only others' files and k3s data remain"
+    );
+    assert!(root.join("var/lib/rancher/k3s/server/db/state.db").exists());
+
+    // Again, without --keep-data, after a fresh install: k3s data goes too.
+    install(&bundle, &root, &[]).ok();
+    let out = sparkgap()
+        .args(["uninstall", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!root.join("var/lib/rancher/k3s").exists());
+    assert!(
+        !root.join("etc/rancher/k3s").exists(),
+        "k3s's config dir is data"
+    );
+    assert!(root.join("etc/hosts").exists() && root.join("usr/local/bin/helm").exists());
+    // Nothing left to uninstall is not an error.
+    let out = sparkgap()
+        .args(["uninstall", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to uninstall"));
+}
+
+#[test]
+fn bad_wait_is_a_usage_error() {
+    let d = tempfile::tempdir().unwrap();
+    let out = sparkgap()
+        .args(["install", "--wait", "soon", "--root"])
+        .arg(d.path())
+        .arg(d.path().join("missing.tar"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--wait"));
+}
+
+#[test]
+fn missing_bundle_names_the_file_and_writes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    let r = install(&d.path().join("nope.tar"), &root, &[]);
+    assert_ne!(r.code, Some(0));
+    assert!(r.stderr.contains("nope.tar"), "{}", r.stderr);
+    assert!(!root.exists(), "not even a directory is created");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile, damaged and signed bundles, from the bundle module's shared builders.
+
+#[path = "common/bundles.rs"]
+mod bundles;
+
+/// Only directories (at most the state directory's chain), no staging left, no files.
+fn assert_nothing_placed(root: &Path, what: &str) {
+    if !root.exists() {
+        return;
+    }
+    let t = tree(root);
+    for (p, v) in &t {
+        assert_eq!(v.0, 'd', "{what}: {p} was written");
+        assert!(!p.contains("staging-"), "{what}: staging not cleaned: {p}");
+    }
+}
+
+#[test]
+fn hostile_bundles_are_refused_naming_the_member_with_nothing_placed() {
+    for kind in bundles::Hostile::ALL {
+        let d = tempfile::tempdir().unwrap();
+        let bundle = bundles::hostile_bundle(d.path(), kind);
+        let root = d.path().join("root");
+        let r = install(&bundle, &root, &[]);
+        assert_eq!(r.code, Some(2), "{kind:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(kind.member()),
+            "{kind:?}: the error must name {}: {}",
+            kind.member(),
+            r.stderr
+        );
+        assert_nothing_placed(&root, &format!("{kind:?}"));
+        // Nothing escaped next to the root either.
+        let mut beside: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        beside.sort();
+        beside.retain(|n| n != "root" && !n.ends_with(".tar"));
+        assert!(beside.is_empty(), "{kind:?}: {beside:?}");
+        assert!(!d.path().join("evil").exists() && !root.join("evil").exists());
+    }
+}
+
+#[test]
+fn truncated_and_corrupted_bundles_are_refused_with_nothing_placed() {
+    let d = tempfile::tempdir().unwrap();
+    let bundle = Fixture::default().build(d.path());
+    let bytes = fs::read(&bundle).unwrap();
+
+    let truncated = d.path().join("truncated.tar");
+    fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let root = d.path().join("root-truncated");
+    let r = install(&truncated, &root, &[]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("images/blobs/sha256/") || r.stderr.contains("bin/k3s"),
+        "{}",
+        r.stderr
+    );
+    assert_nothing_placed(&root, "truncated");
+
+    // Flip one byte inside the image layers (the middle of the tar is layer data).
+    let mut bad = bytes.clone();
+    let at = bytes.len() / 3;
+    bad[at] ^= 0x55;
+    let corrupt = d.path().join("corrupt.tar");
+    fs::write(&corrupt, &bad).unwrap();
+    let root = d.path().join("root-corrupt");
+    let r = install(&corrupt, &root, &[]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("sha256"), "{}", r.stderr);
+    assert_nothing_placed(&root, "corrupt");
+
+    // A damaged copy over an installed appliance leaves the installed one exactly as it was.
+    let root = d.path().join("root-installed");
+    install(&bundle, &root, &[]).ok();
+    let before = (tree(&root), stamps(&root));
+    let r = install(&corrupt, &root, &[]);
+    assert_eq!(r.code, Some(2));
+    assert_eq!((tree(&root), stamps(&root)), before);
+}
+
+#[test]
+fn signature_is_required_when_a_key_is_given() {
+    let d = tempfile::tempdir().unwrap();
+    let (pk, sk) = bundles::keypair(d.path(), "release");
+    let (other_pk, _) = bundles::keypair(d.path(), "other");
+    let signed = bundles::synthetic_bundle(
+        d.path(),
+        &bundles::BundleOpts {
+            sign_key: Some(sk),
+            file_name: "signed.tar".into(),
+            ..Default::default()
+        },
+    );
+    let unsigned = bundles::synthetic_bundle(
+        d.path(),
+        &bundles::BundleOpts {
+            file_name: "unsigned.tar".into(),
+            ..Default::default()
+        },
+    );
+    let run = |bundle: &Path, key: &Path, root: &Path| {
+        sparkgap()
+            .args(["install", "--no-start", "--output", "json", "--pubkey"])
+            .arg(key)
+            .arg("--root")
+            .arg(root)
+            .arg(bundle)
+            .output()
+            .unwrap()
+    };
+    let root = d.path().join("ok");
+    let out = run(&signed, &pk, &root);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["signed"], true);
+    for (bundle, key, what) in [
+        (&signed, &other_pk, "wrong key"),
+        (&unsigned, &pk, "unsigned"),
+    ] {
+        let root = d.path().join(what.replace(' ', "-"));
+        let out = run(bundle, key, &root);
+        assert_eq!(out.status.code(), Some(2), "{what}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("signature"), "{what}: {err}");
+        assert_nothing_placed(&root, what);
+    }
+}
+
+/// Not a test: writes the benchmark bundle for scripts/bench-install (run there in release).
+/// `SPARKGAP_BENCH_BUNDLE=DIR` (the bundle is DIR/bench.tar), `SPARKGAP_BENCH_MIB` (default
+/// 1024): three images of equal layers plus a 70 MiB k3s, with the shared builders.
+#[test]
+#[ignore = "benchmark helper, run by scripts/bench-install"]
+fn bench_bundle() {
+    let Some(dir) = std::env::var_os("SPARKGAP_BENCH_BUNDLE") else {
+        eprintln!("skipping: SPARKGAP_BENCH_BUNDLE is not set (scripts/bench-install sets it)");
+        return;
+    };
+    let mib: usize = std::env::var("SPARKGAP_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let k3s = 70 << 20;
+    let layer = ((mib << 20).saturating_sub(k3s)) / 6;
+    let image = |name: &str| bundles::ImageOpts {
+        name: name.into(),
+        reference: format!("registry.bench/{name}:1.0"),
+        layers: vec![layer, layer],
+        shared_layer: false,
+    };
+    let dir = PathBuf::from(dir);
+    fs::create_dir_all(&dir).unwrap();
+    let out = bundles::synthetic_bundle(
+        &dir,
+        &bundles::BundleOpts {
+            images: vec![image("one"), image("two"), image("three")],
+            k3s_size: k3s,
+            extra: vec![],
+            file_name: "bench.tar".into(),
+            ..Default::default()
+        },
+    );
+    println!("{}", out.display());
+}
