@@ -27,8 +27,12 @@ pub struct ClusterArgs {
 
 pub fn run(args: ApplyArgs, g: &Global) -> anyhow::Result<u8> {
     let spec = SpecFile::read(&args.spec.file)?;
+    // registries.yaml is host state: compared (and on the node rewritten) by the registry stage.
+    let node = crate::install::node::NodeRegistries::detect(std::path::Path::new("/"));
     let opts = ApplyOptions {
         dry_run: args.dry_run,
+        host_registry: node.as_ref().map(|n| n as &dyn stages::HostRegistry),
+        registries_yaml: Some(registries_yaml(&spec.appliance)),
         ..ApplyOptions::default()
     };
     let report = super::runtime()?.block_on(async {
@@ -43,4 +47,9 @@ pub fn run(args: ApplyArgs, g: &Global) -> anyhow::Result<u8> {
         print!("{report}");
     }
     Ok(super::exit::OK)
+}
+
+/// The registries.yaml the spec implies, exactly as install writes it.
+pub fn registries_yaml(a: &crate::spec::Appliance) -> String {
+    String::from_utf8_lossy(&crate::install::render::registries_yaml(a)).into_owned()
 }

@@ -52,7 +52,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
     let lock = Lock::from_slice(&args.lock.display().to_string(), &lock_bytes)?;
     lock.ensure_matches(&args.lock, &spec.appliance)?;
     // Inputs that can be wrong are read before any download starts.
-    let extra = extra_manifests(&spec)?;
+    let extra = bundle_manifests(&spec)?;
     let sign_key = args
         .sign_key
         .as_deref()
@@ -106,11 +106,26 @@ struct BuildReport<'a> {
     cache: String,
 }
 
-/// `spec.manifests[]`, read relative to the spec's directory, as bundle members
-/// `manifests/extra/<path>`.
-fn extra_manifests(spec: &SpecFile) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let base = spec.base_dir();
+/// The manifests a bundle carries: every stage rendered from the spec
+/// (`manifests/stages/<n>-<stage>.yaml`, what `sparkgap render` prints, for review and for
+/// k3s's auto-deploy when the spec asks for it), and `spec.manifests[]` read relative to the
+/// spec's directory (`manifests/extra/<path>`).
+pub(super) fn bundle_manifests(spec: &SpecFile) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
+    for (n, (stage, objects)) in crate::stages::render_all(&spec.appliance)?
+        .into_iter()
+        .enumerate()
+    {
+        if objects.is_empty() {
+            continue;
+        }
+        let yaml = crate::stages::to_yaml(&objects)?;
+        out.push((
+            format!("manifests/stages/{}-{stage}.yaml", n + 1),
+            yaml.into_bytes(),
+        ));
+    }
+    let base = spec.base_dir();
     for (i, m) in spec.appliance.spec.manifests.iter().enumerate() {
         let file = base.join(&m.path);
         let bytes = std::fs::read(&file).map_err(|e| {
@@ -127,7 +142,7 @@ fn extra_manifests(spec: &SpecFile) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
 }
 
 /// `SOURCE_DATE_EPOCH` (reproducible-builds.org), 0 when unset.
-fn source_date_epoch() -> anyhow::Result<u64> {
+pub(super) fn source_date_epoch() -> anyhow::Result<u64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Err(_) => Ok(0),
         Ok(v) if v.trim().is_empty() => Ok(0),

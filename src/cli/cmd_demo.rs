@@ -194,22 +194,15 @@ fn build(
             progress,
         ))?;
     }
-    // The demo spec lists no `spec.manifests`, so there are no extra members to read.
-    let bundle_plan = bundle::plan(spec, &lock, &lock_bytes, cache, Vec::new())?;
+    let manifests = super::cmd_build::bundle_manifests(spec)?;
+    let bundle_plan = bundle::plan(spec, &lock, &lock_bytes, cache, manifests)?;
     Ok(bundle::write(
         &bundle_plan,
         &paths.bundle,
         None,
-        source_date_epoch(),
+        super::cmd_build::source_date_epoch()?,
         progress,
     )?)
-}
-
-fn source_date_epoch() -> u64 {
-    std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Step reporting: each step's name and time, printed as it finishes (stdout for text, stderr

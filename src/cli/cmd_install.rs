@@ -70,7 +70,7 @@ pub fn run(args: InstallArgs, g: &Global) -> anyhow::Result<u8> {
     Ok(super::exit::OK)
 }
 
-fn print_text(r: &install::InstallReport) {
+pub(super) fn print_text(r: &install::InstallReport) {
     let root = r.root.display();
     if r.unchanged {
         println!(

@@ -20,6 +20,7 @@ use crate::lock::{Lock, LockError};
 use crate::spec::{SpecError, SpecFile};
 
 mod fsops;
+pub mod node;
 pub mod plan;
 pub mod platform;
 pub mod record;

@@ -1,0 +1,71 @@
+//! The node's own registries.yaml, for the registry stage of `apply`/`up`: registries.yaml is
+//! host state written by install, so when the spec's registry section changes after install,
+//! `apply` run on the node rewrites the file (atomically) and restarts k3s once. Off the node it
+//! only reports the drift.
+
+use std::path::{Path, PathBuf};
+
+use super::fsops;
+use super::plan::REGISTRIES;
+use super::record::RECORD_PATH;
+use crate::stages::HostRegistry;
+
+/// registries.yaml under `root`, on a node sparkgap installed.
+pub struct NodeRegistries {
+    root: PathBuf,
+}
+
+impl NodeRegistries {
+    /// `Some` when sparkgap installed this host (its record exists under `root`): only then is
+    /// this process on the node whose file it may rewrite.
+    pub fn detect(root: &Path) -> Option<NodeRegistries> {
+        root.join(RECORD_PATH).is_file().then(|| NodeRegistries {
+            root: root.to_path_buf(),
+        })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.root.join(REGISTRIES)
+    }
+}
+
+impl HostRegistry for NodeRegistries {
+    fn current(&self) -> Option<String> {
+        // A node without the file has an empty one as far as the comparison goes.
+        Some(std::fs::read_to_string(self.path()).unwrap_or_default())
+    }
+
+    fn rewrite_and_restart(&self, yaml: &str) -> Result<(), String> {
+        let path = self.path();
+        fsops::write_atomic(&path, yaml.as_bytes(), 0o600)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        if self.root == Path::new("/") {
+            super::start::systemctl(&["restart", "k3s"]).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_host_sparkgap_installed_is_the_node() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(NodeRegistries::detect(d.path()).is_none());
+        std::fs::create_dir_all(d.path().join("var/lib/sparkgap")).unwrap();
+        std::fs::write(d.path().join(RECORD_PATH), "{}").unwrap();
+        let node = NodeRegistries::detect(d.path()).unwrap();
+        assert_eq!(node.current().as_deref(), Some(""));
+        std::fs::create_dir_all(d.path().join("etc/rancher/k3s")).unwrap();
+        node.rewrite_and_restart("mirrors: {}\n").unwrap();
+        assert_eq!(node.current().as_deref(), Some("mirrors: {}\n"));
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(d.path().join(REGISTRIES))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
