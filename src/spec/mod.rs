@@ -272,19 +272,24 @@ pub struct Resources {
 }
 
 impl Resources {
+    /// The set values under their Kubernetes resource names (`cpu`, `memory`,
+    /// `ephemeral-storage`), in that order.
+    pub fn entries(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("cpu", &self.cpu),
+            ("memory", &self.memory),
+            ("ephemeral-storage", &self.ephemeral_storage),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+    }
+
     /// `cpu=8,memory=16Gi` as kubelet's `*-reserved` flags take it.
     pub fn kubelet_flag(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(c) = &self.cpu {
-            parts.push(format!("cpu={c}"));
-        }
-        if let Some(m) = &self.memory {
-            parts.push(format!("memory={m}"));
-        }
-        if let Some(e) = &self.ephemeral_storage {
-            parts.push(format!("ephemeral-storage={e}"));
-        }
-        parts.join(",")
+        self.entries()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 

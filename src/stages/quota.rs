@@ -60,15 +60,9 @@ pub fn render(spec: &Appliance) -> Vec<Object> {
 
 /// `cpu`, `memory`, `ephemeral-storage` as a quantity map; None when all are unset.
 pub(crate) fn quantities(r: &Resources) -> Option<BTreeMap<String, Quantity>> {
-    let mut m = BTreeMap::new();
-    for (k, v) in [
-        ("cpu", &r.cpu),
-        ("memory", &r.memory),
-        ("ephemeral-storage", &r.ephemeral_storage),
-    ] {
-        if let Some(v) = v {
-            m.insert(k.to_string(), Quantity(v.clone()));
-        }
-    }
+    let m: BTreeMap<String, Quantity> = r
+        .entries()
+        .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+        .collect();
     (!m.is_empty()).then_some(m)
 }

@@ -478,17 +478,9 @@ pub fn quotas(spec: &ApplianceSpec, by_ns: &BTreeMap<String, Vec<ResourceQuota>>
 }
 
 fn resources_map(r: &Resources) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    for (k, v) in [
-        ("cpu", &r.cpu),
-        ("memory", &r.memory),
-        ("ephemeral-storage", &r.ephemeral_storage),
-    ] {
-        if let Some(v) = v {
-            m.insert(k.to_string(), v.clone());
-        }
-    }
-    m
+    r.entries()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// `limitranges`: each declared container LimitRange is in effect in its namespace.
