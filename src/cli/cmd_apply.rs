@@ -7,7 +7,9 @@ use crate::spec::SpecFile;
 use crate::stages::{self, ApplyOptions};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  sudo sparkgap apply -f /var/lib/sparkgap/appliance.yaml --dry-run\n  sparkgap apply -f appliance.yaml --kubeconfig ~/.kube/spark.yaml --output json\n\nStages run in order: namespace, storage, network, registry, quota, rbac (server-side apply,\nfield manager sparkgap; objects of ours that left the spec are pruned).\nExit codes: 0 ok, 2 bad spec, 3 API unreachable or refused.")]
+#[command(
+    after_help = "Examples:\n  sudo sparkgap apply -f /var/lib/sparkgap/appliance.yaml --dry-run\n  sparkgap apply -f appliance.yaml --kubeconfig ~/.kube/spark.yaml --output json\n\nStages run in order: namespace, storage, network, registry, quota, rbac (server-side apply,\nfield manager sparkgap; objects of ours that left the spec are pruned).\nExit codes: 0 ok, 2 bad spec, 3 API unreachable or refused."
+)]
 pub struct ApplyArgs {
     #[command(flatten)]
     pub spec: SpecArg,

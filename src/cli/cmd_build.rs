@@ -12,7 +12,9 @@ use crate::oci::{self, BlobCache, PullOptions, PullReport};
 use crate::spec::SpecFile;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  sparkgap build -f bundle/appliance.yaml --lock bundle/appliance.lock -o spark.tar\n  sparkgap build --offline --cache /mnt/blobs -o spark.tar          # from a filled cache only\n  SOURCE_DATE_EPOCH=1700000000 sparkgap build --sign-key sparkgap.key -o spark.tar\n\nSame lock, same bytes: the bundle is deterministic. An interrupted build resumes from the cache.\nExit codes: 0 ok, 2 bad spec/lock (stale lock names the image), 3 network/registry/disk.")]
+#[command(
+    after_help = "Examples:\n  sparkgap build -f bundle/appliance.yaml --lock bundle/appliance.lock -o spark.tar\n  sparkgap build --offline --cache /mnt/blobs -o spark.tar          # from a filled cache only\n  SOURCE_DATE_EPOCH=1700000000 sparkgap build --sign-key sparkgap.key -o spark.tar\n\nSame lock, same bytes: the bundle is deterministic. An interrupted build resumes from the cache.\nExit codes: 0 ok, 2 bad spec/lock (stale lock names the image), 3 network/registry/disk."
+)]
 pub struct BuildArgs {
     #[command(flatten)]
     pub spec: SpecArg,
@@ -139,7 +141,45 @@ pub(super) fn bundle_manifests(spec: &SpecFile) -> anyhow::Result<Vec<(String, V
         })?;
         out.push((format!("manifests/extra/{}", m.path), bytes));
     }
+    for (i, chart) in spec.appliance.spec.charts.iter().enumerate() {
+        let file = base.join(&chart.path);
+        let tgz = std::fs::read(&file).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: spec.charts[{i}].path: cannot read {}: {e}",
+                spec.path.display(),
+                file.display()
+            )
+        })?;
+        out.push((
+            format!("manifests/charts/{}.yaml", chart.name),
+            helm_chart_yaml(chart, &tgz)?.into_bytes(),
+        ));
+    }
     Ok(out)
+}
+
+/// A k3s `HelmChart` (helm.cattle.io/v1) carrying the chart archive inline (`chartContent`,
+/// base64), so k3s's helm-controller installs it with no repository to reach.
+fn helm_chart_yaml(chart: &crate::spec::ChartRef, tgz: &[u8]) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    let mut spec = serde_json::json!({
+        "chartContent": base64::engine::general_purpose::STANDARD.encode(tgz),
+        "targetNamespace": chart.namespace,
+    });
+    if let Some(values) = &chart.values {
+        spec["valuesContent"] = serde_json::Value::String(values.clone());
+    }
+    let doc = serde_json::json!({
+        "apiVersion": "helm.cattle.io/v1",
+        "kind": "HelmChart",
+        "metadata": {
+            "name": chart.name,
+            "namespace": "kube-system",
+            "labels": { "app.kubernetes.io/managed-by": "sparkgap" },
+        },
+        "spec": spec,
+    });
+    Ok(serde_saphyr::to_string(&doc)?)
 }
 
 /// `SOURCE_DATE_EPOCH` (reproducible-builds.org), 0 when unset.
@@ -177,4 +217,64 @@ fn fill_cache(
         jobs: usize::from(args.jobs),
     };
     Ok(super::runtime()?.block_on(oci::pull(&plan, cache, &registry, &opts, progress))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_in(dir: &std::path::Path, extra: &str) -> SpecFile {
+        let text = format!(
+            "apiVersion: sparkgap.dev/v1alpha1\nkind: Appliance\nmetadata: {{name: t}}\nspec:\n  k3s: {{version: v1.33.5+k3s1, binaryUrl: 'http://127.0.0.1:1/k3s'}}\n  namespaces: [{{name: ci}}]\n{extra}"
+        );
+        let path = dir.join("appliance.yaml");
+        std::fs::write(&path, &text).unwrap();
+        SpecFile::read(&path).unwrap()
+    }
+
+    #[test]
+    fn bundle_carries_rendered_stages_extra_manifests_and_inline_charts() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("charts")).unwrap();
+        let tgz = b"\x1f\x8b not really a chart, any bytes round-trip".to_vec();
+        std::fs::write(d.path().join("charts/app.tgz"), &tgz).unwrap();
+        std::fs::write(d.path().join("cm.yaml"), "kind: ConfigMap\n").unwrap();
+        let spec = spec_in(
+            d.path(),
+            "  manifests: [{path: cm.yaml}]\n  charts: [{name: app, path: charts/app.tgz, namespace: ci, values: 'replicas: 2'}]\n",
+        );
+        let members = bundle_manifests(&spec).unwrap();
+        let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(
+            names.contains(&"manifests/stages/1-namespace.yaml"),
+            "{names:?}"
+        );
+        assert!(names.contains(&"manifests/extra/cm.yaml"), "{names:?}");
+        let (_, chart) = members
+            .iter()
+            .find(|(n, _)| n == "manifests/charts/app.yaml")
+            .expect("chart member");
+        let doc: serde_json::Value =
+            serde_saphyr::from_str(std::str::from_utf8(chart).unwrap()).unwrap();
+        assert_eq!(doc["kind"], "HelmChart");
+        assert_eq!(doc["spec"]["targetNamespace"], "ci");
+        assert_eq!(doc["spec"]["valuesContent"], "replicas: 2");
+        use base64::Engine as _;
+        let back = base64::engine::general_purpose::STANDARD
+            .decode(doc["spec"]["chartContent"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(back, tgz);
+    }
+
+    #[test]
+    fn a_missing_chart_names_the_field_and_file() {
+        let d = tempfile::tempdir().unwrap();
+        let spec = spec_in(
+            d.path(),
+            "  charts: [{name: app, path: charts/missing.tgz, namespace: ci}]\n",
+        );
+        let err = bundle_manifests(&spec).unwrap_err().to_string();
+        assert!(err.contains("spec.charts[0].path"), "{err}");
+        assert!(err.contains("missing.tgz"), "{err}");
+    }
 }

@@ -9,7 +9,9 @@ use super::{Global, Output, exit};
 use crate::bundle::{self, InspectReport, ReadOptions, group_digits};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  sparkgap inspect spark.tar\n  sparkgap inspect spark.tar --pubkey sparkgap.pub --output json\n\nExit codes: 0 intact (and signed by the key, when given), 1 damaged (each bad member named),\n2 not a sparkgap bundle or the key does not match, 3 cannot read the file.")]
+#[command(
+    after_help = "Examples:\n  sparkgap inspect spark.tar\n  sparkgap inspect spark.tar --pubkey sparkgap.pub --output json\n\nExit codes: 0 intact (and signed by the key, when given), 1 damaged (each bad member named),\n2 not a sparkgap bundle or the key does not match, 3 cannot read the file."
+)]
 pub struct InspectArgs {
     /// The bundle to inspect.
     pub bundle: PathBuf,

@@ -7,7 +7,9 @@ use super::{Global, Output};
 use crate::install::{self, Action};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  sudo sparkgap install spark.tar --pubkey sparkgap.pub\n  sparkgap install spark.tar --root /tmp/stage --no-start     # stage files only\n\nRe-running with the same bundle changes nothing; an interrupted install can simply be run again.\nExit codes: 0 ok, 1 node not Ready in --wait, 2 bad bundle, 3 not root, no space, systemd.")]
+#[command(
+    after_help = "Examples:\n  sudo sparkgap install spark.tar --pubkey sparkgap.pub\n  sparkgap install spark.tar --root /tmp/stage --no-start     # stage files only\n\nRe-running with the same bundle changes nothing; an interrupted install can simply be run again.\nExit codes: 0 ok, 1 node not Ready in --wait, 2 bad bundle, 3 not root, no space, systemd."
+)]
 pub struct InstallArgs {
     /// The bundle to install.
     pub bundle: PathBuf,

@@ -11,7 +11,9 @@ use crate::oci::{self, BlobCache, Registry, RegistryConfig, RetryPolicy};
 use crate::spec::SpecFile;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  sparkgap lock -f bundle/appliance.yaml -o bundle/appliance.lock\n  sparkgap lock -f appliance.yaml --insecure-registry 127.0.0.1:5000   # a plain-HTTP lab registry\n\nThe lock pins every image for spec.platform (never this machine's) and the k3s binary by sha256;\ncommit it next to the spec. Exit codes: 0 ok, 2 bad spec or platform missing, 3 network/registry.")]
+#[command(
+    after_help = "Examples:\n  sparkgap lock -f bundle/appliance.yaml -o bundle/appliance.lock\n  sparkgap lock -f appliance.yaml --insecure-registry 127.0.0.1:5000   # a plain-HTTP lab registry\n\nThe lock pins every image for spec.platform (never this machine's) and the k3s binary by sha256;\ncommit it next to the spec. Exit codes: 0 ok, 2 bad spec or platform missing, 3 network/registry."
+)]
 pub struct LockArgs {
     #[command(flatten)]
     pub spec: SpecArg,

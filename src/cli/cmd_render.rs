@@ -5,7 +5,9 @@ use crate::spec::SpecFile;
 use crate::stages::{self, Stage};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  sparkgap render -f bundle/appliance.yaml\n  sparkgap render -f bundle/appliance.yaml --stage rbac")]
+#[command(
+    after_help = "Examples:\n  sparkgap render -f bundle/appliance.yaml\n  sparkgap render -f bundle/appliance.yaml --stage rbac"
+)]
 pub struct RenderArgs {
     #[command(flatten)]
     pub spec: SpecArg,

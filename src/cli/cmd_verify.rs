@@ -7,7 +7,9 @@ use crate::spec::SpecFile;
 use crate::verify::{self, VerifyOptions};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Examples:\n  sudo sparkgap verify -f /var/lib/sparkgap/appliance.yaml\n  sparkgap verify -f appliance.yaml --only dns --only rbac --output junit > verify.xml\n\nExit codes: 0 no check failed (skips do not fail), 1 a check failed, 2 bad spec or --only name,\n3 cannot reach the cluster.")]
+#[command(
+    after_help = "Examples:\n  sudo sparkgap verify -f /var/lib/sparkgap/appliance.yaml\n  sparkgap verify -f appliance.yaml --only dns --only rbac --output junit > verify.xml\n\nExit codes: 0 no check failed (skips do not fail), 1 a check failed, 2 bad spec or --only name,\n3 cannot reach the cluster."
+)]
 pub struct VerifyArgs {
     #[command(flatten)]
     pub spec: SpecArg,

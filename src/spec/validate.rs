@@ -180,10 +180,6 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
     for (i, m) in s.manifests.iter().enumerate() {
         relative_path(&mut c, format!("spec.manifests[{i}].path"), &m.path);
     }
-    for (i, ch) in s.charts.iter().enumerate() {
-        relative_path(&mut c, format!("spec.charts[{i}].path"), &ch.path);
-        c.label(format!("spec.charts[{i}].name"), &ch.name, "chart name");
-    }
 
     c.unique(
         "spec.namespaces",
@@ -194,6 +190,20 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
         c.label(format!("spec.namespaces[{i}].name"), &ns.name, "namespace");
     }
     let namespaces: BTreeSet<&str> = s.namespaces.iter().map(|n| n.name.as_str()).collect();
+    c.unique(
+        "spec.charts",
+        s.charts.iter().map(|ch| ch.name.as_str()),
+        "chart name",
+    );
+    for (i, ch) in s.charts.iter().enumerate() {
+        relative_path(&mut c, format!("spec.charts[{i}].path"), &ch.path);
+        c.label(format!("spec.charts[{i}].name"), &ch.name, "chart name");
+        c.namespace_ref(
+            format!("spec.charts[{i}].namespace"),
+            &ch.namespace,
+            &namespaces,
+        );
+    }
 
     validate_storage(&mut c, &s.storage);
     validate_network(&mut c, &s.network, &namespaces);
