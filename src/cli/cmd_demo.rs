@@ -125,7 +125,6 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
         lock: paths.lock.clone(),
         bundle: paths.bundle.clone(),
         bundle_size: written.size,
-        bundle_sha256: written.sha256.clone(),
         cache: paths.cache.clone(),
         intact: report.intact,
         images: report
@@ -269,7 +268,6 @@ struct Summary {
     lock: PathBuf,
     bundle: PathBuf,
     bundle_size: u64,
-    bundle_sha256: String,
     cache: PathBuf,
     intact: bool,
     images: Vec<SummaryImage>,
@@ -288,10 +286,9 @@ impl Summary {
     fn print_text(&self) {
         println!();
         println!(
-            "bundle   {} ({} bytes, sha256 {})",
+            "bundle   {} ({} bytes)",
             self.bundle.display(),
             bundle::group_digits(self.bundle_size),
-            self.bundle_sha256
         );
         println!("spec     {}", self.spec.display());
         println!("lock     {}", self.lock.display());
