@@ -341,13 +341,19 @@ fn plan_refuses_unsafe_or_colliding_extra_members() {
 }
 
 #[test]
-fn a_corrupt_cache_blob_fails_the_write_and_leaves_nothing_behind() {
+fn a_cache_blob_of_the_wrong_size_fails_the_write_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let s = synthetic_inputs(dir.path(), &BundleOpts::default());
     let plan = bundle::plan(&s.spec, &s.lock, &s.lock_bytes, &s.cache, vec![]).unwrap();
     let victim = s.lock.images[1].layers[2].digest.clone();
     let p = s.cache.path(&victim).unwrap();
-    flip_byte(&p, 100);
+    let len = std::fs::metadata(&p).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
     let outdir = dir.path().join("out");
     std::fs::create_dir(&outdir).unwrap();
     let out = outdir.join("bundle.tar");
@@ -357,10 +363,36 @@ fn a_corrupt_cache_blob_fails_the_write_and_leaves_nothing_behind() {
     let hex = victim.trim_start_matches("sha256:");
     assert!(err.contains(&hex[..12]), "{err}");
     assert!(err.contains("damaged"), "{err}");
+    assert!(err.contains(&format!("holds {} bytes", len - 7)), "{err}");
     assert_eq!(
         std::fs::read_dir(&outdir).unwrap().count(),
         0,
         "temp file or bundle left"
+    );
+}
+
+/// The writer trusts the cache's verification at insertion and does not re-hash (see
+/// docs/bundle-format.md, "What the writer verifies"): a cache file whose bytes rotted in place
+/// after it was verified is copied as it is, and `inspect` is what names the member.
+#[test]
+fn a_cache_blob_damaged_in_place_is_named_by_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = synthetic_inputs(dir.path(), &BundleOpts::default());
+    let plan = bundle::plan(&s.spec, &s.lock, &s.lock_bytes, &s.cache, vec![]).unwrap();
+    let victim = s.lock.images[1].layers[2].digest.clone();
+    flip_byte(&s.cache.path(&victim).unwrap(), 100);
+    let out = dir.path().join("bundle.tar");
+    bundle::write(&plan, &out, None, 0, &Progress::hidden()).unwrap();
+    let r = inspect(&out, &no_key()).unwrap();
+    let member = format!(
+        "images/blobs/sha256/{}",
+        victim.trim_start_matches("sha256:")
+    );
+    assert!(!r.intact);
+    assert_eq!(
+        kinds(&r.problems),
+        vec![(ProblemKind::DigestMismatch, member)],
+        "exactly the damaged blob is named"
     );
 }
 

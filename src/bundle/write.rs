@@ -3,8 +3,15 @@
 //!
 //! Same plan → same bytes: members sorted by path, every header field fixed (ustar, mtime from
 //! the caller, uid/gid 0, no user/group names, mode 0644 or 0755), JSON serialised one way.
-//! Nothing depends on the order blobs were fetched, the umask, TMPDIR or the clock. Blob bytes
-//! are never held in memory: they stream from the cache and are re-hashed on the way.
+//! Nothing depends on the order blobs were fetched, the umask, TMPDIR or the clock.
+//!
+//! Blob bytes are never held in memory, and never hashed here: the cache is content-addressed
+//! and a file only ever enters it by rename after its size and sha256 matched (`oci::pull`),
+//! so a blob member's sha256 is its digest. The writer checks each cache file's size, then
+//! copies it into the tar inside the kernel (`copy_file_range(2)`; read/write where the kernel
+//! or filesystem cannot). A cache file damaged on disk after it was verified is therefore
+//! copied as it is; `sparkgap inspect` (which re-hashes every member) finds it. Why this trade:
+//! docs/performance.md ("build"), docs/bundle-format.md ("What the writer verifies").
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -12,7 +19,6 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 
 use super::{
     BundleError, BundleImage, BundleManifest, FORMAT_VERSION, IMAGES_DIR, K3S_PATH, LOCK_PATH,
@@ -36,7 +42,8 @@ pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberSource {
     Bytes(Vec<u8>),
-    /// A blob cache file; its size and sha256 are checked again while it is copied.
+    /// A blob cache file (verified when it entered the cache); its size is checked again
+    /// before it is copied.
     File(PathBuf),
 }
 
@@ -79,8 +86,6 @@ pub struct WriteSummary {
     pub size: u64,
     /// Members including the manifest and signature.
     pub members: usize,
-    /// `<hex>` sha256 of the whole tar.
-    pub sha256: String,
     /// Key id when signed.
     pub signed_by: Option<String>,
 }
@@ -395,51 +400,28 @@ pub fn write(
     let task = progress.bytes("bundle", total);
     let mut w = TarWriter {
         out: BufWriter::with_capacity(1 << 20, tmp.as_file()),
-        hasher: Sha256::new(),
-        written: 0,
         path: tmp.path().to_path_buf(),
     };
     let mut count = 0;
     let entries = std::iter::once((MANIFEST_PATH, &plan.manifest_bytes, MODE_FILE))
         .chain(signature.as_ref().map(|s| (SIGNATURE_PATH, s, MODE_FILE)));
     for (path, bytes, mode) in entries {
-        w.member(path, bytes.len() as u64, mode, mtime, &mut &bytes[..], None)?;
+        w.bytes_member(path, mode, mtime, bytes)?;
         task.inc(512 + bytes.len() as u64);
         count += 1;
     }
     for m in &plan.members {
         let Member {
-            path,
-            size,
-            sha256,
-            mode,
+            path, size, mode, ..
         } = &m.member;
         match &m.source {
-            MemberSource::Bytes(b) => w.member(path, *size, *mode, mtime, &mut &b[..], None)?,
-            MemberSource::File(src) => {
-                let f = File::open(src).map_err(|e| BundleError::io(src, e))?;
-                let len = f.metadata().map_err(|e| BundleError::io(src, e))?.len();
-                if len != *size {
-                    return Err(corrupt_cache(
-                        src,
-                        path,
-                        &format!("it holds {len} bytes, the lock says {size}"),
-                    ));
-                }
-                w.member(
-                    path,
-                    *size,
-                    *mode,
-                    mtime,
-                    &mut f.take(*size),
-                    Some((src, sha256)),
-                )?;
-            }
+            MemberSource::Bytes(b) => w.bytes_member(path, *mode, mtime, b)?,
+            MemberSource::File(src) => w.file_member(path, *size, *mode, mtime, src)?,
         }
         task.inc(512 + size);
         count += 1;
     }
-    let sha256 = w.finish()?;
+    w.finish()?;
     task.finish();
     let file = tmp.as_file();
     file.sync_all().map_err(|e| BundleError::io(out, e))?;
@@ -454,7 +436,6 @@ pub fn write(
         path: out.to_path_buf(),
         size: total,
         members: count,
-        sha256,
         signed_by: sign.map(|k| k.key_id().to_string()),
     })
 }
@@ -494,85 +475,137 @@ pub fn member_header(path: &str, size: u64, mode: u32, mtime: u64) -> std::io::R
     Ok(h)
 }
 
-/// Tar output that hashes everything it writes (the bundle's own sha256).
+/// Tar output into the temp file: headers and small members through a buffer, cache files
+/// copied file-to-file.
 struct TarWriter<'f> {
     out: BufWriter<&'f File>,
-    hasher: Sha256,
-    written: u64,
     path: PathBuf,
 }
 
 impl TarWriter<'_> {
     fn put(&mut self, b: &[u8]) -> Result<(), BundleError> {
-        self.hasher.update(b);
-        self.written += b.len() as u64;
         self.out
             .write_all(b)
             .map_err(|e| BundleError::io(&self.path, e))
     }
 
-    /// One member: header, exactly `size` bytes from `r`, zero padding. With `check`, the bytes
-    /// read must hash to the expected sha256 (cache files are re-verified on the way).
-    fn member(
+    fn header(&mut self, path: &str, size: u64, mode: u32, mtime: u64) -> Result<(), BundleError> {
+        let h = member_header(path, size, mode, mtime).map_err(|e| BundleError::Invalid {
+            path: path.to_string(),
+            message: format!("cannot be stored in a ustar header: {e}"),
+        })?;
+        self.put(h.as_bytes())
+    }
+
+    fn pad(&mut self, size: u64) -> Result<(), BundleError> {
+        let pad = (512 - (size % 512) as usize) % 512;
+        self.put(&[0u8; 512][..pad])
+    }
+
+    fn bytes_member(
+        &mut self,
+        path: &str,
+        mode: u32,
+        mtime: u64,
+        bytes: &[u8],
+    ) -> Result<(), BundleError> {
+        self.header(path, bytes.len() as u64, mode, mtime)?;
+        self.put(bytes)?;
+        self.pad(bytes.len() as u64)
+    }
+
+    /// One member from a cache file: its size checked, then exactly `size` bytes copied. The
+    /// contents are not re-hashed (see the module docs).
+    fn file_member(
         &mut self,
         path: &str,
         size: u64,
         mode: u32,
         mtime: u64,
-        r: &mut dyn Read,
-        check: Option<(&Path, &str)>,
+        src: &Path,
     ) -> Result<(), BundleError> {
-        let h = member_header(path, size, mode, mtime).map_err(|e| BundleError::Invalid {
-            path: path.to_string(),
-            message: format!("cannot be stored in a ustar header: {e}"),
-        })?;
-        self.put(h.as_bytes())?;
-        let mut digest = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut n = 0u64;
-        loop {
-            let k = match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(k) => k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let p = check.map_or_else(|| PathBuf::from(path), |(p, _)| p.to_path_buf());
-                    return Err(BundleError::io(&p, e));
-                }
-            };
-            if check.is_some() {
-                digest.update(&buf[..k]);
-            }
-            self.put(&buf[..k])?;
-            n += k as u64;
+        let mut f = File::open(src).map_err(|e| BundleError::io(src, e))?;
+        let len = f.metadata().map_err(|e| BundleError::io(src, e))?.len();
+        if len != size {
+            return Err(corrupt_cache(
+                src,
+                path,
+                &format!("it holds {len} bytes, the lock says {size}"),
+            ));
         }
-        if let Some((src, want)) = check {
-            if n != size {
-                return Err(corrupt_cache(
-                    src,
-                    path,
-                    &format!("it ended after {n} of {size} bytes"),
-                ));
-            }
-            let got = hex::encode(digest.finalize());
-            if got != want {
-                return Err(corrupt_cache(
-                    src,
-                    path,
-                    &format!("its sha256 is {got}, not {want}"),
-                ));
-            }
-        }
-        let pad = (512 - (size % 512) as usize) % 512;
-        self.put(&[0u8; 512][..pad])
-    }
-
-    /// End-of-archive marker (two zero blocks), flush; returns the tar's sha256.
-    fn finish(mut self) -> Result<String, BundleError> {
-        self.put(&[0u8; 1024])?;
+        self.header(path, size, mode, mtime)?;
+        // The kernel copy writes at the file's offset: everything buffered must be there first.
         self.out
             .flush()
             .map_err(|e| BundleError::io(&self.path, e))?;
-        Ok(hex::encode(self.hasher.finalize()))
+        let out = *self.out.get_ref();
+        let mut n = copy_in_kernel(&f, out, size).map_err(|e| self.copy_error(src, e))?;
+        let mut buf = vec![0u8; 256 * 1024];
+        while n < size {
+            let want = buf.len().min((size - n) as usize);
+            let k = match f.read(&mut buf[..want]) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(BundleError::io(src, e)),
+            };
+            self.put(&buf[..k])?;
+            n += k as u64;
+        }
+        if n != size {
+            return Err(corrupt_cache(
+                src,
+                path,
+                &format!("it ended after {n} of {size} bytes"),
+            ));
+        }
+        self.pad(size)
     }
+
+    /// `copy_file_range` reads the source and writes the output in one call, so an error may
+    /// be either's: name both.
+    fn copy_error(&self, src: &Path, e: std::io::Error) -> BundleError {
+        BundleError::io(
+            Path::new(&format!("{} -> {}", src.display(), self.path.display())),
+            e,
+        )
+    }
+
+    /// End-of-archive marker (two zero blocks), flush.
+    fn finish(mut self) -> Result<(), BundleError> {
+        self.put(&[0u8; 1024])?;
+        self.out.flush().map_err(|e| BundleError::io(&self.path, e))
+    }
+}
+
+/// Copy up to `len` bytes from `src` to `out`, each at (and advancing) its file offset, with
+/// `copy_file_range(2)`: no copy through user space, and on filesystems with shared extents
+/// (XFS, btrfs) no data copy at all. Returns how many bytes were copied; fewer than `len` when
+/// the source ended early or the kernel cannot copy between these files (older kernels across
+/// filesystems, some virtual or network filesystems), in which case the caller copies the rest
+/// with read/write from the offsets reached.
+fn copy_in_kernel(src: &File, out: &File, len: u64) -> std::io::Result<u64> {
+    let mut done = 0u64;
+    while done < len {
+        // At most 1 GiB per call: the kernel caps a call near 2 GiB anyway.
+        let want = (len - done).min(1 << 30) as usize;
+        // No offsets given: the kernel uses and advances each file's own offset.
+        match rustix::fs::copy_file_range(src, None, out, None, want) {
+            Ok(0) => {
+                // End of the source (or a filesystem that reports 0 instead of copying).
+                return Ok(done);
+            }
+            Ok(n) => done += n as u64,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(
+                rustix::io::Errno::XDEV
+                | rustix::io::Errno::NOSYS
+                | rustix::io::Errno::OPNOTSUPP
+                | rustix::io::Errno::INVAL
+                | rustix::io::Errno::PERM,
+            ) => return Ok(done),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(done)
 }

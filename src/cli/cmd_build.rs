@@ -82,11 +82,10 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
         })?;
     } else {
         println!(
-            "wrote {} ({} bytes, {} members, sha256 {}){}",
+            "wrote {} ({} bytes, {} members){}",
             written.path.display(),
             written.size,
             written.members,
-            written.sha256,
             written
                 .signed_by
                 .as_deref()

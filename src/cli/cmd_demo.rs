@@ -32,6 +32,18 @@ pub struct DemoArgs {
     /// Benchmark mode: how many images the seeded bytes are spread over.
     #[arg(long, hide = true, default_value_t = 8)]
     pub bench_images: usize,
+    /// Benchmark mode: put a WAN-emulation proxy with this round-trip time (ms) in front of the
+    /// registry; the spec and bench.json then name the proxy (src/demo/wan.rs).
+    #[arg(long, hide = true, value_name = "MS", requires = "bench_seed_mib")]
+    pub bench_wan_rtt_ms: Option<u64>,
+    /// Benchmark mode, with --bench-wan-rtt-ms: bandwidth cap of each connection, MiB/s.
+    #[arg(long, hide = true, value_name = "MIB_PER_S", default_value_t = 32,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub bench_wan_conn_mibps: u64,
+    /// Benchmark mode, with --bench-wan-rtt-ms: cap over all connections together, MiB/s.
+    #[arg(long, hide = true, value_name = "MIB_PER_S",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub bench_wan_total_mibps: Option<u64>,
 }
 
 pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
@@ -125,7 +137,6 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
         lock: paths.lock.clone(),
         bundle: paths.bundle.clone(),
         bundle_size: written.size,
-        bundle_sha256: written.sha256.clone(),
         cache: paths.cache.clone(),
         intact: report.intact,
         images: report
@@ -262,7 +273,6 @@ struct Summary {
     lock: PathBuf,
     bundle: PathBuf,
     bundle_size: u64,
-    bundle_sha256: String,
     cache: PathBuf,
     intact: bool,
     images: Vec<SummaryImage>,
@@ -281,10 +291,9 @@ impl Summary {
     fn print_text(&self) {
         println!();
         println!(
-            "bundle   {} ({} bytes, sha256 {})",
+            "bundle   {} ({} bytes)",
             self.bundle.display(),
             bundle::group_digits(self.bundle_size),
-            self.bundle_sha256
         );
         println!("spec     {}", self.spec.display());
         println!("lock     {}", self.lock.display());
@@ -316,6 +325,12 @@ struct BenchInfo {
     unique_bytes: u64,
     referenced_bytes: u64,
     images: Vec<String>,
+    /// The registry itself when `registry` is the WAN-emulation proxy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream: Option<String>,
+    /// The emulated network, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wan: Option<String>,
 }
 
 fn bench_serve(args: &DemoArgs, mib: u64) -> anyhow::Result<u8> {
@@ -323,28 +338,57 @@ fn bench_serve(args: &DemoArgs, mib: u64) -> anyhow::Result<u8> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let registry = LocalRegistry::start(&args.registry_bin)?;
     let started = Instant::now();
-    let set = demo::images::push_bench_set_blocking(registry.addr(), args.bench_images, mib << 20)?;
+    let mut set =
+        demo::images::push_bench_set_blocking(registry.addr(), args.bench_images, mib << 20)?;
     let (k3s_url, _k3s) = demo::serve_file(demo::fileserver::k3s_standin(1 << 20))?;
+    // Seeding went straight to the registry; the benchmark's clients go through the proxy.
+    let wan = args
+        .bench_wan_rtt_ms
+        .map(|ms| {
+            let profile = demo::WanProfile {
+                rtt: std::time::Duration::from_millis(ms),
+                per_connection: args.bench_wan_conn_mibps << 20,
+                total: args.bench_wan_total_mibps.map(|t| t << 20),
+            };
+            demo::WanProxy::start(registry.addr(), profile)
+        })
+        .transpose()?;
+    let served = wan.as_ref().map_or(registry.addr(), |w| w.addr());
+    for img in &mut set.images {
+        if let Some(rest) = img.reference.strip_prefix(registry.addr()) {
+            img.reference = format!("{served}{rest}");
+        }
+    }
     let spec =
         demo::spec::write_spec_text(dir, &demo::spec::bench_spec_yaml(&set.images, &k3s_url))?;
     let info = BenchInfo {
-        registry: registry.addr().to_string(),
+        registry: served.to_string(),
         spec,
         blob_files: registry.blob_files(),
         unique_bytes: set.unique_bytes,
         referenced_bytes: set.referenced_bytes,
         images: set.images.iter().map(|i| i.reference.clone()).collect(),
+        upstream: wan.as_ref().map(|_| registry.addr().to_string()),
+        wan: wan.as_ref().map(|w| w.profile().to_string()),
     };
     // Written last and atomically: its appearance tells the script seeding is complete.
     demo::spec::write_atomic(&dir.join("bench.json"), &serde_json::to_vec_pretty(&info)?)?;
     eprintln!(
-        "seeded {} images, {} MiB distinct, in {:.1} s; serving on {} until terminated",
+        "seeded {} images, {} MiB distinct, in {:.1} s; serving on {}{} until terminated",
         set.images.len(),
         set.unique_bytes >> 20,
         started.elapsed().as_secs_f64(),
-        registry.addr()
+        served,
+        wan.as_ref()
+            .map(|w| format!(
+                " (WAN emulation: {}; registry {})",
+                w.profile(),
+                registry.addr()
+            ))
+            .unwrap_or_default()
     );
     super::runtime()?.block_on(wait_for_termination())?;
+    drop(wan);
     drop(registry);
     Ok(super::exit::OK)
 }

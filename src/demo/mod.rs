@@ -12,11 +12,13 @@ pub mod fileserver;
 pub mod images;
 pub mod registry;
 pub mod spec;
+pub mod wan;
 
 pub use fileserver::{ServedFile, serve_file};
 pub use images::{BenchSet, PushedImage, SeededImages};
 pub use registry::LocalRegistry;
 pub use spec::write_demo_spec;
+pub use wan::{WanProfile, WanProxy};
 
 /// The Debian package that provides `/usr/bin/docker-registry`.
 pub const REGISTRY_PACKAGE: &str = "docker-registry";

@@ -152,8 +152,9 @@ impl PullPlan {
     }
 }
 
-/// Fetch every missing blob of `plan` into `cache`, `opts.jobs` at a time. Stops at the first
-/// permanent failure; blobs finished by then stay (verified) in the cache, so a re-run resumes.
+/// Fetch every missing blob of `plan` into `cache`, `opts.jobs` at a time, largest first. Stops
+/// at the first permanent failure; blobs finished by then stay (verified) in the cache, so a
+/// re-run resumes.
 pub async fn pull(
     plan: &PullPlan,
     cache: &BlobCache,
@@ -173,7 +174,12 @@ pub async fn pull(
         .prepare()
         .map_err(|e| OciError::cache(cache.root(), e))?;
     let task = Arc::new(progress.bytes("pull", plan.missing_bytes()));
-    let results: Vec<u64> = futures::stream::iter(plan.missing.iter())
+    // Largest first: on a link where each connection is capped, the biggest blob is the
+    // critical path, and starting it last (digest order puts it anywhere) leaves one
+    // connection busy long after the others are done. Ties keep digest order.
+    let mut order: Vec<&NeededBlob> = plan.missing.iter().collect();
+    order.sort_by_key(|b| std::cmp::Reverse(b.descriptor.size));
+    let results: Vec<u64> = futures::stream::iter(order)
         .map(|b| {
             let task = Arc::clone(&task);
             async move {
