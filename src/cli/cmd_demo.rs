@@ -129,7 +129,32 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
     } else {
         "DAMAGED"
     });
+    // The offline side: the registry is gone, the bundle alone installs into a staging root
+    // (no k3s is started here: there is none on a development machine).
     drop(registry);
+    let root = dir.join("root");
+    let installed = steps.run("install (staging root, --no-start)", || {
+        crate::install::install(
+            &paths.bundle,
+            &crate::install::InstallOptions {
+                root: root.clone(),
+                no_start: true,
+                pubkey: None,
+                wait: std::time::Duration::from_secs(300),
+            },
+            &progress,
+        )
+    })?;
+    steps.note(&format!(
+        "{} files under {}{}",
+        installed.files.len(),
+        root.display(),
+        if installed.unchanged {
+            " (unchanged: already installed)"
+        } else {
+            ""
+        }
+    ));
 
     let summary = Summary {
         dir: dir.clone(),
@@ -138,6 +163,7 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
         bundle: paths.bundle.clone(),
         bundle_size: written.size,
         cache: paths.cache.clone(),
+        root: root.clone(),
         intact: report.intact,
         images: report
             .images
@@ -274,6 +300,8 @@ struct Summary {
     bundle: PathBuf,
     bundle_size: u64,
     cache: PathBuf,
+    /// Where the bundle was installed (staging root).
+    root: PathBuf,
     intact: bool,
     images: Vec<SummaryImage>,
     steps: Vec<StepTime>,
@@ -309,7 +337,13 @@ impl Summary {
             );
         }
         println!(
-            "next     sparkgap inspect {}   (the registry is gone; the bundle is self-contained)",
+            "root     {}   (installed offline from the bundle alone)",
+            self.root.display()
+        );
+        println!(
+            "next     sparkgap up {} --root {} --no-start   (install again: unchanged; apply and verify\n         are reported skipped, as no k3s runs here; on a Spark: sudo sparkgap up {})",
+            self.bundle.display(),
+            self.root.display(),
             self.bundle.display()
         );
     }
