@@ -9,8 +9,6 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
 /// The temp path used while writing `target`.
 pub fn temp_path(target: &Path) -> PathBuf {
     let name = target
@@ -77,30 +75,21 @@ pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
     crate::digest::sha256_reader(File::open(path)?)
 }
 
-/// A writer that hashes what passes through it.
-pub struct Hashing<W> {
+/// A writer that counts what passes through it.
+pub struct Counting<W> {
     pub inner: W,
-    hasher: Sha256,
     pub written: u64,
 }
 
-impl<W> Hashing<W> {
+impl<W> Counting<W> {
     pub fn new(inner: W) -> Self {
-        Hashing {
-            inner,
-            hasher: Sha256::new(),
-            written: 0,
-        }
-    }
-    pub fn hex(&self) -> String {
-        hex::encode(self.hasher.clone().finalize())
+        Counting { inner, written: 0 }
     }
 }
 
-impl<W: Write> Write for Hashing<W> {
+impl<W: Write> Write for Counting<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
         self.written += n as u64;
         Ok(n)
     }
@@ -124,8 +113,8 @@ impl Write for FaultyFile {
     }
 }
 
-/// A file written by its own thread: the caller's thread hashes (the bundle reader verifies,
-/// the archive is hashed) while this one copies into the page cache and fsyncs, so the two
+/// A file written by its own thread: the caller's thread hashes (the bundle reader verifies)
+/// while this one copies into the page cache and fsyncs, so the two
 /// halves of staging overlap on two cores. At most `DEPTH` chunks of `CHUNK` bytes are in
 /// flight: memory stays flat whatever the size.
 pub struct PipedFile {
