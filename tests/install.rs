@@ -459,12 +459,7 @@ fn damaged_or_missing_image_archive_is_rebuilt_on_rerun() {
             .unwrap()
     };
     let bytes = fs::read(&archive).unwrap();
-    for (what, damage) in [
-        ("truncated", 0),
-        ("grown", 1),
-        ("removed", 2),
-        ("mode", 3),
-    ] {
+    for (what, damage) in [("truncated", 0), ("grown", 1), ("removed", 2), ("mode", 3)] {
         match damage {
             0 => fs::write(&archive, &bytes[..bytes.len() / 2]).unwrap(),
             1 => fs::write(&archive, [&bytes[..], b"x"].concat()).unwrap(),

@@ -114,7 +114,7 @@ impl Write for FaultyFile {
 }
 
 /// A file written by its own thread: the caller's thread hashes (the bundle reader verifies)
-/// while this one copies into the page cache and fsyncs, so the two
+/// while this one copies into the page cache, starts writeback as it goes and fsyncs, so the two
 /// halves of staging overlap on two cores. At most `DEPTH` chunks of `CHUNK` bytes are in
 /// flight: memory stays flat whatever the size.
 pub struct PipedFile {
@@ -132,8 +132,10 @@ impl PipedFile {
         let mut file = create(path, mode)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(DEPTH);
         let handle = std::thread::spawn(move || {
+            let mut writeback = Writeback::default();
             for chunk in rx {
                 file.write_all(&chunk)?;
+                writeback.wrote(&file.file, chunk.len() as u64);
             }
             file.file.sync_all()
         });
@@ -199,6 +201,44 @@ impl Drop for PipedFile {
         if self.handle.is_some() {
             let _ = self.join();
         }
+    }
+}
+
+/// Starts writeback of what was written every `WRITEBACK_EVERY` bytes, without waiting for it.
+/// Without this the kernel holds a GiB of dirty pages (below its background threshold on a
+/// large-memory host) until the final fsync, which then writes it all while nothing else
+/// runs; with it the disk writes while the bundle is still being hashed. Advisory: errors are
+/// ignored here, the final fsync reports them.
+#[derive(Default)]
+struct Writeback {
+    written: u64,
+    started: u64,
+}
+
+const WRITEBACK_EVERY: u64 = 8 << 20;
+
+impl Writeback {
+    fn wrote(&mut self, file: &File, n: u64) {
+        self.written += n;
+        if self.written - self.started < WRITEBACK_EVERY {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid open fd; the range is within what was written.
+            unsafe {
+                libc::sync_file_range(
+                    file.as_raw_fd(),
+                    self.started as libc::off64_t,
+                    (self.written - self.started) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = file;
+        self.started = self.written;
     }
 }
 

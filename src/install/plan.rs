@@ -48,7 +48,10 @@ pub enum Source {
     /// Rendered in memory.
     Bytes(Vec<u8>),
     /// Not staged because the host already holds exactly this (checked before staging).
-    Kept { content: Content, size: u64 },
+    Kept {
+        content: Content,
+        size: u64,
+    },
     Link(String),
     Marker,
 }
@@ -111,9 +114,8 @@ pub fn built_matches(
             && r.built_from.as_deref() == Some(source)
             && r.size == size
             && r.mode == mode
-    }) && fs::symlink_metadata(target).is_ok_and(|m| {
-        m.is_file() && m.len() == size && m.permissions().mode() & 0o7777 == mode
-    })
+    }) && fs::symlink_metadata(target)
+        .is_ok_and(|m| m.is_file() && m.len() == size && m.permissions().mode() & 0o7777 == mode)
 }
 
 fn io_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> InstallError {
