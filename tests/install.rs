@@ -418,6 +418,96 @@ fn fresh_install_places_every_file_with_its_mode() {
         rec["bundleManifestDigest"].as_str().unwrap(),
         report["bundleManifestDigest"].as_str().unwrap()
     );
+    // The image archive is recorded by the verified image members it is built from, not by a
+    // second hash of its own bytes.
+    let archive = rec["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == ARCHIVE)
+        .unwrap();
+    assert_eq!(rec["recordVersion"], 2);
+    assert!(archive.get("sha256").is_none(), "{archive}");
+    assert_eq!(archive["builtFrom"], rec["imagesSource"]);
+    assert!(rec["imagesSource"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(
+        archive["size"].as_u64().unwrap(),
+        fs::metadata(root.join(ARCHIVE)).unwrap().len()
+    );
+}
+
+const ARCHIVE: &str = "var/lib/rancher/k3s/agent/images/sparkgap-images.tar";
+
+/// The archive is trusted by size, mode and the record's `imagesSource` (it is never re-hashed):
+/// damage that changes its size or mode, or its removal, makes the next run rebuild it from the
+/// bundle, and only it.
+#[test]
+fn damaged_or_missing_image_archive_is_rebuilt_on_rerun() {
+    let d = tempfile::tempdir().unwrap();
+    let bundle = Fixture::default().build(d.path());
+    let root = d.path().join("root");
+    install(&bundle, &root, &[]).ok();
+    let want = tree(&root);
+    let archive = root.join(ARCHIVE);
+    let action = |r: &Value, p: &str| {
+        r["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == p)
+            .map(|f| f["action"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let bytes = fs::read(&archive).unwrap();
+    for (what, damage) in [("truncated", 0), ("grown", 1), ("removed", 2), ("mode", 3)] {
+        match damage {
+            0 => fs::write(&archive, &bytes[..bytes.len() / 2]).unwrap(),
+            1 => fs::write(&archive, [&bytes[..], b"x"].concat()).unwrap(),
+            2 => fs::remove_file(&archive).unwrap(),
+            _ => fs::set_permissions(&archive, fs::Permissions::from_mode(0o600)).unwrap(),
+        }
+        let r = install(&bundle, &root, &[]).ok().json();
+        let expected = if damage == 2 { "created" } else { "replaced" };
+        assert_eq!(action(&r, ARCHIVE), expected, "{what}: {r}");
+        assert_eq!(action(&r, "usr/local/bin/k3s"), "unchanged", "{what}");
+        assert_eq!(r["unchanged"], false, "{what}");
+        assert_eq!(tree(&root), want, "{what}: rebuilt byte for byte");
+    }
+}
+
+/// A record written before the archive was recorded by `builtFrom` (version 1, the archive's
+/// own sha256) is still read: the same bundle again changes no file and rewrites the record.
+#[test]
+fn version_1_record_is_read_and_upgraded() {
+    let d = tempfile::tempdir().unwrap();
+    let bundle = Fixture::default().build(d.path());
+    let root = d.path().join("root");
+    install(&bundle, &root, &[]).ok();
+    let rec_path = root.join("var/lib/sparkgap/installed.json");
+    let v2: Value = serde_json::from_slice(&fs::read(&rec_path).unwrap()).unwrap();
+    let mut v1 = v2.clone();
+    v1["recordVersion"] = 1.into();
+    for f in v1["files"].as_array_mut().unwrap() {
+        if f["path"] == ARCHIVE {
+            let f = f.as_object_mut().unwrap();
+            f.remove("builtFrom");
+            let hex = sha256_hex(&fs::read(root.join(ARCHIVE)).unwrap());
+            f.insert("sha256".into(), hex.into());
+        }
+    }
+    fs::write(&rec_path, serde_json::to_vec_pretty(&v1).unwrap()).unwrap();
+    // Every placed file keeps its inode and mtime; only the record (and its directory) change.
+    let placed = |root: &Path| {
+        let mut s = stamps(root);
+        s.retain(|p, _| !p.starts_with("var/lib/sparkgap") || p.ends_with("appliance.lock"));
+        s
+    };
+    let before = placed(&root);
+    let r = install(&bundle, &root, &[]).ok().json();
+    assert_eq!(r["unchanged"], true, "{r}");
+    assert_eq!(placed(&root), before, "no placed file touched");
+    let now: Value = serde_json::from_slice(&fs::read(&rec_path).unwrap()).unwrap();
+    assert_eq!(now, v2, "the record is rewritten as version 2");
 }
 
 #[test]

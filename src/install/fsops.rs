@@ -9,8 +9,6 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
 /// The temp path used while writing `target`.
 pub fn temp_path(target: &Path) -> PathBuf {
     let name = target
@@ -77,30 +75,21 @@ pub fn sha256_file(path: &Path) -> io::Result<(String, u64)> {
     crate::digest::sha256_reader(File::open(path)?)
 }
 
-/// A writer that hashes what passes through it.
-pub struct Hashing<W> {
+/// A writer that counts what passes through it.
+pub struct Counting<W> {
     pub inner: W,
-    hasher: Sha256,
     pub written: u64,
 }
 
-impl<W> Hashing<W> {
+impl<W> Counting<W> {
     pub fn new(inner: W) -> Self {
-        Hashing {
-            inner,
-            hasher: Sha256::new(),
-            written: 0,
-        }
-    }
-    pub fn hex(&self) -> String {
-        hex::encode(self.hasher.clone().finalize())
+        Counting { inner, written: 0 }
     }
 }
 
-impl<W: Write> Write for Hashing<W> {
+impl<W: Write> Write for Counting<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
         self.written += n as u64;
         Ok(n)
     }
@@ -124,8 +113,8 @@ impl Write for FaultyFile {
     }
 }
 
-/// A file written by its own thread: the caller's thread hashes (the bundle reader verifies,
-/// the archive is hashed) while this one copies into the page cache and fsyncs, so the two
+/// A file written by its own thread: the caller's thread hashes (the bundle reader verifies)
+/// while this one copies into the page cache, starts writeback as it goes and fsyncs, so the two
 /// halves of staging overlap on two cores. At most `DEPTH` chunks of `CHUNK` bytes are in
 /// flight: memory stays flat whatever the size.
 pub struct PipedFile {
@@ -143,8 +132,10 @@ impl PipedFile {
         let mut file = create(path, mode)?;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(DEPTH);
         let handle = std::thread::spawn(move || {
+            let mut writeback = Writeback::default();
             for chunk in rx {
                 file.write_all(&chunk)?;
+                writeback.wrote(&file.file, chunk.len() as u64);
             }
             file.file.sync_all()
         });
@@ -210,6 +201,44 @@ impl Drop for PipedFile {
         if self.handle.is_some() {
             let _ = self.join();
         }
+    }
+}
+
+/// Starts writeback of what was written every `WRITEBACK_EVERY` bytes, without waiting for it.
+/// Without this the kernel holds a GiB of dirty pages (below its background threshold on a
+/// large-memory host) until the final fsync, which then writes it all while nothing else
+/// runs; with it the disk writes while the bundle is still being hashed. Advisory: errors are
+/// ignored here, the final fsync reports them.
+#[derive(Default)]
+struct Writeback {
+    written: u64,
+    started: u64,
+}
+
+const WRITEBACK_EVERY: u64 = 8 << 20;
+
+impl Writeback {
+    fn wrote(&mut self, file: &File, n: u64) {
+        self.written += n;
+        if self.written - self.started < WRITEBACK_EVERY {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid open fd; the range is within what was written.
+            unsafe {
+                libc::sync_file_range(
+                    file.as_raw_fd(),
+                    self.started as libc::off64_t,
+                    (self.written - self.started) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = file;
+        self.started = self.written;
     }
 }
 

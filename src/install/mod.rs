@@ -346,14 +346,14 @@ pub fn install(
     }
     let manifest = &verified.manifest;
     check_platform(manifest, at_slash, (&host_os, &host_arch))?;
-    let staged = stager.finish()?;
+    let images_src = images_source(manifest);
+    let staged = stager.finish(&images_src)?;
 
     let spec = SpecFile::from_bytes(&bundle.join(crate::bundle::SPEC_PATH), staged.spec.clone())?;
     let lock = Lock::from_slice(
         &format!("{}/{}", bundle.display(), crate::bundle::LOCK_PATH),
         &staged.lock,
     )?;
-    let images_src = images_source(manifest);
     let desired = desired_files(&spec, &staged, previous.as_ref(), skip_k3s, skip_images)?;
     let plan::Applied {
         changes: files,
@@ -434,23 +434,31 @@ fn desired_files(
     skip_k3s: bool,
     skip_images: bool,
 ) -> Result<Vec<plan::Desired>, InstallError> {
-    use plan::{Desired, Source};
+    use plan::{Content, Desired, Source};
     let a = &spec.appliance;
     let staged_src = |f: &stage::StagedFile| Source::Staged {
         path: f.path.clone(),
-        sha256: f.sha256.clone(),
+        content: f.content.clone(),
         size: f.size,
     };
+    // What the previous record vouches for at `path`. The image archive is kept only when the
+    // record's `images_source` equals this bundle's (see `skips`), so that is its identity,
+    // also when a version-1 record still lists the archive's own sha256.
     let kept = |path: &str| {
-        previous
-            .and_then(|p| p.find(path))
-            .and_then(|r| {
-                r.sha256.clone().map(|sha256| Source::Kept {
-                    sha256,
-                    size: r.size,
-                })
-            })
-            .ok_or_else(|| InstallError::Record(format!("lost track of {path}")))
+        let prev = previous?;
+        let r = prev.find(path)?;
+        let content = if path == plan::IMAGE_ARCHIVE {
+            Content::BuiltFrom(prev.images_source.clone())
+        } else {
+            Content::Sha256(r.sha256.clone()?)
+        };
+        Some(Source::Kept {
+            content,
+            size: r.size,
+        })
+    };
+    let kept = |path: &str| {
+        kept(path).ok_or_else(|| InstallError::Record(format!("lost track of {path}")))
     };
     let file = |path: &str, source, mode, k3s_reads| Desired {
         path: path.into(),
@@ -504,7 +512,7 @@ fn desired_files(
             let src = match f {
                 Some(f) => staged_src(f),
                 None => Source::Kept {
-                    sha256: member.sha256.clone(),
+                    content: Content::Sha256(member.sha256.clone()),
                     size: member.size,
                 },
             };

@@ -26,20 +26,30 @@ pub const UNIT_ENV: &str = "etc/systemd/system/k3s.service.env";
 pub const SPEC_COPY: &str = "var/lib/sparkgap/appliance.yaml";
 pub const LOCK_COPY: &str = "var/lib/sparkgap/appliance.lock";
 
+/// What identifies a file's contents in the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    /// `<hex>` sha256 of the file itself.
+    Sha256(String),
+    /// Built from verified bundle members whose `sha256:` (`images_source`) this is; the file
+    /// is a deterministic function of them and is not hashed (see `RecordedFile::built_from`).
+    BuiltFrom(String),
+}
+
 /// What one path should hold.
 #[derive(Debug)]
 pub enum Source {
     /// A file staged in the staging directory (renamed into place).
     Staged {
         path: PathBuf,
-        sha256: String,
+        content: Content,
         size: u64,
     },
     /// Rendered in memory.
     Bytes(Vec<u8>),
     /// Not staged because the host already holds exactly this (checked before staging).
     Kept {
-        sha256: String,
+        content: Content,
         size: u64,
     },
     Link(String),
@@ -70,6 +80,9 @@ pub struct FileChange {
     pub action: Action,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// See `RecordedFile::built_from`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub built_from: Option<String>,
     pub mode: u32,
     pub k3s_reads: bool,
 }
@@ -83,6 +96,26 @@ pub fn file_matches(target: &Path, sha256: &str, size: u64, mode: u32) -> bool {
         && meta.len() == size
         && meta.permissions().mode() & 0o7777 == mode
         && fsops::sha256_file(target).is_ok_and(|(h, _)| h == sha256)
+}
+
+/// Does `target` hold the file the previous record says was built from `source`, by the same
+/// size and mode? Trusted without reading it, like the skip before staging: an archive damaged
+/// in place at the same size is not detected here (containerd rejects its blobs on import by
+/// their digests; deleting the archive makes the next run rebuild it).
+pub fn built_matches(
+    target: &Path,
+    previous: Option<&RecordedFile>,
+    source: &str,
+    size: u64,
+    mode: u32,
+) -> bool {
+    previous.is_some_and(|r| {
+        r.kind == Kind::File
+            && r.built_from.as_deref() == Some(source)
+            && r.size == size
+            && r.mode == mode
+    }) && fs::symlink_metadata(target)
+        .is_ok_and(|m| m.is_file() && m.len() == size && m.permissions().mode() & 0o7777 == mode)
 }
 
 fn io_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> InstallError {
@@ -115,25 +148,34 @@ pub fn apply(
         // A run killed mid-write leaves this temp name behind.
         let _ = fs::remove_file(fsops::temp_path(&target));
         let exists = fs::symlink_metadata(&target).is_ok();
-        let (kind, sha, size, link) = match &d.source {
-            Source::Staged { sha256, size, .. } | Source::Kept { sha256, size } => {
-                (Kind::File, Some(sha256.clone()), *size, None)
+        let (kind, content, size, link) = match &d.source {
+            Source::Staged { content, size, .. } | Source::Kept { content, size } => {
+                (Kind::File, Some(content.clone()), *size, None)
             }
             Source::Bytes(b) => (
                 Kind::File,
-                Some(crate::digest::sha256_hex(b)),
+                Some(Content::Sha256(crate::digest::sha256_hex(b))),
                 b.len() as u64,
                 None,
             ),
             Source::Link(to) => (Kind::Symlink, None, 0, Some(to.clone())),
             Source::Marker => (Kind::Marker, None, 0, None),
         };
-        let unchanged = match (&d.source, &sha) {
+        let unchanged = match (&d.source, &content) {
             (Source::Kept { .. }, _) => true,
             (Source::Link(to), _) => fs::read_link(&target).is_ok_and(|l| l == Path::new(to)),
             (Source::Marker, _) => fs::symlink_metadata(&target).is_ok_and(|m| m.is_file()),
-            (_, Some(h)) => file_matches(&target, h, size, d.mode),
+            (_, Some(Content::Sha256(h))) => file_matches(&target, h, size, d.mode),
+            (_, Some(Content::BuiltFrom(src))) => {
+                let rec = previous.and_then(|p| p.find(&d.path));
+                built_matches(&target, rec, src, size, d.mode)
+            }
             (_, None) => false,
+        };
+        let (sha, built_from) = match content {
+            Some(Content::Sha256(h)) => (Some(h), None),
+            Some(Content::BuiltFrom(src)) => (None, Some(src)),
+            None => (None, None),
         };
         if !unchanged {
             match &d.source {
@@ -165,6 +207,7 @@ pub fn apply(
             kind,
             action,
             sha256: sha.clone(),
+            built_from: built_from.clone(),
             mode: if kind == Kind::Symlink { 0 } else { d.mode },
             k3s_reads: d.k3s_reads,
         });
@@ -172,6 +215,7 @@ pub fn apply(
             path: d.path,
             kind,
             sha256: sha,
+            built_from,
             size,
             mode: if kind == Kind::Symlink { 0 } else { d.mode },
             target: link,
@@ -254,7 +298,7 @@ mod tests {
         assert!(c2.iter().all(|c| c.action == Action::Unchanged), "{c2:?}");
         assert!(removed.is_empty());
         let prev = Record {
-            record_version: 1,
+            record_version: 2,
             bundle_manifest_digest: String::new(),
             appliance: "a".into(),
             k3s_version: "v".into(),

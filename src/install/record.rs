@@ -8,7 +8,10 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub const RECORD_PATH: &str = "var/lib/sparkgap/installed.json";
-pub const RECORD_VERSION: u32 = 1;
+/// Written by this sparkgap. Version 1 (the image archive recorded by its own sha256) is still
+/// read: it holds everything version 2 needs.
+pub const RECORD_VERSION: u32 = 2;
+const READABLE_VERSIONS: [u32; 2] = [1, RECORD_VERSION];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -41,9 +44,16 @@ pub struct RecordedFile {
     /// Relative to the install root.
     pub path: String,
     pub kind: Kind,
-    /// `<hex>` of the contents (files only).
+    /// `<hex>` of the contents (files only, except a file with `built_from`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// For a file built by sparkgap from verified bundle members (the image archive): the
+    /// `sha256:` of those members (the record's `images_source`) instead of a sha256 of the
+    /// file itself. The file is a deterministic function of them, so hashing it again as it is
+    /// written would only cost a second pass over every image byte. It is trusted on the host
+    /// by this, its size and its mode, never re-hashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built_from: Option<String>,
     #[serde(default)]
     pub size: u64,
     /// Unix mode bits (files only; 0 otherwise).
@@ -72,9 +82,9 @@ impl Record {
         };
         let rec: Record = serde_json::from_slice(&bytes)
             .map_err(|e| format!("{}: not a sparkgap install record: {e}", path.display()))?;
-        if rec.record_version != RECORD_VERSION {
+        if !READABLE_VERSIONS.contains(&rec.record_version) {
             return Err(format!(
-                "{}: record version {} is not supported (this sparkgap reads {RECORD_VERSION})",
+                "{}: record version {} is not supported (this sparkgap reads 1 and {RECORD_VERSION})",
                 path.display(),
                 rec.record_version
             ));
@@ -128,6 +138,7 @@ mod tests {
                 path: "../../etc/shadow".into(),
                 kind: Kind::File,
                 sha256: None,
+                built_from: None,
                 size: 0,
                 mode: 0,
                 target: None,

@@ -16,7 +16,8 @@ use crate::bundle::{BundleError, IMAGES_DIR, K3S_PATH, LOCK_PATH, Member, SPEC_P
 use crate::cli::progress::Task;
 
 use super::InstallError;
-use super::fsops::{Hashing, PipedFile, Tracked, fault};
+use super::fsops::{Counting, PipedFile, Tracked, fault};
+use super::plan::Content;
 
 /// Largest spec or lock accepted into memory.
 const SMALL_LIMIT: u64 = 16 << 20;
@@ -40,11 +41,13 @@ pub struct Staged {
 #[derive(Debug, Clone)]
 pub struct StagedFile {
     pub path: PathBuf,
-    pub sha256: String,
+    pub content: Content,
     pub size: u64,
 }
 
-type ArchiveWriter = tar::Builder<Hashing<PipedFile>>;
+/// Counts the archive's bytes for the record; no hash: the archive is identified by the image
+/// members it is built from (`Content::BuiltFrom`), which the bundle reader verified.
+type ArchiveWriter = tar::Builder<Counting<PipedFile>>;
 
 pub struct Stager<'a> {
     bundle: String,
@@ -209,7 +212,7 @@ impl<'a> Stager<'a> {
         fault::step();
         Ok(StagedFile {
             path: path.to_path_buf(),
-            sha256: m.sha256.clone(),
+            content: Content::Sha256(m.sha256.clone()),
             size: m.size,
         })
     }
@@ -222,7 +225,7 @@ impl<'a> Stager<'a> {
         if self.archive.is_none() {
             match PipedFile::create(&archive_path, 0o600) {
                 Ok(f) => {
-                    let mut b = tar::Builder::new(Hashing::new(f));
+                    let mut b = tar::Builder::new(Counting::new(f));
                     b.mode(tar::HeaderMode::Deterministic);
                     self.archive = Some(b);
                 }
@@ -266,8 +269,9 @@ impl<'a> Stager<'a> {
         Ok(())
     }
 
-    /// Close the archive (fsynced) and hand over what was staged.
-    pub fn finish(self) -> Result<Staged, InstallError> {
+    /// Close the archive (fsynced) and hand over what was staged. `images_source` identifies
+    /// the archive: the `sha256:` over the image members it was built from, all verified.
+    pub fn finish(self, images_source: &str) -> Result<Staged, InstallError> {
         let missing = |what: &str| InstallError::BundleContent {
             bundle: self.bundle.clone(),
             message: format!("has no {what} member"),
@@ -284,11 +288,15 @@ impl<'a> Stager<'a> {
                     op: "finish image archive",
                     source,
                 };
-                let hashing = b.into_inner().map_err(io_err)?;
-                let (sha256, size) = (hashing.hex(), hashing.written);
-                hashing.inner.finish().map_err(io_err)?;
+                let counting = b.into_inner().map_err(io_err)?;
+                let size = counting.written;
+                counting.inner.finish().map_err(io_err)?;
                 fault::step();
-                Some(StagedFile { sha256, size, path })
+                Some(StagedFile {
+                    content: Content::BuiltFrom(images_source.to_string()),
+                    size,
+                    path,
+                })
             }
         };
         Ok(Staged {
