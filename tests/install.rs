@@ -760,6 +760,70 @@ fn killed_at_every_write_step_then_rerun_equals_clean_install() {
     }
 }
 
+/// Regression: an upgrade killed after the new image archive is in place but before the new
+/// record is written, then a run with the OLD bundle. The archive is trusted by the record and
+/// its size (never re-read), so with two archives of the same size the new bytes used to be kept
+/// as "unchanged". The old bundle's archive must be back.
+#[test]
+fn killed_upgrade_then_old_bundle_restores_an_archive_of_the_same_size() {
+    if !cfg!(debug_assertions) {
+        eprintln!("skipping: the fault hooks exist only in debug builds");
+        return;
+    }
+    const ARCHIVE: &str = "var/lib/rancher/k3s/agent/images/sparkgap-images.tar";
+    let d = tempfile::tempdir().unwrap();
+    let (d1, d2) = (d.path().join("b1"), d.path().join("b2"));
+    fs::create_dir_all(&d1).unwrap();
+    fs::create_dir_all(&d2).unwrap();
+    let old = Fixture::default().build(&d1);
+    // The same images with other bytes of the same sizes: an archive of the same size.
+    let mut other = Fixture::default();
+    // Layers shared by both images stay shared (stored once): derive the new bytes from the old.
+    for img in other.images.iter_mut() {
+        for layer in img.layers.iter_mut() {
+            let seed = 100 + u64::from(layer[0]) * 1_000_000 + layer.len() as u64;
+            *layer = pseudo_random(seed, layer.len());
+        }
+    }
+    let new = other.build(&d2);
+
+    let (clean_old, clean_new) = (d.path().join("clean-old"), d.path().join("clean-new"));
+    install(&old, &clean_old, &[]).ok();
+    install(&new, &clean_new, &[]).ok();
+    let want = fs::read(clean_old.join(ARCHIVE)).unwrap();
+    let new_archive = fs::read(clean_new.join(ARCHIVE)).unwrap();
+    assert_eq!(
+        want.len(),
+        new_archive.len(),
+        "premise: archives of the same size"
+    );
+    assert_ne!(want, new_archive, "premise: different archives");
+
+    let mut hit = false;
+    for n in 1..100 {
+        let root = d.path().join(format!("kill-{n}"));
+        install(&old, &root, &[]).ok();
+        let r = install(
+            &new,
+            &root,
+            &[("SPARKGAP_FAULT_KILL_AFTER_WRITES", n.to_string())],
+        );
+        if r.code == Some(0) {
+            break;
+        }
+        assert_eq!(r.signal, Some(9), "N={n}: {}", r.stderr);
+        hit |= fs::read(root.join(ARCHIVE)).unwrap() == new_archive;
+        let again = install(&old, &root, &[]);
+        assert_eq!(again.code, Some(0), "N={n}: {}", again.stderr);
+        assert!(
+            fs::read(root.join(ARCHIVE)).unwrap() == want,
+            "killed after write {n}: the old bundle's install kept the other archive"
+        );
+        fs::remove_dir_all(&root).unwrap();
+    }
+    assert!(hit, "no kill point fell between the archive and the record");
+}
+
 #[test]
 fn wrong_platform_is_refused_at_system_root_only() {
     let d = tempfile::tempdir().unwrap();

@@ -123,6 +123,33 @@ fn io_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> InstallErr
     move |source| InstallError::Io { path, op, source }
 }
 
+/// Before a file identified by what it was built from (the image archive) is replaced, the
+/// previous record must stop vouching for it: such a file is trusted by the record's word and its
+/// size, never re-read, so a run killed after the new file is in place but before the new record
+/// is written would otherwise leave a record that vouches for the old content over the new bytes
+/// (and a re-run with the old bundle would keep the wrong archive when both have the same size).
+/// One small atomic write, only when such a file is actually replaced.
+fn withdraw_vouching(
+    root: &Path,
+    previous: Option<&Record>,
+    path: &str,
+) -> Result<(), InstallError> {
+    let Some(prev) = previous else {
+        return Ok(());
+    };
+    if prev.find(path).is_none_or(|r| r.built_from.is_none()) {
+        return Ok(());
+    }
+    let mut withdrawn = prev.clone();
+    withdrawn.images_source = String::new();
+    for f in withdrawn.files.iter_mut().filter(|f| f.path == path) {
+        f.built_from = None;
+    }
+    let target = root.join(super::record::RECORD_PATH);
+    fsops::write_atomic(&target, &withdrawn.to_bytes(), 0o644)
+        .map_err(io_err(&target, "write record"))
+}
+
 /// What `apply` did: the change per path, the removed paths, and the new record's entries.
 #[derive(Debug)]
 pub struct Applied {
@@ -178,6 +205,9 @@ pub fn apply(
             None => (None, None),
         };
         if !unchanged {
+            if built_from.is_some() {
+                withdraw_vouching(root, previous, &d.path)?;
+            }
             match &d.source {
                 Source::Staged { path, .. } => fsops::rename_into_place(path, &target, d.mode)
                     .map_err(io_err(&target, "place file"))?,
