@@ -27,8 +27,22 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", message(&err));
             ExitCode::from(cli::exit_code(&err))
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: typed errors often already say their
+/// source in their own message, and repeating it ("…(os error 2): …(os error 2)") helps nobody.
+fn message(err: &anyhow::Error) -> String {
+    let mut msg = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+    }
+    msg
 }
