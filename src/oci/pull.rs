@@ -640,6 +640,37 @@ mod tests {
     }
 
     #[test]
+    fn arrivals_wait_for_expected_blobs_and_the_end_releases_every_waiter() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BlobCache::new(dir.path());
+        let plan = plan_pull(&lock(), &cache).expect("plan");
+        let a = Arrivals::expecting(&plan);
+        assert_eq!(a.expected().len(), 7);
+        let (one, two) = (d(1, 0).digest, d(2, 0).digest);
+        // Not expected (already cached): no wait at all.
+        assert_eq!(a.wait(&d(0x77, 0).digest), Ok(()));
+        std::thread::scope(|s| {
+            let first = s.spawn(|| a.wait(&one));
+            let second = s.spawn(|| a.wait(&two));
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!first.is_finished() && !second.is_finished(), "both wait");
+            a.arrive(&one);
+            assert_eq!(first.join().expect("join"), Ok(()));
+            assert!(!second.is_finished(), "still waits for its own blob");
+            a.end("the download failed: HTTP 500");
+            assert_eq!(
+                second.join().expect("join"),
+                Err("the download failed: HTTP 500".to_string())
+            );
+        });
+        // After the end: what arrived is still there, what did not is an error at once.
+        assert_eq!(a.wait(&one), Ok(()));
+        assert!(a.wait(&two).is_err());
+        a.end("a second end keeps the first reason");
+        assert_eq!(a.wait(&two), Err("the download failed: HTTP 500".into()));
+    }
+
+    #[test]
     fn offline_plan_lists_every_missing_blob_with_owner() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = BlobCache::new(dir.path());
