@@ -8,7 +8,7 @@ use super::progress::Progress;
 use super::{Global, Output, RegistryOpts, SpecArg};
 use crate::bundle::{self, SignKey};
 use crate::lock::{Lock, LockError};
-use crate::oci::{self, Arrivals, BlobCache, PullOptions, PullOrder, PullReport};
+use crate::oci::{self, Arrivals, BlobCache, PullOptions, PullReport};
 use crate::spec::SpecFile;
 
 #[derive(Debug, Args)]
@@ -260,7 +260,6 @@ fn pull_and_write(
     )?;
     let opts = PullOptions {
         jobs: usize::from(args.jobs),
-        order: pull_order(),
     };
     let rt = super::runtime()?;
     let (pulled, written) = std::thread::scope(|s| {
@@ -311,14 +310,6 @@ fn pull_and_write(
             .err()
             .map(anyhow::Error::from)
             .unwrap_or_else(|| anyhow::anyhow!("the bundle write stopped the download")))?,
-    }
-}
-
-/// Transfer order for a cold build. TEMPORARY measurement knob (SPARKGAP_PULL_ORDER=digest).
-fn pull_order() -> PullOrder {
-    match std::env::var("SPARKGAP_PULL_ORDER").as_deref() {
-        Ok("digest") => PullOrder::Digest,
-        _ => PullOrder::LargestFirst,
     }
 }
 

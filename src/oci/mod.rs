@@ -26,7 +26,7 @@ pub mod retry;
 
 pub use cache::BlobCache;
 pub use pull::{
-    Arrivals, NeededBlob, PullOptions, PullOrder, PullPlan, PullReport, Source, plan_pull, pull,
+    Arrivals, NeededBlob, PullOptions, PullPlan, PullReport, Source, plan_pull, pull,
     pull_notifying,
 };
 pub use resolve::{fetch_k3s, image_name, resolve, resolve_image};

@@ -53,29 +53,12 @@ pub struct PullPlan {
 pub struct PullOptions {
     /// Concurrent transfers (at least 1).
     pub jobs: usize,
-    /// Which missing blob to start next.
-    pub order: PullOrder,
 }
 
 impl Default for PullOptions {
     fn default() -> Self {
-        PullOptions {
-            jobs: 8,
-            order: PullOrder::LargestFirst,
-        }
+        PullOptions { jobs: 8 }
     }
-}
-
-/// The order transfers start in (at most `jobs` run at once either way).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PullOrder {
-    /// Biggest blob first: on a link where each connection is capped, the biggest blob is the
-    /// critical path, and starting it last leaves one connection busy long after the others
-    /// are done. Ties keep digest order.
-    LargestFirst,
-    /// Digest order: the order the bundle writer copies blobs in, so a writer running
-    /// alongside the pull waits least for the next blob.
-    Digest,
 }
 
 /// Blobs a running pull has put in the cache (verified, renamed in), for a consumer on another
@@ -248,7 +231,7 @@ impl PullPlan {
     }
 }
 
-/// Fetch every missing blob of `plan` into `cache`, `opts.jobs` at a time, in `opts.order`.
+/// Fetch every missing blob of `plan` into `cache`, `opts.jobs` at a time, largest first.
 /// Stops at the first permanent failure; blobs finished by then stay (verified) in the cache,
 /// so a re-run resumes.
 pub async fn pull(
@@ -283,11 +266,14 @@ pub async fn pull_notifying(
         .prepare()
         .map_err(|e| OciError::cache(cache.root(), e))?;
     let task = Arc::new(progress.bytes("pull", plan.missing_bytes()));
+    // Largest first: on a link where each connection is capped, the biggest blob is the
+    // critical path, and starting it last (digest order puts it anywhere) leaves one
+    // connection busy long after the others are done. Ties keep digest order. A cold build's
+    // writer copies blobs in digest order while this runs, so digest order would make it wait
+    // least, but measured it loses more on the pull than it gains on the write
+    // (docs/performance.md, "build").
     let mut order: Vec<&NeededBlob> = plan.missing.iter().collect();
-    if opts.order == PullOrder::LargestFirst {
-        // Stable: ties keep digest order.
-        order.sort_by_key(|b| std::cmp::Reverse(b.descriptor.size));
-    }
+    order.sort_by_key(|b| std::cmp::Reverse(b.descriptor.size));
     let results: Vec<u64> = futures::stream::iter(order)
         .map(|b| {
             let task = Arc::clone(&task);
