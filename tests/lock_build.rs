@@ -645,6 +645,122 @@ fn a_permanent_fault_fails_with_exit_3_and_leaves_nothing_corrupt() {
     assert!(!b.path("out.tar").exists());
 }
 
+/// Files next to the bundle `name` in `dir` that the writer would leave: `.<name>.*.tmp`.
+fn bundle_temps(dir: &Path, name: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("read dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!(".{name}.")))
+        .collect()
+}
+
+/// A cold build writes the bundle while blobs download; the blob whose digest sorts last
+/// among the image blobs always fails. By then the writer has copied every earlier blob and
+/// waits for it: the pull's failure must end that wait (no hang), the error must name the
+/// blob, and neither the bundle nor the writer's temp file may be left next to `-o`.
+#[test]
+fn a_blob_failing_while_the_bundle_is_written_leaves_no_bundle_and_no_temp_file() {
+    let test = "a_blob_failing_while_the_bundle_is_written_leaves_no_bundle_and_no_temp_file";
+    let Some(b) = Bed::start(test) else {
+        return;
+    };
+    let proxy = FaultProxy::start(b.h.addr(), Fault::PassThrough);
+    let spec = b.spec("via", &b.h.spec_via(proxy.addr()));
+    let lock_path = b.lock(&spec, proxy.addr());
+    let lock_bytes = std::fs::read(&lock_path).expect("lock");
+    let lock = Lock::from_slice("lock", &lock_bytes).expect("parse lock");
+    // Configs and layers come from /blobs/ (manifests from /manifests/).
+    let last = lock
+        .images
+        .iter()
+        .flat_map(|i| std::iter::once(&i.config).chain(i.layers.iter()))
+        .map(|d| d.digest.clone())
+        .max()
+        .expect("a blob");
+    proxy.set_fault(Fault::Always500 {
+        path: hex(&last).to_string(),
+    });
+    let started = std::time::Instant::now();
+    let out = b
+        .build(&spec, &lock_path, "c", "out.tar", proxy.addr())
+        .env("SPARKGAP_RETRY_ATTEMPTS", "4")
+        .timeout(std::time::Duration::from_secs(120))
+        .assert()
+        .code(3)
+        .get_output()
+        .clone();
+    let err = stderr(&out);
+    eprintln!("{err}");
+    assert!(started.elapsed().as_secs() < 60, "no hang");
+    assert!(err.contains(&last), "names the blob: {err}");
+    assert!(err.contains("HTTP 500"), "{err}");
+    assert!(err.contains("after 4 attempt(s)"), "{err}");
+    assert!(proxy.injected() >= 4);
+    assert!(!b.path("out.tar").exists(), "no bundle at -o");
+    assert_eq!(
+        bundle_temps(b.dir.path(), "out.tar"),
+        Vec::<String>::new(),
+        "no temp file next to -o"
+    );
+    let files = cache_files(&b.path("c"));
+    assert!(
+        files.iter().all(|f| !f.starts_with("tmp/")),
+        "no partial left: {files:?}"
+    );
+    assert!(
+        !files.iter().any(|f| f.ends_with(hex(&last))),
+        "the failed blob is not cached: {files:?}"
+    );
+    // The other blobs were finished and stay for a resume.
+    let before_last = lock
+        .images
+        .iter()
+        .flat_map(|i| i.blobs())
+        .filter(|d| d.digest != last)
+        .all(|d| files.contains(&format!("sha256/{}", hex(&d.digest))));
+    assert!(before_last, "finished blobs kept: {files:?}");
+
+    // The same build once the fault is gone: it resumes and gives a complete bundle.
+    proxy.set_fault(Fault::PassThrough);
+    b.build(&spec, &lock_path, "c", "out.tar", proxy.addr())
+        .assert()
+        .success();
+    sparkgap()
+        .arg("inspect")
+        .arg(b.path("out.tar"))
+        .assert()
+        .success();
+}
+
+/// A cold build whose bundle cannot be written (its directory does not exist) fails at once
+/// with exit 3 naming the directory, and stops the pull: no partial download is left.
+#[test]
+fn a_cold_build_that_cannot_write_the_bundle_stops_and_names_the_directory() {
+    let test = "a_cold_build_that_cannot_write_the_bundle_stops_and_names_the_directory";
+    let Some(b) = Bed::start(test) else {
+        return;
+    };
+    let spec = b.demo_spec();
+    let lock_path = b.lock(&spec, b.h.addr());
+    let out = b
+        .build(&spec, &lock_path, "c", "no-such-dir/out.tar", b.h.addr())
+        .timeout(std::time::Duration::from_secs(120))
+        .assert()
+        .code(3)
+        .get_output()
+        .clone();
+    let err = stderr(&out);
+    eprintln!("{err}");
+    assert!(err.contains("no-such-dir"), "{err}");
+    assert!(!b.path("no-such-dir").exists());
+    let files = cache_files(&b.path("c"));
+    assert!(
+        files.iter().all(|f| !f.starts_with("tmp/")),
+        "no partial left: {files:?}"
+    );
+}
+
 #[test]
 fn a_missing_blob_is_a_clear_permanent_error() {
     let Some(b) = Bed::start("a_missing_blob_is_a_clear_permanent_error") else {

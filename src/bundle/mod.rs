@@ -18,7 +18,9 @@ pub mod write;
 pub use extract::extract;
 pub use read::{InspectReport, ReadOptions, VerifiedManifest, inspect, read_bundle};
 pub use sign::SignKey;
-pub use write::{BundlePlan, MemberSource, PlannedMember, WriteSummary, plan, write};
+pub use write::{
+    BundlePlan, MemberSource, PlannedMember, WriteSummary, plan, plan_pending, write, write_waiting,
+};
 
 pub const FORMAT_VERSION: u32 = 1;
 /// Name of the first member.

@@ -99,6 +99,21 @@ pub fn plan(
     cache: &BlobCache,
     extra: Vec<(String, Vec<u8>)>,
 ) -> Result<BundlePlan, BundleError> {
+    plan_pending(spec, lock, lock_bytes, cache, extra, &BTreeSet::new())
+}
+
+/// `plan`, accepting the blobs named in `pending` (digests) as absent from the cache: the
+/// caller promises they will arrive there before `write_waiting` copies them (a pull running
+/// alongside the writer). Everything else is checked as in `plan`; the plan is the same
+/// either way (it needs only the lock's digests and sizes), so is the bundle.
+pub fn plan_pending(
+    spec: &SpecFile,
+    lock: &Lock,
+    lock_bytes: &[u8],
+    cache: &BlobCache,
+    extra: Vec<(String, Vec<u8>)>,
+    pending: &BTreeSet<String>,
+) -> Result<BundlePlan, BundleError> {
     let invalid = |message: String| BundleError::Invalid {
         path: spec.path.display().to_string(),
         message,
@@ -158,26 +173,30 @@ pub fn plan(
                     blob_sizes.insert(&d.digest, (d.size, &img.name));
                 }
             }
-            check_cache(
-                cache,
-                &d.digest,
-                d.size,
-                &format!("image {}", img.name),
-                &mut missing,
-            );
+            if !pending.contains(&d.digest) {
+                check_cache(
+                    cache,
+                    &d.digest,
+                    d.size,
+                    &format!("image {}", img.name),
+                    &mut missing,
+                );
+            }
             blob_list.push((d, hex.to_string()));
         }
     }
     let k3s_hex = sha256_hex_of(&lock.k3s.digest)
         .ok_or_else(|| invalid(format!("k3s: {:?} is not a sha256 digest", lock.k3s.digest)))?
         .to_string();
-    check_cache(
-        cache,
-        &lock.k3s.digest,
-        lock.k3s.size,
-        &format!("k3s {} binary", lock.k3s.version),
-        &mut missing,
-    );
+    if !pending.contains(&lock.k3s.digest) {
+        check_cache(
+            cache,
+            &lock.k3s.digest,
+            lock.k3s.size,
+            &format!("k3s {} binary", lock.k3s.version),
+            &mut missing,
+        );
+    }
     if !missing.is_empty() {
         return Err(BundleError::MissingBlobs {
             cache: cache.root().display().to_string(),
@@ -380,6 +399,22 @@ pub fn write(
     mtime: u64,
     progress: &Progress,
 ) -> Result<WriteSummary, BundleError> {
+    write_waiting(plan, out, sign, mtime, progress, &|_| Ok(()))
+}
+
+/// `write`, calling `wait(digest)` before copying each cache file, so blobs can still be on
+/// their way into the cache while the tar is written (members are copied in path order, so
+/// blobs in digest order). `wait` blocks until the blob is in the cache, or returns Err(why)
+/// when it never will be; the write then stops with an error naming the blob and member, and
+/// the temp file is removed (`out` untouched).
+pub fn write_waiting(
+    plan: &BundlePlan,
+    out: &Path,
+    sign: Option<&SignKey>,
+    mtime: u64,
+    progress: &Progress,
+    wait: &(dyn Fn(&str) -> Result<(), String> + Sync),
+) -> Result<WriteSummary, BundleError> {
     let signature = sign
         .map(|k| k.sign(&plan.manifest_bytes, mtime))
         .transpose()?;
@@ -416,7 +451,17 @@ pub fn write(
         } = &m.member;
         match &m.source {
             MemberSource::Bytes(b) => w.bytes_member(path, *mode, mtime, b)?,
-            MemberSource::File(src) => w.file_member(path, *size, *mode, mtime, src)?,
+            MemberSource::File(src) => {
+                let digest = format!("sha256:{}", m.member.sha256);
+                wait(&digest).map_err(|why| BundleError::Io {
+                    path: out.display().to_string(),
+                    source: std::io::Error::other(format!(
+                        "blob {digest} (member {}) never reached the cache: {why}",
+                        short_path(path)
+                    )),
+                })?;
+                w.file_member(path, *size, *mode, mtime, src)?
+            }
         }
         task.inc(512 + size);
         count += 1;

@@ -8,7 +8,7 @@ use super::progress::Progress;
 use super::{Global, Output, RegistryOpts, SpecArg};
 use crate::bundle::{self, SignKey};
 use crate::lock::{Lock, LockError};
-use crate::oci::{self, BlobCache, PullOptions, PullReport};
+use crate::oci::{self, Arrivals, BlobCache, PullOptions, PullReport};
 use crate::spec::SpecFile;
 
 #[derive(Debug, Args)]
@@ -65,13 +65,35 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
     let cache = open_cache(args.cache.clone())?;
     let progress = Progress::new(g);
 
-    let pulled = fill_cache(&args, &lock, &cache, &progress)?;
-    progress.line(&format!(
-        "blobs: {} fetched ({} bytes), {} already cached ({} bytes)",
-        pulled.fetched, pulled.fetched_bytes, pulled.cached, pulled.cached_bytes
-    ));
-    let plan = bundle::plan(&spec, &lock, &lock_bytes, &cache, extra)?;
-    let written = bundle::write(&plan, &args.out, sign_key.as_ref(), mtime, &progress)?;
+    let pull_plan = oci::plan_pull(&lock, &cache)?;
+    if args.offline {
+        pull_plan.ensure_complete(&cache)?;
+    }
+    let (pulled, plan, written) = if pull_plan.missing.is_empty() {
+        // Warm (or --offline): the writer alone, from the cache.
+        let pulled = PullReport {
+            cached: pull_plan.cached,
+            cached_bytes: pull_plan.cached_bytes,
+            ..PullReport::default()
+        };
+        report_blobs(&progress, &pulled);
+        let plan = bundle::plan(&spec, &lock, &lock_bytes, &cache, extra)?;
+        let written = bundle::write(&plan, &args.out, sign_key.as_ref(), mtime, &progress)?;
+        (pulled, plan, written)
+    } else {
+        let inputs = Inputs {
+            spec: &spec,
+            lock: &lock,
+            lock_bytes: &lock_bytes,
+            cache: &cache,
+            sign_key: sign_key.as_ref(),
+            mtime,
+            progress: &progress,
+        };
+        let (pulled, plan, written) = pull_and_write(&args, &inputs, &pull_plan, extra)?;
+        report_blobs(&progress, &pulled);
+        (pulled, plan, written)
+    };
 
     if g.output == Output::Json {
         super::print_json(&BuildReport {
@@ -192,30 +214,103 @@ pub(super) fn source_date_epoch() -> anyhow::Result<u64> {
     }
 }
 
-/// Every blob of the lock present and verified in `cache`: fetched when missing, or (with
-/// `--offline`) an error listing each missing blob.
-fn fill_cache(
+fn report_blobs(progress: &Progress, pulled: &PullReport) {
+    progress.line(&format!(
+        "blobs: {} fetched ({} bytes), {} already cached ({} bytes)",
+        pulled.fetched, pulled.fetched_bytes, pulled.cached, pulled.cached_bytes
+    ));
+}
+
+/// What a cold build reads, borrowed by both the pull and the writer.
+struct Inputs<'a> {
+    spec: &'a SpecFile,
+    lock: &'a Lock,
+    lock_bytes: &'a [u8],
+    cache: &'a BlobCache,
+    sign_key: Option<&'a SignKey>,
+    mtime: u64,
+    progress: &'a Progress,
+}
+
+/// A cold build: the missing blobs are fetched into the cache while the bundle is written.
+/// The writer runs on its own thread and, before copying each blob (in digest order), waits
+/// until the pull has put it in the cache (verified, renamed in); the manifest and the blobs
+/// already cached need no wait. So the two durable passes overlap and the build takes about
+/// the longer of the two instead of their sum (docs/performance.md, "build").
+///
+/// Failure either side stops the other: a failed pull ends the writer's wait (its temp file
+/// is removed, nothing appears at `-o`) and its error is the one returned (it names the
+/// blob); a failed write drops the pull (finished blobs stay in the cache, partial files are
+/// removed) and its error is returned.
+fn pull_and_write(
     args: &BuildArgs,
-    lock: &Lock,
-    cache: &BlobCache,
-    progress: &Progress,
-) -> anyhow::Result<PullReport> {
-    let plan = oci::plan_pull(lock, cache)?;
-    if args.offline {
-        plan.ensure_complete(cache)?;
-    }
-    if plan.missing.is_empty() {
-        return Ok(PullReport {
-            cached: plan.cached,
-            cached_bytes: plan.cached_bytes,
-            ..PullReport::default()
-        });
-    }
+    inp: &Inputs<'_>,
+    pull_plan: &oci::PullPlan,
+    extra: Vec<(String, Vec<u8>)>,
+) -> anyhow::Result<(PullReport, bundle::BundlePlan, bundle::WriteSummary)> {
     let registry = registry(&args.registry)?;
+    let arrivals = Arrivals::expecting(pull_plan);
+    let plan = bundle::plan_pending(
+        inp.spec,
+        inp.lock,
+        inp.lock_bytes,
+        inp.cache,
+        extra,
+        &arrivals.expected(),
+    )?;
     let opts = PullOptions {
         jobs: usize::from(args.jobs),
     };
-    Ok(super::runtime()?.block_on(oci::pull(&plan, cache, &registry, &opts, progress))?)
+    let rt = super::runtime()?;
+    let (pulled, written) = std::thread::scope(|s| {
+        // The writer says whether it succeeded when it ends, so a failed write stops the pull.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<bool>();
+        let (plan, arrivals) = (&plan, &arrivals);
+        let writer = s.spawn(move || {
+            let r = bundle::write_waiting(
+                plan,
+                &args.out,
+                inp.sign_key,
+                inp.mtime,
+                inp.progress,
+                &|digest| arrivals.wait(digest),
+            );
+            let _ = done_tx.send(r.is_ok());
+            r
+        });
+        let pulled = rt.block_on(async {
+            let mut pull = std::pin::pin!(oci::pull_notifying(
+                pull_plan,
+                inp.cache,
+                &registry,
+                &opts,
+                inp.progress,
+                Some(arrivals),
+            ));
+            tokio::select! {
+                r = &mut pull => Some(r),
+                // Written means every blob arrived: let the pull finish its report.
+                ok = done_rx => if ok.unwrap_or(false) { Some(pull.await) } else { None },
+            }
+        });
+        arrivals.end(&match &pulled {
+            Some(Ok(_)) => "the download ended without it".to_string(),
+            Some(Err(e)) => format!("the download failed: {e}"),
+            None => "the bundle write stopped".to_string(),
+        });
+        let written = writer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (pulled, written)
+    });
+    match pulled {
+        Some(Err(e)) => Err(e.into()),
+        Some(Ok(pulled)) => Ok((pulled, plan, written?)),
+        None => Err(written
+            .err()
+            .map(anyhow::Error::from)
+            .unwrap_or_else(|| anyhow::anyhow!("the bundle write stopped the download")))?,
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -22,6 +22,9 @@ enum Mode {
 #[derive(Clone)]
 pub struct Progress {
     mode: Mode,
+    /// Bars of tasks that run at once (a cold build's pull and bundle write) share the
+    /// terminal through this, one line each.
+    multi: MultiProgress,
 }
 
 impl Progress {
@@ -32,12 +35,16 @@ impl Progress {
             && std::io::stderr().is_terminal();
         Progress {
             mode: if bars { Mode::Bars } else { Mode::Lines },
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
         }
     }
 
     /// No bars, no lines.
     pub fn hidden() -> Progress {
-        Progress { mode: Mode::Hidden }
+        Progress {
+            mode: Mode::Hidden,
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
+        }
     }
 
     /// A byte-counting task of `total` bytes (0 when unknown: a counter without a bar).
@@ -45,12 +52,12 @@ impl Progress {
         let bar = (self.mode == Mode::Bars).then(|| {
             let (bar, template) = if total > 0 {
                 (
-                    ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()),
+                    ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden()),
                     "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
                 )
             } else {
                 (
-                    ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+                    ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden()),
                     "{msg:>10} {spinner} {bytes} {bytes_per_sec}",
                 )
             };
@@ -60,7 +67,8 @@ impl Progress {
                     .progress_chars("=> "),
             );
             bar.set_message(label.to_string());
-            bar
+            // Added before its first draw, so it draws through the shared target.
+            self.multi.add(bar)
         });
         if self.mode == Mode::Lines && total > 0 {
             tracing::info!("{label}: {total} bytes to go");

@@ -25,7 +25,10 @@ pub mod resolve;
 pub mod retry;
 
 pub use cache::BlobCache;
-pub use pull::{NeededBlob, PullOptions, PullPlan, PullReport, Source, plan_pull, pull};
+pub use pull::{
+    Arrivals, NeededBlob, PullOptions, PullPlan, PullReport, Source, plan_pull, pull,
+    pull_notifying,
+};
 pub use resolve::{fetch_k3s, image_name, resolve, resolve_image};
 pub use retry::RetryPolicy;
 

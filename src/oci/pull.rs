@@ -3,7 +3,8 @@
 //! is checked for size and digest, fsynced, and only then renamed to `sha256/<hex>`; nothing
 //! unverified ever sits under a digest name. Transient failures are retried (see `retry`).
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -57,6 +58,84 @@ pub struct PullOptions {
 impl Default for PullOptions {
     fn default() -> Self {
         PullOptions { jobs: 8 }
+    }
+}
+
+/// Blobs a running pull has put in the cache (verified, renamed in), for a consumer on another
+/// thread — the bundle writer of a cold build — that waits for each one in turn. Digests not
+/// listed as expected count as present. The pull's end (failure, or success with a blob
+/// somehow not delivered) ends every wait, so a waiter never hangs.
+#[derive(Debug)]
+pub struct Arrivals {
+    state: Mutex<ArrivalState>,
+    cond: Condvar,
+}
+
+#[derive(Debug)]
+struct ArrivalState {
+    expected: BTreeSet<String>,
+    arrived: BTreeSet<String>,
+    /// Set when the pull has ended; `Some(why)` also for a successful end, so waits for
+    /// blobs that did not arrive return.
+    ended: Option<String>,
+}
+
+impl Arrivals {
+    /// A set waiting for these digests (the pull plan's missing blobs).
+    pub fn expecting(plan: &PullPlan) -> Arrivals {
+        Arrivals {
+            state: Mutex::new(ArrivalState {
+                expected: plan
+                    .missing
+                    .iter()
+                    .map(|b| b.descriptor.digest.clone())
+                    .collect(),
+                arrived: BTreeSet::new(),
+                ended: None,
+            }),
+            cond: Condvar::new(),
+        }
+    }
+
+    /// The digests still to come when the set was made.
+    pub fn expected(&self) -> BTreeSet<String> {
+        self.lock().expected.clone()
+    }
+
+    /// `digest` is now in the cache.
+    pub fn arrive(&self, digest: &str) {
+        self.lock().arrived.insert(digest.to_string());
+        self.cond.notify_all();
+    }
+
+    /// The pull is over (`why` says how, for waiters on blobs that did not arrive).
+    pub fn end(&self, why: &str) {
+        let mut s = self.lock();
+        if s.ended.is_none() {
+            s.ended = Some(why.to_string());
+        }
+        drop(s);
+        self.cond.notify_all();
+    }
+
+    /// Block until `digest` is in the cache: Ok at once for a digest that was not expected or
+    /// has arrived; Err(why) when the pull ended without it.
+    pub fn wait(&self, digest: &str) -> Result<(), String> {
+        let mut s = self.lock();
+        loop {
+            if !s.expected.contains(digest) || s.arrived.contains(digest) {
+                return Ok(());
+            }
+            if let Some(why) = &s.ended {
+                return Err(why.clone());
+            }
+            s = self.cond.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ArrivalState> {
+        // The state stays consistent whatever a panicking holder did (inserts only).
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -152,15 +231,28 @@ impl PullPlan {
     }
 }
 
-/// Fetch every missing blob of `plan` into `cache`, `opts.jobs` at a time, largest first. Stops
-/// at the first permanent failure; blobs finished by then stay (verified) in the cache, so a
-/// re-run resumes.
+/// Fetch every missing blob of `plan` into `cache`, `opts.jobs` at a time, largest first.
+/// Stops at the first permanent failure; blobs finished by then stay (verified) in the cache,
+/// so a re-run resumes.
 pub async fn pull(
     plan: &PullPlan,
     cache: &BlobCache,
     registry: &Registry,
     opts: &PullOptions,
     progress: &Progress,
+) -> Result<PullReport, OciError> {
+    pull_notifying(plan, cache, registry, opts, progress, None).await
+}
+
+/// `pull`, telling `arrivals` about each blob as soon as it is in the cache. It does not end
+/// `arrivals`: the caller does, with the outcome (it may also stop the pull by dropping it).
+pub async fn pull_notifying(
+    plan: &PullPlan,
+    cache: &BlobCache,
+    registry: &Registry,
+    opts: &PullOptions,
+    progress: &Progress,
+    arrivals: Option<&Arrivals>,
 ) -> Result<PullReport, OciError> {
     let mut report = PullReport {
         cached: plan.cached,
@@ -176,17 +268,23 @@ pub async fn pull(
     let task = Arc::new(progress.bytes("pull", plan.missing_bytes()));
     // Largest first: on a link where each connection is capped, the biggest blob is the
     // critical path, and starting it last (digest order puts it anywhere) leaves one
-    // connection busy long after the others are done. Ties keep digest order.
+    // connection busy long after the others are done. Ties keep digest order. A cold build's
+    // writer copies blobs in digest order while this runs, so digest order would make it wait
+    // least, but measured it loses more on the pull than it gains on the write
+    // (docs/performance.md, "build").
     let mut order: Vec<&NeededBlob> = plan.missing.iter().collect();
     order.sort_by_key(|b| std::cmp::Reverse(b.descriptor.size));
     let results: Vec<u64> = futures::stream::iter(order)
         .map(|b| {
             let task = Arc::clone(&task);
             async move {
-                registry
+                let (digest, size) = registry
                     .fetch(cache, &b.source, &b.owner, Some(&b.descriptor), &task)
-                    .await
-                    .map(|(_, size)| size)
+                    .await?;
+                if let Some(a) = arrivals {
+                    a.arrive(&digest);
+                }
+                Ok::<u64, OciError>(size)
             }
         })
         .buffer_unordered(opts.jobs.max(1))
@@ -525,6 +623,37 @@ mod tests {
             .expect("manifest");
         assert!(matches!(&manifest.source, Source::Manifest(r) if r.repository() == "b"));
         assert!(matches!(&blobs.last().expect("k3s").source, Source::Url(_)));
+    }
+
+    #[test]
+    fn arrivals_wait_for_expected_blobs_and_the_end_releases_every_waiter() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BlobCache::new(dir.path());
+        let plan = plan_pull(&lock(), &cache).expect("plan");
+        let a = Arrivals::expecting(&plan);
+        assert_eq!(a.expected().len(), 7);
+        let (one, two) = (d(1, 0).digest, d(2, 0).digest);
+        // Not expected (already cached): no wait at all.
+        assert_eq!(a.wait(&d(0x77, 0).digest), Ok(()));
+        std::thread::scope(|s| {
+            let first = s.spawn(|| a.wait(&one));
+            let second = s.spawn(|| a.wait(&two));
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!first.is_finished() && !second.is_finished(), "both wait");
+            a.arrive(&one);
+            assert_eq!(first.join().expect("join"), Ok(()));
+            assert!(!second.is_finished(), "still waits for its own blob");
+            a.end("the download failed: HTTP 500");
+            assert_eq!(
+                second.join().expect("join"),
+                Err("the download failed: HTTP 500".to_string())
+            );
+        });
+        // After the end: what arrived is still there, what did not is an error at once.
+        assert_eq!(a.wait(&one), Ok(()));
+        assert!(a.wait(&two).is_err());
+        a.end("a second end keeps the first reason");
+        assert_eq!(a.wait(&two), Err("the download failed: HTTP 500".into()));
     }
 
     #[test]
