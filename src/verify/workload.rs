@@ -615,7 +615,6 @@ impl<'a> Workloads<'a> {
         let mut evidence = Vec::new();
         let result: Result<(), String> = async {
             let ns = self.scratch().await?;
-            let domain = &self.spec.spec.k3s.cluster_domain;
             let svc = Service {
                 metadata: ObjectMeta {
                     name: Some("verify-dns".into()),
@@ -651,7 +650,6 @@ impl<'a> Workloads<'a> {
                 &nslookup_script(&names),
             );
             let f = self.run_pod(&ns, &pod, &budget).await?;
-            let _ = domain;
             let answers = parse_nslookup(&f.logs);
             let (ev, problems) = evaluate_dns(&queries, &answers);
             evidence.extend(ev);
