@@ -186,11 +186,7 @@ fn show(key: &str, milli: i128) -> String {
 }
 
 fn verdict(name: &str, problems: Vec<String>, evidence: Vec<String>) -> CheckResult {
-    if problems.is_empty() {
-        CheckResult::pass(name, evidence)
-    } else {
-        CheckResult::fail(name, problems.join("; "), evidence)
-    }
+    CheckResult::from_result(name, super::workload::all_held(problems), evidence)
 }
 
 /// A system component k3s deploys in kube-system: the `--disable` name, and the pod label.

@@ -59,6 +59,18 @@ impl CheckResult {
         }
     }
 
+    /// Pass on `Ok`, fail with the reason on `Err`; the evidence either way.
+    pub fn from_result(
+        name: &str,
+        result: Result<(), String>,
+        evidence: Vec<String>,
+    ) -> CheckResult {
+        match result {
+            Ok(()) => CheckResult::pass(name, evidence),
+            Err(reason) => CheckResult::fail(name, reason, evidence),
+        }
+    }
+
     pub fn skipped(name: &str, reason: impl Into<String>) -> CheckResult {
         CheckResult {
             name: name.into(),

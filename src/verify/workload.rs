@@ -599,10 +599,7 @@ impl<'a> Workloads<'a> {
             }
         }
         .await;
-        match result {
-            Ok(()) => CheckResult::pass(name, evidence),
-            Err(reason) => CheckResult::fail(name, reason, evidence),
-        }
+        CheckResult::from_result(name, result, evidence)
     }
 
     /// `dns`: a pod resolves `kubernetes.default`, a Service of the throwaway namespace, and
@@ -653,17 +650,10 @@ impl<'a> Workloads<'a> {
             let answers = parse_nslookup(&f.logs);
             let (ev, problems) = evaluate_dns(&queries, &answers);
             evidence.extend(ev);
-            if problems.is_empty() {
-                Ok(())
-            } else {
-                Err(problems.join("; "))
-            }
+            all_held(problems)
         }
         .await;
-        match result {
-            Ok(()) => CheckResult::pass(name, evidence),
-            Err(reason) => CheckResult::fail(name, reason, evidence),
-        }
+        CheckResult::from_result(name, result, evidence)
     }
 
     /// `network-policy`: for the first isolated namespace, a pod outside cannot reach a server
@@ -723,17 +713,10 @@ impl<'a> Workloads<'a> {
                     ins.last_line()
                 ));
             }
-            if problems.is_empty() {
-                Ok(())
-            } else {
-                Err(problems.join("; "))
-            }
+            all_held(problems)
         }
         .await;
-        match result {
-            Ok(()) => CheckResult::pass(name, evidence),
-            Err(reason) => CheckResult::fail(name, reason, evidence),
-        }
+        CheckResult::from_result(name, result, evidence)
     }
 
     /// `registry`: from the node's network (hostNetwork, the node's resolver), each mirror
@@ -763,17 +746,10 @@ impl<'a> Workloads<'a> {
             let f = self.run_pod(&ns, &pod, &budget).await?;
             let (ev, problems) = evaluate_registry(&endpoints, &f.logs);
             evidence.extend(ev);
-            if problems.is_empty() {
-                Ok(())
-            } else {
-                Err(problems.join("; "))
-            }
+            all_held(problems)
         }
         .await;
-        match result {
-            Ok(()) => CheckResult::pass(name, evidence),
-            Err(reason) => CheckResult::fail(name, reason, evidence),
-        }
+        CheckResult::from_result(name, result, evidence)
     }
 
     /// Remove everything the run created. Returns one line per action for the report.
@@ -975,6 +951,15 @@ pub fn evaluate_registry(endpoints: &[String], logs: &str) -> (Vec<String>, Vec<
         }
     }
     (evidence, problems)
+}
+
+/// `Ok` when no problem was found, else every problem in one reason.
+pub(super) fn all_held(problems: Vec<String>) -> Result<(), String> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 #[cfg(test)]
