@@ -110,8 +110,9 @@ impl Task {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
-        if self.lines {
-            let n = self.done.load(Ordering::Relaxed);
+        let n = self.done.load(Ordering::Relaxed);
+        // Nothing moved (e.g. the input was refused at once): no end line to report.
+        if self.lines && n > 0 {
             let secs = self.started.elapsed().as_secs_f64();
             let rate = if secs > 0.0 {
                 n as f64 / secs / (1024.0 * 1024.0)
