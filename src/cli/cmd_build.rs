@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde::Serialize;
@@ -48,52 +48,31 @@ pub struct BuildArgs {
 
 pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
     let spec = SpecFile::read(&args.spec.file)?;
-    let lock_bytes = std::fs::read(&args.lock).map_err(|source| LockError::Read {
-        path: args.lock.display().to_string(),
-        source,
-    })?;
-    let lock = Lock::from_slice(&args.lock.display().to_string(), &lock_bytes)?;
-    lock.ensure_matches(&args.lock, &spec.appliance)?;
     // Inputs that can be wrong are read before any download starts.
-    let extra = bundle_manifests(&spec)?;
     let sign_key = args
         .sign_key
         .as_deref()
         .map(|k| SignKey::load(k, std::env::var("SPARKGAP_SIGN_PASSWORD").ok()))
         .transpose()?;
-    let mtime = source_date_epoch()?;
     let cache = open_cache(args.cache.clone())?;
     let progress = Progress::new(g);
-
-    let pull_plan = oci::plan_pull(&lock, &cache)?;
-    if args.offline {
-        pull_plan.ensure_complete(&cache)?;
-    }
-    let (pulled, plan, written) = if pull_plan.missing.is_empty() {
-        // Warm (or --offline): the writer alone, from the cache.
-        let pulled = PullReport {
-            cached: pull_plan.cached,
-            cached_bytes: pull_plan.cached_bytes,
-            ..PullReport::default()
-        };
-        report_blobs(&progress, &pulled);
-        let plan = bundle::plan(&spec, &lock, &lock_bytes, &cache, extra)?;
-        let written = bundle::write(&plan, &args.out, sign_key.as_ref(), mtime, &progress)?;
-        (pulled, plan, written)
-    } else {
-        let inputs = Inputs {
-            spec: &spec,
-            lock: &lock,
-            lock_bytes: &lock_bytes,
+    let Built {
+        pulled,
+        plan,
+        written,
+    } = build(
+        &spec,
+        &Job {
+            lock: &args.lock,
+            out: &args.out,
             cache: &cache,
+            registry: &args.registry,
+            jobs: usize::from(args.jobs),
+            offline: args.offline,
             sign_key: sign_key.as_ref(),
-            mtime,
             progress: &progress,
-        };
-        let (pulled, plan, written) = pull_and_write(&args, &inputs, &pull_plan, extra)?;
-        report_blobs(&progress, &pulled);
-        (pulled, plan, written)
-    };
+        },
+    )?;
 
     if g.output == Output::Json {
         super::print_json(&BuildReport {
@@ -121,6 +100,71 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
     Ok(super::exit::OK)
 }
 
+/// Everything a build needs besides the spec.
+pub(super) struct Job<'a> {
+    pub lock: &'a Path,
+    pub out: &'a Path,
+    pub cache: &'a BlobCache,
+    pub registry: &'a RegistryOpts,
+    pub jobs: usize,
+    pub offline: bool,
+    pub sign_key: Option<&'a SignKey>,
+    pub progress: &'a Progress,
+}
+
+/// What a build did.
+pub(super) struct Built {
+    pub pulled: PullReport,
+    pub plan: bundle::BundlePlan,
+    pub written: bundle::WriteSummary,
+}
+
+/// The build data path, shared by `build` and `demo`: read and check the lock against the
+/// spec, read every other input, then either write from the cache alone (warm, `--offline`)
+/// or pull the missing blobs while the bundle is written (cold).
+pub(super) fn build(spec: &SpecFile, job: &Job<'_>) -> anyhow::Result<Built> {
+    let lock_bytes = std::fs::read(job.lock).map_err(|source| LockError::Read {
+        path: job.lock.display().to_string(),
+        source,
+    })?;
+    let lock = Lock::from_slice(&job.lock.display().to_string(), &lock_bytes)?;
+    lock.ensure_matches(job.lock, &spec.appliance)?;
+    let extra = bundle_manifests(spec)?;
+    let mtime = source_date_epoch()?;
+
+    let pull_plan = oci::plan_pull(&lock, job.cache)?;
+    if job.offline {
+        pull_plan.ensure_complete(job.cache)?;
+    }
+    if pull_plan.missing.is_empty() {
+        let pulled = PullReport {
+            cached: pull_plan.cached,
+            cached_bytes: pull_plan.cached_bytes,
+            ..PullReport::default()
+        };
+        report_blobs(job.progress, &pulled);
+        let plan = bundle::plan(spec, &lock, &lock_bytes, job.cache, extra)?;
+        let written = bundle::write(&plan, job.out, job.sign_key, mtime, job.progress)?;
+        return Ok(Built {
+            pulled,
+            plan,
+            written,
+        });
+    }
+    let inputs = Inputs {
+        spec,
+        lock: &lock,
+        lock_bytes: &lock_bytes,
+        cache: job.cache,
+        sign_key: job.sign_key,
+        mtime,
+        progress: job.progress,
+    };
+    let built = pull_and_write(job, &inputs, &pull_plan, extra)?;
+    report_blobs(job.progress, &built.pulled);
+    Ok(built)
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct BuildReport<'a> {
@@ -134,6 +178,10 @@ struct BuildReport<'a> {
 /// (`manifests/stages/<n>-<stage>.yaml`, what `sparkgap render` prints, for review and for
 /// k3s's auto-deploy when the spec asks for it), and `spec.manifests[]` read relative to the
 /// spec's directory (`manifests/extra/<path>`).
+/// The manifests a bundle carries: every stage rendered from the spec
+/// (`manifests/stages/<n>-<stage>.yaml`, what `sparkgap render` prints, for review and for
+/// k3s's auto-deploy when the spec asks for it), and `spec.manifests[]` read relative to the
+/// spec's directory (`manifests/extra/<path>`), and `spec.charts[]` as k3s HelmCharts (`manifests/charts/<name>.yaml`).
 pub(super) fn bundle_manifests(spec: &SpecFile) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
     for (n, (stage, objects)) in crate::stages::render_all(&spec.appliance)?
@@ -243,12 +291,12 @@ struct Inputs<'a> {
 /// blob); a failed write drops the pull (finished blobs stay in the cache, partial files are
 /// removed) and its error is returned.
 fn pull_and_write(
-    args: &BuildArgs,
+    job: &Job<'_>,
     inp: &Inputs<'_>,
     pull_plan: &oci::PullPlan,
     extra: Vec<(String, Vec<u8>)>,
-) -> anyhow::Result<(PullReport, bundle::BundlePlan, bundle::WriteSummary)> {
-    let registry = registry(&args.registry)?;
+) -> anyhow::Result<Built> {
+    let registry = registry(job.registry)?;
     let arrivals = Arrivals::expecting(pull_plan);
     let plan = bundle::plan_pending(
         inp.spec,
@@ -258,9 +306,7 @@ fn pull_and_write(
         extra,
         &arrivals.expected(),
     )?;
-    let opts = PullOptions {
-        jobs: usize::from(args.jobs),
-    };
+    let opts = PullOptions { jobs: job.jobs };
     let rt = super::runtime()?;
     let (pulled, written) = std::thread::scope(|s| {
         // The writer says whether it succeeded when it ends, so a failed write stops the pull.
@@ -269,7 +315,7 @@ fn pull_and_write(
         let writer = s.spawn(move || {
             let r = bundle::write_waiting(
                 plan,
-                &args.out,
+                job.out,
                 inp.sign_key,
                 inp.mtime,
                 inp.progress,
@@ -305,7 +351,11 @@ fn pull_and_write(
     });
     match pulled {
         Some(Err(e)) => Err(e.into()),
-        Some(Ok(pulled)) => Ok((pulled, plan, written?)),
+        Some(Ok(pulled)) => Ok(Built {
+            pulled,
+            plan,
+            written: written?,
+        }),
         None => Err(written
             .err()
             .map(anyhow::Error::from)

@@ -112,7 +112,20 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
     ));
 
     let written = steps.run("build", || {
-        build(&spec, &paths, &cache, &oci_registry, &rt, &progress)
+        super::cmd_build::build(
+            &spec,
+            &super::cmd_build::Job {
+                lock: &paths.lock,
+                out: &paths.bundle,
+                cache: &cache,
+                registry: &insecure,
+                jobs: 8,
+                offline: false,
+                sign_key: None,
+                progress: &progress,
+            },
+        )
+        .map(|built| built.written)
     })?;
     steps.note(&format!(
         "{} ({} bytes, {} members)",
@@ -204,42 +217,6 @@ impl DemoPaths {
             cache: dir.join("cache"),
         }
     }
-}
-
-/// The build step: fill the cache from the registry, then write the bundle.
-fn build(
-    spec: &SpecFile,
-    paths: &DemoPaths,
-    cache: &BlobCache,
-    registry: &oci::Registry,
-    rt: &tokio::runtime::Runtime,
-    progress: &Progress,
-) -> anyhow::Result<bundle::WriteSummary> {
-    let lock_bytes = std::fs::read(&paths.lock).map_err(|source| crate::lock::LockError::Read {
-        path: paths.lock.display().to_string(),
-        source,
-    })?;
-    let lock = Lock::from_slice(&paths.lock.display().to_string(), &lock_bytes)?;
-    lock.ensure_matches(&paths.lock, &spec.appliance)?;
-    let plan = oci::plan_pull(&lock, cache)?;
-    if !plan.missing.is_empty() {
-        rt.block_on(oci::pull(
-            &plan,
-            cache,
-            registry,
-            &oci::PullOptions::default(),
-            progress,
-        ))?;
-    }
-    let manifests = super::cmd_build::bundle_manifests(spec)?;
-    let bundle_plan = bundle::plan(spec, &lock, &lock_bytes, cache, manifests)?;
-    Ok(bundle::write(
-        &bundle_plan,
-        &paths.bundle,
-        None,
-        super::cmd_build::source_date_epoch()?,
-        progress,
-    )?)
 }
 
 /// Step reporting: each step's name and time, printed as it finishes (stdout for text, stderr
