@@ -230,6 +230,18 @@ fn phase(p: &Pod) -> &str {
         .unwrap_or("Pending")
 }
 
+/// The pod as it is now; an error when it cannot be read or will never start.
+async fn startable_pod(api: &Api<Pod>, ns: &str, name: &str) -> Result<Pod, String> {
+    let p = api
+        .get(name)
+        .await
+        .map_err(|e| format!("cannot read pod {ns}/{name}: {}", api_error(&e)))?;
+    match hopeless(&p) {
+        Some(h) => Err(format!("pod {ns}/{name} cannot start: {h}")),
+        None => Ok(p),
+    }
+}
+
 /// A container waiting for a reason that will never resolve, e.g. the image is not on the node.
 pub fn hopeless(p: &Pod) -> Option<String> {
     let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
@@ -341,13 +353,7 @@ impl<'a> Workloads<'a> {
     async fn wait_ready(&self, ns: &str, name: &str, budget: &Budget) -> Result<String, String> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         loop {
-            let p = api
-                .get(name)
-                .await
-                .map_err(|e| format!("cannot read pod {ns}/{name}: {}", api_error(&e)))?;
-            if let Some(h) = hopeless(&p) {
-                return Err(format!("pod {ns}/{name} cannot start: {h}"));
-            }
+            let p = startable_pod(&api, ns, name).await?;
             let ph = phase(&p);
             if ph == "Succeeded" || ph == "Failed" {
                 return Err(format!("pod {ns}/{name} exited ({ph}) instead of serving"));
@@ -372,13 +378,7 @@ impl<'a> Workloads<'a> {
     ) -> Result<Finished, String> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         loop {
-            let p = api
-                .get(name)
-                .await
-                .map_err(|e| format!("cannot read pod {ns}/{name}: {}", api_error(&e)))?;
-            if let Some(h) = hopeless(&p) {
-                return Err(format!("pod {ns}/{name} cannot start: {h}"));
-            }
+            let p = startable_pod(&api, ns, name).await?;
             let ph = phase(&p).to_string();
             if ph == "Succeeded" || ph == "Failed" {
                 let logs = api.logs(name, &LogParams::default()).await.map_err(|e| {
