@@ -972,3 +972,25 @@ fn measure_write_and_read() {
     assert!(r.intact);
     eprintln!("inspect: {:.2} s", t.elapsed().as_secs_f64());
 }
+
+/// A build killed outright leaves its hidden temp file next to the bundle; the next write of
+/// the same bundle removes it, and never the temp file of a run that is still alive.
+#[test]
+fn next_write_removes_a_killed_runs_temp_file_but_not_a_live_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = BundleOpts::default();
+    let dead = dir
+        .path()
+        .join(format!(".{}.4294967295.abcdef.tmp", opts.file_name));
+    let live = dir.path().join(format!(
+        ".{}.{}.abcdef.tmp",
+        opts.file_name,
+        std::process::id()
+    ));
+    std::fs::write(&dead, b"half a bundle").unwrap();
+    std::fs::write(&live, b"a concurrent run").unwrap();
+    let out = synthetic_bundle(dir.path(), &opts);
+    assert!(out.is_file());
+    assert!(!dead.exists(), "the killed run's temp file is still there");
+    assert!(live.exists(), "a live run's temp file was removed");
+}

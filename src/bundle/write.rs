@@ -427,8 +427,9 @@ pub fn write_waiting(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "bundle.tar".into());
+    remove_dead_runs_temps(&dir, &name);
     let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
+        .prefix(&format!(".{name}.{}.", std::process::id()))
         .suffix(".tmp")
         .tempfile_in(&dir)
         .map_err(|e| BundleError::io(&dir, e))?;
@@ -518,6 +519,30 @@ pub fn member_header(path: &str, size: u64, mode: u32, mtime: u64) -> std::io::R
     h.set_entry_type(tar::EntryType::Regular);
     h.set_cksum();
     Ok(h)
+}
+
+/// A build killed outright (SIGKILL, power loss) cannot remove its temp file; the next write
+/// of the same bundle removes those whose run is gone (`.<name>.<pid>.<random>.tmp`).
+fn remove_dead_runs_temps(dir: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(rest) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|f| f.strip_suffix(".tmp"))
+        else {
+            continue;
+        };
+        let pid = rest.split('.').next().unwrap_or("");
+        let modified = entry.metadata().ok().and_then(|m| m.modified().ok());
+        if crate::oci::cache::left_by_dead_run(pid, modified) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Tar output into the temp file: headers and small members through a buffer, cache files

@@ -102,18 +102,25 @@ impl BlobCache {
 
 /// A `<pid>-*.partial` whose process no longer runs, or any partial older than a day.
 fn is_stale_partial(name: &str, modified: Option<SystemTime>) -> bool {
-    if !name.ends_with(".partial") {
-        return false;
+    match name
+        .strip_suffix(".partial")
+        .and_then(|n| n.split_once('-'))
+    {
+        Some((pid, _)) => left_by_dead_run(pid, modified),
+        None => false,
     }
+}
+
+/// A temp file named with the pid of the run that made it: leftover when that process is gone
+/// (it was killed) or the file is older than a day; never one of this process's or a live
+/// concurrent run's. Shared by the cache's partial downloads and the bundle writer's temp file.
+pub fn left_by_dead_run(pid: &str, modified: Option<SystemTime>) -> bool {
     let old = modified
         .and_then(|m| m.elapsed().ok())
         .is_some_and(|age| age > Duration::from_secs(24 * 3600));
-    let dead = name
-        .split_once('-')
-        .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        .is_none_or(|pid| {
-            pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
-        });
+    let dead = pid.parse::<u32>().ok().is_none_or(|pid| {
+        pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+    });
     old || dead
 }
 
