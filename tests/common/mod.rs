@@ -14,6 +14,7 @@
 //! Everything here may panic: it is test setup, and a panic names what broke.
 #![allow(dead_code)]
 
+pub mod controlplane;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};
@@ -68,7 +69,10 @@ impl Harness {
         let registry = LocalRegistry::start(&registry_bin()).expect("start docker-registry");
         let images = demo::images::seed_blocking(registry.addr()).expect("seed images");
         let k3s_bytes = k3s_standin(K3S_STANDIN_LEN);
-        let (_, k3s) = demo::serve_file(k3s_bytes.clone()).expect("serve k3s stand-in");
+        // A stand-in release whose image list names the system-image stand-ins by their
+        // loopback references (tests of `--mirror` serve canonical names themselves).
+        let (_, k3s) = demo::serve_release(k3s_bytes.clone(), Some(images.k3s_images_txt(false)))
+            .expect("serve k3s stand-in");
         Harness {
             registry,
             images,
