@@ -203,27 +203,43 @@ async fn applies_every_stage_in_order_with_server_side_apply() {
 }
 
 #[tokio::test]
-async fn unchanged_and_changed_come_from_the_resource_version() {
+async fn changed_means_a_field_we_sent_changed_not_a_moved_resource_version() {
+    // Live API server: the PV controller annotates a PVC right after its first apply, so its
+    // resourceVersion moves between our GET and our no-op PATCH. That is not our change.
     let fake = FakeApi::new();
     let objects = route_objects(&fake, &minimal());
     for (_, o) in &objects {
         fake.on("GET", &path(o), 200, served(o, "501").to_string());
     }
-    // The quota moved: the server answers a new resourceVersion.
     let quota = objects
         .iter()
         .find(|(_, o)| o.kind() == "ResourceQuota")
         .map(|(_, o)| o)
         .unwrap();
+    // A moved resourceVersion and a field another manager wrote: still unchanged.
+    let mut moved = served(quota, "777");
+    moved["metadata"]["annotations"] = serde_json::json!({"other.example/touched": "yes"});
+    let fake1 = FakeApi::new();
+    fake1.on("PATCH", &path(quota), 200, moved.to_string());
+    route_objects(&fake1, &minimal());
+    for (_, o) in &objects {
+        fake1.on("GET", &path(o), 200, served(o, "501").to_string());
+    }
+    // A field we send differed before (someone edited the quota): changed.
+    let mut edited = served(quota, "500");
+    edited["spec"]["hard"]["pods"] = "999".into();
     let fake2 = FakeApi::new();
-    // Routed first, so the quota's PATCH answers the new version.
-    fake2.on("PATCH", &path(quota), 200, served(quota, "777").to_string());
+    fake2.on("GET", &path(quota), 200, edited.to_string());
     route_objects(&fake2, &minimal());
     for (_, o) in &objects {
         fake2.on("GET", &path(o), 200, served(o, "501").to_string());
     }
 
     let report = stages::apply(fake.client(), &minimal(), &opts())
+        .await
+        .unwrap();
+    assert_eq!(report.count(Outcome::Unchanged), objects.len());
+    let report = stages::apply(fake1.client(), &minimal(), &opts())
         .await
         .unwrap();
     assert_eq!(report.count(Outcome::Unchanged), objects.len());

@@ -424,18 +424,15 @@ impl Engine<'_, '_> {
             }
             Err(e) => return Err(Op::new("patch", &ar, Some(name), ns).error(e)),
         };
+        // Changed only when what we sent changed on the server: controllers write to objects
+        // at any time (the PV controller annotates a PVC after its first apply), so a moved
+        // resourceVersion or other fields are not ours to report.
         let result = match before {
             None => Outcome::Created,
-            // A dry run does not persist, so the resourceVersion cannot move: compare content.
-            Some(b) if self.opts.dry_run => {
-                if comparable(&b) == comparable(&after) {
-                    Outcome::Unchanged
-                } else {
-                    Outcome::Changed
-                }
-            }
             Some(b) => {
-                if b.metadata.resource_version == after.metadata.resource_version {
+                let after = serde_json::to_value(&after).unwrap_or_default();
+                let b = serde_json::to_value(&b).unwrap_or_default();
+                if project(&body, &b) == project(&body, &after) {
                     Outcome::Unchanged
                 } else {
                     Outcome::Changed
@@ -654,21 +651,50 @@ fn managed_kinds(stage: Stage, snapshots: bool) -> Vec<ApiResource> {
     }
 }
 
-/// An object as JSON without the fields every write moves (managedFields, resourceVersion,
-/// generation): what a dry run's answer is compared by.
-fn comparable(o: &DynamicObject) -> serde_json::Value {
-    let mut v = serde_json::to_value(o).unwrap_or(serde_json::Value::Null);
-    if let Some(m) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-        m.remove("managedFields");
-        m.remove("resourceVersion");
-        m.remove("generation");
+/// `obj` restricted to the fields `sent` names: objects key by key, anything else (scalars,
+/// lists) whole. What an apply of `sent` can have changed.
+fn project(sent: &serde_json::Value, obj: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (sent, obj) {
+        (Value::Object(s), Value::Object(o)) => Value::Object(
+            s.iter()
+                .map(|(k, sv)| {
+                    (
+                        k.clone(),
+                        o.get(k).map_or(Value::Null, |ov| project(sv, ov)),
+                    )
+                })
+                .collect(),
+        ),
+        _ => obj.clone(),
     }
-    v
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_only_a_controller_wrote_is_not_a_change() {
+        let sent = serde_json::json!({
+            "metadata": {"name": "data", "labels": {"a": "1"}},
+            "spec": {"resources": {"requests": {"storage": "1Gi"}}}
+        });
+        let before = serde_json::json!({
+            "metadata": {"name": "data", "labels": {"a": "1"}, "resourceVersion": "1"},
+            "spec": {"resources": {"requests": {"storage": "1Gi"}}, "volumeMode": "Filesystem"}
+        });
+        let mut after = before.clone();
+        after["metadata"]["resourceVersion"] = "2".into();
+        after["metadata"]["annotations"] = serde_json::json!({"volume.kubernetes.io/storage-provisioner": "rancher.io/local-path"});
+        after["metadata"]["finalizers"] = serde_json::json!(["kubernetes.io/pvc-protection"]);
+        assert_eq!(project(&sent, &before), project(&sent, &after));
+        after["metadata"]["labels"]["a"] = "2".into();
+        assert_ne!(project(&sent, &before), project(&sent, &after));
+        let mut after = before.clone();
+        after["spec"]["resources"]["requests"]["storage"] = "2Gi".into();
+        assert_ne!(project(&sent, &before), project(&sent, &after));
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {
