@@ -46,8 +46,8 @@ let
   lockVersion = parsed.lockVersion or (fail "no lockVersion: not a sparkgap lock");
 
   checked =
-    if lockVersion != 1
-    then fail "lock version ${toJSON lockVersion} is not supported (this flake reads version 1)"
+    if lockVersion != 2
+    then fail "lock version ${toJSON lockVersion} is not supported (this flake reads version 2)"
     else parsed;
 
   checkDigest = field: d:

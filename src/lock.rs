@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{Appliance, Platform};
 
-pub const LOCK_VERSION: u32 = 1;
+pub mod system;
+
+/// 2: k3s's own images (`k3s.imagesUrl`, `k3s.imageList`, `images[].system`).
+pub const LOCK_VERSION: u32 = 2;
 
 /// The whole lock. Field order here is the order in the file; lists are sorted by name so
 /// the JSON is stable.
@@ -32,13 +35,21 @@ pub struct K3sLock {
     pub size: u64,
     /// `sha256:<hex>` of the binary.
     pub digest: String,
+    /// Where the release's image list (`k3s-images.txt`) was read.
+    pub images_url: String,
+    /// Every reference on that list, in its order (disabled components included), so the lock
+    /// can tell whether it still matches a spec whose `disable` changed.
+    pub image_list: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ImageLock {
-    /// `spec.images[].name`.
+    /// `spec.images[].name`; for k3s's own images `k3s/<repository leaf>`.
     pub name: String,
+    /// One of k3s's own images (from its release's image list), not of `spec.images`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub system: bool,
     /// `spec.images[].reference` exactly as written (the lock is stale when it changes).
     pub reference: String,
     /// The reference the image is imported under on the node: registry/repository:tag, with
@@ -181,8 +192,9 @@ impl Lock {
                 self.k3s.version, self.k3s.url, s.k3s.version, s.k3s.binary_url
             ));
         }
+        let spec_images = self.images.iter().filter(|l| !l.system);
         for img in &s.images {
-            match self.images.iter().find(|l| l.name == img.name) {
+            match spec_images.clone().find(|l| l.name == img.name) {
                 None => problems.push(format!("image {:?} is not in the lock", img.name)),
                 Some(l) if l.reference != img.reference => problems.push(format!(
                     "image {:?} is {} in the spec but {} in the lock",
@@ -191,7 +203,7 @@ impl Lock {
                 Some(_) => {}
             }
         }
-        for l in &self.images {
+        for l in spec_images {
             if !s.images.iter().any(|i| i.name == l.name) {
                 problems.push(format!(
                     "image {:?} is in the lock but not in the spec",
@@ -199,7 +211,48 @@ impl Lock {
                 ));
             }
         }
+        let list_url = system::image_list_url(&s.k3s);
+        if self.k3s.images_url != list_url {
+            problems.push(format!(
+                "k3s's image list is {} in the lock but {} for the spec",
+                self.k3s.images_url, list_url
+            ));
+        }
+        let wanted = self.system_references(spec);
+        let locked: Vec<&str> = self
+            .images
+            .iter()
+            .filter(|l| l.system)
+            .map(|l| l.reference.as_str())
+            .collect();
+        for r in &wanted {
+            if !locked.contains(&r.as_str()) {
+                problems.push(format!("k3s image {r} is needed but not in the lock"));
+            }
+        }
+        for r in locked {
+            if !wanted.iter().any(|w| w == r) {
+                problems.push(format!(
+                    "k3s image {r} is in the lock but not needed (its component is disabled)"
+                ));
+            }
+        }
         problems
+    }
+
+    /// The system images this lock's image list gives for `spec`: those of components the spec
+    /// does not disable, less any a spec image already carries under the same reference.
+    pub fn system_references(&self, spec: &Appliance) -> Vec<String> {
+        system::needed(&self.k3s.image_list, &spec.spec.k3s)
+            .into_iter()
+            .filter(|r| {
+                !spec
+                    .spec
+                    .images
+                    .iter()
+                    .any(|i| system::same_image(&i.reference, r))
+            })
+            .collect()
     }
 
     /// Fail with `LockError::Stale` unless the lock matches the spec.

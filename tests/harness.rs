@@ -292,7 +292,32 @@ fn demo_runs_lock_build_inspect_end_to_end() {
         .iter()
         .map(|i| i["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["app", "base-a", "base-b"]);
+    // k3s's own images too, pinned from the stand-in release's k3s-images.txt, which names
+    // them docker.io/rancher/...: reached through the demo's --mirror, recorded canonically.
+    assert_eq!(
+        names,
+        [
+            "app",
+            "base-a",
+            "base-b",
+            "k3s/mirrored-coredns-coredns",
+            "k3s/mirrored-pause"
+        ]
+    );
+    let system: Vec<&str> = summary["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["system"] == true)
+        .map(|i| i["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        system,
+        [
+            "docker.io/rancher/mirrored-coredns-coredns:1.12.3",
+            "docker.io/rancher/mirrored-pause:3.6"
+        ]
+    );
     let bundle = dir.join("bundle.tar");
     assert_eq!(
         std::fs::metadata(&bundle).unwrap().len(),

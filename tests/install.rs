@@ -176,6 +176,7 @@ spec:
             };
             images.push(ImageLock {
                 name: img.name.into(),
+                system: false,
                 reference: img.reference.into(),
                 image_name: img.reference.into(),
                 resolved_digest: manifest.digest.clone(),
@@ -193,6 +194,10 @@ spec:
                 url: "https://example.invalid/k3s-arm64".into(),
                 size: k3s.size,
                 digest: k3s.digest,
+                images_url: sparkgap::lock::system::list_url_beside(
+                    "https://example.invalid/k3s-arm64",
+                ),
+                image_list: Vec::new(),
             },
             images,
         };
@@ -345,6 +350,7 @@ fn fresh_install_places_every_file_with_its_mode() {
             .contains("private.example:443"),
         "{report}"
     );
+    let archive_rel = archive_of(&root);
     let t = tree(&root);
     let expect: &[(&str, char, u32)] = &[
         ("usr/local/bin/k3s", 'f', 0o755),
@@ -355,12 +361,7 @@ fn fresh_install_places_every_file_with_its_mode() {
         ("etc/rancher/k3s/registries.yaml", 'f', 0o600),
         ("etc/systemd/system/k3s.service", 'f', 0o644),
         ("etc/systemd/system/k3s.service.env", 'f', 0o600),
-        (
-            "var/lib/rancher/k3s/agent/images/sparkgap-images.tar",
-            'f',
-            0o644,
-        ),
-        ("var/lib/rancher/k3s/agent/images/.cache.json", 'f', 0o644),
+        (archive_rel.as_str(), 'f', 0o644),
         (
             "var/lib/rancher/k3s/server/manifests/sparkgap-apps-hello.yaml",
             'f',
@@ -388,11 +389,8 @@ fn fresh_install_places_every_file_with_its_mode() {
         t["usr/local/bin/k3s"].2,
         sha256_hex(&Fixture::default().k3s)
     );
-    // The k3s opt-in marker for "import only changed archives" is created empty.
-    assert_eq!(
-        t["var/lib/rancher/k3s/agent/images/.cache.json"].2,
-        sha256_hex(b"")
-    );
+    // No `.cache.json`: with it k3s would drop the image pins at every restart.
+    assert!(!t.contains_key("var/lib/rancher/k3s/agent/images/.cache.json"));
 
     let read = |p: &str| fs::read_to_string(root.join(p)).unwrap();
     insta::assert_snapshot!("config_yaml", read("etc/rancher/k3s/config.yaml"));
@@ -424,7 +422,7 @@ fn fresh_install_places_every_file_with_its_mode() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|f| f["path"] == ARCHIVE)
+        .find(|f| f["path"] == archive_rel.as_str())
         .unwrap();
     assert_eq!(rec["recordVersion"], 2);
     assert!(archive.get("sha256").is_none(), "{archive}");
@@ -432,11 +430,27 @@ fn fresh_install_places_every_file_with_its_mode() {
     assert!(rec["imagesSource"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(
         archive["size"].as_u64().unwrap(),
-        fs::metadata(root.join(ARCHIVE)).unwrap().len()
+        fs::metadata(root.join(&archive_rel)).unwrap().len()
     );
 }
 
-const ARCHIVE: &str = "var/lib/rancher/k3s/agent/images/sparkgap-images.tar";
+/// The image archive under `root` (named by its content: `sparkgap-images-<hex>.tar`), as a
+/// path relative to the root; panics unless there is exactly one.
+fn archive_of(root: &Path) -> String {
+    let dir = root.join("var/lib/rancher/k3s/agent/images");
+    let found: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("sparkgap-images-") && n.ends_with(".tar"))
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "archives under {}: {found:?}",
+        dir.display()
+    );
+    format!("var/lib/rancher/k3s/agent/images/{}", found[0])
+}
 
 /// The archive is trusted by size, mode and the record's `imagesSource` (it is never re-hashed):
 /// damage that changes its size or mode, or its removal, makes the next run rebuild it from the
@@ -448,7 +462,8 @@ fn damaged_or_missing_image_archive_is_rebuilt_on_rerun() {
     let root = d.path().join("root");
     install(&bundle, &root, &[]).ok();
     let want = tree(&root);
-    let archive = root.join(ARCHIVE);
+    let archive_rel = archive_of(&root);
+    let archive = root.join(&archive_rel);
     let action = |r: &Value, p: &str| {
         r["files"]
             .as_array()
@@ -468,7 +483,7 @@ fn damaged_or_missing_image_archive_is_rebuilt_on_rerun() {
         }
         let r = install(&bundle, &root, &[]).ok().json();
         let expected = if damage == 2 { "created" } else { "replaced" };
-        assert_eq!(action(&r, ARCHIVE), expected, "{what}: {r}");
+        assert_eq!(action(&r, &archive_rel), expected, "{what}: {r}");
         assert_eq!(action(&r, "usr/local/bin/k3s"), "unchanged", "{what}");
         assert_eq!(r["unchanged"], false, "{what}");
         assert_eq!(tree(&root), want, "{what}: rebuilt byte for byte");
@@ -483,15 +498,16 @@ fn version_1_record_is_read_and_upgraded() {
     let bundle = Fixture::default().build(d.path());
     let root = d.path().join("root");
     install(&bundle, &root, &[]).ok();
+    let archive_rel = archive_of(&root);
     let rec_path = root.join("var/lib/sparkgap/installed.json");
     let v2: Value = serde_json::from_slice(&fs::read(&rec_path).unwrap()).unwrap();
     let mut v1 = v2.clone();
     v1["recordVersion"] = 1.into();
     for f in v1["files"].as_array_mut().unwrap() {
-        if f["path"] == ARCHIVE {
+        if f["path"] == archive_rel.as_str() {
             let f = f.as_object_mut().unwrap();
             f.remove("builtFrom");
-            let hex = sha256_hex(&fs::read(root.join(ARCHIVE)).unwrap());
+            let hex = sha256_hex(&fs::read(root.join(&archive_rel)).unwrap());
             f.insert("sha256".into(), hex.into());
         }
     }
@@ -530,7 +546,7 @@ fn image_archive_is_an_oci_archive_with_the_original_references() {
     let bundle = fx.build(d.path());
     let root = d.path().join("root");
     install(&bundle, &root, &[]).ok();
-    let archive = root.join("var/lib/rancher/k3s/agent/images/sparkgap-images.tar");
+    let archive = root.join(archive_of(&root));
     let lock = Lock::read(&d.path().join("root/var/lib/sparkgap/appliance.lock")).unwrap();
 
     // The layout containerd's importer reads: oci-layout, index.json, blobs/sha256/<hex>.
@@ -649,8 +665,14 @@ fn upgrade_replaces_only_what_differs_and_removes_what_is_gone() {
     let b2 = fx2.build(&d2);
     let root = d.path().join("root");
     install(&b1, &root, &[]).ok();
+    let old_archive = archive_of(&root);
     let before = stamps(&root);
     let r = install(&b2, &root, &[]).ok().json();
+    let new_archive = archive_of(&root);
+    assert_ne!(
+        old_archive, new_archive,
+        "other images, another archive name"
+    );
     let action = |p: &str| {
         r["files"]
             .as_array()
@@ -663,14 +685,16 @@ fn upgrade_replaces_only_what_differs_and_removes_what_is_gone() {
     assert_eq!(action("usr/local/bin/k3s"), "unchanged");
     assert_eq!(action("etc/rancher/k3s/config.yaml"), "replaced");
     assert_eq!(action("etc/rancher/k3s/registries.yaml"), "unchanged");
-    assert_eq!(
-        action("var/lib/rancher/k3s/agent/images/sparkgap-images.tar"),
-        "replaced"
-    );
+    // A new archive beside the old (so k3s, which keys its import cache by file, imports
+    // it), and the old one removed.
+    assert_eq!(action(&new_archive), "created");
     assert_eq!(action("etc/systemd/system/k3s.service"), "unchanged");
     assert_eq!(
         r["removed"],
-        serde_json::json!(["var/lib/rancher/k3s/server/manifests/sparkgap-apps-hello.yaml"])
+        serde_json::json!([
+            old_archive,
+            "var/lib/rancher/k3s/server/manifests/sparkgap-apps-hello.yaml"
+        ])
     );
     assert_eq!(r["k3s"]["configChanged"], true);
     let after = stamps(&root);
@@ -770,7 +794,23 @@ fn killed_upgrade_then_old_bundle_restores_an_archive_of_the_same_size() {
         eprintln!("skipping: the fault hooks exist only in debug builds");
         return;
     }
-    const ARCHIVE: &str = "var/lib/rancher/k3s/agent/images/sparkgap-images.tar";
+    /// The image archive under `root` (named by its content: `sparkgap-images-<hex>.tar`), as a
+    /// path relative to the root; panics unless there is exactly one.
+    fn archive_of(root: &Path) -> String {
+        let dir = root.join("var/lib/rancher/k3s/agent/images");
+        let found: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("sparkgap-images-") && n.ends_with(".tar"))
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "archives under {}: {found:?}",
+            dir.display()
+        );
+        format!("var/lib/rancher/k3s/agent/images/{}", found[0])
+    }
     let d = tempfile::tempdir().unwrap();
     let (d1, d2) = (d.path().join("b1"), d.path().join("b2"));
     fs::create_dir_all(&d1).unwrap();
@@ -790,8 +830,9 @@ fn killed_upgrade_then_old_bundle_restores_an_archive_of_the_same_size() {
     let (clean_old, clean_new) = (d.path().join("clean-old"), d.path().join("clean-new"));
     install(&old, &clean_old, &[]).ok();
     install(&new, &clean_new, &[]).ok();
-    let want = fs::read(clean_old.join(ARCHIVE)).unwrap();
-    let new_archive = fs::read(clean_new.join(ARCHIVE)).unwrap();
+    let (old_name, new_name) = (archive_of(&clean_old), archive_of(&clean_new));
+    let want = fs::read(clean_old.join(&old_name)).unwrap();
+    let new_archive = fs::read(clean_new.join(&new_name)).unwrap();
     assert_eq!(
         want.len(),
         new_archive.len(),
@@ -812,13 +853,16 @@ fn killed_upgrade_then_old_bundle_restores_an_archive_of_the_same_size() {
             break;
         }
         assert_eq!(r.signal, Some(9), "N={n}: {}", r.stderr);
-        hit |= fs::read(root.join(ARCHIVE)).unwrap() == new_archive;
+        hit |= fs::read(root.join(&new_name)).is_ok_and(|b| b == new_archive);
         let again = install(&old, &root, &[]);
         assert_eq!(again.code, Some(0), "N={n}: {}", again.stderr);
         assert!(
-            fs::read(root.join(ARCHIVE)).unwrap() == want,
-            "killed after write {n}: the old bundle's install kept the other archive"
+            fs::read(root.join(&old_name)).unwrap() == want,
+            "killed after write {n}: the old bundle's install lost its archive"
         );
+        // k3s imports every archive in the directory: the other bundle's must be gone, even
+        // when the kill came before any record named it.
+        assert_eq!(archive_of(&root), old_name, "killed after write {n}");
         fs::remove_dir_all(&root).unwrap();
     }
     assert!(hit, "no kill point fell between the archive and the record");
@@ -864,13 +908,10 @@ fn full_disk_leaves_nothing_half_written() {
     install(&bundle, &clean, &[]).ok();
     let want = tree(&clean);
     // Staged bytes: k3s, the archive, the manifest; the rendered files come after.
-    let staged: u64 = [
-        "usr/local/bin/k3s",
-        "var/lib/rancher/k3s/agent/images/sparkgap-images.tar",
-    ]
-    .iter()
-    .map(|p| fs::metadata(clean.join(p)).unwrap().len())
-    .sum::<u64>()
+    let staged: u64 = ["usr/local/bin/k3s", &archive_of(&clean)]
+        .iter()
+        .map(|p| fs::metadata(clean.join(p)).unwrap().len())
+        .sum::<u64>()
         + 100;
     for limit in [0, 4096, staged / 2, staged, staged + 600, staged + 3000] {
         let root = d.path().join(format!("full-{limit}"));
@@ -960,7 +1001,7 @@ fn uninstall_removes_exactly_what_was_placed() {
         String::from_utf8_lossy(&out.stderr)
     );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r["removed"].as_array().unwrap().len(), 13, "{r}");
+    assert_eq!(r["removed"].as_array().unwrap().len(), 12, "{r}");
     let t = tree(&root);
     let mut left: Vec<&String> = files_only(&t);
     left.retain(|p| !p.starts_with("var/lib/rancher/k3s/server/db"));

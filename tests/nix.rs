@@ -43,6 +43,7 @@ const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 fn image(name: &str, reference: &str, manifest: u8, config: u8, layers: &[u8]) -> ImageLock {
     ImageLock {
         name: name.into(),
+        system: false,
         reference: reference.into(),
         image_name: reference.into(),
         resolved_digest: digest(0xee),
@@ -63,6 +64,10 @@ fn sample_lock() -> Lock {
             url: "https://github.com/k3s-io/k3s/releases/download/v1.33.5%2Bk3s1/k3s-arm64".into(),
             size: 70_000_000,
             digest: digest(0x50),
+            images_url: sparkgap::lock::system::list_url_beside(
+                "https://github.com/k3s-io/k3s/releases/download/v1.33.5%2Bk3s1/k3s-arm64",
+            ),
+            image_list: Vec::new(),
         },
         images: vec![
             image(
@@ -216,7 +221,7 @@ fn unsupported_lock_version_is_refused() {
     let Some(nix) = nix_instantiate() else { return };
     let text = String::from_utf8(sample_lock().to_bytes())
         .expect("utf8")
-        .replacen("\"lockVersion\": 1", "\"lockVersion\": 99", 1);
+        .replacen("\"lockVersion\": 2", "\"lockVersion\": 99", 1);
     let dir = tempfile::tempdir().expect("tempdir");
     let out = eval_blobs(&nix, &write_lock(dir.path(), text.as_bytes()));
     assert!(!out.status.success());

@@ -115,6 +115,7 @@ fn desc(media: &str, digest: &str, size: u64) -> Descriptor {
 fn lock() -> Lock {
     let image = |name: &str, reference: &str, index: &str, manifest: &str| ImageLock {
         name: name.into(),
+        system: false,
         reference: reference.into(),
         image_name: reference.into(),
         resolved_digest: index.into(),
@@ -139,6 +140,10 @@ fn lock() -> Lock {
             size: 64_000_000,
             digest: "sha256:0a7e3a1b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7"
                 .into(),
+            images_url: sparkgap::lock::system::list_url_beside(
+                "https://github.com/k3s-io/k3s/releases/download/v1.33.5%2Bk3s1/k3s-arm64",
+            ),
+            image_list: Vec::new(),
         },
         images: vec![
             image("busybox", BUSYBOX, BUSYBOX_INDEX, BUSYBOX_MANIFEST),

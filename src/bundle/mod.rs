@@ -55,6 +55,9 @@ pub struct BundleManifest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BundleImage {
     pub name: String,
+    /// One of k3s's own images (pause, CoreDNS, ...), not of `spec.images`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub system: bool,
     /// Reference the node imports the image under.
     pub image_name: String,
     /// Platform manifest digest.

@@ -116,6 +116,8 @@ pub struct SignatureStatus {
 #[serde(rename_all = "camelCase")]
 pub struct InspectImage {
     pub name: String,
+    /// One of k3s's own images (from the release's image list), not of `spec.images`.
+    pub system: bool,
     /// The reference the node imports the image under.
     pub reference: String,
     pub digest: String,
@@ -188,6 +190,7 @@ pub fn inspect(path: &Path, opts: &ReadOptions) -> Result<InspectReport, BundleE
                     .iter()
                     .map(|i| InspectImage {
                         name: i.name.clone(),
+                        system: i.system,
                         reference: i.image_name.clone(),
                         digest: i.digest.clone(),
                         size: i.size,

@@ -315,6 +315,7 @@ fn bundle_images(lock: &Lock) -> Result<Vec<BundleImage>, BundleError> {
         .iter()
         .map(|i| BundleImage {
             name: i.name.clone(),
+            system: i.system,
             image_name: i.image_name.clone(),
             digest: i.manifest.digest.clone(),
             size: i.size(),

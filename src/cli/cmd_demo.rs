@@ -71,8 +71,13 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
         let platforms: Vec<&str> = img.platforms.iter().map(|p| p.platform.as_str()).collect();
         steps.note(&format!("{}  ({})", img.reference, platforms.join(", ")));
     }
+    // A stand-in release: the binary and k3s-images.txt naming k3s's images by their real
+    // docker.io names, which lock and build reach through `--mirror docker.io=<registry>`.
     let (k3s_url, _k3s) = steps.run("serve k3s stand-in", || {
-        demo::serve_file(demo::fileserver::k3s_standin(4 << 20))
+        demo::serve_release(
+            demo::fileserver::k3s_standin(4 << 20),
+            Some(images.k3s_images_txt(true)),
+        )
     })?;
     steps.note(&k3s_url);
     let spec_path = steps.run("write spec", || {
@@ -88,6 +93,10 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
     };
     let insecure = RegistryOpts {
         insecure_registries: vec![registry.addr().to_string()],
+        mirrors: vec![oci::Mirror {
+            source: "docker.io".into(),
+            host: registry.addr().to_string(),
+        }],
     };
     let spec = SpecFile::read(&spec_path)?;
     let cache = BlobCache::new(&paths.cache);
@@ -183,6 +192,7 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
             .iter()
             .map(|i| SummaryImage {
                 name: i.name.clone(),
+                system: i.system,
                 reference: i.reference.clone(),
                 digest: i.digest.clone(),
                 size: i.size,
@@ -287,6 +297,8 @@ struct Summary {
 #[derive(Debug, Serialize)]
 struct SummaryImage {
     name: String,
+    /// One of k3s's own images.
+    system: bool,
     reference: String,
     digest: String,
     size: u64,
@@ -306,8 +318,9 @@ impl Summary {
         println!("images");
         for i in &self.images {
             println!(
-                "  {:<8} {}  {}  {} bytes",
+                "  {:<8} {}{}  {}  {} bytes",
                 i.name,
+                if i.system { "(k3s) " } else { "" },
                 i.reference,
                 i.digest.get(..19).unwrap_or(&i.digest),
                 bundle::group_digits(i.size)
@@ -351,7 +364,6 @@ fn bench_serve(args: &DemoArgs, mib: u64) -> anyhow::Result<u8> {
     let started = Instant::now();
     let mut set =
         demo::images::push_bench_set_blocking(registry.addr(), args.bench_images, mib << 20)?;
-    let (k3s_url, _k3s) = demo::serve_file(demo::fileserver::k3s_standin(1 << 20))?;
     // Seeding went straight to the registry; the benchmark's clients go through the proxy.
     let wan = args
         .bench_wan_rtt_ms
@@ -370,6 +382,10 @@ fn bench_serve(args: &DemoArgs, mib: u64) -> anyhow::Result<u8> {
             img.reference = format!("{served}{rest}");
         }
     }
+    // The image list names a bench image (a spec image too, so stored once): the bench
+    // measures the spec's images, not system ones.
+    let list = set.images.first().map(|i| format!("{}\n", i.reference));
+    let (k3s_url, _k3s) = demo::serve_release(demo::fileserver::k3s_standin(1 << 20), list)?;
     let spec =
         demo::spec::write_spec_text(dir, &demo::spec::bench_spec_yaml(&set.images, &k3s_url))?;
     let info = BenchInfo {

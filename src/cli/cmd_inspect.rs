@@ -73,19 +73,25 @@ fn render_text(r: &InspectReport) -> String {
             .max()
             .unwrap_or(0)
             .max(9);
-        s.push_str(&format!(
-            "images\n  {:<w_name$}  {:<w_ref$}  {:<19}  {:>15}\n",
-            "NAME", "REFERENCE", "DIGEST", "SIZE"
-        ));
-        for i in &r.images {
-            let short = i.digest.get(..19).unwrap_or(&i.digest);
+        for (heading, system) in [("images", false), ("k3s images", true)] {
+            let rows: Vec<_> = r.images.iter().filter(|i| i.system == system).collect();
+            if rows.is_empty() {
+                continue;
+            }
             s.push_str(&format!(
-                "  {:<w_name$}  {:<w_ref$}  {:<19}  {:>15}\n",
-                i.name,
-                i.reference,
-                short,
-                group_digits(i.size)
+                "{heading}\n  {:<w_name$}  {:<w_ref$}  {:<19}  {:>15}\n",
+                "NAME", "REFERENCE", "DIGEST", "SIZE"
             ));
+            for i in rows {
+                let short = i.digest.get(..19).unwrap_or(&i.digest);
+                s.push_str(&format!(
+                    "  {:<w_name$}  {:<w_ref$}  {:<19}  {:>15}\n",
+                    i.name,
+                    i.reference,
+                    short,
+                    group_digits(i.size)
+                ));
+            }
         }
     }
     if r.intact {

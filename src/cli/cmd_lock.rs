@@ -66,6 +66,7 @@ pub(super) fn open_cache(dir: Option<PathBuf>) -> anyhow::Result<BlobCache> {
 pub(super) fn registry(opts: &RegistryOpts) -> anyhow::Result<Registry> {
     Ok(Registry::new(RegistryConfig {
         insecure: opts.insecure_registries.clone(),
+        mirrors: opts.mirrors.clone(),
         retry: RetryPolicy::from_env(),
     })?)
 }
@@ -116,6 +117,8 @@ struct K3sSummary {
 #[serde(rename_all = "camelCase")]
 struct ImageSummary {
     name: String,
+    /// One of k3s's own images (from its release's image list).
+    system: bool,
     reference: String,
     image_name: String,
     resolved_digest: String,
@@ -140,6 +143,7 @@ impl LockSummary {
                 .iter()
                 .map(|i| ImageSummary {
                     name: i.name.clone(),
+                    system: i.system,
                     reference: i.reference.clone(),
                     image_name: i.image_name.clone(),
                     resolved_digest: i.resolved_digest.clone(),
@@ -159,11 +163,17 @@ impl LockSummary {
             "  k3s {}  {}  {} bytes",
             self.k3s.version, self.k3s.digest, self.k3s.size
         );
-        for i in &self.images {
-            println!(
-                "  {}  {}  {}  ({} layers, {} bytes)",
-                i.name, i.image_name, i.manifest_digest, i.layers, i.size
-            );
+        for system in [false, true] {
+            let rows: Vec<_> = self.images.iter().filter(|i| i.system == system).collect();
+            if system && !rows.is_empty() {
+                println!("  k3s's own images:");
+            }
+            for i in rows {
+                println!(
+                    "  {}  {}  {}  ({} layers, {} bytes)",
+                    i.name, i.image_name, i.manifest_digest, i.layers, i.size
+                );
+            }
         }
         println!("{} blobs, {} bytes in total", self.blobs, self.bytes);
     }

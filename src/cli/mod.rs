@@ -104,6 +104,11 @@ pub struct RegistryOpts {
     /// Registry reached over plain HTTP (HOST:PORT); repeatable. Only for loopback or lab use.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     pub insecure_registries: Vec<String>,
+    /// Fetch images of registry SOURCE from HOST[:PORT] instead (a pull-through cache or a
+    /// local copy), e.g. docker.io=127.0.0.1:5000; repeatable. The lock, the bundle and the
+    /// node keep the original names.
+    #[arg(long = "mirror", value_name = "SOURCE=HOST[:PORT]")]
+    pub mirrors: Vec<crate::oci::Mirror>,
 }
 
 /// Where the spec is read from.

@@ -1,5 +1,5 @@
-//! A tiny loopback HTTP file server: serves one file (a stand-in k3s binary) at one path, for
-//! `spec.k3s.binaryUrl` in the demo and the tests.
+//! A tiny loopback HTTP file server: a stand-in k3s "release" (the binary at `/k3s-arm64` and,
+//! when given, `k3s-images.txt` beside it), for `spec.k3s.binaryUrl` in the demo and the tests.
 //!
 //! Plain std threads rather than tokio: callers are synchronous tests as often as async code,
 //! and a server owning its own threads works from both without runtime nesting. It answers GET
@@ -15,6 +15,8 @@ use super::{DemoError, Result};
 
 /// The path the file is served at.
 pub const K3S_PATH: &str = "/k3s-arm64";
+/// Where the image list is served, beside the binary as in a k3s release.
+pub const IMAGES_PATH: &str = "/k3s-images.txt";
 
 /// A running file server; stopped on drop.
 #[derive(Debug)]
@@ -31,7 +33,7 @@ impl ServedFile {
         &self.url
     }
 
-    /// Successful GETs of the file so far.
+    /// Successful GETs of the k3s file so far.
     pub fn downloads(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
@@ -51,7 +53,20 @@ impl Drop for ServedFile {
 /// Serve `bytes` at `http://127.0.0.1:PORT/k3s-arm64`; returns the URL and the handle that keeps
 /// the server alive.
 pub fn serve_file(bytes: impl Into<Arc<[u8]>>) -> Result<(String, ServedFile)> {
-    let body: Arc<[u8]> = bytes.into();
+    serve_release(bytes, None)
+}
+
+/// A stand-in release: `bytes` at `/k3s-arm64` and, when given, `images_txt` at
+/// `/k3s-images.txt`. Returns the binary's URL and the handle that keeps the server alive.
+pub fn serve_release(
+    bytes: impl Into<Arc<[u8]>>,
+    images_txt: Option<String>,
+) -> Result<(String, ServedFile)> {
+    let mut files: Vec<(&'static str, Arc<[u8]>)> = vec![(K3S_PATH, bytes.into())];
+    if let Some(text) = images_txt {
+        files.push((IMAGES_PATH, text.into_bytes().into()));
+    }
+    let files = Arc::new(files);
     let listener = TcpListener::bind("127.0.0.1:0")
         .map_err(|e| DemoError::io("cannot bind a loopback port for the k3s file server", e))?;
     let addr = listener
@@ -68,9 +83,9 @@ pub fn serve_file(bytes: impl Into<Arc<[u8]>>) -> Result<(String, ServedFile)> {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (body, hits) = (body.clone(), hits.clone());
+                let (files, hits) = (files.clone(), hits.clone());
                 std::thread::spawn(move || {
-                    let _ = answer(conn, &body, &hits);
+                    let _ = answer(conn, &files, &hits);
                 });
             }
         })
@@ -88,7 +103,11 @@ pub fn serve_file(bytes: impl Into<Arc<[u8]>>) -> Result<(String, ServedFile)> {
     ))
 }
 
-fn answer(conn: TcpStream, body: &[u8], hits: &AtomicUsize) -> std::io::Result<()> {
+fn answer(
+    conn: TcpStream,
+    files: &[(&'static str, Arc<[u8]>)],
+    hits: &AtomicUsize,
+) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut request_line = String::new();
@@ -103,8 +122,9 @@ fn answer(conn: TcpStream, body: &[u8], hits: &AtomicUsize) -> std::io::Result<(
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let mut out = conn;
     let path = path.split('?').next().unwrap_or("");
-    match (method, path == K3S_PATH) {
-        ("GET" | "HEAD", true) => {
+    let found = files.iter().find(|(p, _)| *p == path);
+    match (method, found) {
+        ("GET" | "HEAD", Some((p, body))) => {
             write!(
                 out,
                 "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -112,10 +132,12 @@ fn answer(conn: TcpStream, body: &[u8], hits: &AtomicUsize) -> std::io::Result<(
             )?;
             if method == "GET" {
                 out.write_all(body)?;
-                hits.fetch_add(1, Ordering::SeqCst);
+                if *p == K3S_PATH {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                }
             }
         }
-        ("GET" | "HEAD", false) => out.write_all(
+        ("GET" | "HEAD", None) => out.write_all(
             b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         )?,
         _ => out.write_all(
@@ -150,6 +172,17 @@ mod tests {
     }
 
     #[test]
+    fn serves_the_image_list_beside_the_binary() {
+        let (url, server) = serve_release(vec![1u8, 2, 3], Some("a:1\n".into())).unwrap();
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches(K3S_PATH)
+            .to_string();
+        assert!(get(&addr, IMAGES_PATH).ends_with(b"\r\n\r\na:1\n"));
+        assert_eq!(server.downloads(), 0, "only k3s downloads are counted");
+    }
+
+    #[test]
     fn serves_the_bytes_and_404s_elsewhere() {
         let body = k3s_standin(10_000);
         let (url, server) = serve_file(body.clone()).unwrap();
@@ -161,6 +194,7 @@ mod tests {
         assert!(resp.starts_with(b"HTTP/1.1 200"));
         assert!(resp.ends_with(&body));
         assert!(get(&addr, "/other").starts_with(b"HTTP/1.1 404"));
+        assert!(get(&addr, IMAGES_PATH).starts_with(b"HTTP/1.1 404"));
         assert_eq!(server.downloads(), 1);
         drop(server);
         assert!(

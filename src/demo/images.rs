@@ -448,6 +448,39 @@ pub async fn push_amd64_only(p: &mut Pusher) -> Result<PushedImage> {
     })
 }
 
+/// Stand-ins for k3s's own images, under k3s's repository names (`rancher/mirrored-pause:3.6`,
+/// `rancher/mirrored-coredns-coredns:1.12.3`), for linux/amd64 and linux/arm64: what a
+/// release's `k3s-images.txt` lists, so `lock` pins system images as it would for a real k3s.
+pub async fn push_system_images(p: &mut Pusher) -> Result<Vec<PushedImage>> {
+    let mut out = Vec::new();
+    for (i, (repo, tag)) in SYSTEM_IMAGES.iter().enumerate() {
+        let seed = 500 + 10 * i as u64;
+        let (amd, amd_m) = p
+            .push_platform_image(repo, None, ("linux", "amd64"), &[small(seed, 20_000)])
+            .await?;
+        let (arm, arm_m) = p
+            .push_platform_image(repo, None, ("linux", "arm64"), &[small(seed + 1, 20_000)])
+            .await?;
+        let index = make_index(&[
+            (&amd_m, "linux", "amd64", None),
+            (&arm_m, "linux", "arm64", Some("v8")),
+        ]);
+        let digest = p.push_manifest(repo, Some(tag), index, OCI_INDEX).await?;
+        out.push(PushedImage {
+            reference: p.tagged(repo, tag),
+            digest,
+            platforms: vec![amd, arm],
+        });
+    }
+    Ok(out)
+}
+
+/// (repository, tag) of the system-image stand-ins, as k3s names them on docker.io.
+pub const SYSTEM_IMAGES: [(&str, &str); 2] = [
+    ("rancher/mirrored-pause", "3.6"),
+    ("rancher/mirrored-coredns-coredns", "1.12.3"),
+];
+
 /// The functional image set every integration test and the demo use.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SeededImages {
@@ -457,6 +490,26 @@ pub struct SeededImages {
     pub amd64_only: PushedImage,
     /// The base layer `arm64_a` and `arm64_b` share.
     pub shared_layer: String,
+    /// Stand-ins for k3s's own images ([`SYSTEM_IMAGES`]), by loopback reference.
+    pub system: Vec<PushedImage>,
+}
+
+impl SeededImages {
+    /// A `k3s-images.txt` naming the system images: by their loopback references, or with
+    /// `canonical` by k3s's names (`docker.io/rancher/...`), which `lock` then reaches through
+    /// `--mirror docker.io=<registry>`.
+    pub fn k3s_images_txt(&self, canonical: bool) -> String {
+        let mut out = String::new();
+        for (img, (repo, tag)) in self.system.iter().zip(SYSTEM_IMAGES) {
+            if canonical {
+                out.push_str(&format!("docker.io/{repo}:{tag}\n"));
+            } else {
+                out.push_str(&img.reference);
+                out.push('\n');
+            }
+        }
+        out
+    }
 }
 
 pub async fn seed(addr: &str) -> Result<SeededImages> {
@@ -464,12 +517,14 @@ pub async fn seed(addr: &str) -> Result<SeededImages> {
     let multiarch = push_multiarch(&mut p).await?;
     let (arm64_a, arm64_b, shared_layer) = push_arm64_pair(&mut p).await?;
     let amd64_only = push_amd64_only(&mut p).await?;
+    let system = push_system_images(&mut p).await?;
     Ok(SeededImages {
         multiarch,
         arm64_a,
         arm64_b,
         amd64_only,
         shared_layer,
+        system,
     })
 }
 

@@ -14,7 +14,7 @@ pub mod registry;
 pub mod spec;
 pub mod wan;
 
-pub use fileserver::{ServedFile, serve_file};
+pub use fileserver::{ServedFile, serve_file, serve_release};
 pub use images::{BenchSet, PushedImage, SeededImages};
 pub use registry::LocalRegistry;
 pub use spec::write_demo_spec;

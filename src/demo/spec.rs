@@ -159,6 +159,7 @@ mod tests {
             arm64_b: pushed("127.0.0.1:5000/demo/base-b:1.0"),
             amd64_only: pushed("127.0.0.1:5000/demo/amd64-only:1.0"),
             shared_layer: String::new(),
+            system: Vec::new(),
         };
         let dir = tempfile::tempdir().unwrap();
         let path = write_demo_spec(dir.path(), &images, "http://127.0.0.1:5001/k3s-arm64").unwrap();

@@ -69,6 +69,8 @@ pub enum InstallError {
     NotRoot { uid: u32 },
     #[error("cannot install here: {0}")]
     Platform(String),
+    #[error("cannot run k3s here: {0}")]
+    Host(String),
     #[error(
         "not enough free space under {path}: the install writes {needed} bytes, {available} are free\n  help: free space on that filesystem and re-run; nothing was written"
     )]
@@ -117,7 +119,8 @@ impl InstallError {
             | InstallError::Record(_)
             | InstallError::Conflict { .. }
             | InstallError::Systemd { .. }
-            | InstallError::Mounted { .. } => exit::ENVIRONMENT,
+            | InstallError::Mounted { .. }
+            | InstallError::Host(_) => exit::ENVIRONMENT,
         }
     }
 }
@@ -258,9 +261,10 @@ fn skips(root: &Path, m: &BundleManifest, previous: Option<&Record>) -> (bool, b
         }
         _ => false,
     };
+    let archive = plan::image_archive(&prev.images_source);
     let skip_images = prev.images_source == images_source(m)
-        && prev.find(plan::IMAGE_ARCHIVE).is_some_and(|rec| {
-            std::fs::symlink_metadata(root.join(plan::IMAGE_ARCHIVE)).is_ok_and(|meta| {
+        && prev.find(&archive).is_some_and(|rec| {
+            std::fs::symlink_metadata(root.join(&archive)).is_ok_and(|meta| {
                 use std::os::unix::fs::PermissionsExt;
                 meta.is_file()
                     && meta.len() == rec.size
@@ -293,6 +297,9 @@ pub fn install(
     let at_slash = is_system_root(root);
     if at_slash {
         require_root()?;
+        let [v4, v6] =
+            platform::ROUTE_TABLES.map(|p| std::fs::read_to_string(p).unwrap_or_default());
+        platform::check_default_route(&v4, &v6).map_err(InstallError::Host)?;
     }
     let previous = Record::read(root).map_err(InstallError::Record)?;
     let peek = peek_manifest(bundle);
@@ -354,7 +361,14 @@ pub fn install(
         &format!("{}/{}", bundle.display(), crate::bundle::LOCK_PATH),
         &staged.lock,
     )?;
-    let desired = desired_files(&spec, &staged, previous.as_ref(), skip_k3s, skip_images)?;
+    let archive = plan::image_archive(&images_src);
+    let desired = desired_files(
+        &spec,
+        &staged,
+        previous.as_ref(),
+        (skip_k3s, skip_images),
+        &archive,
+    )?;
     let plan::Applied {
         changes: files,
         removed,
@@ -431,8 +445,8 @@ fn desired_files(
     spec: &SpecFile,
     staged: &stage::Staged,
     previous: Option<&Record>,
-    skip_k3s: bool,
-    skip_images: bool,
+    (skip_k3s, skip_images): (bool, bool),
+    archive_path: &str,
 ) -> Result<Vec<plan::Desired>, InstallError> {
     use plan::{Content, Desired, Source};
     let a = &spec.appliance;
@@ -447,7 +461,7 @@ fn desired_files(
     let kept = |path: &str| {
         let prev = previous?;
         let r = prev.find(path)?;
-        let content = if path == plan::IMAGE_ARCHIVE {
+        let content = if path == archive_path {
             Content::BuiltFrom(prev.images_source.clone())
         } else {
             Content::Sha256(r.sha256.clone()?)
@@ -500,12 +514,16 @@ fn desired_files(
     ));
     let archive = match (&staged.archive, skip_images) {
         (Some(f), _) => Some(staged_src(f)),
-        (None, true) => Some(kept(plan::IMAGE_ARCHIVE)?),
+        (None, true) => Some(kept(archive_path)?),
         (None, false) => None,
     };
     if let Some(src) = archive {
-        out.push(file(plan::IMAGE_ARCHIVE, src, 0o644, true));
-        out.push(file(plan::IMPORT_CACHE, Source::Marker, 0o644, false));
+        // No `.cache.json` (k3s's opt-in to import only changed archives): with it, k3s clears
+        // its image pins at every start and re-pins only what it re-imports, so after a restart
+        // the bundle's images (pause among them) would be fair game for kubelet's image GC on
+        // a node that can never pull them again. Without it every start re-imports the archive
+        // (content already in containerd's store is not written again) and pins every image.
+        out.push(file(archive_path, src, 0o644, true));
     }
     if a.spec.k3s.auto_deploy_manifests {
         for (rel, f, member) in &staged.manifests {

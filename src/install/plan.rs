@@ -18,7 +18,21 @@ pub const K3S_LINKS: [&str; 3] = ["kubectl", "crictl", "ctr"];
 pub const CONFIG: &str = "etc/rancher/k3s/config.yaml";
 pub const REGISTRIES: &str = "etc/rancher/k3s/registries.yaml";
 pub const IMAGES_DIR: &str = "var/lib/rancher/k3s/agent/images";
-pub const IMAGE_ARCHIVE: &str = "var/lib/rancher/k3s/agent/images/sparkgap-images.tar";
+/// The image archive, named by what it is built from (`images_source`, the digest over the
+/// bundle's image members): a bundle with other images is always a new file, so nothing that
+/// keys on the file (k3s's `.cache.json`, when an operator opts in) can mistake it for the old
+/// one, which leaves with the previous install's record.
+pub fn image_archive(images_source: &str) -> String {
+    let hex = images_source.trim_start_matches("sha256:");
+    format!(
+        "{IMAGES_DIR}/sparkgap-images-{}.tar",
+        hex.get(..16).unwrap_or(hex)
+    )
+}
+
+/// k3s's opt-in to import only changed archives. sparkgap no longer creates it (it costs the
+/// image pins at every restart: see `desired_files`); one an earlier install created is removed
+/// with that install's record.
 pub const IMPORT_CACHE: &str = "var/lib/rancher/k3s/agent/images/.cache.json";
 pub const MANIFESTS_DIR: &str = "var/lib/rancher/k3s/server/manifests";
 pub const UNIT: &str = "etc/systemd/system/k3s.service";
@@ -269,12 +283,41 @@ pub fn apply(
             }
         }
     }
+    removed.extend(sweep_archives(root, &recorded)?);
     recorded.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Applied {
         changes,
         removed,
         recorded,
     })
+}
+
+/// Remove archives of ours (`sparkgap-images*.tar`) that no record of this install lists: an
+/// upgrade killed after placing its archive but before writing its record leaves one, and k3s
+/// imports every archive in the directory, so it must not outlive the next install.
+fn sweep_archives(root: &Path, recorded: &[RecordedFile]) -> Result<Vec<String>, InstallError> {
+    let dir = root.join(IMAGES_DIR);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(&dir, "list directory")(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_err(&dir, "list directory"))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = format!("{IMAGES_DIR}/{name}");
+        if !(name.starts_with("sparkgap-images") && name.ends_with(".tar"))
+            || recorded.iter().any(|r| r.path == rel)
+        {
+            continue;
+        }
+        fs::remove_file(entry.path()).map_err(io_err(&entry.path(), "remove file"))?;
+        fault::step();
+        out.push(rel);
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// File name for a bundle manifest under k3s's auto-deploy directory: flat (k3s deploys the

@@ -38,6 +38,12 @@ use crate::cli::exit;
 pub enum OciError {
     #[error("--insecure-registry {value:?}: {message}")]
     InsecureRegistry { value: String, message: String },
+    #[error("--mirror {value:?}: {message}")]
+    Mirror { value: String, message: String },
+    #[error(
+        "cannot read k3s's image list {url}: {message}\n  help: the list (k3s-images.txt) is published beside the k3s binary of each release; set spec.k3s.imagesUrl if yours is elsewhere. Without it the bundle would lack k3s's own images (pause, CoreDNS, ...) and no pod could start offline"
+    )]
+    ImageList { url: String, message: String },
     #[error("image {image}: reference {reference:?} is not valid: {message}")]
     Reference {
         image: String,
@@ -122,6 +128,7 @@ impl OciError {
     pub fn exit_code(&self) -> u8 {
         match self {
             OciError::InsecureRegistry { .. }
+            | OciError::Mirror { .. }
             | OciError::Reference { .. }
             | OciError::PlatformMissing { .. }
             | OciError::WrongPlatform { .. }
@@ -130,6 +137,7 @@ impl OciError {
             | OciError::Transfer { .. }
             | OciError::DigestMismatch { .. }
             | OciError::Download { .. }
+            | OciError::ImageList { .. }
             | OciError::Offline { .. }
             | OciError::Cache { .. } => exit::ENVIRONMENT,
         }
@@ -148,7 +156,49 @@ impl OciError {
 pub struct RegistryConfig {
     /// `HOST:PORT` entries reached over plain HTTP.
     pub insecure: Vec<String>,
+    /// References under a source registry are fetched from its mirror (`--mirror`).
+    pub mirrors: Vec<Mirror>,
     pub retry: RetryPolicy,
+}
+
+/// `--mirror SOURCE=HOST[:PORT]`: images whose reference names registry `SOURCE` are resolved
+/// and fetched from `HOST[:PORT]` (same repository, tag and digest), while the lock, the bundle
+/// and the node keep the reference as written. For pull-through caches and the test bed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    pub source: String,
+    pub host: String,
+}
+
+impl std::str::FromStr for Mirror {
+    type Err = OciError;
+
+    fn from_str(value: &str) -> Result<Mirror, OciError> {
+        let bad = |message: &str| OciError::Mirror {
+            value: value.into(),
+            message: message.into(),
+        };
+        let (source, host) = value
+            .split_once('=')
+            .ok_or_else(|| bad("expected SOURCE=HOST[:PORT], e.g. docker.io=127.0.0.1:5000"))?;
+        let plain =
+            |s: &str| !s.is_empty() && !s.contains('/') && !s.contains('=') && !s.contains("://");
+        if !plain(source) || !plain(host) {
+            return Err(bad(
+                "SOURCE and HOST are registry hosts without scheme or path, e.g. docker.io=127.0.0.1:5000",
+            ));
+        }
+        Ok(Mirror {
+            source: source.into(),
+            host: host.into(),
+        })
+    }
+}
+
+/// Docker Hub goes by several names; a mirror for one is a mirror for all.
+fn same_registry(a: &str, b: &str) -> bool {
+    let hub = |s: &str| matches!(s, "docker.io" | "index.docker.io" | "registry-1.docker.io");
+    a == b || (hub(a) && hub(b))
 }
 
 /// One connection pool for registries and downloads: oci-client for manifests and auth,
@@ -158,6 +208,7 @@ pub struct Registry {
     oci: oci_client::Client,
     http: reqwest::Client,
     insecure: Vec<String>,
+    mirrors: Vec<Mirror>,
     retry: RetryPolicy,
     /// Bearer token per `registry/repository`; None when the registry asks for none.
     tokens: tokio::sync::Mutex<HashMap<String, Option<String>>>,
@@ -197,6 +248,7 @@ impl Registry {
             oci,
             http,
             insecure: config.insecure,
+            mirrors: config.mirrors,
             retry: config.retry,
             tokens: tokio::sync::Mutex::new(HashMap::new()),
         })
@@ -204,6 +256,23 @@ impl Registry {
 
     pub fn retry_policy(&self) -> RetryPolicy {
         self.retry
+    }
+
+    /// Where `r` is fetched from: its mirror's copy when `--mirror` names its registry, else
+    /// `r` itself. Only network calls use this; names recorded anywhere keep `r`.
+    pub fn locate(&self, r: &Reference) -> Reference {
+        let Some(m) = self
+            .mirrors
+            .iter()
+            .find(|m| same_registry(&m.source, r.registry()))
+        else {
+            return r.clone();
+        };
+        // oci-client sends requests for a mirrored reference to the mirror, with `?ns=<source>`
+        // on manifest and blob URLs as containerd does; `registry()` stays the source.
+        let mut at = r.clone();
+        at.set_mirror_registry(m.host.clone());
+        at
     }
 
     /// `http` for registries named by `--insecure-registry`, else `https`.
@@ -290,9 +359,51 @@ mod tests {
     }
 
     #[test]
+    fn mirrors_change_where_requests_go_not_the_name() {
+        crate::install_tls_provider();
+        let m: Mirror = "docker.io=127.0.0.1:5000".parse().expect("mirror");
+        assert_eq!(m.host, "127.0.0.1:5000");
+        for bad in [
+            "docker.io",
+            "docker.io=",
+            "=h:1",
+            "https://docker.io=h:1",
+            "a=b/c",
+        ] {
+            assert!(bad.parse::<Mirror>().is_err(), "{bad} accepted");
+        }
+        let reg = Registry::new(RegistryConfig {
+            insecure: vec!["127.0.0.1:5000".into()],
+            mirrors: vec![m],
+            retry: RetryPolicy::default(),
+        })
+        .expect("registry");
+        let pause: Reference = "docker.io/rancher/mirrored-pause:3.6".parse().expect("ref");
+        let at = reg.locate(&pause);
+        assert_eq!(at.resolve_registry(), "127.0.0.1:5000");
+        assert_eq!(at.registry(), "docker.io");
+        assert_eq!(at.repository(), "rancher/mirrored-pause");
+        assert_eq!(
+            super::resolve::image_name(&at),
+            "docker.io/rancher/mirrored-pause:3.6"
+        );
+        let d = format!("sha256:{}", "b".repeat(64));
+        assert_eq!(
+            reg.v2_url(&at.clone_with_digest(d.clone()), "blobs", &d),
+            format!("http://127.0.0.1:5000/v2/rancher/mirrored-pause/blobs/{d}")
+        );
+        // Docker Hub's other names are the same registry; others are untouched.
+        let hub: Reference = "busybox:1".parse().expect("ref");
+        assert_eq!(reg.locate(&hub).resolve_registry(), "127.0.0.1:5000");
+        let quay: Reference = "quay.io/a/b:1".parse().expect("ref");
+        assert_eq!(reg.locate(&quay).resolve_registry(), "quay.io");
+    }
+
+    #[test]
     fn scheme_and_urls() {
         crate::install_tls_provider();
         let reg = Registry::new(RegistryConfig {
+            mirrors: Vec::new(),
             insecure: vec!["127.0.0.1:5000".into()],
             retry: RetryPolicy::default(),
         })
@@ -310,6 +421,7 @@ mod tests {
         );
         assert!(
             Registry::new(RegistryConfig {
+                mirrors: Vec::new(),
                 insecure: vec!["localhost".into()],
                 retry: RetryPolicy::default(),
             })

@@ -444,9 +444,16 @@ impl Registry {
             message,
             retry_after: None,
         };
+        // Through its mirror when `--mirror` names the reference's registry.
         let (url, reference) = match source {
-            Source::Manifest(r) => (self.v2_url(r, "manifests", digest_of(r)), Some(r)),
-            Source::Blob(r) => (self.v2_url(r, "blobs", digest_of(r)), Some(r)),
+            Source::Manifest(r) => {
+                let r = self.locate(r);
+                (self.v2_url(&r, "manifests", digest_of(&r)), Some(r))
+            }
+            Source::Blob(r) => {
+                let r = self.locate(r);
+                (self.v2_url(&r, "blobs", digest_of(&r)), Some(r))
+            }
             Source::Url(u) => (u.clone(), None),
         };
         let mut req = self.http.get(&url);
@@ -459,7 +466,7 @@ impl Registry {
             }
             req = req.header(reqwest::header::ACCEPT, accept.join(", "));
         }
-        if let Some(r) = reference {
+        if let Some(r) = &reference {
             let token = self
                 .token(r, refresh_token)
                 .await
@@ -575,6 +582,7 @@ mod tests {
     fn image(name: &str, reference: &str, blobs: &[u8]) -> ImageLock {
         ImageLock {
             name: name.into(),
+            system: false,
             reference: reference.into(),
             image_name: reference.into(),
             resolved_digest: d(blobs[0], 1).digest,
@@ -593,6 +601,8 @@ mod tests {
                 url: "http://127.0.0.1:1/k3s".into(),
                 size: 5,
                 digest: d(0xee, 5).digest,
+                images_url: crate::lock::system::list_url_beside("http://127.0.0.1:1/k3s"),
+                image_list: Vec::new(),
             },
             // "b" listed first on purpose: ownership follows names, not lock order.
             images: vec![
@@ -749,6 +759,7 @@ mod tests {
             });
         }
         let registry = Registry::new(super::super::RegistryConfig {
+            mirrors: Vec::new(),
             insecure: vec![addr.clone()],
             retry: super::super::RetryPolicy {
                 base_delay: Duration::from_millis(1),

@@ -13,7 +13,7 @@ use super::retry::{RetryPolicy, status_is_transient};
 use super::{BlobCache, OciError, Registry, error_chain};
 use crate::cli::progress::Progress;
 use crate::digest::sha256_digest;
-use crate::lock::{Descriptor, ImageLock, K3sLock, LOCK_VERSION, Lock};
+use crate::lock::{Descriptor, ImageLock, K3sLock, LOCK_VERSION, Lock, system};
 use crate::spec::{Appliance, Image, K3s, Platform};
 
 /// Image configs are small JSON documents; anything bigger is not one.
@@ -37,14 +37,43 @@ pub async fn resolve(
         ));
         images.push(locked);
     }
-    images.sort_by(|a, b| a.name.cmp(&b.name));
-    let k3s = fetch_k3s(registry, cache, &s.k3s, progress).await?;
-    Ok(Lock {
+    let images_url = system::image_list_url(&s.k3s);
+    progress.line(&format!("reading k3s's image list {images_url}"));
+    let image_list = system::parse_image_list(&registry.get_text(&images_url).await?);
+    if image_list.is_empty() {
+        return Err(OciError::ImageList {
+            url: images_url,
+            message: "it lists no image".into(),
+        });
+    }
+    let mut k3s = fetch_k3s(registry, cache, &s.k3s, progress).await?;
+    k3s.images_url = images_url;
+    k3s.image_list = image_list;
+    let mut lock = Lock {
         lock_version: LOCK_VERSION,
         platform: s.platform.clone(),
         k3s,
         images,
-    })
+    };
+    for reference in lock.system_references(spec) {
+        let mut name = system::system_name(&reference);
+        while lock.images.iter().any(|i| i.name == name) {
+            name.push('_');
+        }
+        let image = Image {
+            name,
+            reference: reference.clone(),
+        };
+        let mut locked = resolve_image(registry, &image, &s.platform).await?;
+        locked.system = true;
+        progress.line(&format!(
+            "resolved k3s image {reference} -> {}",
+            locked.manifest.digest
+        ));
+        lock.images.push(locked);
+    }
+    lock.images.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(lock)
 }
 
 /// The name the node imports an image under: `registry/repository:tag` (docker.io names
@@ -82,12 +111,14 @@ pub async fn resolve_image(
         message,
     };
     let policy = registry.retry;
+    // Names recorded in the lock come from `r`; requests go where `net` says (`--mirror`).
+    let net = registry.locate(&r);
     // Anonymous token for this repository (stored in oci-client for the calls below, too).
-    with_retry(policy, || registry.token(&r, false))
+    with_retry(policy, || registry.token(&net, false))
         .await
         .map_err(|e| registry_err(format!("authentication: {e}")))?;
 
-    let body = pull_manifest(registry, &r)
+    let body = pull_manifest(registry, &net)
         .await
         .map_err(|e| registry_err(format!("fetching the manifest: {e}")))?;
     let resolved_digest = sha256_digest(&body);
@@ -109,7 +140,7 @@ pub async fn resolve_image(
                     present: manifest::platforms_present(&entries),
                 });
             };
-            let at = r.clone_with_digest(entry.descriptor.digest.clone());
+            let at = net.clone_with_digest(entry.descriptor.digest.clone());
             let body = pull_manifest(registry, &at).await.map_err(|e| {
                 registry_err(format!(
                     "fetching the {platform} manifest {}: {e}",
@@ -138,7 +169,7 @@ pub async fn resolve_image(
             }
         }
         Document::Manifest(m) => {
-            let found = config_platform(registry, &r, &m.config)
+            let found = config_platform(registry, &net, &m.config)
                 .await
                 .map_err(|e| match e {
                     ConfigError::Fetch(m) => registry_err(format!("fetching the config: {m}")),
@@ -162,6 +193,7 @@ pub async fn resolve_image(
     };
     Ok(ImageLock {
         name: image.name.clone(),
+        system: false,
         reference: image.reference.clone(),
         image_name: image_name(&r),
         resolved_digest,
@@ -203,7 +235,48 @@ pub async fn fetch_k3s(
         url: k3s.binary_url.clone(),
         size,
         digest,
+        images_url: system::image_list_url(k3s),
+        image_list: Vec::new(),
     })
+}
+
+/// Image lists are a few hundred bytes; anything past this is not one.
+const MAX_IMAGE_LIST: usize = 1 << 20;
+
+impl Registry {
+    /// GET a small text file (k3s's image list), retrying what is transient.
+    pub(crate) async fn get_text(&self, url: &str) -> Result<String, OciError> {
+        let err = |message: String| OciError::ImageList {
+            url: url.to_string(),
+            message,
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let failure = match self.http.get(url).send().await {
+                Err(e) => error_chain(&e),
+                Ok(resp) if resp.status().is_success() => {
+                    let body = resp.bytes().await.map_err(|e| err(error_chain(&e)))?;
+                    if body.len() > MAX_IMAGE_LIST {
+                        return Err(err(format!(
+                            "it is {} bytes; an image list is at most {MAX_IMAGE_LIST}",
+                            body.len()
+                        )));
+                    }
+                    return String::from_utf8(body.to_vec())
+                        .map_err(|_| err("it is not UTF-8 text".into()));
+                }
+                Ok(resp) if status_is_transient(resp.status().as_u16()) => {
+                    format!("HTTP {}", resp.status())
+                }
+                Ok(resp) => return Err(err(format!("HTTP {}", resp.status()))),
+            };
+            if !self.retry.again(attempt) {
+                return Err(err(format!("{failure} (after {attempt} attempt(s))")));
+            }
+            tokio::time::sleep(self.retry.delay(attempt, None)).await;
+        }
+    }
 }
 
 async fn pull_manifest(registry: &Registry, r: &Reference) -> Result<bytes::Bytes, String> {

@@ -148,6 +148,10 @@ pub struct K3s {
     pub version: String,
     /// Where `sparkgap lock` downloads the binary for `spec.platform` (https, or http on loopback).
     pub binary_url: String,
+    /// The release's image list (`k3s-images.txt`); default: beside `binaryUrl`. `lock` pins
+    /// every image on it for `spec.platform`, except those of disabled components.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images_url: Option<String>,
     /// Packaged components to disable (`--disable`), e.g. `traefik`.
     #[serde(default)]
     pub disable: Vec<String>,

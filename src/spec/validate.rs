@@ -169,11 +169,24 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
     );
     for (i, img) in s.images.iter().enumerate() {
         c.label(format!("spec.images[{i}].name"), &img.name, "image name");
-        if let Err(e) = oci_client::Reference::try_from(img.reference.as_str()) {
-            c.err(
+        match oci_client::Reference::try_from(img.reference.as_str()) {
+            Err(e) => c.err(
                 format!("spec.images[{i}].reference"),
                 format!("{:?} is not an image reference: {e}", img.reference),
-            );
+            ),
+            // k3s imports an archive's images under their names and then retags them; a name
+            // without a tag fails that step, and k3s re-imports the whole archive at every start.
+            Ok(r) if r.tag().is_none() && r.digest().is_some() => c.err(
+                format!("spec.images[{i}].reference"),
+                format!(
+                    "{:?} has a digest but no tag; k3s cannot import digest-only names (its retag step fails and the archive is re-imported at every start)\n  help: give it a tag and keep the digest, e.g. {}/{}:<tag>@{}: the digest still pins it",
+                    img.reference,
+                    r.registry(),
+                    r.repository(),
+                    r.digest().unwrap_or_default()
+                ),
+            ),
+            Ok(_) => {}
         }
     }
     let image_names: BTreeSet<&str> = s.images.iter().map(|i| i.name.as_str()).collect();
@@ -289,6 +302,15 @@ fn validate_k3s(c: &mut Checker, k: &K3s) {
             "spec.k3s.binaryUrl",
             format!("{:?} is not an http(s) URL", k.binary_url),
         ),
+    }
+    if let Some(url) = &k.images_url {
+        match reqwest::Url::parse(url) {
+            Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
+            _ => c.err(
+                "spec.k3s.imagesUrl",
+                format!("{url:?} is not an http(s) URL"),
+            ),
+        }
     }
     let cluster = cidr(c, "spec.k3s.clusterCidr", &k.cluster_cidr);
     let service = cidr(c, "spec.k3s.serviceCidr", &k.service_cidr);

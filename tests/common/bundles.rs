@@ -171,6 +171,7 @@ pub fn synthetic_inputs(dir: &Path, opts: &BundleOpts) -> Synthetic {
         blobs.push(manifest);
         images.push(ImageLock {
             name: img.name.clone(),
+            system: false,
             reference: img.reference.clone(),
             image_name: img.reference.clone(),
             resolved_digest: manifest_desc.digest.clone(),
@@ -188,6 +189,8 @@ pub fn synthetic_inputs(dir: &Path, opts: &BundleOpts) -> Synthetic {
             url: K3S_URL.into(),
             size: k3s.len() as u64,
             digest: sha256_digest(&k3s),
+            images_url: sparkgap::lock::system::list_url_beside(K3S_URL),
+            image_list: Vec::new(),
         },
         images,
     };
