@@ -13,7 +13,7 @@ use bundles::{BundleOpts, Hostile, hostile_bundle, keypair, synthetic_bundle, sy
 use sparkgap::bundle::{
     self, BundleError, Problem, ProblemKind, ReadOptions, SignKey, inspect, read_bundle,
 };
-use sparkgap::cli::progress::Progress;
+use sparkgap::progress::Progress;
 
 /// One tar entry as laid out in the file.
 #[derive(Debug, Clone)]

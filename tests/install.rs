@@ -13,10 +13,11 @@ use std::process::Command;
 use assert_cmd::cargo::CommandCargoExt;
 use serde_json::Value;
 use sparkgap::bundle::write as bw;
-use sparkgap::cli::progress::Progress;
+use sparkgap::cli::exit;
 use sparkgap::digest::sha256_hex;
 use sparkgap::lock::{Descriptor, ImageLock, K3sLock, Lock};
 use sparkgap::oci::cache::BlobCache;
+use sparkgap::progress::Progress;
 use sparkgap::spec::SpecFile;
 
 // ---------------------------------------------------------------------------------------------
@@ -845,7 +846,7 @@ fn wrong_platform_is_refused_at_system_root_only() {
         e.to_string().contains("linux/riscv64") && e.to_string().contains("linux/arm64"),
         "{e}"
     );
-    assert_eq!(e.exit_code(), 2);
+    assert_eq!(exit::of(e.kind()), 2);
     assert!(check_platform(&manifest, true, ("linux", "riscv64")).is_ok());
     // A staging root may hold any platform.
     assert!(check_platform(&manifest, false, ("linux", "arm64")).is_ok());

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use sparkgap::cli::exit;
 use sparkgap::cluster::{FakeApi, status};
 use sparkgap::lock::{Descriptor, ImageLock, K3sLock, Lock};
 use sparkgap::spec::{Appliance, SpecFile};
@@ -769,7 +770,7 @@ async fn unreachable_api_fails_api_and_skips_the_rest() {
                 && r.reason.as_deref() == Some("the API server is not reachable (see check api)")),
         "{report:#?}"
     );
-    assert_eq!(report.exit_code(), 1);
+    assert_eq!(exit::of_outcome(report.failure()), 1);
     assert_eq!(fake.seen().len(), 1, "nothing but /version was asked");
 }
 
@@ -1546,7 +1547,7 @@ async fn cancellation_fails_the_running_check_skips_the_rest_and_cleans_up() {
         "not run: cancelled (Ctrl-C)",
     );
     assert!(report.summary.interrupted);
-    assert_eq!(report.exit_code(), 1);
+    assert_eq!(exit::of_outcome(report.failure()), 1);
     assert!(
         ns_deleted(&fake),
         "throwaway namespace removed after Ctrl-C"
@@ -1598,7 +1599,7 @@ async fn workload_checks_share_the_overall_timeout() {
     assert_status(&report.checks[3], Status::Pass, "");
     assert!(!report.summary.interrupted);
     assert!(ns_deleted(&fake));
-    assert_eq!(report.exit_code(), 1);
+    assert_eq!(exit::of_outcome(report.failure()), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1629,7 +1630,7 @@ async fn every_check_passes_on_a_healthy_cluster() {
         .collect();
     assert!(failed.is_empty(), "{failed:#?}");
     assert_eq!(report.summary.total, sparkgap::spec::CHECK_NAMES.len());
-    assert_eq!(report.exit_code(), 0);
+    assert_eq!(exit::of_outcome(report.failure()), 0);
     insta::assert_json_snapshot!("full_report", report);
 }
 

@@ -24,10 +24,10 @@ use super::{
     BundleError, BundleImage, BundleManifest, FORMAT_VERSION, IMAGES_DIR, K3S_PATH, LOCK_PATH,
     MANIFEST_PATH, Member, SIGNATURE_PATH, SPEC_PATH, SignKey, member_path_problem, short_path,
 };
-use crate::cli::progress::Progress;
 use crate::digest::{sha256_hex, sha256_hex_of};
 use crate::lock::{Descriptor, ImageLock, Lock};
 use crate::oci::BlobCache;
+use crate::progress::Progress;
 use crate::spec::{Platform, SpecFile};
 
 pub const MODE_FILE: u32 = 0o644;

@@ -9,12 +9,13 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
-use super::progress::Progress;
-use super::{Global, Output, RegistryOpts, cmd_lock};
+use super::{Global, Output};
+use crate::build::{Job, build};
 use crate::bundle::{self, ReadOptions};
 use crate::demo::{self, LocalRegistry};
 use crate::lock::Lock;
-use crate::oci::{self, BlobCache};
+use crate::oci::{self, BlobCache, Registry, RegistryConfig};
+use crate::progress::Progress;
 use crate::spec::SpecFile;
 
 #[derive(Debug, Args)]
@@ -54,7 +55,7 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
     let dir = &args.dir;
     std::fs::create_dir_all(dir)
         .map_err(|e| demo::DemoError::io(format!("cannot create {}", dir.display()), e))?;
-    let rt = super::runtime()?;
+    let rt = crate::runtime()?;
 
     let registry = steps.run("start registry", || {
         LocalRegistry::start(&args.registry_bin)
@@ -84,14 +85,12 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
     let progress = if g.output == Output::Json {
         Progress::hidden()
     } else {
-        Progress::new(g)
+        super::progress::for_terminal(g)
     };
-    let insecure = RegistryOpts {
-        insecure_registries: vec![registry.addr().to_string()],
-    };
+    let insecure = RegistryConfig::with_insecure(vec![registry.addr().to_string()]);
     let spec = SpecFile::read(&spec_path)?;
     let cache = BlobCache::new(&paths.cache);
-    let oci_registry = cmd_lock::registry(&insecure)?;
+    let oci_registry = Registry::new(insecure.clone())?;
 
     let lock = steps.run("lock", || -> anyhow::Result<Lock> {
         let lock = rt.block_on(oci::resolve(
@@ -100,7 +99,7 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
             &cache,
             &progress,
         ))?;
-        cmd_lock::write_atomic(&paths.lock, &lock.to_bytes())
+        lock.write(&paths.lock)
             .with_context(|| format!("cannot write the lock {}", paths.lock.display()))?;
         Ok(lock)
     })?;
@@ -112,9 +111,9 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
     ));
 
     let written = steps.run("build", || {
-        super::cmd_build::build(
+        build(
             &spec,
-            &super::cmd_build::Job {
+            &Job {
                 lock: &paths.lock,
                 out: &paths.bundle,
                 cache: &cache,
@@ -398,7 +397,7 @@ fn bench_serve(args: &DemoArgs, mib: u64) -> anyhow::Result<u8> {
             ))
             .unwrap_or_default()
     );
-    super::runtime()?.block_on(wait_for_termination())?;
+    crate::runtime()?.block_on(wait_for_termination())?;
     drop(wan);
     drop(registry);
     Ok(super::exit::OK)

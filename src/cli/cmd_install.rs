@@ -1,10 +1,11 @@
+//! `sparkgap install` and `sparkgap uninstall`: place a bundle on this host, or remove it.
+
 use std::path::PathBuf;
 
 use clap::Args;
 
-use super::progress::Progress;
-use super::{Global, Output};
-use crate::install::{self, Action};
+use super::{Global, InstallTarget, Output};
+use crate::install;
 
 #[derive(Debug, Args)]
 #[command(
@@ -17,23 +18,6 @@ pub struct InstallArgs {
     pub target: InstallTarget,
 }
 
-#[derive(Debug, Args, Clone)]
-pub struct InstallTarget {
-    /// Install under this root instead of / (staging, tests). Allows a platform other than the
-    /// host's.
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub root: PathBuf,
-    /// Place files only; do not (re)start k3s or wait for it.
-    #[arg(long)]
-    pub no_start: bool,
-    /// Require a valid signature by this minisign public key.
-    #[arg(long, value_name = "KEY.pub")]
-    pub pubkey: Option<PathBuf>,
-    /// How long to wait for the API and the node to be Ready.
-    #[arg(long, default_value = "5m")]
-    pub wait: String,
-}
-
 #[derive(Debug, Args)]
 pub struct UninstallArgs {
     #[arg(long, value_name = "DIR", default_value = "/")]
@@ -43,75 +27,16 @@ pub struct UninstallArgs {
     pub keep_data: bool,
 }
 
-impl InstallTarget {
-    /// The core's options; `--wait` must be a duration such as `5m` or `90s`.
-    pub fn options(&self) -> anyhow::Result<install::InstallOptions> {
-        let wait = crate::spec::parse_duration(&self.wait).ok_or_else(|| {
-            anyhow::anyhow!(
-                "--wait {:?} is not a duration (e.g. 90s, 5m, 1h30m)",
-                self.wait
-            )
-        })?;
-        Ok(install::InstallOptions {
-            root: self.root.clone(),
-            no_start: self.no_start,
-            pubkey: self.pubkey.clone(),
-            wait,
-        })
-    }
-}
-
 pub fn run(args: InstallArgs, g: &Global) -> anyhow::Result<u8> {
     let opts = args.target.options()?;
-    let progress = Progress::new(g);
+    let progress = super::progress::for_terminal(g);
     let report = install::install(&args.bundle, &opts, &progress)?;
     if g.output == Output::Json {
         super::print_json(&report)?;
     } else {
-        print_text(&report);
+        super::text::install_report(&report);
     }
     Ok(super::exit::OK)
-}
-
-pub(super) fn print_text(r: &install::InstallReport) {
-    let root = r.root.display();
-    if r.unchanged {
-        println!(
-            "unchanged: {} ({}, k3s {}) is already installed under {root}",
-            r.appliance, r.bundle_manifest_digest, r.k3s_version
-        );
-    } else {
-        println!(
-            "installed {} (k3s {}, {}) under {root}",
-            r.appliance, r.k3s_version, r.platform
-        );
-        for f in r.files.iter().filter(|f| f.action != Action::Unchanged) {
-            let what = match f.action {
-                Action::Created => "created ",
-                Action::Replaced => "replaced",
-                Action::Unchanged => "unchanged",
-            };
-            println!("  {what} {}", f.path);
-        }
-        for p in &r.removed {
-            println!("  removed  {p}");
-        }
-    }
-    match (&r.k3s.skipped, &r.k3s.ready_node) {
-        (Some(why), _) => println!("k3s not started: {why}"),
-        (None, Some(node)) => println!(
-            "k3s {}; node {node} is Ready",
-            if r.k3s.restarted {
-                "(re)started"
-            } else {
-                "already running, unchanged"
-            }
-        ),
-        (None, None) => {}
-    }
-    for w in &r.warnings {
-        eprintln!("warning: {w}");
-    }
 }
 
 pub fn run_uninstall(args: UninstallArgs, g: &Global) -> anyhow::Result<u8> {

@@ -1,7 +1,6 @@
 use clap::Args;
 
-use super::cmd_apply::ClusterArgs;
-use super::{Global, Output, SpecArg};
+use super::{ClusterArgs, Global, Output, SpecArg, exit};
 use crate::lock::Lock;
 use crate::spec::SpecFile;
 use crate::verify::{self, VerifyOptions};
@@ -56,5 +55,5 @@ pub fn run(args: VerifyArgs, g: &Global) -> anyhow::Result<u8> {
         Output::Json => println!("{}", report.to_json()),
         Output::Junit => print!("{}", report.to_junit()),
     }
-    Ok(report.exit_code())
+    Ok(exit::of_outcome(report.failure()))
 }

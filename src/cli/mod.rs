@@ -7,7 +7,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::failure::FailureKind;
+
 pub mod progress;
+mod text;
 
 mod cmd_apply;
 mod cmd_build;
@@ -19,8 +22,11 @@ mod cmd_render;
 mod cmd_up;
 mod cmd_verify;
 
-/// Exit codes (docs/cli.md).
+/// Exit codes (docs/cli.md). The core says what kind a failure is; only this module knows
+/// the numbers.
 pub mod exit {
+    use crate::failure::FailureKind;
+
     pub const OK: u8 = 0;
     /// A check or verification failed, or inspect found a damaged bundle.
     pub const CHECK_FAILED: u8 = 1;
@@ -28,6 +34,20 @@ pub mod exit {
     pub const INPUT: u8 = 2;
     /// Environment: permissions, disk, network, missing tools.
     pub const ENVIRONMENT: u8 = 3;
+
+    /// The exit code of a failure of `kind`.
+    pub fn of(kind: FailureKind) -> u8 {
+        match kind {
+            FailureKind::CheckFailed => CHECK_FAILED,
+            FailureKind::Input => INPUT,
+            FailureKind::Environment => ENVIRONMENT,
+        }
+    }
+
+    /// The exit code of a run that ended with `failure` (None: it succeeded).
+    pub fn of_outcome(failure: Option<FailureKind>) -> u8 {
+        failure.map_or(OK, of)
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -106,6 +126,57 @@ pub struct RegistryOpts {
     pub insecure_registries: Vec<String>,
 }
 
+impl RegistryOpts {
+    /// How the core reaches registries with these options (retries from the environment).
+    pub fn config(&self) -> crate::oci::RegistryConfig {
+        crate::oci::RegistryConfig::with_insecure(self.insecure_registries.clone())
+    }
+}
+
+/// How to reach the cluster.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ClusterArgs {
+    /// Kubeconfig [default: /etc/rancher/k3s/k3s.yaml if readable, else $KUBECONFIG, else ~/.kube/config].
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Where and how `install` and `up` place a bundle.
+#[derive(Debug, Args, Clone)]
+pub struct InstallTarget {
+    /// Install under this root instead of / (staging, tests). Allows a platform other than the
+    /// host's.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Place files only; do not (re)start k3s or wait for it.
+    #[arg(long)]
+    pub no_start: bool,
+    /// Require a valid signature by this minisign public key.
+    #[arg(long, value_name = "KEY.pub")]
+    pub pubkey: Option<PathBuf>,
+    /// How long to wait for the API and the node to be Ready.
+    #[arg(long, default_value = "5m")]
+    pub wait: String,
+}
+
+impl InstallTarget {
+    /// The core's options; `--wait` must be a duration such as `5m` or `90s`.
+    pub fn options(&self) -> anyhow::Result<crate::install::InstallOptions> {
+        let wait = crate::spec::parse_duration(&self.wait).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--wait {:?} is not a duration (e.g. 90s, 5m, 1h30m)",
+                self.wait
+            )
+        })?;
+        Ok(crate::install::InstallOptions {
+            root: self.root.clone(),
+            no_start: self.no_start,
+            pubkey: self.pubkey.clone(),
+            wait,
+        })
+    }
+}
+
 /// Where the spec is read from.
 #[derive(Debug, Args, Clone)]
 pub struct SpecArg {
@@ -136,46 +207,45 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-/// The exit code for an error: the first error in the chain that knows its class decides.
+/// The exit code for an error: the first error in the chain that knows its kind decides.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<crate::spec::SpecError>() {
-            return e.exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::lock::LockError>() {
-            return e.exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::oci::OciError>() {
-            return e.exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::bundle::BundleError>() {
-            return e.exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::install::InstallError>() {
-            return e.exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::stages::StageError>() {
-            return e.exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::verify::VerifyError>() {
-            return e.exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::demo::DemoError>() {
-            return e.exit_code();
-        }
-        if cause.downcast_ref::<std::io::Error>().is_some() {
-            return exit::ENVIRONMENT;
-        }
-    }
-    exit::INPUT
+    exit::of(failure_kind(err))
 }
 
-/// A tokio runtime for commands that do async I/O. Two worker threads suit the machines we
-/// run on; blocking hashing goes to the blocking pool.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+fn failure_kind(err: &anyhow::Error) -> FailureKind {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<crate::spec::SpecError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::lock::LockError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::build::BuildError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::oci::OciError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::bundle::BundleError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::install::InstallError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::stages::StageError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::verify::VerifyError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::demo::DemoError>() {
+            return e.kind();
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return FailureKind::Environment;
+        }
+    }
+    FailureKind::Input
 }
 
 /// Print a serialisable value as the one JSON document on stdout.
@@ -192,5 +262,16 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// docs/cli.md: 0 ok, 1 a check failed, 2 bad input or usage, 3 environment.
+    #[test]
+    fn failure_kinds_map_to_the_documented_exit_codes() {
+        use super::exit;
+        use crate::failure::FailureKind;
+        assert_eq!(exit::of_outcome(None), 0);
+        assert_eq!(exit::of(FailureKind::CheckFailed), 1);
+        assert_eq!(exit::of(FailureKind::Input), 2);
+        assert_eq!(exit::of(FailureKind::Environment), 3);
     }
 }

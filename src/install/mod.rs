@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::bundle::{BundleError, BundleManifest, IMAGES_DIR, K3S_PATH, MANIFEST_PATH};
-use crate::cli::progress::Progress;
 use crate::lock::{Lock, LockError};
+use crate::progress::Progress;
 use crate::spec::{SpecError, SpecFile};
 
 mod fsops;
@@ -29,6 +29,7 @@ mod stage;
 pub mod start;
 
 use crate::bundle::read::{ReadOptions, read_bundle};
+use crate::failure::FailureKind;
 pub use fsops::fault;
 pub use plan::{Action, FileChange};
 pub use record::{RECORD_PATH, Record};
@@ -101,23 +102,22 @@ pub enum InstallError {
 }
 
 impl InstallError {
-    pub fn exit_code(&self) -> u8 {
-        use crate::cli::exit;
+    pub fn kind(&self) -> FailureKind {
         match self {
-            InstallError::Bundle(e) => e.exit_code(),
-            InstallError::Spec(e) => e.exit_code(),
-            InstallError::Lock(e) => e.exit_code(),
+            InstallError::Bundle(e) => e.kind(),
+            InstallError::Spec(e) => e.kind(),
+            InstallError::Lock(e) => e.kind(),
             InstallError::BundleContent { .. }
             | InstallError::BundleChanged { .. }
-            | InstallError::Platform(_) => exit::INPUT,
-            InstallError::NotReady { .. } => exit::CHECK_FAILED,
+            | InstallError::Platform(_) => FailureKind::Input,
+            InstallError::NotReady { .. } => FailureKind::CheckFailed,
             InstallError::NotRoot { .. }
             | InstallError::DiskSpace { .. }
             | InstallError::Io { .. }
             | InstallError::Record(_)
             | InstallError::Conflict { .. }
             | InstallError::Systemd { .. }
-            | InstallError::Mounted { .. } => exit::ENVIRONMENT,
+            | InstallError::Mounted { .. } => FailureKind::Environment,
         }
     }
 }

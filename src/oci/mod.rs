@@ -32,7 +32,7 @@ pub use pull::{
 pub use resolve::{fetch_k3s, image_name, resolve, resolve_image};
 pub use retry::RetryPolicy;
 
-use crate::cli::exit;
+use crate::failure::FailureKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
@@ -119,19 +119,19 @@ pub enum OciError {
 }
 
 impl OciError {
-    pub fn exit_code(&self) -> u8 {
+    pub fn kind(&self) -> FailureKind {
         match self {
             OciError::InsecureRegistry { .. }
             | OciError::Reference { .. }
             | OciError::PlatformMissing { .. }
             | OciError::WrongPlatform { .. }
-            | OciError::BadManifest { .. } => exit::INPUT,
+            | OciError::BadManifest { .. } => FailureKind::Input,
             OciError::Registry { .. }
             | OciError::Transfer { .. }
             | OciError::DigestMismatch { .. }
             | OciError::Download { .. }
             | OciError::Offline { .. }
-            | OciError::Cache { .. } => exit::ENVIRONMENT,
+            | OciError::Cache { .. } => FailureKind::Environment,
         }
     }
 
@@ -149,6 +149,17 @@ pub struct RegistryConfig {
     /// `HOST:PORT` entries reached over plain HTTP.
     pub insecure: Vec<String>,
     pub retry: RetryPolicy,
+}
+
+impl RegistryConfig {
+    /// Plain HTTP for `insecure` (`HOST:PORT` each), retries as the environment says
+    /// (`RetryPolicy::from_env`).
+    pub fn with_insecure(insecure: Vec<String>) -> RegistryConfig {
+        RegistryConfig {
+            insecure,
+            retry: RetryPolicy::from_env(),
+        }
+    }
 }
 
 /// One connection pool for registries and downloads: oci-client for manifests and auth,

@@ -15,8 +15,8 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use super::manifest::ACCEPTED;
 use super::retry::{parse_retry_after, status_is_transient};
 use super::{BlobCache, OciError, Registry, error_chain};
-use crate::cli::progress::{Progress, Task};
 use crate::lock::{Descriptor, Lock};
+use crate::progress::{Progress, Task};
 
 /// Where a blob comes from.
 #[derive(Debug, Clone)]
@@ -670,7 +670,7 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("(k3s binary v1)"), "{msg}");
-        assert_eq!(err.exit_code(), crate::cli::exit::ENVIRONMENT);
+        assert_eq!(err.kind(), crate::failure::FailureKind::Environment);
     }
 
     /// A registry that wants a bearer token, hands out `t1` then `t2`, and refuses `t1` for

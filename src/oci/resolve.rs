@@ -11,9 +11,9 @@ use oci_client::secrets::RegistryAuth;
 use super::manifest::{self, ACCEPTED, Document};
 use super::retry::{RetryPolicy, status_is_transient};
 use super::{BlobCache, OciError, Registry, error_chain};
-use crate::cli::progress::Progress;
 use crate::digest::sha256_digest;
 use crate::lock::{Descriptor, ImageLock, K3sLock, LOCK_VERSION, Lock};
+use crate::progress::Progress;
 use crate::spec::{Appliance, Image, K3s, Platform};
 
 /// Image configs are small JSON documents; anything bigger is not one.

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::failure::FailureKind;
 use serde::{Deserialize, Serialize};
 
 pub mod quantity;
@@ -757,11 +758,9 @@ pub enum SpecError {
 }
 
 impl SpecError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            SpecError::Read { .. } => 2,
-            SpecError::Parse { .. } | SpecError::Invalid { .. } => 2,
-        }
+    /// A spec that cannot be read, parsed or validated is bad input, whatever the cause.
+    pub fn kind(&self) -> FailureKind {
+        FailureKind::Input
     }
 }
 

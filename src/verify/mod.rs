@@ -25,6 +25,7 @@ pub mod checks;
 pub mod report;
 pub mod workload;
 
+use crate::failure::FailureKind;
 pub use report::{CheckResult, Report, Status, Summary};
 use workload::{Budget, Cleanup, Workloads};
 
@@ -56,12 +57,10 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
-    pub fn exit_code(&self) -> u8 {
+    pub fn kind(&self) -> FailureKind {
         match self {
-            VerifyError::UnknownCheck { .. } | VerifyError::BadTimeout { .. } => {
-                crate::cli::exit::INPUT
-            }
-            VerifyError::Cluster(_) | VerifyError::Runtime(_) => crate::cli::exit::ENVIRONMENT,
+            VerifyError::UnknownCheck { .. } | VerifyError::BadTimeout { .. } => FailureKind::Input,
+            VerifyError::Cluster(_) | VerifyError::Runtime(_) => FailureKind::Environment,
         }
     }
 }
