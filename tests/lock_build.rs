@@ -5,126 +5,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use common::bed::{Bed, cache_files, hex, tar_members};
 use common::proxy::{Fault, FaultProxy};
-use common::{Harness, sparkgap};
+use common::{Harness, sparkgap, stderr};
 use sparkgap::lock::Lock;
-
-/// Small backoff so fault tests take seconds, not minutes.
-const RETRY_BASE_MS: &str = "20";
-
-struct Bed {
-    h: Harness,
-    dir: tempfile::TempDir,
-}
-
-impl Bed {
-    fn start(test: &str) -> Option<Bed> {
-        let h = Harness::start_or_skip(test)?;
-        let dir = tempfile::tempdir().expect("tempdir");
-        Some(Bed { h, dir })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Write spec text as `<name>/appliance.yaml`.
-    fn spec(&self, name: &str, text: &str) -> PathBuf {
-        let d = self.path(name);
-        std::fs::create_dir_all(&d).expect("spec dir");
-        let p = d.join("appliance.yaml");
-        std::fs::write(&p, text).expect("write spec");
-        p
-    }
-
-    fn demo_spec(&self) -> PathBuf {
-        self.spec("demo", &self.h.spec_via(self.h.addr()))
-    }
-
-    /// `sparkgap lock` of `spec` reaching registry `addr`; returns the lock path.
-    fn lock(&self, spec: &Path, addr: &str) -> PathBuf {
-        let out = spec.with_file_name("appliance.lock");
-        cmd("lock", addr)
-            .args(["-f"])
-            .arg(spec)
-            .arg("-o")
-            .arg(&out)
-            .arg("--cache")
-            .arg(self.path("lock-cache"))
-            .assert()
-            .success();
-        out
-    }
-
-    /// `sparkgap build` command (not yet run).
-    fn build(
-        &self,
-        spec: &Path,
-        lock: &Path,
-        cache: &str,
-        out: &str,
-        addr: &str,
-    ) -> assert_cmd::Command {
-        let mut c = cmd("build", addr);
-        c.args(["-f"])
-            .arg(spec)
-            .arg("--lock")
-            .arg(lock)
-            .arg("--cache")
-            .arg(self.path(cache))
-            .arg("-o")
-            .arg(self.path(out));
-        c
-    }
-}
-
-/// `sparkgap <sub> --insecure-registry <addr>`, fast retries, no SOURCE_DATE_EPOCH.
-fn cmd(sub: &str, addr: &str) -> assert_cmd::Command {
-    let mut c = sparkgap();
-    c.env("SPARKGAP_RETRY_BASE_MS", RETRY_BASE_MS)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .args([sub, "--insecure-registry", addr]);
-    c
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Member path → bytes of a tar.
-fn tar_members(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let f = std::fs::File::open(path).expect("open bundle");
-    let mut a = tar::Archive::new(f);
-    let mut out = Vec::new();
-    for e in a.entries().expect("tar entries") {
-        let mut e = e.expect("tar entry");
-        let p = e.path().expect("path").to_string_lossy().into_owned();
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut e, &mut b).expect("read member");
-        out.push((p, b));
-    }
-    out
-}
-
-/// Files under the cache (relative paths), e.g. `sha256/<hex>`, `tmp/<...>`.
-fn cache_files(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for sub in ["sha256", "tmp"] {
-        if let Ok(rd) = std::fs::read_dir(root.join(sub)) {
-            for e in rd.flatten() {
-                out.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn hex(digest: &str) -> &str {
-    digest.strip_prefix("sha256:").expect("sha256 digest")
-}
 
 #[test]
 fn lock_picks_arm64_from_the_multi_arch_index() {
@@ -133,13 +19,9 @@ fn lock_picks_arm64_from_the_multi_arch_index() {
     };
     let spec = b.demo_spec();
     let out = spec.with_file_name("appliance.lock");
-    let assert = cmd("lock", b.h.addr())
-        .args(["--output", "json", "-f"])
-        .arg(&spec)
-        .arg("-o")
-        .arg(&out)
-        .arg("--cache")
-        .arg(b.path("c"))
+    let assert = b
+        .lock_cmd(&spec, &out, "c", b.h.addr())
+        .args(["--output", "json"])
         .assert()
         .success();
     let summary: serde_json::Value =
@@ -213,13 +95,8 @@ fn lock_refuses_an_index_without_the_platform_naming_the_image() {
         b.h.spec_via(b.h.addr())
             .replace("platform: linux/arm64", "platform: linux/riscv64");
     let spec = b.spec("riscv", &text);
-    let out = cmd("lock", b.h.addr())
-        .args(["-f"])
-        .arg(&spec)
-        .arg("-o")
-        .arg(b.path("x.lock"))
-        .arg("--cache")
-        .arg(b.path("c"))
+    let out = b
+        .lock_cmd(&spec, &b.path("x.lock"), "c", b.h.addr())
         .assert()
         .code(2)
         .get_output()
@@ -245,13 +122,8 @@ fn lock_refuses_a_single_platform_image_for_another_platform() {
         &format!("reference: {}\n", b.h.amd64_only_ref()),
     );
     let spec = b.spec("wrong", &text);
-    let out = cmd("lock", b.h.addr())
-        .args(["-f"])
-        .arg(&spec)
-        .arg("-o")
-        .arg(b.path("x.lock"))
-        .arg("--cache")
-        .arg(b.path("c"))
+    let out = b
+        .lock_cmd(&spec, &b.path("x.lock"), "c", b.h.addr())
         .assert()
         .code(2)
         .get_output()
@@ -419,8 +291,7 @@ fn an_interrupted_build_resumes_without_refetching() {
     let Some(b) = Bed::start("an_interrupted_build_resumes_without_refetching") else {
         return;
     };
-    let proxy = FaultProxy::start(b.h.addr(), Fault::PassThrough);
-    let spec = b.spec("via", &b.h.spec_via(proxy.addr()));
+    let (proxy, spec) = b.spec_via_proxy();
     let lock_path = b.lock(&spec, proxy.addr());
     let lock = Lock::read(&lock_path).expect("lock");
     b.build(&spec, &lock_path, "full", "full.tar", proxy.addr())
@@ -484,8 +355,7 @@ fn build_through(
     fault: impl FnOnce(&Harness) -> Fault,
 ) -> Option<(Bed, FaultProxy, assert_cmd::assert::Assert)> {
     let b = Bed::start(test)?;
-    let proxy = FaultProxy::start(b.h.addr(), Fault::PassThrough);
-    let spec = b.spec("via", &b.h.spec_via(proxy.addr()));
+    let (proxy, spec) = b.spec_via_proxy();
     let lock_path = b.lock(&spec, proxy.addr());
     proxy.set_fault(fault(&b.h));
     let assert = b
@@ -665,8 +535,7 @@ fn a_blob_failing_while_the_bundle_is_written_leaves_no_bundle_and_no_temp_file(
     let Some(b) = Bed::start(test) else {
         return;
     };
-    let proxy = FaultProxy::start(b.h.addr(), Fault::PassThrough);
-    let spec = b.spec("via", &b.h.spec_via(proxy.addr()));
+    let (proxy, spec) = b.spec_via_proxy();
     let lock_path = b.lock(&spec, proxy.addr());
     let lock_bytes = std::fs::read(&lock_path).expect("lock");
     let lock = Lock::from_slice("lock", &lock_bytes).expect("parse lock");
@@ -891,8 +760,7 @@ fn lock_survives_transient_registry_faults() {
     let Some(b) = Bed::start("lock_survives_transient_registry_faults") else {
         return;
     };
-    let proxy = FaultProxy::start(b.h.addr(), Fault::PassThrough);
-    let spec = b.spec("via", &b.h.spec_via(proxy.addr()));
+    let (proxy, spec) = b.spec_via_proxy();
     let clean = std::fs::read(b.lock(&spec, proxy.addr())).expect("clean lock");
     for fault in [
         Fault::Status500 {

@@ -5,10 +5,13 @@
 //! API server answers (objects shaped exactly as it returns them) through `cluster::FakeApi`,
 //! and asserts both the report and the requests sparkgap sent.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::{sparkgap, stderr};
 use serde_json::{Value, json};
 use sparkgap::cli::exit;
 use sparkgap::cluster::{FakeApi, status};
@@ -1688,10 +1691,6 @@ fn skipped_all_reports_every_check_as_skipped_not_passed() {
 // ---------------------------------------------------------------------------------------------
 // The command line
 
-fn sparkgap() -> assert_cmd::Command {
-    assert_cmd::Command::cargo_bin("sparkgap").unwrap()
-}
-
 #[test]
 fn unknown_only_name_is_a_usage_error_listing_valid_checks() {
     let out = sparkgap()
@@ -1699,7 +1698,7 @@ fn unknown_only_name_is_a_usage_error_listing_valid_checks() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert!(
         err.contains("unknown check \"dnss\"; valid checks: api, node-ready, system-pods"),
         "{err}"
@@ -1719,9 +1718,7 @@ fn bad_timeout_is_a_usage_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--timeout \"5 minutes\" is not a duration")
-    );
+    assert!(stderr(&out).contains("--timeout \"5 minutes\" is not a duration"));
 }
 
 #[test]
@@ -1732,11 +1729,6 @@ fn unreadable_kubeconfig_is_an_environment_error() {
         .arg(dir.path().join("missing.yaml"))
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.yaml"));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("missing.yaml"));
 }

@@ -14,6 +14,7 @@
 //! Everything here may panic: it is test setup, and a panic names what broke.
 #![allow(dead_code)]
 
+pub mod bed;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};
@@ -140,4 +141,9 @@ pub fn sparkgap() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("sparkgap").expect("sparkgap binary built");
     cmd.env("NO_COLOR", "1");
     cmd
+}
+
+/// A finished process's stderr as text.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
