@@ -325,81 +325,34 @@ impl Summary {
     }
 }
 
-/// What the benchmark script reads from `DIR/bench.json` once seeding is done.
-#[derive(Debug, Serialize)]
-struct BenchInfo {
-    registry: String,
-    spec: PathBuf,
-    /// The files holding every blob the registry stores (for the copy-rate floor).
-    blob_files: Vec<PathBuf>,
-    unique_bytes: u64,
-    referenced_bytes: u64,
-    images: Vec<String>,
-    /// The registry itself when `registry` is the WAN-emulation proxy.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    upstream: Option<String>,
-    /// The emulated network, when there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    wan: Option<String>,
-}
-
 fn bench_serve(args: &DemoArgs, mib: u64) -> anyhow::Result<u8> {
-    let dir = &args.dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let registry = LocalRegistry::start(&args.registry_bin)?;
-    let started = Instant::now();
-    let mut set =
-        demo::images::push_bench_set_blocking(registry.addr(), args.bench_images, mib << 20)?;
-    let (k3s_url, _k3s) = demo::serve_file(demo::fileserver::k3s_standin(1 << 20))?;
-    // Seeding went straight to the registry; the benchmark's clients go through the proxy.
-    let wan = args
-        .bench_wan_rtt_ms
-        .map(|ms| {
-            let profile = demo::WanProfile {
-                rtt: std::time::Duration::from_millis(ms),
-                per_connection: args.bench_wan_conn_mibps << 20,
-                total: args.bench_wan_total_mibps.map(|t| t << 20),
-            };
-            demo::WanProxy::start(registry.addr(), profile)
-        })
-        .transpose()?;
-    let served = wan.as_ref().map_or(registry.addr(), |w| w.addr());
-    for img in &mut set.images {
-        if let Some(rest) = img.reference.strip_prefix(registry.addr()) {
-            img.reference = format!("{served}{rest}");
-        }
-    }
-    let spec =
-        demo::spec::write_spec_text(dir, &demo::spec::bench_spec_yaml(&set.images, &k3s_url))?;
-    let info = BenchInfo {
-        registry: served.to_string(),
-        spec,
-        blob_files: registry.blob_files(),
-        unique_bytes: set.unique_bytes,
-        referenced_bytes: set.referenced_bytes,
-        images: set.images.iter().map(|i| i.reference.clone()).collect(),
-        upstream: wan.as_ref().map(|_| registry.addr().to_string()),
-        wan: wan.as_ref().map(|w| w.profile().to_string()),
-    };
-    // Written last and atomically: its appearance tells the script seeding is complete.
-    demo::spec::write_atomic(&dir.join("bench.json"), &serde_json::to_vec_pretty(&info)?)?;
+    let wan = args.bench_wan_rtt_ms.map(|ms| demo::WanProfile {
+        rtt: std::time::Duration::from_millis(ms),
+        per_connection: args.bench_wan_conn_mibps << 20,
+        total: args.bench_wan_total_mibps.map(|t| t << 20),
+    });
+    let bed = demo::bench::serve(
+        &args.dir,
+        &args.registry_bin,
+        args.bench_images,
+        mib << 20,
+        wan,
+    )?;
+    let info = &bed.info;
     eprintln!(
         "seeded {} images, {} MiB distinct, in {:.1} s; serving on {}{} until terminated",
-        set.images.len(),
-        set.unique_bytes >> 20,
-        started.elapsed().as_secs_f64(),
-        served,
-        wan.as_ref()
-            .map(|w| format!(
-                " (WAN emulation: {}; registry {})",
-                w.profile(),
-                registry.addr()
-            ))
+        info.images.len(),
+        info.unique_bytes >> 20,
+        bed.seeded_in.as_secs_f64(),
+        info.registry,
+        info.wan
+            .as_ref()
+            .zip(info.upstream.as_ref())
+            .map(|(wan, registry)| format!(" (WAN emulation: {wan}; registry {registry})"))
             .unwrap_or_default()
     );
     crate::runtime()?.block_on(wait_for_termination())?;
-    drop(wan);
-    drop(registry);
+    drop(bed);
     Ok(super::exit::OK)
 }
 

@@ -9,6 +9,7 @@
 use crate::failure::FailureKind;
 use std::path::PathBuf;
 
+pub mod bench;
 pub mod fileserver;
 pub mod images;
 pub mod registry;
