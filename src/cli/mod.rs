@@ -90,7 +90,7 @@ pub struct Global {
 pub enum Output {
     Text,
     Json,
-    /// JUnit XML (verify only).
+    /// JUnit XML (`verify` and `up` only; refused elsewhere).
     Junit,
 }
 
@@ -116,6 +116,29 @@ pub enum Command {
     Up(cmd_up::UpArgs),
     /// The built-in demo: local registry, generated images, lock, build, inspect.
     Demo(cmd_demo::DemoArgs),
+}
+
+impl Command {
+    /// The subcommand's name as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Lock(_) => "lock",
+            Command::Build(_) => "build",
+            Command::Inspect(_) => "inspect",
+            Command::Install(_) => "install",
+            Command::Uninstall(_) => "uninstall",
+            Command::Render(_) => "render",
+            Command::Apply(_) => "apply",
+            Command::Verify(_) => "verify",
+            Command::Up(_) => "up",
+            Command::Demo(_) => "demo",
+        }
+    }
+
+    /// Whether `--output junit` means something for this command.
+    fn writes_junit(&self) -> bool {
+        matches!(self, Command::Verify(_) | Command::Up(_))
+    }
 }
 
 /// Options shared by commands that reach registries.
@@ -193,6 +216,15 @@ pub struct SpecArg {
 /// Run the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let g = cli.global.clone();
+    if g.output == Output::Junit && !cli.command.writes_junit() {
+        // JUnit XML is a report of checks; a command without checks would print text or
+        // JSON under that name, which a CI job would then fail to parse.
+        anyhow::bail!(
+            "--output junit applies to `verify` and `up` only (they report checks); use \
+             --output text or --output json with `{}`",
+            cli.command.name()
+        );
+    }
     match cli.command {
         Command::Lock(a) => cmd_lock::run(a, &g),
         Command::Build(a) => cmd_build::run(a, &g),
