@@ -232,7 +232,10 @@ pub fn source_date_epoch() -> Result<u64, BuildError> {
 fn report_blobs(progress: &Progress, pulled: &PullReport) {
     progress.line(&format!(
         "blobs: {} fetched ({} bytes), {} already cached ({} bytes)",
-        pulled.fetched, pulled.fetched_bytes, pulled.cached, pulled.cached_bytes
+        pulled.fetched,
+        bundle::group_digits(pulled.fetched_bytes),
+        pulled.cached,
+        bundle::group_digits(pulled.cached_bytes)
     ));
 }
 

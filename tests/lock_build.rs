@@ -135,6 +135,47 @@ fn lock_refuses_a_single_platform_image_for_another_platform() {
     assert!(err.contains("linux/arm64"), "{err}");
 }
 
+/// Issue 14: `build` said "22 members" (tar entries, the manifest included) where `inspect`
+/// says "21 listed", and printed raw byte counts where the others group digits.
+#[test]
+fn build_and_inspect_count_members_the_same_way() {
+    let Some(b) = Bed::start("build_and_inspect_count_members_the_same_way") else {
+        return;
+    };
+    let spec = b.demo_spec();
+    let lock = b.lock(&spec, b.h.addr());
+    let out = b
+        .build(&spec, &lock, "c", "a.tar", b.h.addr())
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let built = String::from_utf8_lossy(&out.stdout).into_owned();
+    let inspected = sparkgap()
+        .arg("inspect")
+        .arg(b.path("a.tar"))
+        .output()
+        .expect("inspect");
+    let inspected = String::from_utf8_lossy(&inspected.stdout).into_owned();
+    // inspect: "members     21 listed, 5 370 662 bytes; 21 intact"
+    let members = inspected
+        .lines()
+        .find_map(|l| l.strip_prefix("members"))
+        .expect("inspect's members line")
+        .trim();
+    let (listed, rest) = members.split_once(" listed, ").expect("N listed, ");
+    let bytes = rest.split_once(" bytes").expect("bytes").0;
+    assert!(
+        built.contains(&format!("{listed} members listed, {bytes} bytes")),
+        "build: {built}\ninspect: {inspected}"
+    );
+    let size = std::fs::metadata(b.path("a.tar")).expect("bundle").len();
+    assert!(
+        built.contains(&format!("({} bytes;", sparkgap::bundle::group_digits(size))),
+        "{built}"
+    );
+}
+
 /// Same lock → same bundle bytes whatever the jobs, TMPDIR, umask, or cache temperature; the
 /// shared base layer is stored once; a warm build fetches nothing.
 #[test]

@@ -83,10 +83,11 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
         })?;
     } else {
         println!(
-            "wrote {} ({} bytes, {} members){}",
+            "wrote {} ({} bytes; {} members listed, {} bytes){}",
             written.path.display(),
-            written.size,
-            written.members,
+            bundle::group_digits(written.size),
+            written.listed,
+            bundle::group_digits(written.listed_bytes),
             written
                 .signed_by
                 .as_deref()

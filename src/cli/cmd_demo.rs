@@ -127,10 +127,11 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
         .map(|built| built.written)
     })?;
     steps.note(&format!(
-        "{} ({} bytes, {} members)",
+        "{} ({} bytes; {} members listed, {} bytes)",
         written.path.display(),
         bundle::group_digits(written.size),
-        written.members
+        written.listed,
+        bundle::group_digits(written.listed_bytes)
     ));
 
     let report = steps.run("inspect", || {

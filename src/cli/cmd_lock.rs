@@ -7,6 +7,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{Global, Output, RegistryOpts, SpecArg};
+use crate::bundle::group_digits;
 use crate::lock::Lock;
 use crate::oci::{self, BlobCache, Registry};
 use crate::spec::SpecFile;
@@ -117,14 +118,24 @@ impl LockSummary {
         println!("wrote {} for {}", self.lock, self.platform);
         println!(
             "  k3s {}  {}  {} bytes",
-            self.k3s.version, self.k3s.digest, self.k3s.size
+            self.k3s.version,
+            self.k3s.digest,
+            group_digits(self.k3s.size)
         );
         for i in &self.images {
             println!(
                 "  {}  {}  {}  ({} layers, {} bytes)",
-                i.name, i.image_name, i.manifest_digest, i.layers, i.size
+                i.name,
+                i.image_name,
+                i.manifest_digest,
+                i.layers,
+                group_digits(i.size)
             );
         }
-        println!("{} blobs, {} bytes in total", self.blobs, self.bytes);
+        println!(
+            "{} blobs, {} bytes in total",
+            self.blobs,
+            group_digits(self.bytes)
+        );
     }
 }
