@@ -16,11 +16,11 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use super::sign::{self, key_id};
-use crate::failure::FailureKind;
 use super::{
     BundleError, BundleManifest, FORMAT_VERSION, K3S_PATH, LOCK_PATH, MANIFEST_PATH, Member,
     Problem, ProblemKind, SIGNATURE_PATH, SPEC_PATH, group_digits, member_path_problem, short_path,
 };
+use crate::failure::FailureKind;
 
 /// The manifest is read into memory; anything larger is not ours.
 const MAX_MANIFEST: u64 = 64 << 20;

@@ -104,7 +104,9 @@ fn unencrypted_cli_key(text: &str) -> Option<SecretKey> {
     // secret key 64, checksum 32.
     const LEN: usize = 2 + 2 + 2 + 32 + 8 + 8 + 8 + 64 + 32;
     let line = text.lines().nth(1)?.trim();
-    let bytes = base64::engine::general_purpose::STANDARD.decode(line).ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(line)
+        .ok()?;
     let unencrypted = bytes.len() == LEN
         && bytes[..2] == *b"Ed"
         && bytes[2..4] == [0, 0]

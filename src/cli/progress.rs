@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::bundle::group_digits;
 use crate::progress::{Meter, Progress, Sink};
 
 /// The handle for a command: bars only when stderr is a terminal and neither `--no-progress`
@@ -54,7 +55,7 @@ impl Sink for Terminal {
             self.multi.add(bar)
         });
         if !self.bars && total > 0 {
-            tracing::info!("{label}: {total} bytes to go");
+            tracing::info!("{label}: {} bytes to go", group_digits(total));
         }
         Box::new(TerminalTask {
             bar,
@@ -99,7 +100,11 @@ impl Meter for TerminalTask {
             } else {
                 0.0
             };
-            tracing::info!("{}: {n} bytes in {secs:.2} s ({rate:.0} MiB/s)", self.label);
+            tracing::info!(
+                "{}: {} bytes in {secs:.2} s ({rate:.0} MiB/s)",
+                self.label,
+                group_digits(n)
+            );
         }
     }
 }
