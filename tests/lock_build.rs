@@ -823,3 +823,31 @@ fn lock_survives_transient_registry_faults() {
         assert_eq!(again, clean, "{fault:?}");
     }
 }
+
+/// Issue 14: with the registry down, `lock` said "authentication: error sending request …
+/// Connection refused". It says the registry is unreachable, naming host and port.
+#[test]
+fn lock_with_the_registry_down_names_it_unreachable() {
+    let Some(b) = Bed::start("lock_with_the_registry_down_names_it_unreachable") else {
+        return;
+    };
+    // A port nothing listens on: bound, then released.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    };
+    let spec = b.spec("down", &b.h.spec_via(&closed));
+    let out = b
+        .lock_cmd(&spec, &b.path("down.lock"), "c", &closed)
+        .assert()
+        .code(3)
+        .get_output()
+        .clone();
+    let err = stderr(&out);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&format!("the registry {closed} is unreachable (connection refused")),
+        "{err}"
+    );
+    assert!(!last.contains("authentication"), "{last}");
+}

@@ -10,7 +10,7 @@ use oci_client::secrets::RegistryAuth;
 
 use super::manifest::{self, ACCEPTED, Document};
 use super::retry::{RetryPolicy, status_is_transient};
-use super::{BlobCache, OciError, Registry, error_chain};
+use super::{BlobCache, OciError, Registry, error_chain, unreachable_message, unreachable_reason};
 use crate::digest::sha256_digest;
 use crate::lock::{Descriptor, ImageLock, K3sLock, LOCK_VERSION, Lock};
 use crate::progress::Progress;
@@ -83,9 +83,11 @@ pub async fn resolve_image(
     };
     let policy = registry.retry;
     // Anonymous token for this repository (stored in oci-client for the calls below, too).
-    with_retry(policy, || registry.token(&r, false))
-        .await
-        .map_err(|e| registry_err(format!("authentication: {e}")))?;
+    with_retry_to(policy, Some(&registry.endpoint(&r)), || {
+        registry.token(&r, false)
+    })
+    .await
+    .map_err(|e| registry_err(e.during("authentication")))?;
 
     let body = pull_manifest(registry, &r)
         .await
@@ -271,7 +273,39 @@ fn oci_transient(e: &OciDistributionError) -> bool {
     }
 }
 
-async fn with_retry<T, F, Fut>(policy: RetryPolicy, mut f: F) -> Result<T, String>
+async fn with_retry<T, F, Fut>(policy: RetryPolicy, f: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, OciDistributionError>>,
+{
+    with_retry_to(policy, None, f).await.map_err(|g| g.message)
+}
+
+/// Why retrying gave up.
+struct GaveUp {
+    message: String,
+    /// The registry was never reached: `message` says so and names it.
+    unreachable: bool,
+}
+
+impl GaveUp {
+    /// The message, prefixed by the step that failed unless the registry was unreachable (then
+    /// the step says nothing: no step got anywhere).
+    fn during(self, step: &str) -> String {
+        if self.unreachable {
+            self.message
+        } else {
+            format!("{step}: {}", self.message)
+        }
+    }
+}
+
+/// `with_retry`, and when every attempt failed to reach `endpoint` (HOST:PORT), say that.
+async fn with_retry_to<T, F, Fut>(
+    policy: RetryPolicy,
+    endpoint: Option<&str>,
+    mut f: F,
+) -> Result<T, GaveUp>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, OciDistributionError>>,
@@ -291,7 +325,18 @@ where
                 tokio::time::sleep(wait).await;
             }
             Err(e) => {
-                return Err(format!("{} (after {attempt} attempt(s))", error_chain(&e)));
+                let unreachable = endpoint.zip(unreachable_reason(&e));
+                return Err(GaveUp {
+                    message: match &unreachable {
+                        Some((endpoint, why)) => unreachable_message(
+                            "registry",
+                            endpoint,
+                            &format!("{why}, after {attempt} attempt(s)"),
+                        ),
+                        None => format!("{} (after {attempt} attempt(s))", error_chain(&e)),
+                    },
+                    unreachable: unreachable.is_some(),
+                });
             }
         }
     }
