@@ -846,7 +846,9 @@ fn lock_with_the_registry_down_names_it_unreachable() {
     let err = stderr(&out);
     let last = err.lines().last().unwrap_or_default();
     assert!(
-        last.contains(&format!("the registry {closed} is unreachable (connection refused")),
+        last.contains(&format!(
+            "the registry {closed} is unreachable (connection refused"
+        )),
         "{err}"
     );
     assert!(!last.contains("authentication"), "{last}");

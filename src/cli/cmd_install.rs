@@ -1,5 +1,6 @@
 //! `sparkgap install` and `sparkgap uninstall`: place a bundle on this host, or remove it.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -19,12 +20,61 @@ pub struct InstallArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  sudo sparkgap uninstall --keep-data   # keep the cluster's state and volumes\n  sudo sparkgap uninstall --yes         # delete them too, without asking\n\nOn a terminal, uninstall asks before deleting k3s's data; without one it needs --yes or\n--keep-data. Exit codes: 0 ok, 2 neither flag and no terminal (or the question answered no),\n3 not root, mounts under the data, I/O."
+)]
 pub struct UninstallArgs {
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
-    /// Keep k3s's data (/var/lib/rancher/k3s) and volumes.
+    /// Keep k3s's data (/var/lib/rancher/k3s, /etc/rancher/k3s, /var/lib/kubelet) and volumes.
     #[arg(long)]
     pub keep_data: bool,
+    /// Delete k3s's data and volumes too, without asking.
+    #[arg(long, short = 'y', conflicts_with = "keep_data")]
+    pub yes: bool,
+}
+
+/// Whether to keep k3s's data: the flags say, or the person at the terminal does. Deleting a
+/// cluster's state and volumes is not undone, so it is never a silent default.
+fn keep_data(args: &UninstallArgs) -> anyhow::Result<bool> {
+    if args.keep_data || !args.root.join(install::RECORD_PATH).is_file() {
+        // Nothing installed: nothing is deleted either way.
+        return Ok(true);
+    }
+    if args.yes {
+        return Ok(false);
+    }
+    let dirs: Vec<String> = install::DATA_DIRS
+        .iter()
+        .map(|d| args.root.join(d).display().to_string())
+        .collect();
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        anyhow::bail!(
+            "uninstall would delete k3s's data ({}: the cluster's state, images and volumes) and \
+             there is no terminal to ask; pass --yes to delete it, or --keep-data to keep it",
+            dirs.join(", ")
+        );
+    }
+    eprint!(
+        "Remove sparkgap's files from {} and DELETE k3s's data ({}: the cluster's state, images \
+         and volumes)? [y/N] ",
+        args.root.display(),
+        dirs.join(", ")
+    );
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if confirmed(&answer) {
+        Ok(false)
+    } else {
+        anyhow::bail!(
+            "nothing removed; run again with --keep-data to keep k3s's data, or --yes to delete it"
+        )
+    }
+}
+
+/// `y` or `yes`, any case; anything else (an empty line too) is no.
+fn confirmed(answer: &str) -> bool {
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
 pub fn run(args: InstallArgs, g: &Global) -> anyhow::Result<u8> {
@@ -40,7 +90,7 @@ pub fn run(args: InstallArgs, g: &Global) -> anyhow::Result<u8> {
 }
 
 pub fn run_uninstall(args: UninstallArgs, g: &Global) -> anyhow::Result<u8> {
-    let report = install::uninstall(&args.root, args.keep_data)?;
+    let report = install::uninstall(&args.root, keep_data(&args)?)?;
     if g.output == Output::Json {
         super::print_json(&report)?;
     } else if !report.installed {
@@ -67,4 +117,17 @@ pub fn run_uninstall(args: UninstallArgs, g: &Global) -> anyhow::Result<u8> {
         }
     }
     Ok(super::exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_yes_confirms() {
+        for yes in ["y\n", "Y\n", "yes\n", " YES \n"] {
+            assert!(super::confirmed(yes), "{yes:?}");
+        }
+        for no in ["\n", "", "n\n", "no\n", "yep\n", "sure\n"] {
+            assert!(!super::confirmed(no), "{no:?}");
+        }
+    }
 }
