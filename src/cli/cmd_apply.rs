@@ -32,7 +32,7 @@ pub fn run(args: ApplyArgs, g: &Global) -> anyhow::Result<u8> {
     if g.output == Output::Json {
         super::print_json(&report)?;
     } else {
-        print!("{report}");
+        out!("{report}");
     }
     Ok(super::exit::OK)
 }

@@ -82,7 +82,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
             cache: cache.root().display().to_string(),
         })?;
     } else {
-        println!(
+        outln!(
             "wrote {} ({} bytes; {} members listed, {} bytes){}",
             written.path.display(),
             bundle::group_digits(written.size),
@@ -95,7 +95,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
                 .unwrap_or_default()
         );
         for i in &plan.manifest.images {
-            println!("  {}  {}  {}", i.name, i.image_name, i.digest);
+            outln!("  {}  {}  {}", i.name, i.image_name, i.digest);
         }
     }
     Ok(super::exit::OK)

@@ -242,9 +242,9 @@ impl Steps {
 
     fn say(&self, line: &str) {
         if self.json {
-            eprintln!("{line}");
+            errln!("{line}");
         } else {
-            println!("{line}");
+            outln!("{line}");
         }
     }
 
@@ -294,18 +294,18 @@ struct SummaryImage {
 
 impl Summary {
     fn print_text(&self) {
-        println!();
-        println!(
+        outln!();
+        outln!(
             "bundle   {} ({} bytes)",
             self.bundle.display(),
             bundle::group_digits(self.bundle_size),
         );
-        println!("spec     {}", self.spec.display());
-        println!("lock     {}", self.lock.display());
-        println!("cache    {}", self.cache.display());
-        println!("images");
+        outln!("spec     {}", self.spec.display());
+        outln!("lock     {}", self.lock.display());
+        outln!("cache    {}", self.cache.display());
+        outln!("images");
         for i in &self.images {
-            println!(
+            outln!(
                 "  {:<8} {}  {}  {} bytes",
                 i.name,
                 i.reference,
@@ -313,11 +313,11 @@ impl Summary {
                 bundle::group_digits(i.size)
             );
         }
-        println!(
+        outln!(
             "root     {}   (installed offline from the bundle alone)",
             self.root.display()
         );
-        println!(
+        outln!(
             "next     sparkgap up {} --root {} --no-start   (install again: unchanged; apply and verify\n         are reported skipped, as no k3s runs here; on a Spark: sudo sparkgap up {})",
             self.bundle.display(),
             self.root.display(),
@@ -340,7 +340,7 @@ fn bench_serve(args: &DemoArgs, mib: u64) -> anyhow::Result<u8> {
         wan,
     )?;
     let info = &bed.info;
-    eprintln!(
+    errln!(
         "seeded {} images, {} MiB distinct, in {:.1} s; serving on {}{} until terminated",
         info.images.len(),
         info.unique_bytes >> 20,

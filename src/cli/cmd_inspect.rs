@@ -30,7 +30,7 @@ pub fn run(args: InspectArgs, g: &Global) -> anyhow::Result<u8> {
     let report = bundle::inspect(&args.bundle, &opts)?;
     match g.output {
         Output::Json => super::print_json(&report)?,
-        _ => print!("{}", render_text(&report)),
+        _ => out!("{}", render_text(&report)),
     }
     Ok(exit::of_outcome(report.failure()))
 }

@@ -55,7 +55,7 @@ fn keep_data(args: &UninstallArgs) -> anyhow::Result<bool> {
             dirs.join(", ")
         );
     }
-    eprint!(
+    err!(
         "Remove sparkgap's files from {} and DELETE k3s's data ({}: the cluster's state, images \
          and volumes)? [y/N] ",
         args.root.display(),
@@ -94,13 +94,13 @@ pub fn run_uninstall(args: UninstallArgs, g: &Global) -> anyhow::Result<u8> {
     if g.output == Output::Json {
         super::print_json(&report)?;
     } else if !report.installed {
-        println!(
+        outln!(
             "nothing to uninstall: no {} under {}",
             install::RECORD_PATH,
             args.root.display()
         );
     } else {
-        println!(
+        outln!(
             "removed {} paths placed by sparkgap under {}{}",
             report.removed.len(),
             args.root.display(),
@@ -111,9 +111,9 @@ pub fn run_uninstall(args: UninstallArgs, g: &Global) -> anyhow::Result<u8> {
             }
         );
         if report.data_removed.is_empty() {
-            println!("k3s data kept");
+            outln!("k3s data kept");
         } else {
-            println!("removed k3s data: {}", report.data_removed.join(", "));
+            outln!("removed k3s data: {}", report.data_removed.join(", "));
         }
     }
     Ok(super::exit::OK)

@@ -115,15 +115,15 @@ impl LockSummary {
     }
 
     fn print_text(&self) {
-        println!("wrote {} for {}", self.lock, self.platform);
-        println!(
+        outln!("wrote {} for {}", self.lock, self.platform);
+        outln!(
             "  k3s {}  {}  {} bytes",
             self.k3s.version,
             self.k3s.digest,
             group_digits(self.k3s.size)
         );
         for i in &self.images {
-            println!(
+            outln!(
                 "  {}  {}  {}  ({} layers, {} bytes)",
                 i.name,
                 i.image_name,
@@ -132,7 +132,7 @@ impl LockSummary {
                 group_digits(i.size)
             );
         }
-        println!(
+        outln!(
             "{} blobs, {} bytes in total",
             self.blobs,
             group_digits(self.bytes)

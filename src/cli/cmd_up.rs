@@ -82,14 +82,14 @@ pub fn run(args: UpArgs, g: &Global) -> anyhow::Result<u8> {
             verify: &verify,
             exit_code,
         })?,
-        Output::Junit => print!("{}", verify.to_junit()),
+        Output::Junit => out!("{}", verify.to_junit()),
         Output::Text => {
             super::text::install_report(&installed);
             match &apply {
-                ApplyStep::Done { report } => print!("{report}"),
-                ApplyStep::Skipped { reason } => println!("apply: skipped: {reason}"),
+                ApplyStep::Done { report } => out!("{report}"),
+                ApplyStep::Skipped { reason } => outln!("apply: skipped: {reason}"),
             }
-            print!("{}", verify.to_text());
+            out!("{}", verify.to_text());
         }
     }
     Ok(exit_code)

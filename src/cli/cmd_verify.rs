@@ -51,9 +51,9 @@ pub fn run(args: VerifyArgs, g: &Global) -> anyhow::Result<u8> {
         &opts,
     )?;
     match g.output {
-        Output::Text => print!("{}", report.to_text()),
-        Output::Json => println!("{}", report.to_json()),
-        Output::Junit => print!("{}", report.to_junit()),
+        Output::Text => out!("{}", report.to_text()),
+        Output::Json => outln!("{}", report.to_json()),
+        Output::Junit => out!("{}", report.to_junit()),
     }
     Ok(exit::of_outcome(report.failure()))
 }

@@ -9,6 +9,24 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::failure::FailureKind;
 
+/// `print!`/`println!`/`eprint!`/`eprintln!` for commands, without the panic ("failed printing
+/// to stdout: Broken pipe", exit 101) when the reader of the output has gone away
+/// (`sparkgap render | head -1`): the rest of the output is dropped and the command finishes
+/// as it would have, quietly. Any other write error still panics, as `print!` does.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::write_out($crate::cli::Stream::Stdout, format_args!($($t)*)) };
+}
+macro_rules! outln {
+    () => { out!("\n") };
+    ($($t:tt)*) => { out!("{}\n", format_args!($($t)*)) };
+}
+macro_rules! err {
+    ($($t:tt)*) => { $crate::cli::write_out($crate::cli::Stream::Stderr, format_args!($($t)*)) };
+}
+macro_rules! errln {
+    ($($t:tt)*) => { err!("{}\n", format_args!($($t)*)) };
+}
+
 pub mod progress;
 mod text;
 
@@ -280,9 +298,31 @@ fn failure_kind(err: &anyhow::Error) -> FailureKind {
     FailureKind::Input
 }
 
+/// Where `out!` and `err!` write.
+#[derive(Clone, Copy)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Write to stdout or stderr; a closed pipe ends that stream's output silently.
+pub fn write_out(stream: Stream, args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let (written, name) = match stream {
+        Stream::Stdout => (std::io::stdout().lock().write_fmt(args), "stdout"),
+        Stream::Stderr => (std::io::stderr().lock().write_fmt(args), "stderr"),
+    };
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            panic!("failed printing to {name}: {e}")
+        }
+        _ => {}
+    }
+}
+
 /// Print a serialisable value as the one JSON document on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 

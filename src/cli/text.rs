@@ -7,14 +7,18 @@ use crate::install::{Action, InstallReport};
 pub fn install_report(r: &InstallReport) {
     let root = r.root.display();
     if r.unchanged {
-        println!(
+        outln!(
             "unchanged: {} ({}, k3s {}) is already installed under {root}",
-            r.appliance, r.bundle_manifest_digest, r.k3s_version
+            r.appliance,
+            r.bundle_manifest_digest,
+            r.k3s_version
         );
     } else {
-        println!(
+        outln!(
             "installed {} (k3s {}, {}) under {root}",
-            r.appliance, r.k3s_version, r.platform
+            r.appliance,
+            r.k3s_version,
+            r.platform
         );
         for f in r.files.iter().filter(|f| f.action != Action::Unchanged) {
             let what = match f.action {
@@ -22,15 +26,15 @@ pub fn install_report(r: &InstallReport) {
                 Action::Replaced => "replaced",
                 Action::Unchanged => "unchanged",
             };
-            println!("  {what} {}", f.path);
+            outln!("  {what} {}", f.path);
         }
         for p in &r.removed {
-            println!("  removed  {p}");
+            outln!("  removed  {p}");
         }
     }
     match (&r.k3s.skipped, &r.k3s.ready_node) {
-        (Some(why), _) => println!("k3s not started: {why}"),
-        (None, Some(node)) => println!(
+        (Some(why), _) => outln!("k3s not started: {why}"),
+        (None, Some(node)) => outln!(
             "k3s {}; node {node} is Ready",
             if r.k3s.restarted {
                 "(re)started"
@@ -41,6 +45,6 @@ pub fn install_report(r: &InstallReport) {
         (None, None) => {}
     }
     for w in &r.warnings {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
 }
