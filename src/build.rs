@@ -166,28 +166,28 @@ pub fn bundle_manifests(spec: &SpecFile) -> Result<Vec<(String, Vec<u8>)>, Build
     let base = spec.base_dir();
     for (i, m) in spec.appliance.spec.manifests.iter().enumerate() {
         let file = base.join(&m.path);
-        let bytes = std::fs::read(&file).map_err(|e| BuildError::SpecFile {
-            spec: spec.path.display().to_string(),
-            field: format!("spec.manifests[{i}].path"),
-            file: file.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let bytes = read_named(spec, &format!("spec.manifests[{i}].path"), &file)?;
         out.push((format!("manifests/extra/{}", m.path), bytes));
     }
     for (i, chart) in spec.appliance.spec.charts.iter().enumerate() {
         let file = base.join(&chart.path);
-        let tgz = std::fs::read(&file).map_err(|e| BuildError::SpecFile {
-            spec: spec.path.display().to_string(),
-            field: format!("spec.charts[{i}].path"),
-            file: file.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let tgz = read_named(spec, &format!("spec.charts[{i}].path"), &file)?;
         out.push((
             format!("manifests/charts/{}.yaml", chart.name),
             helm_chart_yaml(chart, &tgz)?.into_bytes(),
         ));
     }
     Ok(out)
+}
+
+/// A file the spec names at `field`; a missing one is bad input naming the field and file.
+fn read_named(spec: &SpecFile, field: &str, file: &Path) -> Result<Vec<u8>, BuildError> {
+    std::fs::read(file).map_err(|e| BuildError::SpecFile {
+        spec: spec.path.display().to_string(),
+        field: field.to_string(),
+        file: file.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// A k3s `HelmChart` (helm.cattle.io/v1) carrying the chart archive inline (`chartContent`,

@@ -49,30 +49,25 @@ fn a_closed_stdout_ends_the_output_quietly() {
     let root = d.path().join("root");
     let root = root.to_str().unwrap();
     let spec = "tests/fixtures/minimal.yaml";
+    let up = |format| {
+        vec![
+            "up",
+            "--no-start",
+            "--root",
+            root,
+            bundle,
+            "--output",
+            format,
+        ]
+    };
     for args in [
         vec!["render", "-f", spec],
         vec!["render", "-f", spec, "--output", "json"],
         vec!["inspect", bundle],
         vec!["inspect", bundle, "--output", "json"],
         vec!["install", "--no-start", "--root", root, bundle],
-        vec![
-            "up",
-            "--no-start",
-            "--root",
-            root,
-            bundle,
-            "--output",
-            "json",
-        ],
-        vec![
-            "up",
-            "--no-start",
-            "--root",
-            root,
-            bundle,
-            "--output",
-            "junit",
-        ],
+        up("json"),
+        up("junit"),
         vec!["uninstall", "--keep-data", "--root", root],
         vec!["verify", "--help"],
     ] {
