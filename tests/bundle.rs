@@ -836,11 +836,12 @@ fn a_minisign_cli_signature_is_accepted_and_wrong_keys_are_refused() {
     assert_eq!(r.signature.key_id.as_deref(), Some(good_id.as_str()));
 }
 
-/// The key id as the minisign CLI writes it in the public key's comment line.
+/// The key id the minisign CLI writes in the public key's comment line, as sparkgap prints
+/// it: 16 hex digits (the CLI drops leading zeros: `320B0AC1BA3DAD6` is `0320B0AC1BA3DAD6`).
 fn key_id_of(pk: &Path) -> String {
     let text = std::fs::read_to_string(pk).unwrap();
     let first = text.lines().next().unwrap();
-    first.rsplit(' ').next().unwrap().to_string()
+    format!("{:0>16}", first.rsplit(' ').next().unwrap())
 }
 
 #[test]
