@@ -1,15 +1,19 @@
 //! sparkgap: declarative appliance spec → reproducible airgap bundle → offline k3s install on
 //! the NVIDIA DGX Spark. See docs/ and ARCHITECTURE.md for the data path:
-//! spec → lock → bundle → install → apply (stages) → verify.
+//! spec → lock → build → bundle → install → apply (stages) → verify. Nothing below `cli`
+//! uses `cli` (docs/design.md, "Module map").
 
+pub mod build;
 pub mod bundle;
 pub mod cli;
 pub mod cluster;
 pub mod demo;
 pub mod digest;
+pub mod failure;
 pub mod install;
 pub mod lock;
 pub mod oci;
+pub mod progress;
 pub mod spec;
 pub mod stages;
 pub mod verify;
@@ -18,4 +22,12 @@ pub mod verify;
 /// no provider chosen, creating a client panics (ARCHITECTURE.md pitfalls). Idempotent.
 pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A tokio runtime for work that does async I/O. Two worker threads suit the machines we run
+/// on; blocking hashing goes to the blocking pool.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }

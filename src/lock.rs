@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::failure::FailureKind;
 use crate::spec::{Appliance, Platform};
 
 pub mod system;
@@ -105,12 +106,36 @@ pub enum LockError {
 }
 
 impl LockError {
-    pub fn exit_code(&self) -> u8 {
-        2
+    /// A lock that cannot be read, parsed or matched to the spec is bad input.
+    pub fn kind(&self) -> FailureKind {
+        FailureKind::Input
     }
 }
 
 impl Lock {
+    /// Write the lock to `path` atomically: a temp file in the same directory, fsync, rename,
+    /// fsync the directory. A crash leaves the old lock or the new one, never half of one.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".sparkgap-")
+            .tempfile_in(&dir)?;
+        tmp.write_all(&self.to_bytes())?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        }
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        std::fs::File::open(&dir)?.sync_all()?;
+        Ok(())
+    }
+
     pub fn read(path: &Path) -> Result<Lock, LockError> {
         let p = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| LockError::Read {

@@ -27,7 +27,11 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("error: {}", message(&err));
+            // Not eprintln!: a closed stderr must not turn an error into a panic.
+            cli::write_out(
+                cli::Stream::Stderr,
+                format_args!("error: {}\n", message(&err)),
+            );
             ExitCode::from(cli::exit_code(&err))
         }
     }

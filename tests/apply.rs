@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use sparkgap::cli::exit;
 use sparkgap::cluster::{FakeApi, Seen, status};
 use sparkgap::spec::{Appliance, SpecFile};
 use sparkgap::stages::{
@@ -476,7 +477,7 @@ async fn gives_up_after_bounded_attempts_with_the_server_message() {
     assert!(matches!(err, StageError::Api { code: 500, .. }), "{msg}");
     assert!(msg.contains("patch namespaces \"apps\""), "{msg}");
     assert!(msg.contains("etcdserver: request timed out"), "{msg}");
-    assert_eq!(err.exit_code(), 3);
+    assert_eq!(exit::of(err.kind()), 3);
 }
 
 #[tokio::test]
@@ -506,7 +507,7 @@ async fn forbidden_names_verb_resource_namespace_and_is_not_retried() {
         "{msg}"
     );
     assert!(msg.contains("cannot patch resource"), "{msg}");
-    assert_eq!(err.exit_code(), 3);
+    assert_eq!(exit::of(err.kind()), 3);
     let tries = fake2
         .seen()
         .iter()

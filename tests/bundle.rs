@@ -13,7 +13,7 @@ use bundles::{BundleOpts, Hostile, hostile_bundle, keypair, synthetic_bundle, sy
 use sparkgap::bundle::{
     self, BundleError, Problem, ProblemKind, ReadOptions, SignKey, inspect, read_bundle,
 };
-use sparkgap::cli::progress::Progress;
+use sparkgap::progress::Progress;
 
 /// One tar entry as laid out in the file.
 #[derive(Debug, Clone)]
@@ -85,11 +85,11 @@ fn kinds(problems: &[Problem]) -> Vec<(ProblemKind, String)> {
         .collect()
 }
 
+/// On PATH. (Asking `name --version` skipped every minisign test: minisign 0.11 knows only
+/// `-v` and exits 2 on `--version`.)
 fn tool(name: &str) -> bool {
-    Command::new(name)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
 }
 
 // ---- writer -----------------------------------------------------------------------------
@@ -682,6 +682,28 @@ fn minisign_keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     (pk, sk)
 }
 
+/// Issue 14: `minisign -G -W` keys were refused ("the secret key is encrypted … make an
+/// unencrypted key with `minisign -G -W`"): the C tool leaves their checksum zero.
+#[test]
+fn an_unencrypted_minisign_cli_key_signs() {
+    if !tool("minisign") {
+        eprintln!("skipped: minisign is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (pk, sk) = minisign_keygen(dir.path(), "plain");
+    let key = SignKey::load(&sk, None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(key.key_id(), key_id_of(&pk));
+    // A key file cut short is still refused.
+    let text = std::fs::read_to_string(&sk).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let cut = lines[1].len() - 8;
+    lines[1].truncate(cut);
+    let broken = dir.path().join("broken.key");
+    std::fs::write(&broken, lines.join("\n") + "\n").unwrap();
+    assert!(SignKey::load(&broken, None).is_err());
+}
+
 #[test]
 fn our_signature_verifies_with_the_minisign_cli() {
     if !tool("minisign") {
@@ -814,11 +836,12 @@ fn a_minisign_cli_signature_is_accepted_and_wrong_keys_are_refused() {
     assert_eq!(r.signature.key_id.as_deref(), Some(good_id.as_str()));
 }
 
-/// The key id as the minisign CLI writes it in the public key's comment line.
+/// The key id the minisign CLI writes in the public key's comment line, as sparkgap prints
+/// it: 16 hex digits (the CLI drops leading zeros: `320B0AC1BA3DAD6` is `0320B0AC1BA3DAD6`).
 fn key_id_of(pk: &Path) -> String {
     let text = std::fs::read_to_string(pk).unwrap();
     let first = text.lines().next().unwrap();
-    first.rsplit(' ').next().unwrap().to_string()
+    format!("{:0>16}", first.rsplit(' ').next().unwrap())
 }
 
 #[test]
@@ -993,4 +1016,40 @@ fn next_write_removes_a_killed_runs_temp_file_but_not_a_live_ones() {
     assert!(out.is_file());
     assert!(!dead.exists(), "the killed run's temp file is still there");
     assert!(live.exists(), "a live run's temp file was removed");
+}
+
+/// Issue 14: `inspect --pubkey` with another key said "DAMAGED" and exited 1, while its help
+/// promises 2 for a key that does not match. A wrong key is bad input, not a damaged bundle.
+#[test]
+fn inspect_with_the_wrong_key_exits_2_and_does_not_call_the_bundle_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, sk) = keypair(dir.path(), "signer");
+    let (other_pk, _) = keypair(dir.path(), "other");
+    let signed = synthetic_bundle(
+        dir.path(),
+        &BundleOpts {
+            sign_key: Some(sk),
+            ..Default::default()
+        },
+    );
+    for format in ["text", "json"] {
+        let o = assert_cmd::Command::cargo_bin("sparkgap")
+            .unwrap()
+            .args(["inspect", "--output", format, "--pubkey"])
+            .arg(&other_pk)
+            .arg(&signed)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(2), "{format}: {out}");
+        assert!(!out.contains("DAMAGED"), "{format}: {out}");
+        assert!(out.contains("not by the trusted key"), "{format}: {out}");
+        if format == "json" {
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(v["signature"]["state"], "other-key");
+            assert_eq!(v["intact"], true, "the members are fine");
+        } else {
+            assert!(out.contains("WRONG KEY"), "{out}");
+        }
+    }
 }

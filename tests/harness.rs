@@ -10,6 +10,7 @@ use std::process::Command;
 
 use common::proxy::{Fault, FaultProxy};
 use common::{Harness, registry_available, tool_available};
+use sparkgap::cli::exit;
 use sparkgap::digest::sha256_digest;
 
 /// A raw HTTP/1.1 GET (or HEAD); returns (status, head, body as received until EOF).
@@ -81,7 +82,7 @@ fn missing_registry_binary_is_a_clear_error() {
         err.to_string().contains("apt-get install docker-registry"),
         "{err}"
     );
-    assert_eq!(err.exit_code(), 3);
+    assert_eq!(exit::of(err.kind()), 3);
 }
 
 #[test]

@@ -13,10 +13,11 @@ use std::process::Command;
 use assert_cmd::cargo::CommandCargoExt;
 use serde_json::Value;
 use sparkgap::bundle::write as bw;
-use sparkgap::cli::progress::Progress;
+use sparkgap::cli::exit;
 use sparkgap::digest::sha256_hex;
 use sparkgap::lock::{Descriptor, ImageLock, K3sLock, Lock};
 use sparkgap::oci::cache::BlobCache;
+use sparkgap::progress::Progress;
 use sparkgap::spec::SpecFile;
 
 // ---------------------------------------------------------------------------------------------
@@ -889,7 +890,7 @@ fn wrong_platform_is_refused_at_system_root_only() {
         e.to_string().contains("linux/riscv64") && e.to_string().contains("linux/arm64"),
         "{e}"
     );
-    assert_eq!(e.exit_code(), 2);
+    assert_eq!(exit::of(e.kind()), 2);
     assert!(check_platform(&manifest, true, ("linux", "riscv64")).is_ok());
     // A staging root may hold any platform.
     assert!(check_platform(&manifest, false, ("linux", "arm64")).is_ok());
@@ -970,6 +971,40 @@ fn real_small_tmpfs_is_refused_before_writing() {
     assert!(files_only(&t).is_empty(), "{t:#?}");
 }
 
+/// Issue 14: uninstall deleted k3s's data by default without asking. Without a terminal and
+/// without --yes or --keep-data it now refuses (exit 2), naming both, and removes nothing.
+#[test]
+fn uninstall_without_a_terminal_needs_yes_or_keep_data() {
+    let d = tempfile::tempdir().unwrap();
+    let bundle = Fixture::default().build(d.path());
+    let root = d.path().join("root");
+    install(&bundle, &root, &[]).ok();
+    fs::create_dir_all(root.join("var/lib/rancher/k3s/server/db")).unwrap();
+    fs::write(root.join("var/lib/rancher/k3s/server/db/state.db"), b"x").unwrap();
+    let before = tree(&root);
+    let out = sparkgap()
+        .args(["uninstall", "--root"])
+        .arg(&root)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--yes") && err.contains("--keep-data"),
+        "{err}"
+    );
+    assert_eq!(tree(&root), before, "nothing removed");
+    // Both at once is a usage error too.
+    let out = sparkgap()
+        .args(["uninstall", "--yes", "--keep-data", "--root"])
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(tree(&root), before, "nothing removed");
+}
+
 #[test]
 fn uninstall_removes_exactly_what_was_placed() {
     let d = tempfile::tempdir().unwrap();
@@ -1012,10 +1047,10 @@ fn uninstall_removes_exactly_what_was_placed() {
     );
     assert!(root.join("var/lib/rancher/k3s/server/db/state.db").exists());
 
-    // Again, without --keep-data, after a fresh install: k3s data goes too.
+    // Again, with --yes instead of --keep-data, after a fresh install: k3s data goes too.
     install(&bundle, &root, &[]).ok();
     let out = sparkgap()
-        .args(["uninstall", "--root"])
+        .args(["uninstall", "--yes", "--root"])
         .arg(&root)
         .output()
         .unwrap();

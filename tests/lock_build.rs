@@ -5,126 +5,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use common::bed::{Bed, cache_files, hex, tar_members};
 use common::proxy::{Fault, FaultProxy};
-use common::{Harness, sparkgap};
+use common::{Harness, sparkgap, stderr};
 use sparkgap::lock::Lock;
-
-/// Small backoff so fault tests take seconds, not minutes.
-const RETRY_BASE_MS: &str = "20";
-
-struct Bed {
-    h: Harness,
-    dir: tempfile::TempDir,
-}
-
-impl Bed {
-    fn start(test: &str) -> Option<Bed> {
-        let h = Harness::start_or_skip(test)?;
-        let dir = tempfile::tempdir().expect("tempdir");
-        Some(Bed { h, dir })
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Write spec text as `<name>/appliance.yaml`.
-    fn spec(&self, name: &str, text: &str) -> PathBuf {
-        let d = self.path(name);
-        std::fs::create_dir_all(&d).expect("spec dir");
-        let p = d.join("appliance.yaml");
-        std::fs::write(&p, text).expect("write spec");
-        p
-    }
-
-    fn demo_spec(&self) -> PathBuf {
-        self.spec("demo", &self.h.spec_via(self.h.addr()))
-    }
-
-    /// `sparkgap lock` of `spec` reaching registry `addr`; returns the lock path.
-    fn lock(&self, spec: &Path, addr: &str) -> PathBuf {
-        let out = spec.with_file_name("appliance.lock");
-        cmd("lock", addr)
-            .args(["-f"])
-            .arg(spec)
-            .arg("-o")
-            .arg(&out)
-            .arg("--cache")
-            .arg(self.path("lock-cache"))
-            .assert()
-            .success();
-        out
-    }
-
-    /// `sparkgap build` command (not yet run).
-    fn build(
-        &self,
-        spec: &Path,
-        lock: &Path,
-        cache: &str,
-        out: &str,
-        addr: &str,
-    ) -> assert_cmd::Command {
-        let mut c = cmd("build", addr);
-        c.args(["-f"])
-            .arg(spec)
-            .arg("--lock")
-            .arg(lock)
-            .arg("--cache")
-            .arg(self.path(cache))
-            .arg("-o")
-            .arg(self.path(out));
-        c
-    }
-}
-
-/// `sparkgap <sub> --insecure-registry <addr>`, fast retries, no SOURCE_DATE_EPOCH.
-fn cmd(sub: &str, addr: &str) -> assert_cmd::Command {
-    let mut c = sparkgap();
-    c.env("SPARKGAP_RETRY_BASE_MS", RETRY_BASE_MS)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .args([sub, "--insecure-registry", addr]);
-    c
-}
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Member path → bytes of a tar.
-fn tar_members(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let f = std::fs::File::open(path).expect("open bundle");
-    let mut a = tar::Archive::new(f);
-    let mut out = Vec::new();
-    for e in a.entries().expect("tar entries") {
-        let mut e = e.expect("tar entry");
-        let p = e.path().expect("path").to_string_lossy().into_owned();
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut e, &mut b).expect("read member");
-        out.push((p, b));
-    }
-    out
-}
-
-/// Files under the cache (relative paths), e.g. `sha256/<hex>`, `tmp/<...>`.
-fn cache_files(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for sub in ["sha256", "tmp"] {
-        if let Ok(rd) = std::fs::read_dir(root.join(sub)) {
-            for e in rd.flatten() {
-                out.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn hex(digest: &str) -> &str {
-    digest.strip_prefix("sha256:").expect("sha256 digest")
-}
 
 #[test]
 fn lock_picks_arm64_from_the_multi_arch_index() {
@@ -133,19 +19,21 @@ fn lock_picks_arm64_from_the_multi_arch_index() {
     };
     let spec = b.demo_spec();
     let out = spec.with_file_name("appliance.lock");
-    let assert = cmd("lock", b.h.addr())
-        .args(["--output", "json", "-f"])
-        .arg(&spec)
-        .arg("-o")
-        .arg(&out)
-        .arg("--cache")
-        .arg(b.path("c"))
+    let assert = b
+        .lock_cmd(&spec, &out, "c", b.h.addr())
+        .args(["--output", "json"])
         .assert()
         .success();
     let summary: serde_json::Value =
         serde_json::from_slice(&assert.get_output().stdout).expect("one JSON document");
     assert_eq!(summary["platform"], "linux/arm64");
-    assert_eq!(summary["images"].as_array().map(Vec::len), Some(3));
+    let spec_images = summary["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .filter(|i| i["system"] == false)
+        .count();
+    assert_eq!(spec_images, 3);
 
     let lock = Lock::read(&out).expect("lock parses");
     let app = lock
@@ -183,15 +71,17 @@ fn lock_picks_arm64_from_the_multi_arch_index() {
 }
 
 #[test]
-fn lock_of_a_digest_reference_keeps_the_digest_in_the_image_name() {
-    let Some(b) = Bed::start("lock_of_a_digest_reference_keeps_the_digest_in_the_image_name")
+fn lock_of_a_tag_and_digest_reference_names_the_tag_and_pins_the_digest() {
+    let Some(b) =
+        Bed::start("lock_of_a_tag_and_digest_reference_names_the_tag_and_pins_the_digest")
     else {
         return;
     };
+    // Digest-only references are refused (k3s cannot retag them); tag + digest is the way to pin.
     let a = &b.h.images.arm64_a;
     let text = b.h.spec_via(b.h.addr()).replace(
         &format!("reference: {}\n", a.reference),
-        &format!("reference: {}\n", a.digest_reference()),
+        &format!("reference: {}@{}\n", a.reference, a.digest),
     );
     let spec = b.spec("digest", &text);
     let lock = Lock::read(&b.lock(&spec, b.h.addr())).expect("lock");
@@ -200,7 +90,7 @@ fn lock_of_a_digest_reference_keeps_the_digest_in_the_image_name() {
         .iter()
         .find(|i| i.name == "base-a")
         .expect("base-a");
-    assert_eq!(img.image_name, a.digest_reference());
+    assert_eq!(img.image_name, a.reference);
     assert_eq!(img.resolved_digest, a.digest);
 }
 
@@ -213,13 +103,8 @@ fn lock_refuses_an_index_without_the_platform_naming_the_image() {
         b.h.spec_via(b.h.addr())
             .replace("platform: linux/arm64", "platform: linux/riscv64");
     let spec = b.spec("riscv", &text);
-    let out = cmd("lock", b.h.addr())
-        .args(["-f"])
-        .arg(&spec)
-        .arg("-o")
-        .arg(b.path("x.lock"))
-        .arg("--cache")
-        .arg(b.path("c"))
+    let out = b
+        .lock_cmd(&spec, &b.path("x.lock"), "c", b.h.addr())
         .assert()
         .code(2)
         .get_output()
@@ -245,13 +130,8 @@ fn lock_refuses_a_single_platform_image_for_another_platform() {
         &format!("reference: {}\n", b.h.amd64_only_ref()),
     );
     let spec = b.spec("wrong", &text);
-    let out = cmd("lock", b.h.addr())
-        .args(["-f"])
-        .arg(&spec)
-        .arg("-o")
-        .arg(b.path("x.lock"))
-        .arg("--cache")
-        .arg(b.path("c"))
+    let out = b
+        .lock_cmd(&spec, &b.path("x.lock"), "c", b.h.addr())
         .assert()
         .code(2)
         .get_output()
@@ -261,6 +141,47 @@ fn lock_refuses_a_single_platform_image_for_another_platform() {
     assert!(err.contains("image base-b"), "{err}");
     assert!(err.contains("built for linux/amd64"), "{err}");
     assert!(err.contains("linux/arm64"), "{err}");
+}
+
+/// Issue 14: `build` said "22 members" (tar entries, the manifest included) where `inspect`
+/// says "21 listed", and printed raw byte counts where the others group digits.
+#[test]
+fn build_and_inspect_count_members_the_same_way() {
+    let Some(b) = Bed::start("build_and_inspect_count_members_the_same_way") else {
+        return;
+    };
+    let spec = b.demo_spec();
+    let lock = b.lock(&spec, b.h.addr());
+    let out = b
+        .build(&spec, &lock, "c", "a.tar", b.h.addr())
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let built = String::from_utf8_lossy(&out.stdout).into_owned();
+    let inspected = sparkgap()
+        .arg("inspect")
+        .arg(b.path("a.tar"))
+        .output()
+        .expect("inspect");
+    let inspected = String::from_utf8_lossy(&inspected.stdout).into_owned();
+    // inspect: "members     21 listed, 5 370 662 bytes; 21 intact"
+    let members = inspected
+        .lines()
+        .find_map(|l| l.strip_prefix("members"))
+        .expect("inspect's members line")
+        .trim();
+    let (listed, rest) = members.split_once(" listed, ").expect("N listed, ");
+    let bytes = rest.split_once(" bytes").expect("bytes").0;
+    assert!(
+        built.contains(&format!("{listed} members listed, {bytes} bytes")),
+        "build: {built}\ninspect: {inspected}"
+    );
+    let size = std::fs::metadata(b.path("a.tar")).expect("bundle").len();
+    assert!(
+        built.contains(&format!("({} bytes;", sparkgap::bundle::group_digits(size))),
+        "{built}"
+    );
 }
 
 /// Same lock → same bundle bytes whatever the jobs, TMPDIR, umask, or cache temperature; the
@@ -289,6 +210,8 @@ fn builds_are_byte_identical_and_store_shared_layers_once() {
             .arg("-o")
             .arg(b.path(out))
             .args(["--jobs", jobs, "--insecure-registry", b.h.addr()])
+            .arg("--mirror")
+            .arg(format!("docker.io={}", b.h.addr()))
             .env("TMPDIR", &tmpdir)
             .env_remove("SOURCE_DATE_EPOCH")
             .output()
@@ -393,7 +316,11 @@ fn a_stale_lock_is_refused_naming_the_image() {
     let lock = b.lock(&spec, b.h.addr());
     let changed = std::fs::read_to_string(&spec).expect("spec").replace(
         &format!("reference: {}\n", b.h.arm64_b_ref()),
-        &format!("reference: {}\n", b.h.images.arm64_b.digest_reference()),
+        &format!(
+            "reference: {}@{}\n",
+            b.h.arm64_b_ref(),
+            b.h.images.arm64_b.digest
+        ),
     );
     std::fs::write(&spec, changed).expect("edit spec");
     let out = b
@@ -419,8 +346,7 @@ fn an_interrupted_build_resumes_without_refetching() {
     let Some(b) = Bed::start("an_interrupted_build_resumes_without_refetching") else {
         return;
     };
-    let proxy = FaultProxy::start(b.h.addr(), Fault::PassThrough);
-    let spec = b.spec("via", &b.h.spec_via(proxy.addr()));
+    let (proxy, spec) = b.spec_via_proxy();
     let lock_path = b.lock(&spec, proxy.addr());
     let lock = Lock::read(&lock_path).expect("lock");
     b.build(&spec, &lock_path, "full", "full.tar", proxy.addr())
@@ -484,8 +410,7 @@ fn build_through(
     fault: impl FnOnce(&Harness) -> Fault,
 ) -> Option<(Bed, FaultProxy, assert_cmd::assert::Assert)> {
     let b = Bed::start(test)?;
-    let proxy = FaultProxy::start(b.h.addr(), Fault::PassThrough);
-    let spec = b.spec("via", &b.h.spec_via(proxy.addr()));
+    let (proxy, spec) = b.spec_via_proxy();
     let lock_path = b.lock(&spec, proxy.addr());
     proxy.set_fault(fault(&b.h));
     let assert = b
@@ -665,8 +590,7 @@ fn a_blob_failing_while_the_bundle_is_written_leaves_no_bundle_and_no_temp_file(
     let Some(b) = Bed::start(test) else {
         return;
     };
-    let proxy = FaultProxy::start(b.h.addr(), Fault::PassThrough);
-    let spec = b.spec("via", &b.h.spec_via(proxy.addr()));
+    let (proxy, spec) = b.spec_via_proxy();
     let lock_path = b.lock(&spec, proxy.addr());
     let lock_bytes = std::fs::read(&lock_path).expect("lock");
     let lock = Lock::from_slice("lock", &lock_bytes).expect("parse lock");
@@ -891,8 +815,7 @@ fn lock_survives_transient_registry_faults() {
     let Some(b) = Bed::start("lock_survives_transient_registry_faults") else {
         return;
     };
-    let proxy = FaultProxy::start(b.h.addr(), Fault::PassThrough);
-    let spec = b.spec("via", &b.h.spec_via(proxy.addr()));
+    let (proxy, spec) = b.spec_via_proxy();
     let clean = std::fs::read(b.lock(&spec, proxy.addr())).expect("clean lock");
     for fault in [
         Fault::Status500 {
@@ -913,4 +836,34 @@ fn lock_survives_transient_registry_faults() {
         assert!(proxy.retried(), "{fault:?}: fault fired and was retried");
         assert_eq!(again, clean, "{fault:?}");
     }
+}
+
+/// Issue 14: with the registry down, `lock` said "authentication: error sending request …
+/// Connection refused". It says the registry is unreachable, naming host and port.
+#[test]
+fn lock_with_the_registry_down_names_it_unreachable() {
+    let Some(b) = Bed::start("lock_with_the_registry_down_names_it_unreachable") else {
+        return;
+    };
+    // A port nothing listens on: bound, then released.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    };
+    let spec = b.spec("down", &b.h.spec_via(&closed));
+    let out = b
+        .lock_cmd(&spec, &b.path("down.lock"), "c", &closed)
+        .assert()
+        .code(3)
+        .get_output()
+        .clone();
+    let err = stderr(&out);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&format!(
+            "the registry {closed} is unreachable (connection refused"
+        )),
+        "{err}"
+    );
+    assert!(!last.contains("authentication"), "{last}");
 }

@@ -89,3 +89,47 @@ fn overlapping_cidrs_are_refused() {
         "{err}"
     );
 }
+
+/// Issue 14: a YAML syntax error printed "error:" twice and `--> <input>` instead of the file;
+/// a value of the wrong type (`timeout: [2m]`) named the position but not the field.
+#[test]
+fn yaml_errors_name_the_file_once_and_the_field_of_a_type_error() {
+    let d = tempfile::tempdir().unwrap();
+    let head = "apiVersion: sparkgap.dev/v1alpha1\nkind: Appliance\n";
+    let k3s = "  k3s: {version: v1.33.5+k3s1, binaryUrl: 'http://127.0.0.1:1/k3s'}\n";
+    let cases = [
+        (
+            "syntax.yaml",
+            format!("{head}metadata: {{name: t\nspec: {{}}\n"),
+            ":4:5",
+            None,
+        ),
+        (
+            "type.yaml",
+            format!("{head}metadata: {{name: t}}\nspec:\n{k3s}  verify:\n    timeout: [2m]\n"),
+            ":7:14",
+            Some("spec.verify.timeout: expected string"),
+        ),
+    ];
+    for (name, text, at, field) in cases {
+        let path = d.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = assert_cmd::Command::cargo_bin("sparkgap")
+            .unwrap()
+            .args(["render", "-f"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.matches("error:").count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("--> {}{at}", path.display())),
+            "{err}"
+        );
+        assert!(!err.contains("<input>"), "{err}");
+        if let Some(field) = field {
+            assert!(err.contains(field), "{err}");
+        }
+    }
+}

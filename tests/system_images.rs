@@ -7,43 +7,24 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Harness, sparkgap};
+use common::bed::Bed;
+use common::sparkgap;
 use serde_json::Value;
 use sparkgap::lock::Lock;
 
-struct Bed {
-    h: Harness,
-    dir: tempfile::TempDir,
+/// The demo spec with `edit` applied, written as `<name>/appliance.yaml`.
+fn write_spec(bed: &Bed, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
+    bed.spec(name, &edit(bed.h.spec_via(bed.h.addr())))
 }
 
-impl Bed {
-    fn start(test: &str) -> Option<Bed> {
-        Some(Bed {
-            h: Harness::start_or_skip(test)?,
-            dir: tempfile::tempdir().unwrap(),
-        })
-    }
-
-    /// The demo spec with `edit` applied, written as `<name>/appliance.yaml`.
-    fn spec(&self, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
-        let d = self.dir.path().join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        let p = d.join("appliance.yaml");
-        std::fs::write(&p, edit(self.h.spec_via(self.h.addr()))).unwrap();
-        p
-    }
-
-    fn lock_cmd(&self, spec: &Path) -> assert_cmd::Command {
-        let mut c = sparkgap();
-        c.args(["lock", "--insecure-registry", self.h.addr(), "-f"])
-            .arg(spec)
-            .arg("-o")
-            .arg(spec.with_file_name("appliance.lock"))
-            .arg("--cache")
-            .arg(self.dir.path().join("cache"))
-            .env("SPARKGAP_RETRY_BASE_MS", "10");
-        c
-    }
+/// `sparkgap lock` (with the harness's `--mirror docker.io=<registry>`) into the spec's dir.
+fn lock_cmd(bed: &Bed, spec: &Path) -> assert_cmd::Command {
+    bed.lock_cmd(
+        spec,
+        &spec.with_file_name("appliance.lock"),
+        "cache",
+        bed.h.addr(),
+    )
 }
 
 fn system_refs(lock: &Lock) -> Vec<(String, String)> {
@@ -60,21 +41,20 @@ fn lock_pins_the_release_image_list_except_disabled_components() {
     else {
         return;
     };
-    let spec = bed.spec("all", |s| s);
-    bed.lock_cmd(&spec).assert().success();
+    let spec = write_spec(&bed, "all", |s| s);
+    lock_cmd(&bed, &spec).assert().success();
     let lock = Lock::read(&spec.with_file_name("appliance.lock")).unwrap();
     let refs = system_refs(&lock);
-    let addr = bed.h.addr();
     assert_eq!(
         refs,
         [
             (
                 "k3s/mirrored-coredns-coredns".to_string(),
-                format!("{addr}/rancher/mirrored-coredns-coredns:1.12.3")
+                "docker.io/rancher/mirrored-coredns-coredns:1.12.3".to_string()
             ),
             (
                 "k3s/mirrored-pause".to_string(),
-                format!("{addr}/rancher/mirrored-pause:3.6")
+                "docker.io/rancher/mirrored-pause:3.6".to_string()
             ),
         ]
     );
@@ -89,10 +69,10 @@ fn lock_pins_the_release_image_list_except_disabled_components() {
     );
 
     // CoreDNS disabled: its image is left out, pause stays.
-    let spec = bed.spec("no-coredns", |s| {
+    let spec = write_spec(&bed, "no-coredns", |s| {
         s.replace("disable: [traefik]", "disable: [traefik, coredns]")
     });
-    bed.lock_cmd(&spec).assert().success();
+    lock_cmd(&bed, &spec).assert().success();
     let lock = Lock::read(&spec.with_file_name("appliance.lock")).unwrap();
     let names: Vec<String> = system_refs(&lock).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["k3s/mirrored-pause"]);
@@ -103,8 +83,8 @@ fn a_lock_whose_disabled_components_changed_is_stale() {
     let Some(bed) = Bed::start("a_lock_whose_disabled_components_changed_is_stale") else {
         return;
     };
-    let spec = bed.spec("stale", |s| s);
-    bed.lock_cmd(&spec).assert().success();
+    let spec = write_spec(&bed, "stale", |s| s);
+    lock_cmd(&bed, &spec).assert().success();
     std::fs::write(
         &spec,
         std::fs::read_to_string(&spec)
@@ -118,9 +98,9 @@ fn a_lock_whose_disabled_components_changed_is_stale() {
         .arg("--lock")
         .arg(spec.with_file_name("appliance.lock"))
         .arg("--cache")
-        .arg(bed.dir.path().join("cache"))
+        .arg(bed.path("cache"))
         .arg("-o")
-        .arg(bed.dir.path().join("b.tar"))
+        .arg(bed.path("b.tar"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -136,14 +116,14 @@ fn a_spec_image_with_a_system_reference_is_carried_once() {
     let Some(bed) = Bed::start("a_spec_image_with_a_system_reference_is_carried_once") else {
         return;
     };
-    let pause = bed.h.images.system[0].reference.clone();
-    let spec = bed.spec("dup", |s| {
+    let pause = "docker.io/rancher/mirrored-pause:3.6".to_string();
+    let spec = write_spec(&bed, "dup", |s| {
         s.replace(
             "  images:\n",
             &format!("  images:\n    - name: pause\n      reference: {pause}\n"),
         )
     });
-    bed.lock_cmd(&spec).assert().success();
+    lock_cmd(&bed, &spec).assert().success();
     let lock = Lock::read(&spec.with_file_name("appliance.lock")).unwrap();
     let with_ref: Vec<&str> = lock
         .images
@@ -161,14 +141,14 @@ fn a_missing_image_list_is_an_error_naming_its_url() {
     };
     let k3s = bed.h.k3s_url().to_string();
     let missing = k3s.replace("/k3s-arm64", "/no-such-list.txt");
-    let spec = bed.spec("missing", |s| {
+    let spec = write_spec(&bed, "missing", |s| {
         s.replace(
             &format!("binaryUrl: {k3s}"),
             &format!("binaryUrl: {k3s}\n    imagesUrl: {missing}"),
         )
     });
     let lock = spec.with_file_name("appliance.lock");
-    let out = bed.lock_cmd(&spec).output().unwrap();
+    let out = lock_cmd(&bed, &spec).output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&missing), "{stderr}");
@@ -186,21 +166,9 @@ fn mirror_keeps_canonical_names_in_lock_bundle_and_image_archive() {
     else {
         return;
     };
-    let (k3s_url, _release) = sparkgap::demo::serve_release(
-        bed.h.k3s_bytes().to_vec(),
-        Some(bed.h.images.k3s_images_txt(true)),
-    )
-    .unwrap();
-    let old_url = bed.h.k3s_url().to_string();
-    let spec = bed.spec("mirror", |s| s.replace(&old_url, &k3s_url));
-    let mirror = format!("docker.io={}", bed.h.addr());
-
-    // Without the mirror docker.io is out of reach here: the lock fails (no network).
+    let spec = write_spec(&bed, "mirror", |s| s);
     let lock_path = spec.with_file_name("appliance.lock");
-    bed.lock_cmd(&spec)
-        .args(["--mirror", &mirror])
-        .assert()
-        .success();
+    lock_cmd(&bed, &spec).assert().success();
     let lock = Lock::read(&lock_path).unwrap();
     let system: Vec<&sparkgap::lock::ImageLock> = lock.images.iter().filter(|i| i.system).collect();
     assert_eq!(system.len(), 2);
@@ -209,23 +177,8 @@ fn mirror_keeps_canonical_names_in_lock_bundle_and_image_archive() {
         assert_eq!(i.image_name, i.reference);
     }
 
-    let bundle = bed.dir.path().join("bundle.tar");
-    sparkgap()
-        .args([
-            "build",
-            "--insecure-registry",
-            bed.h.addr(),
-            "--mirror",
-            &mirror,
-        ])
-        .arg("-f")
-        .arg(&spec)
-        .arg("--lock")
-        .arg(&lock_path)
-        .arg("--cache")
-        .arg(bed.dir.path().join("build-cache"))
-        .arg("-o")
-        .arg(&bundle)
+    let bundle = bed.path("bundle.tar");
+    bed.build(&spec, &lock_path, "build-cache", "bundle.tar", bed.h.addr())
         .assert()
         .success();
     let index = member(&bundle, "images/index.json");
@@ -262,7 +215,7 @@ fn mirror_keeps_canonical_names_in_lock_bundle_and_image_archive() {
     );
 
     // The node's image archive (install into a staging root) names them the same way.
-    let root = bed.dir.path().join("root");
+    let root = bed.path("root");
     sparkgap()
         .args(["install", "--no-start", "--root"])
         .arg(&root)

@@ -5,11 +5,15 @@
 //! API server answers (objects shaped exactly as it returns them) through `cluster::FakeApi`,
 //! and asserts both the report and the requests sparkgap sent.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::{sparkgap, stderr};
 use serde_json::{Value, json};
+use sparkgap::cli::exit;
 use sparkgap::cluster::{FakeApi, status};
 use sparkgap::lock::{Descriptor, ImageLock, K3sLock, Lock};
 use sparkgap::spec::{Appliance, SpecFile};
@@ -774,7 +778,7 @@ async fn unreachable_api_fails_api_and_skips_the_rest() {
                 && r.reason.as_deref() == Some("the API server is not reachable (see check api)")),
         "{report:#?}"
     );
-    assert_eq!(report.exit_code(), 1);
+    assert_eq!(exit::of_outcome(report.failure()), 1);
     assert_eq!(fake.seen().len(), 1, "nothing but /version was asked");
 }
 
@@ -1551,7 +1555,7 @@ async fn cancellation_fails_the_running_check_skips_the_rest_and_cleans_up() {
         "not run: cancelled (Ctrl-C)",
     );
     assert!(report.summary.interrupted);
-    assert_eq!(report.exit_code(), 1);
+    assert_eq!(exit::of_outcome(report.failure()), 1);
     assert!(
         ns_deleted(&fake),
         "throwaway namespace removed after Ctrl-C"
@@ -1603,7 +1607,7 @@ async fn workload_checks_share_the_overall_timeout() {
     assert_status(&report.checks[3], Status::Pass, "");
     assert!(!report.summary.interrupted);
     assert!(ns_deleted(&fake));
-    assert_eq!(report.exit_code(), 1);
+    assert_eq!(exit::of_outcome(report.failure()), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1634,7 +1638,7 @@ async fn every_check_passes_on_a_healthy_cluster() {
         .collect();
     assert!(failed.is_empty(), "{failed:#?}");
     assert_eq!(report.summary.total, sparkgap::spec::CHECK_NAMES.len());
-    assert_eq!(report.exit_code(), 0);
+    assert_eq!(exit::of_outcome(report.failure()), 0);
     insta::assert_json_snapshot!("full_report", report);
 }
 
@@ -1692,10 +1696,6 @@ fn skipped_all_reports_every_check_as_skipped_not_passed() {
 // ---------------------------------------------------------------------------------------------
 // The command line
 
-fn sparkgap() -> assert_cmd::Command {
-    assert_cmd::Command::cargo_bin("sparkgap").unwrap()
-}
-
 #[test]
 fn unknown_only_name_is_a_usage_error_listing_valid_checks() {
     let out = sparkgap()
@@ -1703,7 +1703,7 @@ fn unknown_only_name_is_a_usage_error_listing_valid_checks() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert!(
         err.contains("unknown check \"dnss\"; valid checks: api, node-ready, system-pods"),
         "{err}"
@@ -1723,9 +1723,7 @@ fn bad_timeout_is_a_usage_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--timeout \"5 minutes\" is not a duration")
-    );
+    assert!(stderr(&out).contains("--timeout \"5 minutes\" is not a duration"));
 }
 
 #[test]
@@ -1736,11 +1734,6 @@ fn unreadable_kubeconfig_is_an_environment_error() {
         .arg(dir.path().join("missing.yaml"))
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.yaml"));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("missing.yaml"));
 }

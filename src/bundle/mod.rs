@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::failure::FailureKind;
 use crate::spec::Platform;
 
 mod extract;
@@ -150,14 +151,14 @@ pub enum BundleError {
 }
 
 impl BundleError {
-    pub fn exit_code(&self) -> u8 {
+    pub fn kind(&self) -> FailureKind {
         match self {
             BundleError::Invalid { .. }
             | BundleError::NotABundle { .. }
             | BundleError::Damaged { .. }
             | BundleError::MissingBlobs { .. }
-            | BundleError::Key { .. } => crate::cli::exit::INPUT,
-            BundleError::Io { .. } => crate::cli::exit::ENVIRONMENT,
+            | BundleError::Key { .. } => FailureKind::Input,
+            BundleError::Io { .. } => FailureKind::Environment,
         }
     }
 

@@ -20,6 +20,7 @@ use super::{
     BundleError, BundleManifest, FORMAT_VERSION, K3S_PATH, LOCK_PATH, MANIFEST_PATH, Member,
     Problem, ProblemKind, SIGNATURE_PATH, SPEC_PATH, group_digits, member_path_problem, short_path,
 };
+use crate::failure::FailureKind;
 
 /// The manifest is read into memory; anything larger is not ours.
 const MAX_MANIFEST: u64 = 64 << 20;
@@ -99,7 +100,10 @@ pub enum SignatureState {
     Unchecked,
     /// Checked with the given key and good.
     Verified,
-    /// Missing while a key was given, unreadable, from another key, or not matching.
+    /// Signed, but by another key than the one given: the key (an input) does not match; says
+    /// nothing about the bundle's bytes.
+    OtherKey,
+    /// Missing while a key was given, unreadable, or not matching the manifest.
     Invalid,
 }
 
@@ -148,6 +152,20 @@ pub struct InspectReport {
     pub problems: Vec<Problem>,
     /// No problems at all.
     pub intact: bool,
+}
+
+impl InspectReport {
+    /// None when intact (and signed by the given key, when one was given). A key that does not
+    /// match is bad input, whatever the members say; damage is a failed check.
+    pub fn failure(&self) -> Option<FailureKind> {
+        if self.signature.state == SignatureState::OtherKey {
+            Some(FailureKind::Input)
+        } else if !self.intact {
+            Some(FailureKind::CheckFailed)
+        } else {
+            None
+        }
+    }
 }
 
 /// Read the whole bundle and report everything, never stopping at the first problem. Err only
@@ -312,7 +330,11 @@ fn walk(
         next = src.header()?;
     }
     let signature = signature_status(pubkey.as_ref(), &manifest_bytes, sig_bytes.as_deref());
-    if signature.state == SignatureState::Invalid {
+    // Another key is no damage, but a reader that requires the signature stops here, before
+    // any member is read.
+    if signature.state == SignatureState::Invalid
+        || (signature.state == SignatureState::OtherKey && opts.require_signature)
+    {
         sink(problem(
             ProblemKind::Signature,
             SIGNATURE_PATH,
@@ -787,6 +809,17 @@ fn signature_status(
                 key_id(pk.keynum())
             ),
         },
+        (Some(pk), Some(_)) if sig_key.as_ref().is_some_and(|k| *k != key_id(pk.keynum())) => {
+            SignatureStatus {
+                state: SignatureState::OtherKey,
+                message: format!(
+                    "signature refused: the manifest is signed by key {}, not by the trusted key {}",
+                    sig_key.as_deref().unwrap_or_default(),
+                    key_id(pk.keynum())
+                ),
+                key_id: sig_key,
+            }
+        }
         (Some(pk), Some(s)) => match sign::verify(pk, manifest, s) {
             Ok(()) => SignatureStatus {
                 state: SignatureState::Verified,

@@ -43,6 +43,7 @@ impl SignKey {
             .map_err(|e| err(format!("not a minisign secret key file ({e})")))?;
         let sk = match SecretKey::from_unencrypted_box(boxed.clone()) {
             Ok(sk) if !sk.is_encrypted() => sk,
+            _ if let Some(sk) = unencrypted_cli_key(&text) => sk,
             _ => match password {
                 Some(pw) => SecretKey::from_box(boxed, Some(pw)).map_err(|e| {
                     err(format!(
@@ -91,6 +92,32 @@ impl SignKey {
         })?;
         Ok(sig.into_string().into_bytes())
     }
+}
+
+/// An unencrypted key as `minisign -G -W` (the C tool) writes it: no KDF, and the checksum
+/// left all zero (the tool computes it only for encrypted keys and never checks it for
+/// unencrypted ones). The minisign crate insists on a checksum and calls such a key
+/// corrupted; read it as the C tool does. None for anything else.
+fn unencrypted_cli_key(text: &str) -> Option<SecretKey> {
+    use base64::Engine as _;
+    // sig_alg, kdf_alg, chk_alg (2 each), salt 32, opslimit 8, memlimit 8, keynum 8,
+    // secret key 64, checksum 32.
+    const LEN: usize = 2 + 2 + 2 + 32 + 8 + 8 + 8 + 64 + 32;
+    let line = text.lines().nth(1)?.trim();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(line)
+        .ok()?;
+    let unencrypted = bytes.len() == LEN
+        && bytes[..2] == *b"Ed"
+        && bytes[2..4] == [0, 0]
+        && bytes[4..6] == *b"B2"
+        && bytes[LEN - 32..].iter().all(|b| *b == 0);
+    if !unencrypted {
+        return None;
+    }
+    SecretKey::from_bytes(&bytes)
+        .ok()
+        .filter(|sk| !sk.is_encrypted())
 }
 
 /// Read a minisign public key file (the two-line `.pub` format, or a bare base64 key line).

@@ -24,10 +24,10 @@ use super::{
     BundleError, BundleImage, BundleManifest, FORMAT_VERSION, IMAGES_DIR, K3S_PATH, LOCK_PATH,
     MANIFEST_PATH, Member, SIGNATURE_PATH, SPEC_PATH, SignKey, member_path_problem, short_path,
 };
-use crate::cli::progress::Progress;
 use crate::digest::{sha256_hex, sha256_hex_of};
 use crate::lock::{Descriptor, ImageLock, Lock};
 use crate::oci::BlobCache;
+use crate::progress::Progress;
 use crate::spec::{Platform, SpecFile};
 
 pub const MODE_FILE: u32 = 0o644;
@@ -84,8 +84,13 @@ pub struct WriteSummary {
     pub path: PathBuf,
     /// Bytes of the tar.
     pub size: u64,
-    /// Members including the manifest and signature.
+    /// Tar entries: the listed members plus the manifest and its signature.
     pub members: usize,
+    /// Members the manifest lists (the manifest and its signature not counted), as `inspect`
+    /// counts them; what people are told.
+    pub listed: usize,
+    /// Sum of their sizes.
+    pub listed_bytes: u64,
     /// Key id when signed.
     pub signed_by: Option<String>,
 }
@@ -439,13 +444,11 @@ pub fn write_waiting(
         out: BufWriter::with_capacity(1 << 20, tmp.as_file()),
         path: tmp.path().to_path_buf(),
     };
-    let mut count = 0;
     let entries = std::iter::once((MANIFEST_PATH, &plan.manifest_bytes, MODE_FILE))
         .chain(signature.as_ref().map(|s| (SIGNATURE_PATH, s, MODE_FILE)));
     for (path, bytes, mode) in entries {
         w.bytes_member(path, mode, mtime, bytes)?;
         task.inc(512 + bytes.len() as u64);
-        count += 1;
     }
     for m in &plan.members {
         let Member {
@@ -466,7 +469,6 @@ pub fn write_waiting(
             }
         }
         task.inc(512 + size);
-        count += 1;
     }
     w.finish()?;
     task.finish();
@@ -482,7 +484,9 @@ pub fn write_waiting(
     Ok(WriteSummary {
         path: out.to_path_buf(),
         size: total,
-        members: count,
+        members: plan.members.len() + 1 + usize::from(signature.is_some()),
+        listed: plan.members.len(),
+        listed_bytes: plan.members.iter().map(|m| m.member.size).sum(),
         signed_by: sign.map(|k| k.key_id().to_string()),
     })
 }

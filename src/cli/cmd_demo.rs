@@ -9,12 +9,13 @@ use anyhow::Context as _;
 use clap::Args;
 use serde::Serialize;
 
-use super::progress::Progress;
-use super::{Global, Output, RegistryOpts, cmd_lock};
+use super::{Global, Output};
+use crate::build::{Job, build};
 use crate::bundle::{self, ReadOptions};
 use crate::demo::{self, LocalRegistry};
 use crate::lock::Lock;
-use crate::oci::{self, BlobCache};
+use crate::oci::{self, BlobCache, Registry, RegistryConfig};
+use crate::progress::Progress;
 use crate::spec::SpecFile;
 
 #[derive(Debug, Args)]
@@ -54,7 +55,7 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
     let dir = &args.dir;
     std::fs::create_dir_all(dir)
         .map_err(|e| demo::DemoError::io(format!("cannot create {}", dir.display()), e))?;
-    let rt = super::runtime()?;
+    let rt = crate::runtime()?;
 
     let registry = steps.run("start registry", || {
         LocalRegistry::start(&args.registry_bin)
@@ -89,18 +90,18 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
     let progress = if g.output == Output::Json {
         Progress::hidden()
     } else {
-        Progress::new(g)
+        super::progress::for_terminal(g)
     };
-    let insecure = RegistryOpts {
-        insecure_registries: vec![registry.addr().to_string()],
-        mirrors: vec![oci::Mirror {
-            source: "docker.io".into(),
-            host: registry.addr().to_string(),
-        }],
-    };
+    // k3s's images are named docker.io/rancher/... in the stand-in release's list: reached
+    // through the demo registry as a mirror.
+    let mut insecure = RegistryConfig::with_insecure(vec![registry.addr().to_string()]);
+    insecure.mirrors = vec![oci::Mirror {
+        source: "docker.io".into(),
+        host: registry.addr().to_string(),
+    }];
     let spec = SpecFile::read(&spec_path)?;
     let cache = BlobCache::new(&paths.cache);
-    let oci_registry = cmd_lock::registry(&insecure)?;
+    let oci_registry = Registry::new(insecure.clone())?;
 
     let lock = steps.run("lock", || -> anyhow::Result<Lock> {
         let lock = rt.block_on(oci::resolve(
@@ -109,7 +110,7 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
             &cache,
             &progress,
         ))?;
-        cmd_lock::write_atomic(&paths.lock, &lock.to_bytes())
+        lock.write(&paths.lock)
             .with_context(|| format!("cannot write the lock {}", paths.lock.display()))?;
         Ok(lock)
     })?;
@@ -121,9 +122,9 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
     ));
 
     let written = steps.run("build", || {
-        super::cmd_build::build(
+        build(
             &spec,
-            &super::cmd_build::Job {
+            &Job {
                 lock: &paths.lock,
                 out: &paths.bundle,
                 cache: &cache,
@@ -137,10 +138,11 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
         .map(|built| built.written)
     })?;
     steps.note(&format!(
-        "{} ({} bytes, {} members)",
+        "{} ({} bytes; {} members listed, {} bytes)",
         written.path.display(),
         bundle::group_digits(written.size),
-        written.members
+        written.listed,
+        bundle::group_digits(written.listed_bytes)
     ));
 
     let report = steps.run("inspect", || {
@@ -252,9 +254,9 @@ impl Steps {
 
     fn say(&self, line: &str) {
         if self.json {
-            eprintln!("{line}");
+            errln!("{line}");
         } else {
-            println!("{line}");
+            outln!("{line}");
         }
     }
 
@@ -306,18 +308,18 @@ struct SummaryImage {
 
 impl Summary {
     fn print_text(&self) {
-        println!();
-        println!(
+        outln!();
+        outln!(
             "bundle   {} ({} bytes)",
             self.bundle.display(),
             bundle::group_digits(self.bundle_size),
         );
-        println!("spec     {}", self.spec.display());
-        println!("lock     {}", self.lock.display());
-        println!("cache    {}", self.cache.display());
-        println!("images");
+        outln!("spec     {}", self.spec.display());
+        outln!("lock     {}", self.lock.display());
+        outln!("cache    {}", self.cache.display());
+        outln!("images");
         for i in &self.images {
-            println!(
+            outln!(
                 "  {:<8} {}{}  {}  {} bytes",
                 i.name,
                 if i.system { "(k3s) " } else { "" },
@@ -326,11 +328,11 @@ impl Summary {
                 bundle::group_digits(i.size)
             );
         }
-        println!(
+        outln!(
             "root     {}   (installed offline from the bundle alone)",
             self.root.display()
         );
-        println!(
+        outln!(
             "next     sparkgap up {} --root {} --no-start   (install again: unchanged; apply and verify\n         are reported skipped, as no k3s runs here; on a Spark: sudo sparkgap up {})",
             self.bundle.display(),
             self.root.display(),
@@ -339,84 +341,34 @@ impl Summary {
     }
 }
 
-/// What the benchmark script reads from `DIR/bench.json` once seeding is done.
-#[derive(Debug, Serialize)]
-struct BenchInfo {
-    registry: String,
-    spec: PathBuf,
-    /// The files holding every blob the registry stores (for the copy-rate floor).
-    blob_files: Vec<PathBuf>,
-    unique_bytes: u64,
-    referenced_bytes: u64,
-    images: Vec<String>,
-    /// The registry itself when `registry` is the WAN-emulation proxy.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    upstream: Option<String>,
-    /// The emulated network, when there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    wan: Option<String>,
-}
-
 fn bench_serve(args: &DemoArgs, mib: u64) -> anyhow::Result<u8> {
-    let dir = &args.dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let registry = LocalRegistry::start(&args.registry_bin)?;
-    let started = Instant::now();
-    let mut set =
-        demo::images::push_bench_set_blocking(registry.addr(), args.bench_images, mib << 20)?;
-    // Seeding went straight to the registry; the benchmark's clients go through the proxy.
-    let wan = args
-        .bench_wan_rtt_ms
-        .map(|ms| {
-            let profile = demo::WanProfile {
-                rtt: std::time::Duration::from_millis(ms),
-                per_connection: args.bench_wan_conn_mibps << 20,
-                total: args.bench_wan_total_mibps.map(|t| t << 20),
-            };
-            demo::WanProxy::start(registry.addr(), profile)
-        })
-        .transpose()?;
-    let served = wan.as_ref().map_or(registry.addr(), |w| w.addr());
-    for img in &mut set.images {
-        if let Some(rest) = img.reference.strip_prefix(registry.addr()) {
-            img.reference = format!("{served}{rest}");
-        }
-    }
-    // The image list names a bench image (a spec image too, so stored once): the bench
-    // measures the spec's images, not system ones.
-    let list = set.images.first().map(|i| format!("{}\n", i.reference));
-    let (k3s_url, _k3s) = demo::serve_release(demo::fileserver::k3s_standin(1 << 20), list)?;
-    let spec =
-        demo::spec::write_spec_text(dir, &demo::spec::bench_spec_yaml(&set.images, &k3s_url))?;
-    let info = BenchInfo {
-        registry: served.to_string(),
-        spec,
-        blob_files: registry.blob_files(),
-        unique_bytes: set.unique_bytes,
-        referenced_bytes: set.referenced_bytes,
-        images: set.images.iter().map(|i| i.reference.clone()).collect(),
-        upstream: wan.as_ref().map(|_| registry.addr().to_string()),
-        wan: wan.as_ref().map(|w| w.profile().to_string()),
-    };
-    // Written last and atomically: its appearance tells the script seeding is complete.
-    demo::spec::write_atomic(&dir.join("bench.json"), &serde_json::to_vec_pretty(&info)?)?;
-    eprintln!(
+    let wan = args.bench_wan_rtt_ms.map(|ms| demo::WanProfile {
+        rtt: std::time::Duration::from_millis(ms),
+        per_connection: args.bench_wan_conn_mibps << 20,
+        total: args.bench_wan_total_mibps.map(|t| t << 20),
+    });
+    let bed = demo::bench::serve(
+        &args.dir,
+        &args.registry_bin,
+        args.bench_images,
+        mib << 20,
+        wan,
+    )?;
+    let info = &bed.info;
+    errln!(
         "seeded {} images, {} MiB distinct, in {:.1} s; serving on {}{} until terminated",
-        set.images.len(),
-        set.unique_bytes >> 20,
-        started.elapsed().as_secs_f64(),
-        served,
-        wan.as_ref()
-            .map(|w| format!(
-                " (WAN emulation: {}; registry {})",
-                w.profile(),
-                registry.addr()
-            ))
+        info.images.len(),
+        info.unique_bytes >> 20,
+        bed.seeded_in.as_secs_f64(),
+        info.registry,
+        info.wan
+            .as_ref()
+            .zip(info.upstream.as_ref())
+            .map(|(wan, registry)| format!(" (WAN emulation: {wan}; registry {registry})"))
             .unwrap_or_default()
     );
-    super::runtime()?.block_on(wait_for_termination())?;
-    drop(wan);
-    drop(registry);
+    crate::runtime()?.block_on(wait_for_termination())?;
+    drop(bed);
     Ok(super::exit::OK)
 }
 

@@ -1,11 +1,13 @@
 //! `sparkgap inspect BUNDLE`: what a bundle holds and whether every member is intact.
-//! Exit 0 intact, 1 damaged (each problem named), 2 not a sparkgap bundle or a bad key.
+//! Exit 0 intact, 1 damaged (each problem named), 2 not a sparkgap bundle, or a key that is
+//! unusable or not the one the bundle is signed by.
 
 use std::path::PathBuf;
 
 use clap::Args;
 
 use super::{Global, Output, exit};
+use crate::bundle::read::SignatureState;
 use crate::bundle::{self, InspectReport, ReadOptions, group_digits};
 
 #[derive(Debug, Args)]
@@ -28,13 +30,9 @@ pub fn run(args: InspectArgs, g: &Global) -> anyhow::Result<u8> {
     let report = bundle::inspect(&args.bundle, &opts)?;
     match g.output {
         Output::Json => super::print_json(&report)?,
-        _ => print!("{}", render_text(&report)),
+        _ => out!("{}", render_text(&report)),
     }
-    Ok(if report.intact {
-        exit::OK
-    } else {
-        exit::CHECK_FAILED
-    })
+    Ok(exit::of_outcome(report.failure()))
 }
 
 fn render_text(r: &InspectReport) -> String {
@@ -94,7 +92,15 @@ fn render_text(r: &InspectReport) -> String {
             }
         }
     }
-    if r.intact {
+    if r.signature.state == SignatureState::OtherKey {
+        s.push_str(&format!(
+            "result      WRONG KEY: not signed by the given key ({} of {} members intact)\n",
+            r.members_ok, r.members
+        ));
+        for p in &r.problems {
+            s.push_str(&format!("  - {}\n", p.message));
+        }
+    } else if r.intact {
         s.push_str("result      intact: every member present with its size and sha256\n");
     } else {
         s.push_str(&format!(

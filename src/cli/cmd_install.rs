@@ -1,10 +1,12 @@
+//! `sparkgap install` and `sparkgap uninstall`: place a bundle on this host, or remove it.
+
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::Args;
 
-use super::progress::Progress;
-use super::{Global, Output};
-use crate::install::{self, Action};
+use super::{Global, InstallTarget, Output};
+use crate::install;
 
 #[derive(Debug, Args)]
 #[command(
@@ -17,115 +19,88 @@ pub struct InstallArgs {
     pub target: InstallTarget,
 }
 
-#[derive(Debug, Args, Clone)]
-pub struct InstallTarget {
-    /// Install under this root instead of / (staging, tests). Allows a platform other than the
-    /// host's.
-    #[arg(long, value_name = "DIR", default_value = "/")]
-    pub root: PathBuf,
-    /// Place files only; do not (re)start k3s or wait for it.
-    #[arg(long)]
-    pub no_start: bool,
-    /// Require a valid signature by this minisign public key.
-    #[arg(long, value_name = "KEY.pub")]
-    pub pubkey: Option<PathBuf>,
-    /// How long to wait for the API and the node to be Ready.
-    #[arg(long, default_value = "5m")]
-    pub wait: String,
-}
-
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  sudo sparkgap uninstall --keep-data   # keep the cluster's state and volumes\n  sudo sparkgap uninstall --yes         # delete them too, without asking\n\nOn a terminal, uninstall asks before deleting k3s's data; without one it needs --yes or\n--keep-data. Exit codes: 0 ok, 2 neither flag and no terminal (or the question answered no),\n3 not root, mounts under the data, I/O."
+)]
 pub struct UninstallArgs {
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
-    /// Keep k3s's data (/var/lib/rancher/k3s) and volumes.
+    /// Keep k3s's data (/var/lib/rancher/k3s, /etc/rancher/k3s, /var/lib/kubelet) and volumes.
     #[arg(long)]
     pub keep_data: bool,
+    /// Delete k3s's data and volumes too, without asking.
+    #[arg(long, short = 'y', conflicts_with = "keep_data")]
+    pub yes: bool,
 }
 
-impl InstallTarget {
-    /// The core's options; `--wait` must be a duration such as `5m` or `90s`.
-    pub fn options(&self) -> anyhow::Result<install::InstallOptions> {
-        let wait = crate::spec::parse_duration(&self.wait).ok_or_else(|| {
-            anyhow::anyhow!(
-                "--wait {:?} is not a duration (e.g. 90s, 5m, 1h30m)",
-                self.wait
-            )
-        })?;
-        Ok(install::InstallOptions {
-            root: self.root.clone(),
-            no_start: self.no_start,
-            pubkey: self.pubkey.clone(),
-            wait,
-        })
+/// Whether to keep k3s's data: the flags say, or the person at the terminal does. Deleting a
+/// cluster's state and volumes is not undone, so it is never a silent default.
+fn keep_data(args: &UninstallArgs) -> anyhow::Result<bool> {
+    if args.keep_data || !args.root.join(install::RECORD_PATH).is_file() {
+        // Nothing installed: nothing is deleted either way.
+        return Ok(true);
     }
+    if args.yes {
+        return Ok(false);
+    }
+    let dirs: Vec<String> = install::DATA_DIRS
+        .iter()
+        .map(|d| args.root.join(d).display().to_string())
+        .collect();
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        anyhow::bail!(
+            "uninstall would delete k3s's data ({}: the cluster's state, images and volumes) and \
+             there is no terminal to ask; pass --yes to delete it, or --keep-data to keep it",
+            dirs.join(", ")
+        );
+    }
+    err!(
+        "Remove sparkgap's files from {} and DELETE k3s's data ({}: the cluster's state, images \
+         and volumes)? [y/N] ",
+        args.root.display(),
+        dirs.join(", ")
+    );
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if confirmed(&answer) {
+        Ok(false)
+    } else {
+        anyhow::bail!(
+            "nothing removed; run again with --keep-data to keep k3s's data, or --yes to delete it"
+        )
+    }
+}
+
+/// `y` or `yes`, any case; anything else (an empty line too) is no.
+fn confirmed(answer: &str) -> bool {
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
 pub fn run(args: InstallArgs, g: &Global) -> anyhow::Result<u8> {
     let opts = args.target.options()?;
-    let progress = Progress::new(g);
+    let progress = super::progress::for_terminal(g);
     let report = install::install(&args.bundle, &opts, &progress)?;
     if g.output == Output::Json {
         super::print_json(&report)?;
     } else {
-        print_text(&report);
+        super::text::install_report(&report);
     }
     Ok(super::exit::OK)
 }
 
-pub(super) fn print_text(r: &install::InstallReport) {
-    let root = r.root.display();
-    if r.unchanged {
-        println!(
-            "unchanged: {} ({}, k3s {}) is already installed under {root}",
-            r.appliance, r.bundle_manifest_digest, r.k3s_version
-        );
-    } else {
-        println!(
-            "installed {} (k3s {}, {}) under {root}",
-            r.appliance, r.k3s_version, r.platform
-        );
-        for f in r.files.iter().filter(|f| f.action != Action::Unchanged) {
-            let what = match f.action {
-                Action::Created => "created ",
-                Action::Replaced => "replaced",
-                Action::Unchanged => "unchanged",
-            };
-            println!("  {what} {}", f.path);
-        }
-        for p in &r.removed {
-            println!("  removed  {p}");
-        }
-    }
-    match (&r.k3s.skipped, &r.k3s.ready_node) {
-        (Some(why), _) => println!("k3s not started: {why}"),
-        (None, Some(node)) => println!(
-            "k3s {}; node {node} is Ready",
-            if r.k3s.restarted {
-                "(re)started"
-            } else {
-                "already running, unchanged"
-            }
-        ),
-        (None, None) => {}
-    }
-    for w in &r.warnings {
-        eprintln!("warning: {w}");
-    }
-}
-
 pub fn run_uninstall(args: UninstallArgs, g: &Global) -> anyhow::Result<u8> {
-    let report = install::uninstall(&args.root, args.keep_data)?;
+    let report = install::uninstall(&args.root, keep_data(&args)?)?;
     if g.output == Output::Json {
         super::print_json(&report)?;
     } else if !report.installed {
-        println!(
+        outln!(
             "nothing to uninstall: no {} under {}",
             install::RECORD_PATH,
             args.root.display()
         );
     } else {
-        println!(
+        outln!(
             "removed {} paths placed by sparkgap under {}{}",
             report.removed.len(),
             args.root.display(),
@@ -136,10 +111,23 @@ pub fn run_uninstall(args: UninstallArgs, g: &Global) -> anyhow::Result<u8> {
             }
         );
         if report.data_removed.is_empty() {
-            println!("k3s data kept");
+            outln!("k3s data kept");
         } else {
-            println!("removed k3s data: {}", report.data_removed.join(", "));
+            outln!("removed k3s data: {}", report.data_removed.join(", "));
         }
     }
     Ok(super::exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_yes_confirms() {
+        for yes in ["y\n", "Y\n", "yes\n", " YES \n"] {
+            assert!(super::confirmed(yes), "{yes:?}");
+        }
+        for no in ["\n", "", "n\n", "no\n", "yep\n", "sure\n"] {
+            assert!(!super::confirmed(no), "{no:?}");
+        }
+    }
 }

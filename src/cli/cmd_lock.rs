@@ -1,13 +1,15 @@
+//! `sparkgap lock`: pin every input of a spec by digest (`oci::resolve`) and write the lock.
+
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
-use super::progress::Progress;
 use super::{Global, Output, RegistryOpts, SpecArg};
+use crate::bundle::group_digits;
 use crate::lock::Lock;
-use crate::oci::{self, BlobCache, Registry, RegistryConfig, RetryPolicy};
+use crate::oci::{self, BlobCache, Registry};
 use crate::spec::SpecFile;
 
 #[derive(Debug, Args)]
@@ -35,12 +37,12 @@ pub struct LockArgs {
 
 pub fn run(args: LockArgs, g: &Global) -> anyhow::Result<u8> {
     let spec = SpecFile::read(&args.spec.file)?;
-    let cache = open_cache(args.cache)?;
-    let registry = registry(&args.registry)?;
-    let progress = Progress::new(g);
+    let cache = BlobCache::open(args.cache)?;
+    let registry = Registry::new(args.registry.config())?;
+    let progress = super::progress::for_terminal(g);
     let lock =
-        super::runtime()?.block_on(oci::resolve(&spec.appliance, &registry, &cache, &progress))?;
-    write_atomic(&args.out, &lock.to_bytes())
+        crate::runtime()?.block_on(oci::resolve(&spec.appliance, &registry, &cache, &progress))?;
+    lock.write(&args.out)
         .with_context(|| format!("cannot write the lock {}", args.out.display()))?;
     let summary = LockSummary::new(&args.out, &lock);
     if g.output == Output::Json {
@@ -49,48 +51,6 @@ pub fn run(args: LockArgs, g: &Global) -> anyhow::Result<u8> {
         summary.print_text();
     }
     Ok(super::exit::OK)
-}
-
-/// The blob cache at `dir`, or the default one.
-pub(super) fn open_cache(dir: Option<PathBuf>) -> anyhow::Result<BlobCache> {
-    match dir.or_else(BlobCache::default_root) {
-        Some(root) => Ok(BlobCache::new(root)),
-        None => Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "no blob cache directory: neither XDG_CACHE_HOME nor HOME is set; pass --cache DIR",
-        )
-        .into()),
-    }
-}
-
-pub(super) fn registry(opts: &RegistryOpts) -> anyhow::Result<Registry> {
-    Ok(Registry::new(RegistryConfig {
-        insecure: opts.insecure_registries.clone(),
-        mirrors: opts.mirrors.clone(),
-        retry: RetryPolicy::from_env(),
-    })?)
-}
-
-/// Write `bytes` to `path` atomically: a temp file in the same directory, fsync, rename.
-pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".sparkgap-")
-        .tempfile_in(&dir)?;
-    tmp.write_all(bytes)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(&dir)?.sync_all()?;
-    Ok(())
 }
 
 #[derive(Serialize)]
@@ -158,23 +118,33 @@ impl LockSummary {
     }
 
     fn print_text(&self) {
-        println!("wrote {} for {}", self.lock, self.platform);
-        println!(
+        outln!("wrote {} for {}", self.lock, self.platform);
+        outln!(
             "  k3s {}  {}  {} bytes",
-            self.k3s.version, self.k3s.digest, self.k3s.size
+            self.k3s.version,
+            self.k3s.digest,
+            group_digits(self.k3s.size)
         );
         for system in [false, true] {
             let rows: Vec<_> = self.images.iter().filter(|i| i.system == system).collect();
             if system && !rows.is_empty() {
-                println!("  k3s's own images:");
+                outln!("  k3s's own images:");
             }
             for i in rows {
-                println!(
+                outln!(
                     "  {}  {}  {}  ({} layers, {} bytes)",
-                    i.name, i.image_name, i.manifest_digest, i.layers, i.size
+                    i.name,
+                    i.image_name,
+                    i.manifest_digest,
+                    i.layers,
+                    group_digits(i.size)
                 );
             }
         }
-        println!("{} blobs, {} bytes in total", self.blobs, self.bytes);
+        outln!(
+            "{} blobs, {} bytes in total",
+            self.blobs,
+            group_digits(self.bytes)
+        );
     }
 }

@@ -41,7 +41,7 @@ pub fn run(args: RenderArgs, g: &Global) -> anyhow::Result<u8> {
             .collect();
         super::print_json(&doc)?;
     } else {
-        print!("{}", stages::stages_to_yaml(&rendered)?);
+        out!("{}", stages::stages_to_yaml(&rendered)?);
     }
     Ok(super::exit::OK)
 }

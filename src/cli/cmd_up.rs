@@ -3,16 +3,14 @@
 //! started cluster (`--no-start`, or a staging `--root`) apply and every check are skipped with
 //! the reason.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 use serde::Serialize;
 
-use super::cmd_install::InstallTarget;
-use super::progress::Progress;
-use super::{Global, Output};
+use super::{Global, InstallTarget, Output};
 use crate::install::{self, InstallReport};
-use crate::stages::{self, ApplyOptions, ApplyReport};
+use crate::stages::ApplyReport;
 use crate::verify::{self, Report, VerifyOptions};
 
 #[derive(Debug, Args)]
@@ -49,7 +47,7 @@ enum ApplyStep {
 
 pub fn run(args: UpArgs, g: &Global) -> anyhow::Result<u8> {
     let opts = args.target.options()?;
-    let progress = Progress::new(g);
+    let progress = super::progress::for_terminal(g);
     progress.line(&format!("install {}", args.bundle.display()));
     let installed = install::install(&args.bundle, &opts, &progress)?;
     let spec = &installed.spec.appliance;
@@ -67,7 +65,7 @@ pub fn run(args: UpArgs, g: &Global) -> anyhow::Result<u8> {
                 .clone()
                 .unwrap_or_else(|| opts.root.join("etc/rancher/k3s/k3s.yaml"));
             progress.line("apply: namespace, storage, network, registry, quota, rbac");
-            let report = apply_on_node(&kubeconfig, &opts.root, spec)?;
+            let report = install::node::apply(Some(&kubeconfig), &opts.root, spec, false)?;
             progress.line("verify");
             let verify_opts = VerifyOptions::for_spec(spec);
             let checks =
@@ -76,7 +74,7 @@ pub fn run(args: UpArgs, g: &Global) -> anyhow::Result<u8> {
         }
     };
 
-    let exit_code = verify.exit_code();
+    let exit_code = super::exit::of_outcome(verify.failure());
     match g.output {
         Output::Json => super::print_json(&UpReport {
             install: &installed,
@@ -84,14 +82,14 @@ pub fn run(args: UpArgs, g: &Global) -> anyhow::Result<u8> {
             verify: &verify,
             exit_code,
         })?,
-        Output::Junit => print!("{}", verify.to_junit()),
+        Output::Junit => out!("{}", verify.to_junit()),
         Output::Text => {
-            super::cmd_install::print_text(&installed);
+            super::text::install_report(&installed);
             match &apply {
-                ApplyStep::Done { report } => print!("{report}"),
-                ApplyStep::Skipped { reason } => println!("apply: skipped: {reason}"),
+                ApplyStep::Done { report } => out!("{report}"),
+                ApplyStep::Skipped { reason } => outln!("apply: skipped: {reason}"),
             }
-            print!("{}", verify.to_text());
+            out!("{}", verify.to_text());
         }
     }
     Ok(exit_code)
@@ -103,23 +101,4 @@ fn no_cluster_reason(r: &InstallReport) -> Option<String> {
         .skipped
         .as_ref()
         .map(|why| format!("no running cluster: k3s was not started ({why})"))
-}
-
-fn apply_on_node(
-    kubeconfig: &Path,
-    root: &Path,
-    spec: &crate::spec::Appliance,
-) -> anyhow::Result<ApplyReport> {
-    let node = install::node::NodeRegistries::detect(root);
-    let opts = ApplyOptions {
-        host_registry: node.as_ref().map(|n| n as &dyn stages::HostRegistry),
-        registries_yaml: Some(super::cmd_apply::registries_yaml(spec)),
-        ..ApplyOptions::default()
-    };
-    super::runtime()?.block_on(async {
-        let client = crate::cluster::connect(Some(kubeconfig))
-            .await
-            .map_err(stages::StageError::from)?;
-        anyhow::Ok(stages::apply(client, spec, &opts).await?)
-    })
 }

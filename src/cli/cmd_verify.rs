@@ -1,7 +1,6 @@
 use clap::Args;
 
-use super::cmd_apply::ClusterArgs;
-use super::{Global, Output, SpecArg};
+use super::{ClusterArgs, Global, Output, SpecArg, exit};
 use crate::lock::Lock;
 use crate::spec::SpecFile;
 use crate::verify::{self, VerifyOptions};
@@ -52,9 +51,9 @@ pub fn run(args: VerifyArgs, g: &Global) -> anyhow::Result<u8> {
         &opts,
     )?;
     match g.output {
-        Output::Text => print!("{}", report.to_text()),
-        Output::Json => println!("{}", report.to_json()),
-        Output::Junit => print!("{}", report.to_junit()),
+        Output::Text => out!("{}", report.to_text()),
+        Output::Json => outln!("{}", report.to_json()),
+        Output::Junit => out!("{}", report.to_junit()),
     }
-    Ok(report.exit_code())
+    Ok(exit::of_outcome(report.failure()))
 }

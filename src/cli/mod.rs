@@ -7,7 +7,28 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::failure::FailureKind;
+
+/// `print!`/`println!`/`eprint!`/`eprintln!` for commands, without the panic ("failed printing
+/// to stdout: Broken pipe", exit 101) when the reader of the output has gone away
+/// (`sparkgap render | head -1`): the rest of the output is dropped and the command finishes
+/// as it would have, quietly. Any other write error still panics, as `print!` does.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::write_out($crate::cli::Stream::Stdout, format_args!($($t)*)) };
+}
+macro_rules! outln {
+    () => { out!("\n") };
+    ($($t:tt)*) => { out!("{}\n", format_args!($($t)*)) };
+}
+macro_rules! err {
+    ($($t:tt)*) => { $crate::cli::write_out($crate::cli::Stream::Stderr, format_args!($($t)*)) };
+}
+macro_rules! errln {
+    ($($t:tt)*) => { err!("{}\n", format_args!($($t)*)) };
+}
+
 pub mod progress;
+mod text;
 
 mod cmd_apply;
 mod cmd_build;
@@ -19,8 +40,11 @@ mod cmd_render;
 mod cmd_up;
 mod cmd_verify;
 
-/// Exit codes (docs/cli.md).
+/// Exit codes (docs/cli.md). The core says what kind a failure is; only this module knows
+/// the numbers.
 pub mod exit {
+    use crate::failure::FailureKind;
+
     pub const OK: u8 = 0;
     /// A check or verification failed, or inspect found a damaged bundle.
     pub const CHECK_FAILED: u8 = 1;
@@ -28,6 +52,20 @@ pub mod exit {
     pub const INPUT: u8 = 2;
     /// Environment: permissions, disk, network, missing tools.
     pub const ENVIRONMENT: u8 = 3;
+
+    /// The exit code of a failure of `kind`.
+    pub fn of(kind: FailureKind) -> u8 {
+        match kind {
+            FailureKind::CheckFailed => CHECK_FAILED,
+            FailureKind::Input => INPUT,
+            FailureKind::Environment => ENVIRONMENT,
+        }
+    }
+
+    /// The exit code of a run that ended with `failure` (None: it succeeded).
+    pub fn of_outcome(failure: Option<FailureKind>) -> u8 {
+        failure.map_or(OK, of)
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -70,7 +108,7 @@ pub struct Global {
 pub enum Output {
     Text,
     Json,
-    /// JUnit XML (verify only).
+    /// JUnit XML (`verify` and `up` only; refused elsewhere).
     Junit,
 }
 
@@ -98,6 +136,29 @@ pub enum Command {
     Demo(cmd_demo::DemoArgs),
 }
 
+impl Command {
+    /// The subcommand's name as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Lock(_) => "lock",
+            Command::Build(_) => "build",
+            Command::Inspect(_) => "inspect",
+            Command::Install(_) => "install",
+            Command::Uninstall(_) => "uninstall",
+            Command::Render(_) => "render",
+            Command::Apply(_) => "apply",
+            Command::Verify(_) => "verify",
+            Command::Up(_) => "up",
+            Command::Demo(_) => "demo",
+        }
+    }
+
+    /// Whether `--output junit` means something for this command.
+    fn writes_junit(&self) -> bool {
+        matches!(self, Command::Verify(_) | Command::Up(_))
+    }
+}
+
 /// Options shared by commands that reach registries.
 #[derive(Debug, Args, Clone, Default)]
 pub struct RegistryOpts {
@@ -109,6 +170,59 @@ pub struct RegistryOpts {
     /// node keep the original names.
     #[arg(long = "mirror", value_name = "SOURCE=HOST[:PORT]")]
     pub mirrors: Vec<crate::oci::Mirror>,
+}
+
+impl RegistryOpts {
+    /// How the core reaches registries with these options (retries from the environment).
+    pub fn config(&self) -> crate::oci::RegistryConfig {
+        let mut c = crate::oci::RegistryConfig::with_insecure(self.insecure_registries.clone());
+        c.mirrors = self.mirrors.clone();
+        c
+    }
+}
+
+/// How to reach the cluster.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ClusterArgs {
+    /// Kubeconfig [default: /etc/rancher/k3s/k3s.yaml if readable, else $KUBECONFIG, else ~/.kube/config].
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Where and how `install` and `up` place a bundle.
+#[derive(Debug, Args, Clone)]
+pub struct InstallTarget {
+    /// Install under this root instead of / (staging, tests). Allows a platform other than the
+    /// host's.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+    /// Place files only; do not (re)start k3s or wait for it.
+    #[arg(long)]
+    pub no_start: bool,
+    /// Require a valid signature by this minisign public key.
+    #[arg(long, value_name = "KEY.pub")]
+    pub pubkey: Option<PathBuf>,
+    /// How long to wait for the API and the node to be Ready.
+    #[arg(long, default_value = "5m")]
+    pub wait: String,
+}
+
+impl InstallTarget {
+    /// The core's options; `--wait` must be a duration such as `5m` or `90s`.
+    pub fn options(&self) -> anyhow::Result<crate::install::InstallOptions> {
+        let wait = crate::spec::parse_duration(&self.wait).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--wait {:?} is not a duration (e.g. 90s, 5m, 1h30m)",
+                self.wait
+            )
+        })?;
+        Ok(crate::install::InstallOptions {
+            root: self.root.clone(),
+            no_start: self.no_start,
+            pubkey: self.pubkey.clone(),
+            wait,
+        })
+    }
 }
 
 /// Where the spec is read from.
@@ -127,6 +241,15 @@ pub struct SpecArg {
 /// Run the parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let g = cli.global.clone();
+    if g.output == Output::Junit && !cli.command.writes_junit() {
+        // JUnit XML is a report of checks; a command without checks would print text or
+        // JSON under that name, which a CI job would then fail to parse.
+        anyhow::bail!(
+            "--output junit applies to `verify` and `up` only (they report checks); use \
+             --output text or --output json with `{}`",
+            cli.command.name()
+        );
+    }
     match cli.command {
         Command::Lock(a) => cmd_lock::run(a, &g),
         Command::Build(a) => cmd_build::run(a, &g),
@@ -141,51 +264,72 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-/// The exit code for an error: the first error in the chain that knows its class decides.
+/// The exit code for an error: the first error in the chain that knows its kind decides.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<crate::spec::SpecError>() {
-            return e.exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::lock::LockError>() {
-            return e.exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::oci::OciError>() {
-            return e.exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::bundle::BundleError>() {
-            return e.exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::install::InstallError>() {
-            return e.exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::stages::StageError>() {
-            return e.exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::verify::VerifyError>() {
-            return e.exit_code();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::demo::DemoError>() {
-            return e.exit_code();
-        }
-        if cause.downcast_ref::<std::io::Error>().is_some() {
-            return exit::ENVIRONMENT;
-        }
-    }
-    exit::INPUT
+    exit::of(failure_kind(err))
 }
 
-/// A tokio runtime for commands that do async I/O. Two worker threads suit the machines we
-/// run on; blocking hashing goes to the blocking pool.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+fn failure_kind(err: &anyhow::Error) -> FailureKind {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<crate::spec::SpecError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::lock::LockError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::build::BuildError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::oci::OciError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::bundle::BundleError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::install::InstallError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::stages::StageError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::verify::VerifyError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::demo::DemoError>() {
+            return e.kind();
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return FailureKind::Environment;
+        }
+    }
+    FailureKind::Input
+}
+
+/// Where `out!` and `err!` write.
+#[derive(Clone, Copy)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Write to stdout or stderr; a closed pipe ends that stream's output silently.
+pub fn write_out(stream: Stream, args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let (written, name) = match stream {
+        Stream::Stdout => (std::io::stdout().lock().write_fmt(args), "stdout"),
+        Stream::Stderr => (std::io::stderr().lock().write_fmt(args), "stderr"),
+    };
+    match written {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            panic!("failed printing to {name}: {e}")
+        }
+        _ => {}
+    }
 }
 
 /// Print a serialisable value as the one JSON document on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
@@ -197,5 +341,16 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// docs/cli.md: 0 ok, 1 a check failed, 2 bad input or usage, 3 environment.
+    #[test]
+    fn failure_kinds_map_to_the_documented_exit_codes() {
+        use super::exit;
+        use crate::failure::FailureKind;
+        assert_eq!(exit::of_outcome(None), 0);
+        assert_eq!(exit::of(FailureKind::CheckFailed), 1);
+        assert_eq!(exit::of(FailureKind::Input), 2);
+        assert_eq!(exit::of(FailureKind::Environment), 3);
     }
 }

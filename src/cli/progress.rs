@@ -1,5 +1,5 @@
-//! Progress reporting: bars on a terminal, quiet line-oriented messages otherwise (CI logs,
-//! pipes, `--output json`). Core modules report through `Progress`, never print themselves.
+//! Progress on the terminal: the `Sink` behind the core's `Progress` handle. Bars on a
+//! terminal, quiet line-oriented messages otherwise (CI logs, pipes, `--output json`).
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -8,48 +8,32 @@ use std::time::Instant;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// Bars on stderr (a person at a terminal).
-    Bars,
-    /// One log line when a task starts and one when it ends (CI logs, pipes).
-    Lines,
-    /// Nothing at all (library callers, tests, steps of a larger command).
-    Hidden,
+use crate::bundle::group_digits;
+use crate::progress::{Meter, Progress, Sink};
+
+/// The handle for a command: bars only when stderr is a terminal and neither `--no-progress`
+/// nor JSON output is asked; otherwise one log line when a task starts and one when it ends.
+pub fn for_terminal(global: &super::Global) -> Progress {
+    let bars = !global.no_progress
+        && global.output == super::Output::Text
+        && std::io::stderr().is_terminal();
+    Progress::new(Terminal {
+        bars,
+        multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+    })
 }
 
-/// How long work reports itself.
-#[derive(Clone)]
-pub struct Progress {
-    mode: Mode,
+struct Terminal {
+    /// Bars on stderr (a person at a terminal); else log lines (CI logs, pipes).
+    bars: bool,
     /// Bars of tasks that run at once (a cold build's pull and bundle write) share the
     /// terminal through this, one line each.
     multi: MultiProgress,
 }
 
-impl Progress {
-    /// Bars only when stderr is a terminal and neither `--no-progress` nor JSON output is asked.
-    pub fn new(global: &super::Global) -> Progress {
-        let bars = !global.no_progress
-            && global.output == super::Output::Text
-            && std::io::stderr().is_terminal();
-        Progress {
-            mode: if bars { Mode::Bars } else { Mode::Lines },
-            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
-        }
-    }
-
-    /// No bars, no lines.
-    pub fn hidden() -> Progress {
-        Progress {
-            mode: Mode::Hidden,
-            multi: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
-        }
-    }
-
-    /// A byte-counting task of `total` bytes (0 when unknown: a counter without a bar).
-    pub fn bytes(&self, label: &str, total: u64) -> Task {
-        let bar = (self.mode == Mode::Bars).then(|| {
+impl Sink for Terminal {
+    fn bytes(&self, label: &str, total: u64) -> Box<dyn Meter> {
+        let bar = self.bars.then(|| {
             let (bar, template) = if total > 0 {
                 (
                     ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden()),
@@ -70,27 +54,24 @@ impl Progress {
             // Added before its first draw, so it draws through the shared target.
             self.multi.add(bar)
         });
-        if self.mode == Mode::Lines && total > 0 {
-            tracing::info!("{label}: {total} bytes to go");
+        if !self.bars && total > 0 {
+            tracing::info!("{label}: {} bytes to go", group_digits(total));
         }
-        Task {
+        Box::new(TerminalTask {
             bar,
-            lines: self.mode == Mode::Lines,
+            lines: !self.bars,
             label: label.to_string(),
             done: Arc::new(AtomicU64::new(0)),
             started: Instant::now(),
-        }
+        })
     }
 
-    /// One status line on stderr; nothing when hidden.
-    pub fn line(&self, msg: &str) {
-        if self.mode != Mode::Hidden {
-            tracing::info!("{msg}");
-        }
+    fn line(&self, msg: &str) {
+        tracing::info!("{msg}");
     }
 }
 
-pub struct Task {
+struct TerminalTask {
     bar: Option<ProgressBar>,
     lines: bool,
     label: String,
@@ -98,15 +79,15 @@ pub struct Task {
     started: Instant,
 }
 
-impl Task {
-    pub fn inc(&self, n: u64) {
+impl Meter for TerminalTask {
+    fn inc(&self, n: u64) {
         self.done.fetch_add(n, Ordering::Relaxed);
         if let Some(b) = &self.bar {
             b.inc(n);
         }
     }
 
-    pub fn finish(&self) {
+    fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
@@ -119,7 +100,11 @@ impl Task {
             } else {
                 0.0
             };
-            tracing::info!("{}: {n} bytes in {secs:.2} s ({rate:.0} MiB/s)", self.label);
+            tracing::info!(
+                "{}: {} bytes in {secs:.2} s ({rate:.0} MiB/s)",
+                self.label,
+                group_digits(n)
+            );
         }
     }
 }

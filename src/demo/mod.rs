@@ -6,8 +6,10 @@
 //! the demo a user runs and what CI tests are the same thing. It only ever binds and talks to
 //! 127.0.0.1; it never reaches the internet and never touches the host outside its temp dirs.
 
+use crate::failure::FailureKind;
 use std::path::PathBuf;
 
+pub mod bench;
 pub mod fileserver;
 pub mod images;
 pub mod registry;
@@ -47,9 +49,9 @@ pub enum DemoError {
 }
 
 impl DemoError {
-    /// Every demo failure is about this machine (a missing tool, a port, a temp dir): exit 3.
-    pub fn exit_code(&self) -> u8 {
-        crate::cli::exit::ENVIRONMENT
+    /// Every demo failure is about this machine (a missing tool, a port, a temp dir).
+    pub fn kind(&self) -> FailureKind {
+        FailureKind::Environment
     }
 
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> DemoError {

@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::bundle::{BundleError, BundleManifest, IMAGES_DIR, K3S_PATH, MANIFEST_PATH};
-use crate::cli::progress::Progress;
 use crate::lock::{Lock, LockError};
+use crate::progress::Progress;
 use crate::spec::{SpecError, SpecFile};
 
 mod fsops;
@@ -29,6 +29,7 @@ mod stage;
 pub mod start;
 
 use crate::bundle::read::{ReadOptions, read_bundle};
+use crate::failure::FailureKind;
 pub use fsops::fault;
 pub use plan::{Action, FileChange};
 pub use record::{RECORD_PATH, Record};
@@ -103,16 +104,15 @@ pub enum InstallError {
 }
 
 impl InstallError {
-    pub fn exit_code(&self) -> u8 {
-        use crate::cli::exit;
+    pub fn kind(&self) -> FailureKind {
         match self {
-            InstallError::Bundle(e) => e.exit_code(),
-            InstallError::Spec(e) => e.exit_code(),
-            InstallError::Lock(e) => e.exit_code(),
+            InstallError::Bundle(e) => e.kind(),
+            InstallError::Spec(e) => e.kind(),
+            InstallError::Lock(e) => e.kind(),
             InstallError::BundleContent { .. }
             | InstallError::BundleChanged { .. }
-            | InstallError::Platform(_) => exit::INPUT,
-            InstallError::NotReady { .. } => exit::CHECK_FAILED,
+            | InstallError::Platform(_) => FailureKind::Input,
+            InstallError::NotReady { .. } => FailureKind::CheckFailed,
             InstallError::NotRoot { .. }
             | InstallError::DiskSpace { .. }
             | InstallError::Io { .. }
@@ -120,7 +120,7 @@ impl InstallError {
             | InstallError::Conflict { .. }
             | InstallError::Systemd { .. }
             | InstallError::Mounted { .. }
-            | InstallError::Host(_) => exit::ENVIRONMENT,
+            | InstallError::Host(_) => FailureKind::Environment,
         }
     }
 }
@@ -525,8 +525,11 @@ fn desired_files(
         // (content already in containerd's store is not written again) and pins every image.
         out.push(file(archive_path, src, 0o644, true));
     }
-    if a.spec.k3s.auto_deploy_manifests {
-        for (rel, f, member) in &staged.manifests {
+    // Charts always go where k3s deploys manifests: k3s applies their HelmChart objects and
+    // its helm-controller installs them from the inline archive with the carried klipper-helm
+    // image. The rest of the manifests only when the spec asks.
+    for (rel, f, member) in &staged.manifests {
+        if rel.starts_with("charts/") || a.spec.k3s.auto_deploy_manifests {
             let src = match f {
                 Some(f) => staged_src(f),
                 None => Source::Kept {

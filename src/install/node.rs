@@ -8,7 +8,35 @@ use std::path::{Path, PathBuf};
 use super::fsops;
 use super::plan::REGISTRIES;
 use super::record::RECORD_PATH;
-use crate::stages::HostRegistry;
+use crate::spec::Appliance;
+use crate::stages::{self, ApplyOptions, ApplyReport, HostRegistry, StageError};
+
+/// Bring the cluster behind `kubeconfig` to `spec`, as seen from the host under `root`: the
+/// registry stage compares the spec's registries.yaml with this node's and, when sparkgap
+/// installed this host, rewrites it. One path for `sparkgap apply` (root `/`) and
+/// `sparkgap up` (its `--root`).
+pub fn apply(
+    kubeconfig: Option<&Path>,
+    root: &Path,
+    spec: &Appliance,
+    dry_run: bool,
+) -> Result<ApplyReport, StageError> {
+    let node = NodeRegistries::detect(root);
+    let opts = ApplyOptions {
+        dry_run,
+        host_registry: node.as_ref().map(|n| n as &dyn HostRegistry),
+        registries_yaml: Some(
+            String::from_utf8_lossy(&super::render::registries_yaml(spec)).into_owned(),
+        ),
+        ..ApplyOptions::default()
+    };
+    crate::runtime()
+        .map_err(StageError::Runtime)?
+        .block_on(async {
+            let client = crate::cluster::connect(kubeconfig).await?;
+            stages::apply(client, spec, &opts).await
+        })
+}
 
 /// registries.yaml under `root`, on a node sparkgap installed.
 pub struct NodeRegistries {

@@ -53,11 +53,20 @@ pub fn config_yaml(a: &Appliance) -> Vec<u8> {
         "write-kubeconfig-mode: {}\n",
         q(&k.write_kubeconfig_mode)
     ));
-    let mut disable = k.disable.clone();
+    let mut disable: Vec<String> = k
+        .disable
+        .iter()
+        .filter(|d| *d != "helm-controller")
+        .cloned()
+        .collect();
     if !k.metrics_server && !disable.iter().any(|d| d == "metrics-server") {
         disable.push("metrics-server".into());
     }
     list(&mut out, "disable", &disable);
+    // Not a `--disable` component in k3s: a flag of its own.
+    if k.disable.iter().any(|d| d == "helm-controller") {
+        out.push_str("disable-helm-controller: true\n");
+    }
     for (key, v) in [
         ("cluster-cidr", &k.cluster_cidr),
         ("service-cidr", &k.service_cidr),
@@ -263,6 +272,16 @@ mod tests {
             !text.contains("kube-reserved"),
             "empty kube-reserved is left out"
         );
+    }
+
+    #[test]
+    fn helm_controller_is_its_own_flag() {
+        let mut a = default_appliance();
+        a.spec.k3s.disable = vec!["traefik".into(), "helm-controller".into()];
+        let text = String::from_utf8(config_yaml(&a)).unwrap();
+        assert!(text.contains("disable:\n  - \"traefik\"\n"), "{text}");
+        assert!(!text.contains("- \"helm-controller\""), "{text}");
+        assert!(text.contains("disable-helm-controller: true\n"), "{text}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::bundle::{BundleError, IMAGES_DIR, K3S_PATH, LOCK_PATH, Member, SPEC_PATH};
-use crate::cli::progress::Task;
+use crate::progress::Task;
 
 use super::InstallError;
 use super::fsops::{Counting, PipedFile, Tracked, fault};

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::ListParams;
 
 use super::InstallError;
-use crate::cli::progress::Progress;
+use crate::progress::Progress;
 
 pub fn systemctl(args: &[&str]) -> Result<(), InstallError> {
     let out = Command::new("systemctl")
@@ -147,7 +147,7 @@ pub fn wait(
     let progress = progress.clone();
     std::thread::scope(|s| {
         s.spawn(move || {
-            let rt = crate::cli::runtime().map_err(|e| InstallError::Systemd {
+            let rt = crate::runtime().map_err(|e| InstallError::Systemd {
                 command: "tokio runtime".into(),
                 message: e.to_string(),
             })?;

@@ -17,6 +17,18 @@ impl BlobCache {
         BlobCache { root: root.into() }
     }
 
+    /// The cache at `dir`, or the default one (`default_root`); an error when neither is
+    /// given nor can be found (no XDG_CACHE_HOME, no HOME).
+    pub fn open(dir: Option<PathBuf>) -> std::io::Result<BlobCache> {
+        match dir.or_else(BlobCache::default_root) {
+            Some(root) => Ok(BlobCache::new(root)),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no blob cache directory: neither XDG_CACHE_HOME nor HOME is set; pass --cache DIR",
+            )),
+        }
+    }
+
     /// `$XDG_CACHE_HOME/sparkgap/blobs`, else `~/.cache/sparkgap/blobs`.
     pub fn default_root() -> Option<PathBuf> {
         std::env::var_os("XDG_CACHE_HOME")

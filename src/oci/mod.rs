@@ -32,7 +32,7 @@ pub use pull::{
 pub use resolve::{fetch_k3s, image_name, resolve, resolve_image};
 pub use retry::RetryPolicy;
 
-use crate::cli::exit;
+use crate::failure::FailureKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
@@ -125,21 +125,21 @@ pub enum OciError {
 }
 
 impl OciError {
-    pub fn exit_code(&self) -> u8 {
+    pub fn kind(&self) -> FailureKind {
         match self {
             OciError::InsecureRegistry { .. }
             | OciError::Mirror { .. }
             | OciError::Reference { .. }
             | OciError::PlatformMissing { .. }
             | OciError::WrongPlatform { .. }
-            | OciError::BadManifest { .. } => exit::INPUT,
+            | OciError::BadManifest { .. } => FailureKind::Input,
             OciError::Registry { .. }
             | OciError::Transfer { .. }
             | OciError::DigestMismatch { .. }
             | OciError::Download { .. }
             | OciError::ImageList { .. }
             | OciError::Offline { .. }
-            | OciError::Cache { .. } => exit::ENVIRONMENT,
+            | OciError::Cache { .. } => FailureKind::Environment,
         }
     }
 
@@ -199,6 +199,18 @@ impl std::str::FromStr for Mirror {
 fn same_registry(a: &str, b: &str) -> bool {
     let hub = |s: &str| matches!(s, "docker.io" | "index.docker.io" | "registry-1.docker.io");
     a == b || (hub(a) && hub(b))
+}
+
+impl RegistryConfig {
+    /// Plain HTTP for `insecure` (`HOST:PORT` each), retries as the environment says
+    /// (`RetryPolicy::from_env`).
+    pub fn with_insecure(insecure: Vec<String>) -> RegistryConfig {
+        RegistryConfig {
+            insecure,
+            mirrors: Vec::new(),
+            retry: RetryPolicy::from_env(),
+        }
+    }
 }
 
 /// One connection pool for registries and downloads: oci-client for manifests and auth,
@@ -284,6 +296,24 @@ impl Registry {
         }
     }
 
+    /// `HOST:PORT` where `r`'s registry is reached (the scheme's port when the name has none).
+    fn endpoint(&self, r: &Reference) -> String {
+        let registry = r.resolve_registry();
+        if registry
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+        {
+            registry.to_string()
+        } else {
+            let port = if self.scheme(registry) == "http" {
+                80
+            } else {
+                443
+            };
+            format!("{registry}:{port}")
+        }
+    }
+
     /// `<scheme>://<registry>/v2/<repository>/<kind>/<digest>`.
     fn v2_url(&self, r: &Reference, kind: &str, digest: &str) -> String {
         let registry = r.resolve_registry();
@@ -326,6 +356,61 @@ fn check_host_port(value: &str) -> Result<(), String> {
     port.parse::<u16>()
         .map(|_| ())
         .map_err(|_| format!("port {port:?} is not a number from 0 to 65535"))
+}
+
+/// Why a registry could not be reached at all (nothing listening, no route, no such host), in
+/// a few words; None for any other failure. Such a failure is retried like any transient
+/// one, but reported as what it is, not as the step that happened to go first.
+pub(crate) fn unreachable_reason(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use std::io::ErrorKind;
+    let mut connect = None;
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            let why = match io.kind() {
+                ErrorKind::ConnectionRefused => Some("connection refused"),
+                ErrorKind::TimedOut => Some("connection timed out"),
+                ErrorKind::HostUnreachable => Some("no route to host"),
+                ErrorKind::NetworkUnreachable => Some("network unreachable"),
+                _ => None,
+            };
+            if let Some(why) = why {
+                return Some(why.to_string());
+            }
+        }
+        if c.downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_connect)
+        {
+            connect = Some(String::new());
+        }
+        if connect.is_some() && c.source().is_none() {
+            // The innermost cause of a failed connect, e.g. a name that does not resolve.
+            return Some(c.to_string());
+        }
+        cur = c.source();
+    }
+    connect
+}
+
+/// The sentence for an unreachable `server` ("registry", or the server of a download URL).
+pub(crate) fn unreachable_message(server: &str, endpoint: &str, why: &str) -> String {
+    // One line: it also goes into the retry warnings.
+    format!(
+        "the {server} {endpoint} is unreachable ({why}); check that it is running and reachable \
+         from here, and that {endpoint} is the right host and port"
+    )
+}
+
+/// `HOST:PORT` of a URL (the scheme's port when it names none).
+pub(crate) fn url_endpoint(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!(
+            "{}:{}",
+            u.host_str().unwrap_or_default(),
+            u.port_or_known_default().unwrap_or_default()
+        ),
+        Err(_) => url.to_string(),
+    }
 }
 
 /// An error and its sources on one line (reqwest hides the useful part in `source()`).

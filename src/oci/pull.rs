@@ -14,9 +14,12 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::manifest::ACCEPTED;
 use super::retry::{parse_retry_after, status_is_transient};
-use super::{BlobCache, OciError, Registry, error_chain};
-use crate::cli::progress::{Progress, Task};
+use super::{
+    BlobCache, OciError, Registry, error_chain, unreachable_message, unreachable_reason,
+    url_endpoint,
+};
 use crate::lock::{Descriptor, Lock};
+use crate::progress::{Progress, Task};
 
 /// Where a blob comes from.
 #[derive(Debug, Clone)]
@@ -466,19 +469,28 @@ impl Registry {
             }
             req = req.header(reqwest::header::ACCEPT, accept.join(", "));
         }
+        // A registry or server that cannot be reached is named as such, not as the step that
+        // happened to go first.
+        let unreachable = |e: &(dyn std::error::Error + 'static)| {
+            unreachable_reason(e).map(|why| match &reference {
+                Some(r) => unreachable_message("registry", &self.endpoint(r), &why),
+                None => unreachable_message("server", &url_endpoint(&url), &why),
+            })
+        };
         if let Some(r) = &reference {
-            let token = self
-                .token(r, refresh_token)
-                .await
-                .map_err(|e| transient(format!("authentication: {}", error_chain(&e))))?;
+            let token = self.token(r, refresh_token).await.map_err(|e| {
+                transient(
+                    unreachable(&e)
+                        .unwrap_or_else(|| format!("authentication: {}", error_chain(&e))),
+                )
+            })?;
             if let Some(t) = token {
                 req = req.bearer_auth(t);
             }
         }
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| transient(format!("GET {url}: {}", error_chain(&e))))?;
+        let mut resp = req.send().await.map_err(|e| {
+            transient(unreachable(&e).unwrap_or_else(|| format!("GET {url}: {}", error_chain(&e))))
+        })?;
         let status = resp.status();
         if !status.is_success() {
             let retry_after = resp
@@ -680,7 +692,7 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("(k3s binary v1)"), "{msg}");
-        assert_eq!(err.exit_code(), crate::cli::exit::ENVIRONMENT);
+        assert_eq!(err.kind(), crate::failure::FailureKind::Environment);
     }
 
     /// A registry that wants a bearer token, hands out `t1` then `t2`, and refuses `t1` for

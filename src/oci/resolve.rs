@@ -10,10 +10,10 @@ use oci_client::secrets::RegistryAuth;
 
 use super::manifest::{self, ACCEPTED, Document};
 use super::retry::{RetryPolicy, status_is_transient};
-use super::{BlobCache, OciError, Registry, error_chain};
-use crate::cli::progress::Progress;
+use super::{BlobCache, OciError, Registry, error_chain, unreachable_message, unreachable_reason};
 use crate::digest::sha256_digest;
 use crate::lock::{Descriptor, ImageLock, K3sLock, LOCK_VERSION, Lock, system};
+use crate::progress::Progress;
 use crate::spec::{Appliance, Image, K3s, Platform};
 
 /// Image configs are small JSON documents; anything bigger is not one.
@@ -114,9 +114,11 @@ pub async fn resolve_image(
     // Names recorded in the lock come from `r`; requests go where `net` says (`--mirror`).
     let net = registry.locate(&r);
     // Anonymous token for this repository (stored in oci-client for the calls below, too).
-    with_retry(policy, || registry.token(&net, false))
-        .await
-        .map_err(|e| registry_err(format!("authentication: {e}")))?;
+    with_retry_to(policy, Some(&registry.endpoint(&net)), || {
+        registry.token(&net, false)
+    })
+    .await
+    .map_err(|e| registry_err(e.during("authentication")))?;
 
     let body = pull_manifest(registry, &net)
         .await
@@ -344,7 +346,39 @@ fn oci_transient(e: &OciDistributionError) -> bool {
     }
 }
 
-async fn with_retry<T, F, Fut>(policy: RetryPolicy, mut f: F) -> Result<T, String>
+async fn with_retry<T, F, Fut>(policy: RetryPolicy, f: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, OciDistributionError>>,
+{
+    with_retry_to(policy, None, f).await.map_err(|g| g.message)
+}
+
+/// Why retrying gave up.
+struct GaveUp {
+    message: String,
+    /// The registry was never reached: `message` says so and names it.
+    unreachable: bool,
+}
+
+impl GaveUp {
+    /// The message, prefixed by the step that failed unless the registry was unreachable (then
+    /// the step says nothing: no step got anywhere).
+    fn during(self, step: &str) -> String {
+        if self.unreachable {
+            self.message
+        } else {
+            format!("{step}: {}", self.message)
+        }
+    }
+}
+
+/// `with_retry`, and when every attempt failed to reach `endpoint` (HOST:PORT), say that.
+async fn with_retry_to<T, F, Fut>(
+    policy: RetryPolicy,
+    endpoint: Option<&str>,
+    mut f: F,
+) -> Result<T, GaveUp>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, OciDistributionError>>,
@@ -364,7 +398,18 @@ where
                 tokio::time::sleep(wait).await;
             }
             Err(e) => {
-                return Err(format!("{} (after {attempt} attempt(s))", error_chain(&e)));
+                let unreachable = endpoint.zip(unreachable_reason(&e));
+                return Err(GaveUp {
+                    message: match &unreachable {
+                        Some((endpoint, why)) => unreachable_message(
+                            "registry",
+                            endpoint,
+                            &format!("{why}, after {attempt} attempt(s)"),
+                        ),
+                        None => format!("{} (after {attempt} attempt(s))", error_chain(&e)),
+                    },
+                    unreachable: unreachable.is_some(),
+                });
             }
         }
     }

@@ -32,6 +32,7 @@ pub const CHECK_NAMES: &[&str] = &[
     "network-policy",
     "registry",
     "rbac",
+    "charts",
     "metrics",
     "gpu",
 ];
@@ -209,6 +210,12 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
         "chart name",
     );
     for (i, ch) in s.charts.iter().enumerate() {
+        if s.k3s.disable.iter().any(|d| d == "helm-controller") {
+            c.err(
+                format!("spec.charts[{i}]"),
+                "charts are installed by k3s's helm-controller, which spec.k3s.disable turns off",
+            );
+        }
         relative_path(&mut c, format!("spec.charts[{i}].path"), &ch.path);
         c.label(format!("spec.charts[{i}].name"), &ch.name, "chart name");
         c.namespace_ref(
@@ -287,6 +294,18 @@ fn relative_path(c: &mut Checker, field: String, p: &str) {
     }
 }
 
+/// What `spec.k3s.disable` may name: k3s's `--disable` components, and `helm-controller`
+/// (rendered as `disable-helm-controller: true`).
+pub const K3S_COMPONENTS: [&str; 7] = [
+    "coredns",
+    "servicelb",
+    "traefik",
+    "local-storage",
+    "metrics-server",
+    "runtimes",
+    "helm-controller",
+];
+
 fn validate_k3s(c: &mut Checker, k: &K3s) {
     let v = k.version.strip_prefix('v').unwrap_or("");
     let core = v.split('+').next().unwrap_or("");
@@ -295,6 +314,17 @@ fn validate_k3s(c: &mut Checker, k: &K3s) {
             "spec.k3s.version",
             format!("{:?} is not a k3s release like v1.33.5+k3s1", k.version),
         );
+    }
+    for (i, d) in k.disable.iter().enumerate() {
+        if !K3S_COMPONENTS.contains(&d.as_str()) {
+            c.err(
+                format!("spec.k3s.disable[{i}]"),
+                format!(
+                    "{d:?} is not a k3s component that can be disabled; known: {}",
+                    K3S_COMPONENTS.join(", ")
+                ),
+            );
+        }
     }
     match reqwest::Url::parse(&k.binary_url) {
         Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}

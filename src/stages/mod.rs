@@ -19,6 +19,7 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 
+use crate::failure::FailureKind;
 use crate::spec::Appliance;
 
 pub mod engine;
@@ -105,6 +106,9 @@ pub enum StageError {
     },
     #[error("cannot serialise rendered objects as YAML: {0}")]
     Yaml(String),
+    /// The async runtime the apply runs on could not start (threads, file descriptors).
+    #[error(transparent)]
+    Runtime(std::io::Error),
     #[error(
         "the API server refused to {verb} {resource}{} ({code}): {message}\n  help: the kubeconfig's user needs {verb} on {resource}; on the node use the k3s admin kubeconfig {}",
         in_ns(.namespace), crate::cluster::K3S_KUBECONFIG
@@ -156,10 +160,10 @@ fn in_ns(ns: &Option<String>) -> String {
 }
 
 impl StageError {
-    pub fn exit_code(&self) -> u8 {
+    pub fn kind(&self) -> FailureKind {
         match self {
-            StageError::Render { .. } => crate::cli::exit::INPUT,
-            _ => crate::cli::exit::ENVIRONMENT,
+            StageError::Render { .. } => FailureKind::Input,
+            _ => FailureKind::Environment,
         }
     }
 }

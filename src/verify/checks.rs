@@ -712,6 +712,46 @@ pub fn rbac(
     }
 }
 
+/// One carried chart as the cluster shows it.
+#[derive(Debug, Clone)]
+pub struct ChartState {
+    pub chart: String,
+    /// The HelmChart object exists in kube-system.
+    pub exists: bool,
+    /// helm-controller's install Job (`status.jobName`, else `helm-install-<chart>`).
+    pub job: String,
+    pub succeeded: i32,
+    pub failed: i32,
+}
+
+/// `charts`: every chart's HelmChart exists and its install Job succeeded.
+pub fn charts(states: &[Result<ChartState, String>]) -> CheckResult {
+    let mut evidence = Vec::new();
+    let mut problems = Vec::new();
+    for st in states {
+        match st {
+            Err(e) => problems.push(e.clone()),
+            Ok(c) if !c.exists => problems.push(format!(
+                "chart {}: no HelmChart kube-system/{} (k3s applies it from its manifests directory, where install places it)",
+                c.chart, c.chart
+            )),
+            Ok(c) if c.succeeded > 0 => evidence.push(format!(
+                "chart {}: job {} succeeded",
+                c.chart, c.job
+            )),
+            Ok(c) if c.failed > 0 => problems.push(format!(
+                "chart {}: job {} failed {} time(s) and has not succeeded (kubectl -n kube-system logs job/{})",
+                c.chart, c.job, c.failed, c.job
+            )),
+            Ok(c) => problems.push(format!(
+                "chart {}: job {} has not succeeded yet",
+                c.chart, c.job
+            )),
+        }
+    }
+    CheckResult::from_result("charts", super::workload::all_held(problems), evidence)
+}
+
 /// `metrics`: the metrics API's NodeMetricsList (JSON) has usage for the appliance's node.
 pub fn metrics(spec: &ApplianceSpec, node: &str, list: &serde_json::Value) -> CheckResult {
     let name = "metrics";
@@ -834,5 +874,32 @@ mod tests {
         assert_eq!(show("cpu", 8000), "8");
         assert_eq!(show("cpu", 250), "250m");
         assert_eq!(show("memory", 16 * (1 << 30) * 1000), "16Gi");
+    }
+
+    #[test]
+    fn charts_pass_only_when_every_install_job_succeeded() {
+        let st = |chart: &str, exists, succeeded, failed| {
+            Ok(ChartState {
+                chart: chart.into(),
+                exists,
+                job: format!("helm-install-{chart}"),
+                succeeded,
+                failed,
+            })
+        };
+        let r = charts(&[st("tempo", true, 1, 0), st("loki", true, 1, 2)]);
+        assert_eq!(r.status, crate::verify::report::Status::Pass, "{r:?}");
+        assert_eq!(r.evidence.len(), 2);
+        let r = charts(&[st("tempo", true, 1, 0), st("loki", true, 0, 3)]);
+        assert_eq!(r.status, crate::verify::report::Status::Fail);
+        let why = r.reason.unwrap();
+        assert!(
+            why.contains("loki") && why.contains("failed 3 time(s)"),
+            "{why}"
+        );
+        let r = charts(&[st("mimir", false, 0, 0)]);
+        assert!(r.reason.unwrap().contains("no HelmChart kube-system/mimir"));
+        let r = charts(&[st("mimir", true, 0, 0)]);
+        assert!(r.reason.unwrap().contains("has not succeeded yet"));
     }
 }

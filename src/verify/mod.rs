@@ -25,6 +25,7 @@ pub mod checks;
 pub mod report;
 pub mod workload;
 
+use crate::failure::FailureKind;
 pub use report::{CheckResult, Report, Status, Summary};
 use workload::{Budget, Cleanup, Workloads};
 
@@ -56,12 +57,10 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
-    pub fn exit_code(&self) -> u8 {
+    pub fn kind(&self) -> FailureKind {
         match self {
-            VerifyError::UnknownCheck { .. } | VerifyError::BadTimeout { .. } => {
-                crate::cli::exit::INPUT
-            }
-            VerifyError::Cluster(_) | VerifyError::Runtime(_) => crate::cli::exit::ENVIRONMENT,
+            VerifyError::UnknownCheck { .. } | VerifyError::BadTimeout { .. } => FailureKind::Input,
+            VerifyError::Cluster(_) | VerifyError::Runtime(_) => FailureKind::Environment,
         }
     }
 }
@@ -418,6 +417,7 @@ async fn run_one(ctx: &Ctx<'_>, name: &'static str, workloads_left: usize) -> Ch
             }
             checks::rbac(s, &answers)
         }
+        "charts" => charts(ctx).await,
         "metrics" => metrics(ctx).await,
         "gpu" => gpu(ctx).await,
         other => CheckResult::fail(other, "no such check (internal error)", vec![]),
@@ -470,6 +470,80 @@ where
 }
 
 pub const NODE_METRICS_PATH: &str = "/apis/metrics.k8s.io/v1beta1/nodes";
+
+/// Where k3s keeps HelmCharts and runs their install jobs.
+const HELM_NAMESPACE: &str = "kube-system";
+
+/// `charts`: each carried chart's HelmChart exists and its helm install Job succeeded, waiting
+/// (until the overall deadline) while the Job is still running: helm-controller starts it when
+/// k3s has applied the chart from its manifests directory, which can be after `apply`.
+async fn charts(ctx: &Ctx<'_>) -> CheckResult {
+    let name = "charts";
+    let s = &ctx.spec.spec;
+    if s.charts.is_empty() {
+        return CheckResult::skipped(name, "the spec carries no charts");
+    }
+    let ar = kube::api::ApiResource {
+        group: "helm.cattle.io".into(),
+        version: "v1".into(),
+        api_version: "helm.cattle.io/v1".into(),
+        kind: "HelmChart".into(),
+        plural: "helmcharts".into(),
+    };
+    let charts: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), HELM_NAMESPACE, &ar);
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> =
+        Api::namespaced(ctx.client.clone(), HELM_NAMESPACE);
+    loop {
+        let mut states = Vec::new();
+        for chart in &s.charts {
+            let state = match charts.get_opt(&chart.name).await {
+                Err(kube::Error::Api(st)) if st.code == 404 => {
+                    return CheckResult::fail(
+                        name,
+                        "the HelmChart API (helm.cattle.io/v1) is not served: k3s's helm-controller is not running",
+                        vec![],
+                    );
+                }
+                Err(e) => Err(err(&e)),
+                Ok(hc) => {
+                    let job_name = hc
+                        .as_ref()
+                        .and_then(|h| h.data["status"]["jobName"].as_str().map(str::to_string))
+                        .unwrap_or_else(|| format!("helm-install-{}", chart.name));
+                    match jobs.get_opt(&job_name).await {
+                        Ok(job) => Ok(checks::ChartState {
+                            chart: chart.name.clone(),
+                            exists: hc.is_some(),
+                            job: job_name,
+                            succeeded: job
+                                .as_ref()
+                                .and_then(|j| j.status.as_ref()?.succeeded)
+                                .unwrap_or(0),
+                            failed: job
+                                .as_ref()
+                                .and_then(|j| j.status.as_ref()?.failed)
+                                .unwrap_or(0),
+                        }),
+                        Err(e) => Err(err(&e)),
+                    }
+                }
+            };
+            states.push(state);
+        }
+        let result = checks::charts(&states);
+        let pending = states
+            .iter()
+            .any(|st| st.as_ref().is_ok_and(|c| c.succeeded == 0));
+        if result.status != report::Status::Fail
+            || !pending
+            || Instant::now() + Duration::from_secs(2) >= ctx.deadline
+        {
+            return result;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
 
 async fn metrics(ctx: &Ctx<'_>) -> CheckResult {
     let name = "metrics";

@@ -1,6 +1,7 @@
 //! The verification report: one result per check, and its three renderings (text table, JSON,
 //! JUnit XML). Pure: it formats values it is given and never talks to the cluster.
 
+use crate::failure::FailureKind;
 use serde::Serialize;
 
 /// Version of the JSON report schema (docs/verification.md). Bump on incompatible changes.
@@ -135,13 +136,9 @@ impl Report {
         self.summary.failed == 0 && !self.summary.interrupted
     }
 
-    /// 0 when `ok`, else 1 (docs/cli.md).
-    pub fn exit_code(&self) -> u8 {
-        if self.ok() {
-            crate::cli::exit::OK
-        } else {
-            crate::cli::exit::CHECK_FAILED
-        }
+    /// None when `ok`, else a failed check.
+    pub fn failure(&self) -> Option<FailureKind> {
+        (!self.ok()).then_some(FailureKind::CheckFailed)
     }
 
     pub fn to_json(&self) -> String {
@@ -279,11 +276,11 @@ mod tests {
             ],
             false,
         );
-        assert_eq!(r.exit_code(), 0);
+        assert_eq!(r.failure(), None);
         let r = Report::new(vec![CheckResult::fail("api", "down", vec![])], false);
-        assert_eq!(r.exit_code(), 1);
+        assert_eq!(r.failure(), Some(FailureKind::CheckFailed));
         let r = Report::new(vec![CheckResult::pass("api", vec![])], true);
-        assert_eq!(r.exit_code(), 1);
+        assert_eq!(r.failure(), Some(FailureKind::CheckFailed));
     }
 
     #[test]
@@ -296,7 +293,7 @@ mod tests {
                 .iter()
                 .all(|c| c.reason.as_deref() == Some("no cluster: installed with --no-start"))
         );
-        assert_eq!(r.exit_code(), 0);
+        assert_eq!(r.failure(), None);
     }
 
     #[test]

@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 
 use sparkgap::bundle::{self, BundleImage, BundleManifest, Member, SignKey};
-use sparkgap::cli::progress::Progress;
 use sparkgap::digest::{sha256_digest, sha256_hex};
 use sparkgap::lock::{Descriptor, ImageLock, K3sLock, Lock};
 use sparkgap::oci::BlobCache;
+use sparkgap::progress::Progress;
 use sparkgap::spec::{Platform, SpecFile};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

@@ -14,6 +14,7 @@
 //! Everything here may panic: it is test setup, and a panic names what broke.
 #![allow(dead_code)]
 
+pub mod bed;
 pub mod controlplane;
 pub mod proxy;
 
@@ -69,9 +70,9 @@ impl Harness {
         let registry = LocalRegistry::start(&registry_bin()).expect("start docker-registry");
         let images = demo::images::seed_blocking(registry.addr()).expect("seed images");
         let k3s_bytes = k3s_standin(K3S_STANDIN_LEN);
-        // A stand-in release whose image list names the system-image stand-ins by their
-        // loopback references (tests of `--mirror` serve canonical names themselves).
-        let (_, k3s) = demo::serve_release(k3s_bytes.clone(), Some(images.k3s_images_txt(false)))
+        // A stand-in release whose image list names the system-image stand-ins as k3s does
+        // (docker.io/rancher/...): `lock` and `build` reach them with --mirror docker.io=<addr>.
+        let (_, k3s) = demo::serve_release(k3s_bytes.clone(), Some(images.k3s_images_txt(true)))
             .expect("serve k3s stand-in");
         Harness {
             registry,
@@ -144,4 +145,9 @@ pub fn sparkgap() -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("sparkgap").expect("sparkgap binary built");
     cmd.env("NO_COLOR", "1");
     cmd
+}
+
+/// A finished process's stderr as text.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }

@@ -1,0 +1,391 @@
+//! The build orchestration: from a spec and its lock to one bundle on disk. Reads and checks
+//! every input first (lock against spec, extra manifests, charts, `SOURCE_DATE_EPOCH`), then
+//! either writes from the blob cache alone (warm, `--offline`) or pulls the missing blobs
+//! while the bundle is written (cold). Shared by `sparkgap build` and `sparkgap demo`; it
+//! reports through `Progress` and never prints.
+
+use std::path::Path;
+
+use crate::bundle::{self, BundleError, SignKey};
+use crate::failure::FailureKind;
+use crate::lock::{Lock, LockError};
+use crate::oci::{
+    self, Arrivals, BlobCache, OciError, PullOptions, PullReport, Registry, RegistryConfig,
+};
+use crate::progress::Progress;
+use crate::spec::SpecFile;
+use crate::stages::StageError;
+
+/// Why a build stopped. Wrapped errors keep their own message and kind (boxed: they are
+/// large, and the error path is not hot).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Lock(Box<LockError>),
+    #[error(transparent)]
+    Oci(Box<OciError>),
+    #[error(transparent)]
+    Bundle(Box<BundleError>),
+    #[error(transparent)]
+    Stage(Box<StageError>),
+    /// A file the spec names (`spec.manifests[]`, `spec.charts[]`) cannot be read: bad input,
+    /// so the io error is part of the message, not a source that would say "environment".
+    #[error("{spec}: {field}: cannot read {file}: {message}")]
+    SpecFile {
+        spec: String,
+        field: String,
+        file: String,
+        message: String,
+    },
+    #[error("chart {chart}: cannot write its HelmChart: {message}")]
+    Chart { chart: String, message: String },
+    #[error("SOURCE_DATE_EPOCH={value:?} is not a number of seconds since 1970")]
+    SourceDateEpoch { value: String },
+    #[error(transparent)]
+    Runtime(std::io::Error),
+    #[error("the bundle write stopped the download")]
+    Stopped,
+}
+
+macro_rules! wrap {
+    ($($variant:ident($error:ty)),*) => {$(
+        impl From<$error> for BuildError {
+            fn from(e: $error) -> BuildError {
+                BuildError::$variant(Box::new(e))
+            }
+        }
+    )*};
+}
+wrap!(
+    Lock(LockError),
+    Oci(OciError),
+    Bundle(BundleError),
+    Stage(StageError)
+);
+
+impl BuildError {
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            BuildError::Lock(e) => e.kind(),
+            BuildError::Oci(e) => e.kind(),
+            BuildError::Bundle(e) => e.kind(),
+            BuildError::Stage(e) => e.kind(),
+            BuildError::SpecFile { .. }
+            | BuildError::Chart { .. }
+            | BuildError::SourceDateEpoch { .. } => FailureKind::Input,
+            BuildError::Runtime(_) | BuildError::Stopped => FailureKind::Environment,
+        }
+    }
+}
+
+/// Everything a build needs besides the spec.
+pub struct Job<'a> {
+    pub lock: &'a Path,
+    pub out: &'a Path,
+    pub cache: &'a BlobCache,
+    /// How to reach registries; a registry client is made only when a blob is missing.
+    pub registry: &'a RegistryConfig,
+    pub jobs: usize,
+    pub offline: bool,
+    pub sign_key: Option<&'a SignKey>,
+    pub progress: &'a Progress,
+}
+
+/// What a build did.
+pub struct Built {
+    pub pulled: PullReport,
+    pub plan: bundle::BundlePlan,
+    pub written: bundle::WriteSummary,
+}
+
+/// The build data path, shared by `build` and `demo`: read and check the lock against the
+/// spec, read every other input, then either write from the cache alone (warm, `--offline`)
+/// or pull the missing blobs while the bundle is written (cold).
+pub fn build(spec: &SpecFile, job: &Job<'_>) -> Result<Built, BuildError> {
+    let lock_bytes = std::fs::read(job.lock).map_err(|source| LockError::Read {
+        path: job.lock.display().to_string(),
+        source,
+    })?;
+    let lock = Lock::from_slice(&job.lock.display().to_string(), &lock_bytes)?;
+    lock.ensure_matches(job.lock, &spec.appliance)?;
+    let extra = bundle_manifests(spec)?;
+    let mtime = source_date_epoch()?;
+
+    let pull_plan = oci::plan_pull(&lock, job.cache)?;
+    if job.offline {
+        pull_plan.ensure_complete(job.cache)?;
+    }
+    if pull_plan.missing.is_empty() {
+        let pulled = PullReport {
+            cached: pull_plan.cached,
+            cached_bytes: pull_plan.cached_bytes,
+            ..PullReport::default()
+        };
+        report_blobs(job.progress, &pulled);
+        let plan = bundle::plan(spec, &lock, &lock_bytes, job.cache, extra)?;
+        let written = bundle::write(&plan, job.out, job.sign_key, mtime, job.progress)?;
+        return Ok(Built {
+            pulled,
+            plan,
+            written,
+        });
+    }
+    let inputs = Inputs {
+        spec,
+        lock: &lock,
+        lock_bytes: &lock_bytes,
+        cache: job.cache,
+        sign_key: job.sign_key,
+        mtime,
+        progress: job.progress,
+    };
+    let built = pull_and_write(job, &inputs, &pull_plan, extra)?;
+    report_blobs(job.progress, &built.pulled);
+    Ok(built)
+}
+
+/// The manifests a bundle carries: every stage rendered from the spec
+/// (`manifests/stages/<n>-<stage>.yaml`, what `sparkgap render` prints, for review and for
+/// k3s's auto-deploy when the spec asks for it), and `spec.manifests[]` read relative to the
+/// spec's directory (`manifests/extra/<path>`), and `spec.charts[]` as k3s HelmCharts (`manifests/charts/<name>.yaml`).
+pub fn bundle_manifests(spec: &SpecFile) -> Result<Vec<(String, Vec<u8>)>, BuildError> {
+    let mut out = Vec::new();
+    for (n, (stage, objects)) in crate::stages::render_all(&spec.appliance)?
+        .into_iter()
+        .enumerate()
+    {
+        if objects.is_empty() {
+            continue;
+        }
+        let yaml = crate::stages::to_yaml(&objects)?;
+        out.push((
+            format!("manifests/stages/{}-{stage}.yaml", n + 1),
+            yaml.into_bytes(),
+        ));
+    }
+    let base = spec.base_dir();
+    for (i, m) in spec.appliance.spec.manifests.iter().enumerate() {
+        let file = base.join(&m.path);
+        let bytes = read_named(spec, &format!("spec.manifests[{i}].path"), &file)?;
+        out.push((format!("manifests/extra/{}", m.path), bytes));
+    }
+    for (i, chart) in spec.appliance.spec.charts.iter().enumerate() {
+        let file = base.join(&chart.path);
+        let tgz = read_named(spec, &format!("spec.charts[{i}].path"), &file)?;
+        out.push((
+            format!("manifests/charts/{}.yaml", chart.name),
+            helm_chart_yaml(chart, &tgz)?.into_bytes(),
+        ));
+    }
+    Ok(out)
+}
+
+/// A file the spec names at `field`; a missing one is bad input naming the field and file.
+fn read_named(spec: &SpecFile, field: &str, file: &Path) -> Result<Vec<u8>, BuildError> {
+    std::fs::read(file).map_err(|e| BuildError::SpecFile {
+        spec: spec.path.display().to_string(),
+        field: field.to_string(),
+        file: file.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// A k3s `HelmChart` (helm.cattle.io/v1) carrying the chart archive inline (`chartContent`,
+/// base64), so k3s's helm-controller installs it with no repository to reach.
+fn helm_chart_yaml(chart: &crate::spec::ChartRef, tgz: &[u8]) -> Result<String, BuildError> {
+    use base64::Engine as _;
+    let mut spec = serde_json::json!({
+        "chartContent": base64::engine::general_purpose::STANDARD.encode(tgz),
+        "targetNamespace": chart.namespace,
+    });
+    if let Some(values) = &chart.values {
+        spec["valuesContent"] = serde_json::Value::String(values.clone());
+    }
+    let doc = serde_json::json!({
+        "apiVersion": "helm.cattle.io/v1",
+        "kind": "HelmChart",
+        "metadata": {
+            "name": chart.name,
+            "namespace": "kube-system",
+            "labels": { "app.kubernetes.io/managed-by": "sparkgap" },
+        },
+        "spec": spec,
+    });
+    serde_saphyr::to_string(&doc).map_err(|e| BuildError::Chart {
+        chart: chart.name.clone(),
+        message: e.to_string(),
+    })
+}
+
+/// `SOURCE_DATE_EPOCH` (reproducible-builds.org), 0 when unset.
+pub fn source_date_epoch() -> Result<u64, BuildError> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Err(_) => Ok(0),
+        Ok(v) if v.trim().is_empty() => Ok(0),
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| BuildError::SourceDateEpoch { value: v.clone() }),
+    }
+}
+
+fn report_blobs(progress: &Progress, pulled: &PullReport) {
+    progress.line(&format!(
+        "blobs: {} fetched ({} bytes), {} already cached ({} bytes)",
+        pulled.fetched,
+        bundle::group_digits(pulled.fetched_bytes),
+        pulled.cached,
+        bundle::group_digits(pulled.cached_bytes)
+    ));
+}
+
+/// What a cold build reads, borrowed by both the pull and the writer.
+struct Inputs<'a> {
+    spec: &'a SpecFile,
+    lock: &'a Lock,
+    lock_bytes: &'a [u8],
+    cache: &'a BlobCache,
+    sign_key: Option<&'a SignKey>,
+    mtime: u64,
+    progress: &'a Progress,
+}
+
+/// A cold build: the missing blobs are fetched into the cache while the bundle is written.
+/// The writer runs on its own thread and, before copying each blob (in digest order), waits
+/// until the pull has put it in the cache (verified, renamed in); the manifest and the blobs
+/// already cached need no wait. So the two durable passes overlap and the build takes about
+/// the longer of the two instead of their sum (docs/performance.md, "build").
+///
+/// Failure either side stops the other: a failed pull ends the writer's wait (its temp file
+/// is removed, nothing appears at `-o`) and its error is the one returned (it names the
+/// blob); a failed write drops the pull (finished blobs stay in the cache, partial files are
+/// removed) and its error is returned.
+fn pull_and_write(
+    job: &Job<'_>,
+    inp: &Inputs<'_>,
+    pull_plan: &oci::PullPlan,
+    extra: Vec<(String, Vec<u8>)>,
+) -> Result<Built, BuildError> {
+    let registry = Registry::new(job.registry.clone())?;
+    let arrivals = Arrivals::expecting(pull_plan);
+    let plan = bundle::plan_pending(
+        inp.spec,
+        inp.lock,
+        inp.lock_bytes,
+        inp.cache,
+        extra,
+        &arrivals.expected(),
+    )?;
+    let opts = PullOptions { jobs: job.jobs };
+    let rt = crate::runtime().map_err(BuildError::Runtime)?;
+    let (pulled, written) = std::thread::scope(|s| {
+        // The writer says whether it succeeded when it ends, so a failed write stops the pull.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<bool>();
+        let (plan, arrivals) = (&plan, &arrivals);
+        let writer = s.spawn(move || {
+            let r = bundle::write_waiting(
+                plan,
+                job.out,
+                inp.sign_key,
+                inp.mtime,
+                inp.progress,
+                &|digest| arrivals.wait(digest),
+            );
+            let _ = done_tx.send(r.is_ok());
+            r
+        });
+        let pulled = rt.block_on(async {
+            let mut pull = std::pin::pin!(oci::pull_notifying(
+                pull_plan,
+                inp.cache,
+                &registry,
+                &opts,
+                inp.progress,
+                Some(arrivals),
+            ));
+            tokio::select! {
+                r = &mut pull => Some(r),
+                // Written means every blob arrived: let the pull finish its report.
+                ok = done_rx => if ok.unwrap_or(false) { Some(pull.await) } else { None },
+            }
+        });
+        arrivals.end(&match &pulled {
+            Some(Ok(_)) => "the download ended without it".to_string(),
+            Some(Err(e)) => format!("the download failed: {e}"),
+            None => "the bundle write stopped".to_string(),
+        });
+        let written = writer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (pulled, written)
+    });
+    match pulled {
+        Some(Err(e)) => Err(e.into()),
+        Some(Ok(pulled)) => Ok(Built {
+            pulled,
+            plan,
+            written: written?,
+        }),
+        None => Err(written.err().map_or(BuildError::Stopped, BuildError::from)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_in(dir: &std::path::Path, extra: &str) -> SpecFile {
+        let text = format!(
+            "apiVersion: sparkgap.dev/v1alpha1\nkind: Appliance\nmetadata: {{name: t}}\nspec:\n  k3s: {{version: v1.33.5+k3s1, binaryUrl: 'http://127.0.0.1:1/k3s'}}\n  namespaces: [{{name: ci}}]\n{extra}"
+        );
+        let path = dir.join("appliance.yaml");
+        std::fs::write(&path, &text).unwrap();
+        SpecFile::read(&path).unwrap()
+    }
+
+    #[test]
+    fn bundle_carries_rendered_stages_extra_manifests_and_inline_charts() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("charts")).unwrap();
+        let tgz = b"\x1f\x8b not really a chart, any bytes round-trip".to_vec();
+        std::fs::write(d.path().join("charts/app.tgz"), &tgz).unwrap();
+        std::fs::write(d.path().join("cm.yaml"), "kind: ConfigMap\n").unwrap();
+        let spec = spec_in(
+            d.path(),
+            "  manifests: [{path: cm.yaml}]\n  charts: [{name: app, path: charts/app.tgz, namespace: ci, values: 'replicas: 2'}]\n",
+        );
+        let members = bundle_manifests(&spec).unwrap();
+        let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(
+            names.contains(&"manifests/stages/1-namespace.yaml"),
+            "{names:?}"
+        );
+        assert!(names.contains(&"manifests/extra/cm.yaml"), "{names:?}");
+        let (_, chart) = members
+            .iter()
+            .find(|(n, _)| n == "manifests/charts/app.yaml")
+            .expect("chart member");
+        let doc: serde_json::Value =
+            serde_saphyr::from_str(std::str::from_utf8(chart).unwrap()).unwrap();
+        assert_eq!(doc["kind"], "HelmChart");
+        assert_eq!(doc["spec"]["targetNamespace"], "ci");
+        assert_eq!(doc["spec"]["valuesContent"], "replicas: 2");
+        use base64::Engine as _;
+        let back = base64::engine::general_purpose::STANDARD
+            .decode(doc["spec"]["chartContent"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(back, tgz);
+    }
+
+    #[test]
+    fn a_missing_chart_names_the_field_and_file() {
+        let d = tempfile::tempdir().unwrap();
+        let spec = spec_in(
+            d.path(),
+            "  charts: [{name: app, path: charts/missing.tgz, namespace: ci}]\n",
+        );
+        let err = bundle_manifests(&spec).unwrap_err().to_string();
+        assert!(err.contains("spec.charts[0].path"), "{err}");
+        assert!(err.contains("missing.tgz"), "{err}");
+    }
+}

@@ -1,0 +1,142 @@
+//! The module map of docs/design.md ("Module map: who may use whom"), checked on the source:
+//! nothing below `cli` uses `cli`, no command uses another command, and each core module uses
+//! only the modules the map allows. A regression test for issue 12 (the crate had become one
+//! import circle).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Modules every module may use.
+const BOTTOM: &[&str] = &["digest", "failure", "progress", "cluster", "runtime"];
+
+/// Core module → the modules above the bottom floor it may use.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("spec", &[]),
+    ("lock", &["spec"]),
+    ("oci", &["spec", "lock", "install_tls_provider"]),
+    ("bundle", &["spec", "lock", "oci"]),
+    ("build", &["spec", "lock", "oci", "bundle", "stages"]),
+    ("stages", &["spec"]),
+    ("install", &["spec", "lock", "bundle", "stages"]),
+    ("verify", &["spec", "lock"]),
+    ("demo", &["install_tls_provider"]),
+    ("digest", &[]),
+    ("failure", &[]),
+    ("progress", &[]),
+    ("cluster", &[]),
+];
+
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).expect("read src") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The text before the file's unit tests (tests may use anything).
+fn code(path: &Path) -> String {
+    let s = std::fs::read_to_string(path).expect("read source");
+    match s.find("#[cfg(test)]") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// The top-level modules a source text names through `crate::`.
+fn used_modules(text: &str) -> BTreeSet<String> {
+    let mut used = BTreeSet::new();
+    for (i, _) in text.match_indices("crate::") {
+        let rest = &text[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let group = &group[..group.find("};").unwrap_or(group.len())];
+            for part in group.split(',') {
+                let name: String = part
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() {
+                    used.insert(name);
+                }
+            }
+        } else {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            used.insert(name);
+        }
+    }
+    used
+}
+
+fn top_module(src: &Path, file: &Path) -> String {
+    let rel = file.strip_prefix(src).expect("under src");
+    let first = rel.components().next().expect("component");
+    first
+        .as_os_str()
+        .to_string_lossy()
+        .trim_end_matches(".rs")
+        .to_string()
+}
+
+#[test]
+fn core_modules_use_only_what_the_module_map_allows() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut broken = Vec::new();
+    for file in &files {
+        let module = top_module(&src, file);
+        if ["cli", "main", "lib"].contains(&module.as_str()) {
+            continue;
+        }
+        let allowed = ALLOWED
+            .iter()
+            .find(|(m, _)| *m == module)
+            .map(|(_, a)| *a)
+            .unwrap_or_else(|| panic!("{module} is not in the module map (docs/design.md)"));
+        for used in used_modules(&code(file)) {
+            if used != module
+                && !BOTTOM.contains(&used.as_str())
+                && !allowed.contains(&used.as_str())
+            {
+                broken.push(format!("{} uses crate::{used}", file.display()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
+#[test]
+fn no_command_uses_another_command() {
+    let cli = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli");
+    let mut broken = Vec::new();
+    for e in std::fs::read_dir(&cli).expect("read src/cli") {
+        let path = e.expect("entry").path();
+        let name = path
+            .file_stem()
+            .expect("stem")
+            .to_string_lossy()
+            .to_string();
+        if !name.starts_with("cmd_") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        for (i, _) in text.match_indices("cmd_") {
+            let other: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let before = text[..i].chars().next_back();
+            if other != name && before.is_none_or(|c| !c.is_alphanumeric() && c != '_') {
+                broken.push(format!("{} uses {other}", path.display()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
