@@ -38,6 +38,31 @@ pub fn testbed_dir() -> Result<PathBuf, String> {
     }
 }
 
+/// Temp dirs of test processes killed outright (SIGKILL runs no destructor; their children
+/// died with them): `sparkgap-cp-<pid>-*` whose pid is gone.
+fn sweep_dead_runs() {
+    let tmp = std::env::temp_dir();
+    let Ok(entries) = std::fs::read_dir(&tmp) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("sparkgap-cp-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // kill(pid, 0): ESRCH when no such process.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
+        if !alive {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// A free loopback port (bound, then released for the server to take).
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -91,8 +116,9 @@ impl ControlPlane {
     }
 
     pub fn start(bin: &Path) -> ControlPlane {
+        sweep_dead_runs();
         let dir = tempfile::Builder::new()
-            .prefix("sparkgap-cp-")
+            .prefix(&format!("sparkgap-cp-{}-", std::process::id()))
             .tempdir()
             .expect("temp dir");
         let d = dir.path();
