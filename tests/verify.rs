@@ -47,6 +47,8 @@ spec:
   images:
     - { name: busybox, reference: "docker.io/library/busybox:1.37.0" }
     - { name: registry, reference: "docker.io/library/registry:2.8.3" }
+  charts:
+    - { name: tempo, path: charts/tempo.tgz, namespace: ci }
   namespaces:
     - name: ci
       labels: { sparkgap.dev/platform: ci }
@@ -207,6 +209,27 @@ fn healthy_node() -> NodeShape {
             ],
         ],
     }
+}
+
+const HELM_API: &str = "/apis/helm.cattle.io/v1";
+const HELMCHART_TEMPO: &str = "/apis/helm.cattle.io/v1/namespaces/kube-system/helmcharts/tempo";
+const JOB_TEMPO: &str = "/apis/batch/v1/namespaces/kube-system/jobs/helm-install-tempo";
+
+/// A HelmChart as k3s's helm-controller leaves it after starting the install Job.
+fn helm_chart(name: &str) -> Value {
+    json!({"apiVersion": "helm.cattle.io/v1", "kind": "HelmChart",
+        "metadata": {"name": name, "namespace": "kube-system", "uid": "7d1f1c1e-0f6b-4c39-9d7e-0c1b5f0c2a11",
+            "resourceVersion": "812"},
+        "spec": {"chartContent": "H4sI", "targetNamespace": "ci"},
+        "status": {"jobName": format!("helm-install-{name}")}})
+}
+
+fn helm_job(name: &str, succeeded: i32, failed: i32) -> Value {
+    json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": format!("helm-install-{name}"), "namespace": "kube-system",
+            "uid": "0b8e4c9a-4b39-4f0e-9a0c-7d1b7a8c3e21", "resourceVersion": "901"},
+        "spec": {"backoffLimit": 1000, "template": {"spec": {"containers": [], "restartPolicy": "OnFailure"}}},
+        "status": {"succeeded": succeeded, "failed": failed}})
 }
 
 fn node(n: &NodeShape) -> Value {
@@ -511,6 +534,16 @@ impl Cluster {
         let server = format!("sparkgap-verify-{RUN}-server");
         let client = format!("sparkgap-verify-{RUN}-client");
         c.set("GET", "/version", 200, version("v1.33.5+k3s1"));
+        c.set(
+            "GET",
+            HELM_API,
+            200,
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "helm.cattle.io/v1",
+                "resources": [{"name": "helmcharts", "singularName": "helmchart", "namespaced": true,
+                    "kind": "HelmChart", "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]}),
+        );
+        c.set("GET", HELMCHART_TEMPO, 200, helm_chart("tempo"));
+        c.set("GET", JOB_TEMPO, 200, helm_job("tempo", 1, 0));
         c.set(
             "GET",
             "/api/v1/nodes",
@@ -1610,6 +1643,83 @@ async fn workload_checks_share_the_overall_timeout() {
     assert_eq!(exit::of_outcome(report.failure()), 1);
 }
 
+#[tokio::test]
+async fn charts_fail_naming_a_chart_whose_install_job_failed() {
+    let mut c = Cluster::healthy();
+    c.set("GET", JOB_TEMPO, 200, helm_job("tempo", 0, 3));
+    let (report, _) = verify_with(
+        &c,
+        &spec(),
+        None,
+        &opts(&["charts"], Duration::from_millis(300)),
+    )
+    .await;
+    let r = &report.checks[0];
+    assert_status(
+        r,
+        Status::Fail,
+        "chart tempo: job helm-install-tempo failed 3 time(s)",
+    );
+    // No HelmChart API at all: helm-controller is not running.
+    let mut c = Cluster::healthy();
+    c.set(
+        "GET",
+        HELM_API,
+        404,
+        status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ),
+    );
+    let (report, _) = verify_with(
+        &c,
+        &spec(),
+        None,
+        &opts(&["charts"], Duration::from_millis(300)),
+    )
+    .await;
+    assert_status(
+        &report.checks[0],
+        Status::Fail,
+        "helm-controller is not running",
+    );
+    // The API is served, the chart's HelmChart is missing.
+    let mut c = Cluster::healthy();
+    c.set(
+        "GET",
+        HELMCHART_TEMPO,
+        404,
+        status(
+            404,
+            "NotFound",
+            "helmcharts.helm.cattle.io \"tempo\" not found",
+        ),
+    );
+    let (report, _) = verify_with(
+        &c,
+        &spec(),
+        None,
+        &opts(&["charts"], Duration::from_millis(300)),
+    )
+    .await;
+    assert_status(
+        &report.checks[0],
+        Status::Fail,
+        "no HelmChart kube-system/tempo",
+    );
+    // No charts in the spec: skipped with the reason.
+    let s = spec_with(|s| s.spec.charts.clear());
+    let (report, _) = verify_with(
+        &Cluster::healthy(),
+        &s,
+        None,
+        &opts(&["charts"], Duration::from_secs(5)),
+    )
+    .await;
+    assert_status(&report.checks[0], Status::Skipped, "carries no charts");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The whole run, the JSON report and JUnit
 
@@ -1658,7 +1768,7 @@ async fn mixed_report_as_junit_parses_with_the_right_counts() {
     assert_eq!(failures, 1, "{xml}");
     assert_eq!(skipped, 7, "{xml}");
     assert!(
-        xml.contains("tests=\"15\" failures=\"1\" skipped=\"7\""),
+        xml.contains("tests=\"16\" failures=\"1\" skipped=\"7\""),
         "{xml}"
     );
 }
@@ -1690,7 +1800,8 @@ fn skipped_all_reports_every_check_as_skipped_not_passed() {
     assert_eq!(r.summary.skipped, sparkgap::spec::CHECK_NAMES.len());
     assert_eq!(r.summary.passed, 0);
     let (_, cases, failures, skipped) = count_junit(&r.to_junit());
-    assert_eq!((cases, failures, skipped), (15, 0, 15));
+    let n = sparkgap::spec::CHECK_NAMES.len();
+    assert_eq!((cases, failures, skipped), (n, 0, n));
 }
 
 // ---------------------------------------------------------------------------------------------

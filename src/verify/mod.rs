@@ -494,17 +494,27 @@ async fn charts(ctx: &Ctx<'_>) -> CheckResult {
         Api::namespaced_with(ctx.client.clone(), HELM_NAMESPACE, &ar);
     let jobs: Api<k8s_openapi::api::batch::v1::Job> =
         Api::namespaced(ctx.client.clone(), HELM_NAMESPACE);
+    // A missing HelmChart and a missing HelmChart API both answer 404 to a GET by name;
+    // discovery tells them apart.
+    match ctx
+        .client
+        .list_api_group_resources("helm.cattle.io/v1")
+        .await
+    {
+        Ok(l) if l.resources.iter().any(|r| r.name == "helmcharts") => {}
+        Ok(_) | Err(kube::Error::Api(_)) => {
+            return CheckResult::fail(
+                name,
+                "the HelmChart API (helm.cattle.io/v1) is not served: k3s's helm-controller is not running",
+                vec![],
+            );
+        }
+        Err(e) => return CheckResult::fail(name, err(&e), vec![]),
+    }
     loop {
         let mut states = Vec::new();
         for chart in &s.charts {
             let state = match charts.get_opt(&chart.name).await {
-                Err(kube::Error::Api(st)) if st.code == 404 => {
-                    return CheckResult::fail(
-                        name,
-                        "the HelmChart API (helm.cattle.io/v1) is not served: k3s's helm-controller is not running",
-                        vec![],
-                    );
-                }
                 Err(e) => Err(err(&e)),
                 Ok(hc) => {
                     let job_name = hc
