@@ -369,3 +369,73 @@ fn an_immutable_change_applies_nothing_unless_replace_on_a_live_api_server() {
     let again = apply(&cp, &after, &[]);
     assert_eq!(counts(&again)[1], 0, "{again}");
 }
+
+/// `sparkgap verify --only rbac`: exit code and the rbac check.
+fn verify_rbac(cp: &ControlPlane, spec: &Path) -> (i32, Value) {
+    let out = common::sparkgap()
+        .args(["--output", "json", "verify", "-f"])
+        .arg(spec)
+        .arg("--kubeconfig")
+        .arg(&cp.kubeconfig)
+        .args(["--timeout", "60s", "--only", "rbac"])
+        .output()
+        .expect("run sparkgap verify");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("verify --only rbac (live control plane):\n{stdout}");
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify JSON: {e}\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), check(&report, "rbac").clone())
+}
+
+#[test]
+fn obi_collector_may_list_pods_and_a_missing_account_fails_rbac_on_a_live_api_server() {
+    let test = "obi_collector_may_list_pods_and_a_missing_account_fails_rbac_on_a_live_api_server";
+    let Some(cp) = ControlPlane::start_or_skip(test) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = default_spec(tmp.path());
+    apply(&cp, &spec, &[]);
+    let (code, rbac) = verify_rbac(&cp, &spec);
+    assert_eq!((code, rbac["status"].as_str()), (0, Some("pass")), "{rbac}");
+    let evidence: Vec<&str> = rbac["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for line in [
+        // The seed's `kubectl auth can-i list pods --as=system:serviceaccount:mop-system:obi-collector -n mop-system`.
+        "ok: ServiceAccount mop-system/obi-collector list pods in mop-system: allowed as expected",
+        "ok: ServiceAccount monitoring/prometheus get /metrics: allowed as expected",
+        "ok: ServiceAccount ci/ci-runner delete pods/log in ci: denied as expected",
+    ] {
+        assert!(
+            evidence.iter().any(|e| e.starts_with(line)),
+            "{line}\nnot in {evidence:#?}"
+        );
+    }
+
+    // An expectation about an account that was never created fails, though the authorizer
+    // would deny it exactly as `allowed: false` expects.
+    let text = std::fs::read_to_string(&spec).unwrap().replace(
+        "    expect:\n",
+        "    expect:\n      - { subject: { kind: ServiceAccount, name: ghost, namespace: mop-system }, verb: get, resource: secrets, namespace: ci, allowed: false }\n",
+    );
+    let ghost = tmp.path().join("ghost.yaml");
+    std::fs::write(&ghost, text).unwrap();
+    let (code, rbac) = verify_rbac(&cp, &ghost);
+    assert_eq!(code, 1, "{rbac}");
+    assert_eq!(rbac["status"], "fail");
+    assert!(
+        rbac["evidence"][0]
+            .as_str()
+            .unwrap()
+            .contains("ServiceAccount mop-system/ghost does not exist"),
+        "{rbac}"
+    );
+}
