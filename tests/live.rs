@@ -388,7 +388,10 @@ fn verify_rbac(cp: &ControlPlane, spec: &Path) -> (i32, Value) {
             String::from_utf8_lossy(&out.stderr)
         )
     });
-    (out.status.code().unwrap_or(-1), check(&report, "rbac").clone())
+    (
+        out.status.code().unwrap_or(-1),
+        check(&report, "rbac").clone(),
+    )
 }
 
 #[test]

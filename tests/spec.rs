@@ -146,7 +146,9 @@ fn classes_local_path_cannot_honour_are_refused_naming_the_field() {
         "{err}"
     );
     assert!(
-        err.contains("spec.storage.snapshotClass.driver: \"rancher.io/local-path\" is not a CSI driver"),
+        err.contains(
+            "spec.storage.snapshotClass.driver: \"rancher.io/local-path\" is not a CSI driver"
+        ),
         "{err}"
     );
     // A CSI driver that can is accepted, and so is expansion on a CSI provisioner.
@@ -179,7 +181,11 @@ fn quotas_must_fit_the_nodes_allocatable_and_max_pods() {
     // Raising maxPods makes room (and install passes it to kubelet).
     let raised = old_pods.replace("maxPods: 110", "maxPods: 210");
     parse(&raised).unwrap_or_else(|e| panic!("{e}"));
-    assert!(parse(&old_pods.replace("maxPods: 110", "maxPods: 300")).unwrap_err().contains("spec.k3s.maxPods: 300 is outside 1-250"));
+    assert!(
+        parse(&old_pods.replace("maxPods: 110", "maxPods: 300"))
+            .unwrap_err()
+            .contains("spec.k3s.maxPods: 300 is outside 1-250")
+    );
 
     // 128 GB is 119.2 GiB; minus 16 GiB reserved and 2 GiB eviction: 101.2 GiB for pods.
     let over = appliance.replace("requests.memory: 28Gi", "requests.memory: 38Gi");
@@ -195,7 +201,11 @@ fn quotas_must_fit_the_nodes_allocatable_and_max_pods() {
         "{err}"
     );
     let arg = format!("{MINIMAL}    kubeletArgs: [max-pods=200]\n");
-    assert!(parse(&arg).unwrap_err().contains("spec.k3s.kubeletArgs[0]: set spec.k3s.maxPods instead"));
+    assert!(
+        parse(&arg)
+            .unwrap_err()
+            .contains("spec.k3s.kubeletArgs[0]: set spec.k3s.maxPods instead")
+    );
 }
 
 /// Issue 11, item 11: an expectation names a resource or a non-resource URL.
@@ -203,7 +213,8 @@ fn quotas_must_fit_the_nodes_allocatable_and_max_pods() {
 fn expectations_take_a_resource_or_a_non_resource_url() {
     let head = format!("{MINIMAL}  namespaces: [{{ name: ci }}]\n  rbac:\n    expect:\n");
     let sa = "subject: { kind: ServiceAccount, name: bot, namespace: ci }";
-    let ok = format!("{head}      - {{ {sa}, verb: get, nonResourceURL: /metrics, allowed: true }}\n");
+    let ok =
+        format!("{head}      - {{ {sa}, verb: get, nonResourceURL: /metrics, allowed: true }}\n");
     let s = parse(&ok).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         s.appliance.spec.rbac.expect[0].non_resource_url.as_deref(),
@@ -213,8 +224,22 @@ fn expectations_take_a_resource_or_a_non_resource_url() {
         "{head}      - {{ {sa}, verb: get, resource: pods, nonResourceUrl: /metrics, allowed: true }}\n      - {{ {sa}, verb: get, nonResourceUrl: metrics, namespace: ci, allowed: true }}\n      - {{ {sa}, verb: get, allowed: true }}\n"
     );
     let err = parse(&both).unwrap_err();
-    assert!(err.contains("spec.rbac.expect[0].nonResourceUrl: give a resource or a nonResourceUrl, not both"), "{err}");
-    assert!(err.contains("spec.rbac.expect[1].nonResourceUrl: \"metrics\" is not a URL path"), "{err}");
-    assert!(err.contains("spec.rbac.expect[1].nonResourceUrl: a non-resource URL has no namespace"), "{err}");
-    assert!(err.contains("spec.rbac.expect[2]: a resource or a nonResourceUrl is required"), "{err}");
+    assert!(
+        err.contains(
+            "spec.rbac.expect[0].nonResourceUrl: give a resource or a nonResourceUrl, not both"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("spec.rbac.expect[1].nonResourceUrl: \"metrics\" is not a URL path"),
+        "{err}"
+    );
+    assert!(
+        err.contains("spec.rbac.expect[1].nonResourceUrl: a non-resource URL has no namespace"),
+        "{err}"
+    );
+    assert!(
+        err.contains("spec.rbac.expect[2]: a resource or a nonResourceUrl is required"),
+        "{err}"
+    );
 }

@@ -433,9 +433,8 @@ fn validate_capacity(c: &mut Checker, k: &K3s, quotas: &[Quota]) {
         }
     }
     let q = |v: &Option<String>| v.as_deref().and_then(parse_milli).unwrap_or(0);
-    let reserved = |r: fn(&Resources) -> &Option<String>| {
-        q(r(&k.reserved.system)) + q(r(&k.reserved.kube))
-    };
+    let reserved =
+        |r: fn(&Resources) -> &Option<String>| q(r(&k.reserved.system)) + q(r(&k.reserved.kube));
     let (Some(cap_cpu), Some(cap_mem)) = (
         k.capacity.cpu.as_deref().and_then(parse_milli),
         k.capacity.memory.as_deref().and_then(parse_milli),
