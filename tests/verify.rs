@@ -648,7 +648,15 @@ impl Cluster {
         );
         // registry
         c.pod_done(NS, "registry-probe", 0, REGISTRY_OK);
-        // rbac: answered in the order asked
+        // rbac: the subject's account exists; reviews answered in the order asked
+        c.set(
+            "GET",
+            "/api/v1/namespaces/ci/serviceaccounts/ci-runner",
+            200,
+            serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": "ci-runner", "namespace": "ci", "uid": "sa-1", "resourceVersion": "5"}})
+            .to_string(),
+        );
         c.set("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", 201,
             sar_answer(true, "RBAC: allowed by RoleBinding \"ci-runner/ci\" of Role \"ci-runner\" to ServiceAccount \"ci-runner/ci\""));
         c.add(
@@ -1461,6 +1469,57 @@ async fn rbac_checks_allowed_and_denied() {
     let none = spec_with(|s| s.spec.rbac.expect.clear());
     let (r, _) = check("rbac", &Cluster::healthy(), &none, None).await;
     assert_status(&r, Status::Skipped, "spec.rbac.expect is empty");
+}
+
+#[tokio::test]
+async fn rbac_fails_for_a_service_account_that_does_not_exist_and_asks_non_resource_urls() {
+    // An expectation about an account nobody created: the authorizer would deny anything
+    // for it, so `allowed: false` would hold by accident. It fails, and nothing is reviewed.
+    let ghost = spec_with(|s| {
+        let mut e = s.spec.rbac.expect[1].clone();
+        e.subject = sparkgap::spec::Subject::ServiceAccount {
+            name: "ghost".into(),
+            namespace: "ci".into(),
+        };
+        s.spec.rbac.expect = vec![e];
+    });
+    let (r, fake) = check("rbac", &Cluster::healthy(), &ghost, None).await;
+    assert_status(&r, Status::Fail, "1 of 1");
+    assert_eq!(
+        r.evidence[0],
+        "ERROR: ServiceAccount ci/ghost list secrets in kube-system: ServiceAccount ci/ghost does not exist, so the answer would prove nothing (declare it in spec.rbac.serviceAccounts and apply)"
+    );
+    assert!(
+        fake.seen()
+            .iter()
+            .all(|s| !s.path().ends_with("subjectaccessreviews"))
+    );
+
+    let metrics = spec_with(|s| {
+        let mut e = s.spec.rbac.expect[0].clone();
+        e.verb = "get".into();
+        e.resource.clear();
+        e.namespace = None;
+        e.non_resource_url = Some("/metrics".into());
+        s.spec.rbac.expect = vec![e];
+    });
+    let (r, fake) = check("rbac", &Cluster::healthy(), &metrics, None).await;
+    assert_status(&r, Status::Pass, "");
+    assert!(
+        r.evidence[0].starts_with("ok: ServiceAccount ci/ci-runner get /metrics: allowed"),
+        "{r:#?}"
+    );
+    let review: Value = fake
+        .seen()
+        .iter()
+        .find(|s| s.path().ends_with("subjectaccessreviews"))
+        .map(|s| serde_json::from_str(&s.body).unwrap())
+        .unwrap();
+    assert_eq!(
+        review["spec"]["nonResourceAttributes"],
+        serde_json::json!({"path": "/metrics", "verb": "get"})
+    );
+    assert!(review["spec"].get("resourceAttributes").is_none());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -65,7 +65,12 @@ pub fn run(args: UpArgs, g: &Global) -> anyhow::Result<u8> {
                 .clone()
                 .unwrap_or_else(|| opts.root.join("etc/rancher/k3s/k3s.yaml"));
             progress.line("apply: namespace, storage, network, registry, quota, rbac");
-            let report = install::node::apply(Some(&kubeconfig), &opts.root, spec, false)?;
+            let report = install::node::apply(
+                Some(&kubeconfig),
+                &opts.root,
+                spec,
+                crate::stages::ApplyFlags::default(),
+            )?;
             progress.line("verify");
             let verify_opts = VerifyOptions::for_spec(spec);
             let checks =
