@@ -5,6 +5,8 @@
 
 #[path = "common/bundles.rs"]
 mod bundles;
+#[path = "common/skip.rs"]
+mod skip;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -83,13 +85,6 @@ fn kinds(problems: &[Problem]) -> Vec<(ProblemKind, String)> {
         .iter()
         .map(|p| (p.kind, p.member.clone()))
         .collect()
-}
-
-/// On PATH. (Asking `name --version` skipped every minisign test: minisign 0.11 knows only
-/// `-v` and exits 2 on `--version`.)
-fn tool(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
 }
 
 // ---- writer -----------------------------------------------------------------------------
@@ -258,8 +253,7 @@ fn index_json_names_each_image_for_containerd_and_oci_tools() {
 
 #[test]
 fn skopeo_reads_the_bundled_oci_layout() {
-    if !tool("skopeo") {
-        eprintln!("skipped: skopeo is not installed");
+    if !skip::tool_available("skopeo_reads_the_bundled_oci_layout", "skopeo", "skopeo") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -661,6 +655,31 @@ fn extract_first_two(bundle: &Path, dir: &Path) -> (PathBuf, PathBuf) {
     (m, s)
 }
 
+/// Regression: the interop tests below were reported passed without running because their
+/// probe ran `minisign --version`, which Debian's minisign 0.11 refuses with exit 2. The probe
+/// must find an installed tool whatever flags it knows, and must not take a plain file for one.
+#[test]
+fn tool_probe_finds_a_minisign_that_knows_no_version_flag() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("minisign");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\n[ \"$1\" = -v ] && { echo 'minisign 0.11'; exit 0; }\n\
+         echo \"minisign: invalid option -- '-'\" >&2; exit 2\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.path().join("skopeo"), "not executable").unwrap();
+    // What the old probe saw: `--version` fails although the tool is there.
+    let o = Command::new(&fake).arg("--version").output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let path = std::env::join_paths([Path::new("/nonexistent"), dir.path()]).unwrap();
+    assert_eq!(skip::find_tool_in(&path, "minisign"), Some(fake));
+    assert_eq!(skip::find_tool_in(&path, "skopeo"), None);
+    assert_eq!(skip::find_tool_in(&path, "absent"), None);
+}
+
 fn minisign_keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let (pk, sk) = (
         dir.join(format!("{name}.pub")),
@@ -686,8 +705,11 @@ fn minisign_keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 /// unencrypted key with `minisign -G -W`"): the C tool leaves their checksum zero.
 #[test]
 fn an_unencrypted_minisign_cli_key_signs() {
-    if !tool("minisign") {
-        eprintln!("skipped: minisign is not installed");
+    if !skip::tool_available(
+        "an_unencrypted_minisign_cli_key_signs",
+        "minisign",
+        "minisign",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -706,8 +728,11 @@ fn an_unencrypted_minisign_cli_key_signs() {
 
 #[test]
 fn our_signature_verifies_with_the_minisign_cli() {
-    if !tool("minisign") {
-        eprintln!("skipped: minisign is not installed");
+    if !skip::tool_available(
+        "our_signature_verifies_with_the_minisign_cli",
+        "minisign",
+        "minisign",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -766,8 +791,11 @@ fn our_signature_verifies_with_the_minisign_cli() {
 
 #[test]
 fn a_minisign_cli_signature_is_accepted_and_wrong_keys_are_refused() {
-    if !tool("minisign") {
-        eprintln!("skipped: minisign is not installed");
+    if !skip::tool_available(
+        "a_minisign_cli_signature_is_accepted_and_wrong_keys_are_refused",
+        "minisign",
+        "minisign",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
