@@ -977,6 +977,97 @@ fn extract_places_every_member_with_its_mode_or_nothing_at_all() {
     assert!(leftovers.is_empty(), "staging dirs left: {leftovers:?}");
 }
 
+// ---- fuzz seed corpus ---------------------------------------------------------------------
+
+/// The generated seeds of the fuzz corpus (`fuzz/corpus/<target>/seed-*`): small real bundles
+/// from the real writer, their locks, and the OCI manifests and configs inside them. A change
+/// to the formats makes this test fail until the seeds are written again, so the fuzzers keep
+/// starting from inputs the current readers accept (docs/testing.md, "Fuzzing").
+fn fuzz_seeds(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let small = |name: &str, reference: &str, layers: Vec<usize>| bundles::ImageOpts {
+        name: name.into(),
+        reference: reference.into(),
+        layers,
+        shared_layer: true,
+    };
+    let kinds = [
+        (
+            "arm64-two-images",
+            BundleOpts {
+                images: vec![
+                    small("busybox", "docker.io/library/busybox:1.37.0", vec![300]),
+                    small(
+                        "registry",
+                        "docker.io/library/registry:2.8.3",
+                        vec![100, 200],
+                    ),
+                ],
+                shared_layer_size: 200,
+                k3s_size: 1_000,
+                mtime: 1_700_000_000,
+                ..Default::default()
+            },
+        ),
+        (
+            "amd64-no-images",
+            BundleOpts {
+                platform: sparkgap::spec::Platform::parse("linux/amd64").unwrap(),
+                images: vec![],
+                k3s_size: 500,
+                extra: vec![],
+                ..Default::default()
+            },
+        ),
+    ];
+    let mut seeds = Vec::new();
+    for (name, opts) in kinds {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let out = synthetic_bundle(&d, &opts);
+        let s = synthetic_inputs(&d.join("again"), &opts);
+        let tar = std::fs::read(&out).unwrap();
+        // The bundle target wraps an input starting with `{` in a tar: the manifest alone.
+        let m = &entries(&out)[0];
+        let manifest = tar[m.data_at as usize..(m.data_at + m.size) as usize].to_vec();
+        seeds.push((format!("bundle/seed-{name}-manifest.json"), manifest));
+        seeds.push((format!("bundle/seed-{name}.tar"), tar));
+        seeds.push((format!("lock/seed-{name}.json"), s.lock_bytes.clone()));
+        seeds.push((format!("spec/seed-{name}.yaml"), s.spec.raw.clone()));
+        for img in &s.lock.images {
+            // oci_manifest takes one selector byte (Content-Type, wanted platform), then the body.
+            for (what, d) in [("manifest", &img.manifest), ("config", &img.config)] {
+                let mut body = vec![0];
+                body.extend(std::fs::read(s.cache.path(&d.digest).unwrap()).unwrap());
+                seeds.push((
+                    format!("oci_manifest/seed-{name}-{}-{what}.json", img.name),
+                    body,
+                ));
+            }
+        }
+    }
+    seeds
+}
+
+#[test]
+fn fuzz_seed_corpus_matches_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let write = std::env::var_os("SPARKGAP_WRITE_FUZZ_SEEDS").is_some();
+    for (name, bytes) in fuzz_seeds(dir.path()) {
+        let path = corpus.join(&name);
+        if write {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+        } else {
+            assert!(
+                std::fs::read(&path).is_ok_and(|b| b == bytes),
+                "fuzz/corpus/{name} is missing or stale; write the seeds again with \
+                 SPARKGAP_WRITE_FUZZ_SEEDS=1 cargo test --test bundle fuzz_seed_corpus"
+            );
+        }
+    }
+}
+
 // ---- measurement (not a timed test: run by hand, figures go to docs/performance.md) --------
 
 /// `cargo test --release --test bundle measure_write_and_read -- --ignored --nocapture`
