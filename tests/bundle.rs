@@ -627,6 +627,24 @@ fn a_non_bundle_is_not_a_bundle() {
     assert!(err.contains("first member is hello.txt"), "{err}");
 }
 
+/// Found while writing the `bundle` fuzz target (a crafted input run through it): a manifest listing member sizes whose sum does not fit in
+/// `u64` made `inspect` panic (attempt to add with overflow) while totalling them.
+#[test]
+fn member_sizes_that_overflow_a_sum_are_a_damaged_manifest_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let forged = bundles::forged_sizes_bundle(dir.path());
+    let report = inspect(&forged, &no_key()).unwrap();
+    assert!(!report.intact);
+    assert_eq!(report.member_bytes, u64::MAX, "saturated, not wrapped");
+    let size = report
+        .problems
+        .iter()
+        .find(|p| p.kind == ProblemKind::Manifest && p.member == "bin/k3s")
+        .unwrap_or_else(|| panic!("{:#?}", report.problems));
+    assert!(size.message.contains("more than"), "{}", size.message);
+    assert!(read_bundle(&forged, &no_key(), &mut |_, _| Ok(())).is_err());
+}
+
 // ---- signatures -------------------------------------------------------------------------
 
 /// Insert `sig` as the second member of an unsigned bundle.

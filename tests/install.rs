@@ -1176,6 +1176,20 @@ fn hostile_bundles_are_refused_naming_the_member_with_nothing_placed() {
     }
 }
 
+/// Found while writing the `bundle` fuzz target (a crafted input run through it): install's free-space preflight summed the sizes a forged
+/// manifest lists, which overflowed (a panic here, a wrapped and too small figure in release).
+#[test]
+fn forged_member_sizes_are_refused_as_damage_not_a_panic() {
+    let d = tempfile::tempdir().unwrap();
+    let bundle = bundles::forged_sizes_bundle(d.path());
+    let root = d.path().join("root");
+    let r = install(&bundle, &root, &[]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("bin/k3s"), "{}", r.stderr);
+    assert!(!r.stderr.contains("free space"), "{}", r.stderr);
+    assert_nothing_placed(&root, "forged sizes");
+}
+
 #[test]
 fn truncated_and_corrupted_bundles_are_refused_with_nothing_placed() {
     let d = tempfile::tempdir().unwrap();
