@@ -46,4 +46,8 @@ fuzz_target!(|data: &[u8]| {
     {
         let _ = sparkgap::oci::resolve::image_name(&r);
     }
+    // A registry's Retry-After header.
+    if let Ok(text) = std::str::from_utf8(body) {
+        let _ = sparkgap::oci::retry::parse_retry_after(text);
+    }
 });
