@@ -741,8 +741,8 @@ fn build_carries_extra_manifests_signs_and_uses_source_date_epoch() {
     let lock = b.lock(&spec, b.h.addr());
 
     let (pk, sk) = (b.path("k.pub"), b.path("k.sec"));
-    // An encrypted key, password on stdin: minisign 0.11's `-G -W` (unencrypted) writes an
-    // all-zero checksum that the minisign crate 0.10 rejects as a corrupt key.
+    // An encrypted key, password on stdin, so that SPARKGAP_SIGN_PASSWORD is exercised too
+    // (unencrypted `-G -W` keys: an_unencrypted_minisign_cli_key_signs in tests/bundle.rs).
     let mut keygen = std::process::Command::new("minisign")
         .args(["-G", "-p"])
         .arg(&pk)
