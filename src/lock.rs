@@ -16,6 +16,12 @@ pub mod system;
 /// 2: k3s's own images (`k3s.imagesUrl`, `k3s.imageList`, `images[].system`).
 pub const LOCK_VERSION: u32 = 2;
 
+/// The largest blob (or bundle member) sparkgap believes in: 1 TiB. Sizes in a lock, a bundle
+/// manifest or a registry's manifest come from outside; past this bound a size is forged or
+/// corrupt, and refusing it keeps every sum of sizes far inside `u64` (a sum of sizes that
+/// wrapped would make a free-space check or a byte count lie).
+pub const MAX_BLOB_SIZE: u64 = 1 << 40;
+
 /// The whole lock. Field order here is the order in the file; lists are sorted by name so
 /// the JSON is stable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,9 +87,9 @@ impl ImageLock {
             .chain(self.layers.iter())
     }
 
-    /// Total bytes of the image's blobs.
+    /// Total bytes of the image's blobs (saturating: sizes from outside may be forged).
     pub fn size(&self) -> u64 {
-        self.blobs().map(|d| d.size).sum()
+        self.blobs().fold(0, |n, d| n.saturating_add(d.size))
     }
 }
 
@@ -165,11 +171,30 @@ impl Lock {
             path: path.into(),
             message: e.to_string(),
         })?;
-        lock.check_digests().map_err(|message| LockError::Parse {
-            path: path.into(),
-            message,
-        })?;
+        lock.check_digests()
+            .and_then(|()| lock.check_sizes())
+            .map_err(|message| LockError::Parse {
+                path: path.into(),
+                message,
+            })?;
         Ok(lock)
+    }
+
+    /// Every size is at most [`MAX_BLOB_SIZE`].
+    fn check_sizes(&self) -> Result<(), String> {
+        let mut all = vec![("k3s.size".to_string(), self.k3s.size)];
+        for img in &self.images {
+            for d in img.blobs() {
+                all.push((format!("images[{}] blob {}", img.name, d.digest), d.size));
+            }
+        }
+        match all.into_iter().find(|(_, size)| *size > MAX_BLOB_SIZE) {
+            Some((field, size)) => Err(format!(
+                "{field}: size {size} is more than {MAX_BLOB_SIZE} bytes (1 TiB); the lock is \
+                 damaged or forged"
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Every digest is a well-formed sha256 digest (they become file names).

@@ -5,6 +5,8 @@
 
 #[path = "common/bundles.rs"]
 mod bundles;
+#[path = "common/skip.rs"]
+mod skip;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -83,13 +85,6 @@ fn kinds(problems: &[Problem]) -> Vec<(ProblemKind, String)> {
         .iter()
         .map(|p| (p.kind, p.member.clone()))
         .collect()
-}
-
-/// On PATH. (Asking `name --version` skipped every minisign test: minisign 0.11 knows only
-/// `-v` and exits 2 on `--version`.)
-fn tool(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
 }
 
 // ---- writer -----------------------------------------------------------------------------
@@ -258,8 +253,7 @@ fn index_json_names_each_image_for_containerd_and_oci_tools() {
 
 #[test]
 fn skopeo_reads_the_bundled_oci_layout() {
-    if !tool("skopeo") {
-        eprintln!("skipped: skopeo is not installed");
+    if !skip::tool_available("skopeo_reads_the_bundled_oci_layout", "skopeo", "skopeo") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -633,6 +627,24 @@ fn a_non_bundle_is_not_a_bundle() {
     assert!(err.contains("first member is hello.txt"), "{err}");
 }
 
+/// Found while writing the `bundle` fuzz target (a crafted input run through it): a manifest listing member sizes whose sum does not fit in
+/// `u64` made `inspect` panic (attempt to add with overflow) while totalling them.
+#[test]
+fn member_sizes_that_overflow_a_sum_are_a_damaged_manifest_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let forged = bundles::forged_sizes_bundle(dir.path());
+    let report = inspect(&forged, &no_key()).unwrap();
+    assert!(!report.intact);
+    assert_eq!(report.member_bytes, u64::MAX, "saturated, not wrapped");
+    let size = report
+        .problems
+        .iter()
+        .find(|p| p.kind == ProblemKind::Manifest && p.member == "bin/k3s")
+        .unwrap_or_else(|| panic!("{:#?}", report.problems));
+    assert!(size.message.contains("more than"), "{}", size.message);
+    assert!(read_bundle(&forged, &no_key(), &mut |_, _| Ok(())).is_err());
+}
+
 // ---- signatures -------------------------------------------------------------------------
 
 /// Insert `sig` as the second member of an unsigned bundle.
@@ -661,6 +673,31 @@ fn extract_first_two(bundle: &Path, dir: &Path) -> (PathBuf, PathBuf) {
     (m, s)
 }
 
+/// Regression: the interop tests below were reported passed without running because their
+/// probe ran `minisign --version`, which Debian's minisign 0.11 refuses with exit 2. The probe
+/// must find an installed tool whatever flags it knows, and must not take a plain file for one.
+#[test]
+fn tool_probe_finds_a_minisign_that_knows_no_version_flag() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("minisign");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\n[ \"$1\" = -v ] && { echo 'minisign 0.11'; exit 0; }\n\
+         echo \"minisign: invalid option -- '-'\" >&2; exit 2\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.path().join("skopeo"), "not executable").unwrap();
+    // What the old probe saw: `--version` fails although the tool is there.
+    let o = Command::new(&fake).arg("--version").output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let path = std::env::join_paths([Path::new("/nonexistent"), dir.path()]).unwrap();
+    assert_eq!(skip::find_tool_in(&path, "minisign"), Some(fake));
+    assert_eq!(skip::find_tool_in(&path, "skopeo"), None);
+    assert_eq!(skip::find_tool_in(&path, "absent"), None);
+}
+
 fn minisign_keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let (pk, sk) = (
         dir.join(format!("{name}.pub")),
@@ -686,8 +723,11 @@ fn minisign_keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 /// unencrypted key with `minisign -G -W`"): the C tool leaves their checksum zero.
 #[test]
 fn an_unencrypted_minisign_cli_key_signs() {
-    if !tool("minisign") {
-        eprintln!("skipped: minisign is not installed");
+    if !skip::tool_available(
+        "an_unencrypted_minisign_cli_key_signs",
+        "minisign",
+        "minisign",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -706,8 +746,11 @@ fn an_unencrypted_minisign_cli_key_signs() {
 
 #[test]
 fn our_signature_verifies_with_the_minisign_cli() {
-    if !tool("minisign") {
-        eprintln!("skipped: minisign is not installed");
+    if !skip::tool_available(
+        "our_signature_verifies_with_the_minisign_cli",
+        "minisign",
+        "minisign",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -766,8 +809,11 @@ fn our_signature_verifies_with_the_minisign_cli() {
 
 #[test]
 fn a_minisign_cli_signature_is_accepted_and_wrong_keys_are_refused() {
-    if !tool("minisign") {
-        eprintln!("skipped: minisign is not installed");
+    if !skip::tool_available(
+        "a_minisign_cli_signature_is_accepted_and_wrong_keys_are_refused",
+        "minisign",
+        "minisign",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -947,6 +993,97 @@ fn extract_places_every_member_with_its_mode_or_nothing_at_all() {
         .filter(|e| e.file_name().to_string_lossy().contains(".partial-"))
         .collect();
     assert!(leftovers.is_empty(), "staging dirs left: {leftovers:?}");
+}
+
+// ---- fuzz seed corpus ---------------------------------------------------------------------
+
+/// The generated seeds of the fuzz corpus (`fuzz/corpus/<target>/seed-*`): small real bundles
+/// from the real writer, their locks, and the OCI manifests and configs inside them. A change
+/// to the formats makes this test fail until the seeds are written again, so the fuzzers keep
+/// starting from inputs the current readers accept (docs/testing.md, "Fuzzing").
+fn fuzz_seeds(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let small = |name: &str, reference: &str, layers: Vec<usize>| bundles::ImageOpts {
+        name: name.into(),
+        reference: reference.into(),
+        layers,
+        shared_layer: true,
+    };
+    let kinds = [
+        (
+            "arm64-two-images",
+            BundleOpts {
+                images: vec![
+                    small("busybox", "docker.io/library/busybox:1.37.0", vec![300]),
+                    small(
+                        "registry",
+                        "docker.io/library/registry:2.8.3",
+                        vec![100, 200],
+                    ),
+                ],
+                shared_layer_size: 200,
+                k3s_size: 1_000,
+                mtime: 1_700_000_000,
+                ..Default::default()
+            },
+        ),
+        (
+            "amd64-no-images",
+            BundleOpts {
+                platform: sparkgap::spec::Platform::parse("linux/amd64").unwrap(),
+                images: vec![],
+                k3s_size: 500,
+                extra: vec![],
+                ..Default::default()
+            },
+        ),
+    ];
+    let mut seeds = Vec::new();
+    for (name, opts) in kinds {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let out = synthetic_bundle(&d, &opts);
+        let s = synthetic_inputs(&d.join("again"), &opts);
+        let tar = std::fs::read(&out).unwrap();
+        // The bundle target wraps an input starting with `{` in a tar: the manifest alone.
+        let m = &entries(&out)[0];
+        let manifest = tar[m.data_at as usize..(m.data_at + m.size) as usize].to_vec();
+        seeds.push((format!("bundle/seed-{name}-manifest.json"), manifest));
+        seeds.push((format!("bundle/seed-{name}.tar"), tar));
+        seeds.push((format!("lock/seed-{name}.json"), s.lock_bytes.clone()));
+        seeds.push((format!("spec/seed-{name}.yaml"), s.spec.raw.clone()));
+        for img in &s.lock.images {
+            // oci_manifest takes one selector byte (Content-Type, wanted platform), then the body.
+            for (what, d) in [("manifest", &img.manifest), ("config", &img.config)] {
+                let mut body = vec![0];
+                body.extend(std::fs::read(s.cache.path(&d.digest).unwrap()).unwrap());
+                seeds.push((
+                    format!("oci_manifest/seed-{name}-{}-{what}.json", img.name),
+                    body,
+                ));
+            }
+        }
+    }
+    seeds
+}
+
+#[test]
+fn fuzz_seed_corpus_matches_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let write = std::env::var_os("SPARKGAP_WRITE_FUZZ_SEEDS").is_some();
+    for (name, bytes) in fuzz_seeds(dir.path()) {
+        let path = corpus.join(&name);
+        if write {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+        } else {
+            assert!(
+                std::fs::read(&path).is_ok_and(|b| b == bytes),
+                "fuzz/corpus/{name} is missing or stale; write the seeds again with \
+                 SPARKGAP_WRITE_FUZZ_SEEDS=1 cargo test --test bundle fuzz_seed_corpus"
+            );
+        }
+    }
 }
 
 // ---- measurement (not a timed test: run by hand, figures go to docs/performance.md) --------

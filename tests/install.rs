@@ -583,11 +583,25 @@ fn image_archive_is_an_oci_archive_with_the_original_references() {
             img.image_name.as_str()
         );
     }
+}
 
-    if Command::new("skopeo").arg("--version").output().is_err() {
-        eprintln!("skipping the skopeo read-back: skopeo is not installed");
+/// skopeo, a second OCI implementation, reads every image back from the installed archive by
+/// the reference the node imports it under.
+#[test]
+fn skopeo_reads_every_image_from_the_installed_archive() {
+    if !skip::tool_available(
+        "skopeo_reads_every_image_from_the_installed_archive",
+        "skopeo",
+        "skopeo",
+    ) {
         return;
     }
+    let d = tempfile::tempdir().unwrap();
+    let bundle = Fixture::default().build(d.path());
+    let root = d.path().join("root");
+    install(&bundle, &root, &[]).ok();
+    let archive = root.join(archive_of(&root));
+    let lock = Lock::read(&d.path().join("root/var/lib/sparkgap/appliance.lock")).unwrap();
     for img in &lock.images {
         let out = Command::new("skopeo")
             .arg("inspect")
@@ -728,7 +742,10 @@ fn upgrade_replaces_only_what_differs_and_removes_what_is_gone() {
 #[test]
 fn killed_at_every_write_step_then_rerun_equals_clean_install() {
     if !cfg!(debug_assertions) {
-        eprintln!("skipping: the fault hooks exist only in debug builds");
+        skip::skip(
+            "killed_at_every_write_step_then_rerun_equals_clean_install",
+            "the fault hooks exist only in debug builds",
+        );
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -793,7 +810,10 @@ fn killed_at_every_write_step_then_rerun_equals_clean_install() {
 #[test]
 fn killed_upgrade_then_old_bundle_restores_an_archive_of_the_same_size() {
     if !cfg!(debug_assertions) {
-        eprintln!("skipping: the fault hooks exist only in debug builds");
+        skip::skip(
+            "killed_upgrade_then_old_bundle_restores_an_archive_of_the_same_size",
+            "the fault hooks exist only in debug builds",
+        );
         return;
     }
     /// The image archive under `root` (named by its content: `sparkgap-images-<hex>.tar`), as a
@@ -901,7 +921,10 @@ fn wrong_platform_is_refused_at_system_root_only() {
 #[test]
 fn full_disk_leaves_nothing_half_written() {
     if !cfg!(debug_assertions) {
-        eprintln!("skipping: the fault hooks exist only in debug builds");
+        skip::skip(
+            "full_disk_leaves_nothing_half_written",
+            "the fault hooks exist only in debug builds",
+        );
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -953,14 +976,21 @@ fn real_small_tmpfs_is_refused_before_writing() {
     match mounted {
         Ok(o) if o.status.success() => {}
         Ok(o) => {
-            eprintln!(
-                "skipping the real tmpfs test: mount refused ({}); the ENOSPC hook test covers it",
-                String::from_utf8_lossy(&o.stderr).trim()
+            let why = String::from_utf8_lossy(&o.stderr);
+            skip::skip(
+                "real_small_tmpfs_is_refused_before_writing",
+                &format!(
+                    "mount refused ({}); the ENOSPC hook test covers it",
+                    why.trim()
+                ),
             );
             return;
         }
         Err(e) => {
-            eprintln!("skipping the real tmpfs test: cannot run mount ({e})");
+            skip::skip(
+                "real_small_tmpfs_is_refused_before_writing",
+                &format!("cannot run mount ({e})"),
+            );
             return;
         }
     }
@@ -1104,6 +1134,8 @@ fn missing_bundle_names_the_file_and_writes_nothing() {
 
 #[path = "common/bundles.rs"]
 mod bundles;
+#[path = "common/skip.rs"]
+mod skip;
 
 /// Only directories (at most the state directory's chain), no staging left, no files.
 fn assert_nothing_placed(root: &Path, what: &str) {
@@ -1142,6 +1174,20 @@ fn hostile_bundles_are_refused_naming_the_member_with_nothing_placed() {
         assert!(beside.is_empty(), "{kind:?}: {beside:?}");
         assert!(!d.path().join("evil").exists() && !root.join("evil").exists());
     }
+}
+
+/// Found while writing the `bundle` fuzz target (a crafted input run through it): install's free-space preflight summed the sizes a forged
+/// manifest lists, which overflowed (a panic here, a wrapped and too small figure in release).
+#[test]
+fn forged_member_sizes_are_refused_as_damage_not_a_panic() {
+    let d = tempfile::tempdir().unwrap();
+    let bundle = bundles::forged_sizes_bundle(d.path());
+    let root = d.path().join("root");
+    let r = install(&bundle, &root, &[]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("bin/k3s"), "{}", r.stderr);
+    assert!(!r.stderr.contains("free space"), "{}", r.stderr);
+    assert_nothing_placed(&root, "forged sizes");
 }
 
 #[test]

@@ -741,8 +741,8 @@ fn build_carries_extra_manifests_signs_and_uses_source_date_epoch() {
     let lock = b.lock(&spec, b.h.addr());
 
     let (pk, sk) = (b.path("k.pub"), b.path("k.sec"));
-    // An encrypted key, password on stdin: minisign 0.11's `-G -W` (unencrypted) writes an
-    // all-zero checksum that the minisign crate 0.10 rejects as a corrupt key.
+    // An encrypted key, password on stdin, so that SPARKGAP_SIGN_PASSWORD is exercised too
+    // (unencrypted `-G -W` keys: an_unencrypted_minisign_cli_key_signs in tests/bundle.rs).
     let mut keygen = std::process::Command::new("minisign")
         .args(["-G", "-p"])
         .arg(&pk)
@@ -866,4 +866,40 @@ fn lock_with_the_registry_down_names_it_unreachable() {
         "{err}"
     );
     assert!(!last.contains("authentication"), "{last}");
+}
+
+/// Found while writing the `lock` fuzz target (a crafted input run through it): a lock listing blob sizes near `u64::MAX` read fine, then
+/// summing an image's blobs (`ImageLock::size`, the bundle's per-image size) overflowed.
+#[test]
+fn lock_blob_sizes_past_one_tib_are_refused_naming_the_blob() {
+    let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    // A real lock (the fuzz seed the writer's test keeps current), with two sizes forged.
+    let seed =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/lock/seed-arm64-two-images.json");
+    let mut text: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(seed).expect("seed lock")).expect("JSON");
+    let img = &mut text["images"][0];
+    img["name"] = "big".into();
+    img["manifest"]["size"] = u64::MAX.into();
+    img["config"]["size"] = u64::MAX.into();
+    let forged = img["manifest"]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    let err = Lock::from_slice("appliance.lock", text.to_string().as_bytes()).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("images[big] blob {forged}")), "{msg}");
+    assert!(msg.contains("1 TiB"), "{msg}");
+    assert_eq!(err.kind(), sparkgap::failure::FailureKind::Input);
+
+    // What a registry sends is bounded the same way, before it ever reaches a lock.
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "digest": digest('c'), "size": 10 },
+        "layers": [{ "digest": digest('d'), "size": u64::MAX }],
+    });
+    let err =
+        sparkgap::oci::manifest::parse_document(manifest.to_string().as_bytes(), None).unwrap_err();
+    assert!(err.contains("1 TiB"), "{err}");
 }

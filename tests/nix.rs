@@ -1,7 +1,10 @@
 //! The Nix side of the lock, checked with the Nix that CI installs (Debian's nix-bin):
 //! `nix/lock-blobs.nix` — what the flake fetches, one fixed-output derivation per entry — must
 //! list exactly `Lock::all_blobs()`, and every `.nix` file in the repository must parse.
-//! Without `nix-instantiate` each test prints why it skipped.
+//! Without `nix-instantiate` each test reports itself skipped, saying why (tests/common/skip.rs).
+
+#[path = "common/skip.rs"]
+mod skip;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -13,14 +16,14 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn nix_instantiate() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("nix-instantiate"))
-            .find(|p| p.is_file())
-    });
+/// `nix-instantiate`, or None after reporting `test` skipped.
+fn nix_instantiate(test: &str) -> Option<PathBuf> {
+    let found = skip::find_tool("nix-instantiate");
     if found.is_none() {
-        eprintln!("skipped: nix-instantiate is not on PATH (apt-get install nix-bin)");
+        skip::skip(
+            test,
+            "nix-instantiate is not on PATH (apt-get install nix-bin)",
+        );
     }
     found
 }
@@ -114,7 +117,9 @@ fn write_lock(dir: &Path, bytes: &[u8]) -> PathBuf {
 
 #[test]
 fn lock_blobs_nix_lists_exactly_the_locks_blobs() {
-    let Some(nix) = nix_instantiate() else { return };
+    let Some(nix) = nix_instantiate("lock_blobs_nix_lists_exactly_the_locks_blobs") else {
+        return;
+    };
     let lock = sample_lock();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write_lock(dir.path(), &lock.to_bytes());
@@ -185,7 +190,9 @@ fn lock_blobs_nix_lists_exactly_the_locks_blobs() {
 
 #[test]
 fn missing_lock_names_the_command_that_makes_it() {
-    let Some(nix) = nix_instantiate() else { return };
+    let Some(nix) = nix_instantiate("missing_lock_names_the_command_that_makes_it") else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let out = eval_blobs(&nix, &dir.path().join("appliance.lock"));
     assert!(
@@ -202,7 +209,9 @@ fn missing_lock_names_the_command_that_makes_it() {
 
 #[test]
 fn malformed_digest_is_refused_naming_the_field() {
-    let Some(nix) = nix_instantiate() else { return };
+    let Some(nix) = nix_instantiate("malformed_digest_is_refused_naming_the_field") else {
+        return;
+    };
     let mut text = String::from_utf8(sample_lock().to_bytes()).expect("utf8");
     text = text.replacen(&digest(0x22), "sha256:NOTHEX", 1);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -218,7 +227,9 @@ fn malformed_digest_is_refused_naming_the_field() {
 
 #[test]
 fn unsupported_lock_version_is_refused() {
-    let Some(nix) = nix_instantiate() else { return };
+    let Some(nix) = nix_instantiate("unsupported_lock_version_is_refused") else {
+        return;
+    };
     let text = String::from_utf8(sample_lock().to_bytes())
         .expect("utf8")
         .replacen("\"lockVersion\": 2", "\"lockVersion\": 99", 1);
@@ -249,7 +260,9 @@ fn nix_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[test]
 fn every_nix_file_parses() {
-    let Some(nix) = nix_instantiate() else { return };
+    let Some(nix) = nix_instantiate("every_nix_file_parses") else {
+        return;
+    };
     let mut files = Vec::new();
     nix_files(&repo(), &mut files);
     files.sort();
@@ -340,7 +353,10 @@ fetchBlob {{
 
 #[test]
 fn bundle_nix_puts_every_blob_in_the_cache_once_by_digest() {
-    let Some(nix) = nix_instantiate() else { return };
+    let Some(nix) = nix_instantiate("bundle_nix_puts_every_blob_in_the_cache_once_by_digest")
+    else {
+        return;
+    };
     let lock = sample_lock();
     let dir = tempfile::tempdir().expect("tempdir");
     write_lock(dir.path(), &lock.to_bytes());
@@ -402,11 +418,6 @@ fn bundle_nix_puts_every_blob_in_the_cache_once_by_digest() {
         script.contains("sparkgap build --no-progress --offline --cache cache"),
         "{script}"
     );
-}
-
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
 }
 
 /// A registry that wants a bearer token, the way Docker Hub does: 401 with a challenge, a token
@@ -489,10 +500,16 @@ fn fake_token_registry(
 
 #[test]
 fn fetch_blob_builder_follows_the_bearer_challenge_and_redirect() {
-    let Some(nix) = nix_instantiate() else { return };
+    let Some(nix) = nix_instantiate("fetch_blob_builder_follows_the_bearer_challenge_and_redirect")
+    else {
+        return;
+    };
     for tool in ["bash", "curl", "jq"] {
-        if !on_path(tool) {
-            eprintln!("skipped: {tool} is not on PATH");
+        if !skip::tool_available(
+            "fetch_blob_builder_follows_the_bearer_challenge_and_redirect",
+            tool,
+            tool,
+        ) {
             return;
         }
     }

@@ -21,6 +21,7 @@ use super::{
     Problem, ProblemKind, SIGNATURE_PATH, SPEC_PATH, group_digits, member_path_problem, short_path,
 };
 use crate::failure::FailureKind;
+use crate::lock::MAX_BLOB_SIZE;
 
 /// The manifest is read into memory; anything larger is not ours.
 const MAX_MANIFEST: u64 = 64 << 20;
@@ -217,7 +218,10 @@ pub fn inspect(path: &Path, opts: &ReadOptions) -> Result<InspectReport, BundleE
             })
             .unwrap_or_default(),
         members: m.map_or(0, |m| m.members.len()),
-        member_bytes: m.map_or(0, |m| m.members.iter().map(|x| x.size).sum()),
+        // Saturating: a damaged manifest may list sizes whose sum does not fit.
+        member_bytes: m.map_or(0, |m| {
+            m.members.iter().fold(0, |n, x| n.saturating_add(x.size))
+        }),
         members_ok,
         signature: walked.signature,
         problems,
@@ -737,6 +741,16 @@ pub(crate) fn manifest_problems(m: &BundleManifest) -> Vec<Problem> {
             bad(
                 &mem.path,
                 format!("has mode {:o} (only 644 and 755 exist)", mem.mode),
+            );
+        }
+        if mem.size > MAX_BLOB_SIZE {
+            bad(
+                &mem.path,
+                format!(
+                    "has size {}, more than {} bytes (1 TiB)",
+                    group_digits(mem.size),
+                    group_digits(MAX_BLOB_SIZE)
+                ),
             );
         }
     }

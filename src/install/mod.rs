@@ -203,6 +203,11 @@ fn peek_manifest(bundle: &Path) -> Option<(BundleManifest, Vec<u8>)> {
     let mut bytes = Vec::new();
     first.read_to_end(&mut bytes).ok()?;
     let m = serde_json::from_slice(&bytes).ok()?;
+    // A manifest the reader will refuse gets no preflight: its sizes may be forged, and the
+    // reader names the real problem.
+    if !crate::bundle::read::manifest_problems(&m).is_empty() {
+        return None;
+    }
     Some((m, bytes))
 }
 
@@ -282,7 +287,7 @@ fn bytes_needed(m: &BundleManifest, skip_k3s: bool, skip_images: bool) -> u64 {
         if (mem.path == K3S_PATH && skip_k3s) || (image && skip_images) {
             continue;
         }
-        n += mem.size + if image { 1024 } else { 0 };
+        n = n.saturating_add(mem.size + if image { 1024 } else { 0 });
     }
     n
 }
@@ -331,7 +336,11 @@ pub fn install(
 
     let total = peek
         .as_ref()
-        .map(|(m, _)| m.members.iter().map(|x| x.size).sum())
+        .map(|(m, _)| {
+            m.members
+                .iter()
+                .fold(0, |n: u64, x| n.saturating_add(x.size))
+        })
         .unwrap_or(0);
     let task = progress.bytes("verify", total);
     let mut stager = stage::Stager::new(bundle, root, &state_dir, (skip_k3s, skip_images), &task);

@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use crate::lock::Descriptor;
+use crate::lock::{Descriptor, MAX_BLOB_SIZE};
 use crate::spec::Platform;
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -94,6 +94,12 @@ impl RawPlatform {
 fn descriptor(d: RawDescriptor, default_type: &str) -> Result<Descriptor, String> {
     if crate::digest::sha256_hex_of(&d.digest).is_none() {
         return Err(format!("{:?} is not a sha256 digest", d.digest));
+    }
+    if d.size > MAX_BLOB_SIZE {
+        return Err(format!(
+            "{} claims {} bytes, more than {MAX_BLOB_SIZE} (1 TiB)",
+            d.digest, d.size
+        ));
     }
     Ok(Descriptor {
         media_type: d.media_type.unwrap_or_else(|| default_type.to_string()),

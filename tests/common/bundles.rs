@@ -419,3 +419,43 @@ pub fn hostile_bundle(dir: &Path, kind: Hostile) -> PathBuf {
     std::fs::write(&path, out).unwrap();
     path
 }
+
+/// A bundle whose manifest lists two members of `u64::MAX` bytes each, so that any sum of the
+/// listed sizes overflows; the tar holds the manifest, lock and spec and then ends. The member
+/// a reader must name: `bin/k3s`.
+pub fn forged_sizes_bundle(dir: &Path) -> PathBuf {
+    let spec = b"apiVersion: sparkgap.dev/v1alpha1\nkind: Appliance\n".to_vec();
+    let lock = b"{}\n".to_vec();
+    let member = |path: &str, b: &[u8], size: u64| Member {
+        path: path.into(),
+        size,
+        sha256: sha256_hex(b),
+        mode: 0o644,
+    };
+    let manifest = BundleManifest {
+        format_version: bundle::FORMAT_VERSION,
+        appliance: "forged".into(),
+        platform: Platform::parse("linux/arm64").unwrap(),
+        k3s_version: K3S_VERSION.into(),
+        spec_digest: sha256_digest(&spec),
+        lock_digest: sha256_digest(&lock),
+        images: Vec::<BundleImage>::new(),
+        members: vec![
+            member("appliance.lock", &lock, lock.len() as u64),
+            member("appliance.yaml", &spec, spec.len() as u64),
+            member("bin/k3s", b"", u64::MAX),
+            member("images/blobs/sha256/00", b"", u64::MAX),
+        ],
+    };
+    let mbytes = bundle::write::manifest_to_bytes(&manifest);
+    let hdr =
+        |p: &str, b: &[u8]| bundle::write::member_header(p, b.len() as u64, 0o644, 0).unwrap();
+    let mut out = Vec::new();
+    push(&mut out, &hdr("sparkgap-bundle.json", &mbytes), &mbytes);
+    push(&mut out, &hdr("appliance.lock", &lock), &lock);
+    push(&mut out, &hdr("appliance.yaml", &spec), &spec);
+    out.extend_from_slice(&[0u8; 1024]);
+    let path = dir.join("forged-sizes.tar");
+    std::fs::write(&path, out).unwrap();
+    path
+}

@@ -103,13 +103,13 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     /// Start etcd, kube-apiserver and kube-controller-manager, and wait until the API server is
-    /// ready (`/readyz`, RBAC bootstrap roles included). None, after printing the SKIP line,
-    /// when the test bed has not been built (scripts/testbed).
+    /// ready (`/readyz`, RBAC bootstrap roles included). None, after reporting `test` skipped
+    /// ([`super::skip`]), when the test bed has not been built (scripts/testbed).
     pub fn start_or_skip(test: &str) -> Option<ControlPlane> {
         match testbed_dir() {
             Ok(dir) => Some(ControlPlane::start(&dir.join("bin"))),
             Err(why) => {
-                eprintln!("SKIP {test}: no live test bed: {why}");
+                super::skip(test, &format!("no live test bed: {why}"));
                 None
             }
         }

@@ -17,6 +17,11 @@
 pub mod bed;
 pub mod controlplane;
 pub mod proxy;
+pub mod skip;
+
+// Not every test binary uses both (as with dead_code above).
+#[allow(unused_imports)]
+pub use skip::{skip, tool_available};
 
 use std::path::{Path, PathBuf};
 
@@ -30,28 +35,20 @@ pub fn registry_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(demo::DEFAULT_REGISTRY_BIN))
 }
 
-/// True when the registry is installed; otherwise prints the SKIP line for `test`.
+/// True when the registry is installed; otherwise reports `test` skipped ([`skip`]).
 pub fn registry_available(test: &str) -> bool {
     let bin = registry_bin();
     if bin.is_file() {
         return true;
     }
-    eprintln!(
-        "SKIP {test}: {} not installed (apt-get install docker-registry)",
-        bin.display()
+    skip(
+        test,
+        &format!(
+            "{} not installed (apt-get install docker-registry)",
+            bin.display()
+        ),
     );
     false
-}
-
-/// True when `tool` is on PATH; otherwise prints the SKIP line for `test`.
-pub fn tool_available(test: &str, tool: &str, package: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    if !found {
-        eprintln!("SKIP {test}: {tool} not installed (apt-get install {package})");
-    }
-    found
 }
 
 /// Size of the k3s stand-in the harness serves.
@@ -82,7 +79,7 @@ impl Harness {
         }
     }
 
-    /// [`Harness::start`], or None after printing the SKIP line when the registry is missing.
+    /// [`Harness::start`], or None after reporting `test` skipped when the registry is missing.
     pub fn start_or_skip(test: &str) -> Option<Harness> {
         registry_available(test).then(Harness::start)
     }
