@@ -368,6 +368,12 @@ fn fresh_install_places_every_file_with_its_mode() {
             'f',
             0o600,
         ),
+        // k3s must not re-apply its local-path objects over the storage stage's.
+        (
+            "var/lib/rancher/k3s/server/manifests/local-storage.yaml.skip",
+            'f',
+            0o600,
+        ),
         ("var/lib/sparkgap/appliance.yaml", 'f', 0o644),
         ("var/lib/sparkgap/appliance.lock", 'f', 0o644),
         ("var/lib/sparkgap/installed.json", 'f', 0o644),
@@ -537,7 +543,11 @@ fn manifests_are_placed_only_when_the_spec_asks() {
     .build(d.path());
     let root = d.path().join("root");
     install(&bundle, &root, &[]).ok();
-    assert!(!root.join("var/lib/rancher/k3s/server/manifests").exists());
+    let placed: Vec<String> = fs::read_dir(root.join("var/lib/rancher/k3s/server/manifests"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(placed, ["local-storage.yaml.skip"], "only the skip file");
 }
 
 #[test]

@@ -166,8 +166,8 @@ fn exactly_one_default_storage_class_and_local_path_config() {
         }
     }
     assert_eq!(defaults, ["local-path"]);
-    let Object::ConfigMap(cm) = &objs[0] else {
-        panic!("first storage object is not the local-path ConfigMap")
+    let Some(Object::ConfigMap(cm)) = objs.iter().find(|o| o.name() == "local-path-config") else {
+        panic!("no local-path ConfigMap")
     };
     assert_eq!(cm.metadata.name.as_deref(), Some("local-path-config"));
     assert_eq!(cm.metadata.namespace.as_deref(), Some("kube-system"));
@@ -183,6 +183,80 @@ fn exactly_one_default_storage_class_and_local_path_config() {
     );
     // Rendered even though apply may skip it when the snapshot CRDs are missing.
     assert!(objs.iter().any(|o| o.kind() == "VolumeSnapshotClass"));
+}
+
+/// local-path-provisioner v0.0.31 ignores the top-level `nodePathMap` once
+/// `storageClassConfigs` is non-empty and refuses unlisted classes: every class is listed.
+#[test]
+fn every_local_path_class_is_listed_with_its_own_node_path() {
+    let config = |a: &Appliance| -> serde_json::Value {
+        let objs = stages::render(a, Stage::Storage).unwrap();
+        let Some(Object::ConfigMap(cm)) = objs.iter().find(|o| o.name() == "local-path-config")
+        else {
+            panic!("no local-path-config")
+        };
+        serde_json::from_str(&cm.data.as_ref().unwrap()["config.json"]).unwrap()
+    };
+    let c = config(&default_appliance());
+    let path = |class: &str| c["storageClassConfigs"][class]["nodePathMap"][0]["paths"][0].clone();
+    assert_eq!(path("local-path"), "/var/lib/rancher/k3s/storage");
+    assert_eq!(path("standard"), "/var/lib/rancher/k3s/storage");
+    assert_eq!(path("fast"), "/var/lib/rancher/k3s/storage-fast");
+    assert_eq!(
+        c["storageClassConfigs"].as_object().unwrap().len(),
+        3,
+        "{c:#}"
+    );
+    // No class declared: `local-path` is still rendered (k3s's copy is skipped), listed, default.
+    let mut bare = minimal();
+    bare.spec.storage.classes.clear();
+    bare.spec.storage.default_class = None;
+    let objs = stages::render(&bare, Stage::Storage).unwrap();
+    let classes: Vec<&str> = objs
+        .iter()
+        .filter(|o| o.kind() == "StorageClass")
+        .map(Object::name)
+        .collect();
+    assert_eq!(classes, ["local-path"]);
+    assert!(config(&bare)["storageClassConfigs"]["local-path"].is_object());
+}
+
+/// k3s's packaged local-storage.yaml is skipped at install, so the stage carries the whole
+/// provisioner, with the images the k3s release lists (and the lock therefore carries).
+#[test]
+fn the_storage_stage_owns_the_whole_local_path_provisioner() {
+    let objs = stages::render(&default_appliance(), Stage::Storage).unwrap();
+    let described: Vec<String> = objs.iter().take(4).map(Object::describe).collect();
+    assert_eq!(
+        described,
+        [
+            "ServiceAccount kube-system/local-path-provisioner-service-account",
+            "ClusterRole local-path-provisioner-role",
+            "ClusterRoleBinding local-path-provisioner-bind",
+            "Deployment kube-system/local-path-provisioner",
+        ]
+    );
+    let d = objs[3].to_value();
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "docker.io/rancher/local-path-provisioner:v0.0.31"
+    );
+    let cm = objs.iter().find(|o| o.name() == "local-path-config").unwrap().to_value();
+    for key in ["setup", "teardown", "helperPod.yaml"] {
+        assert!(cm["data"][key].is_string(), "{key} missing: {cm:#}");
+    }
+    assert!(
+        cm["data"]["helperPod.yaml"]
+            .as_str()
+            .unwrap()
+            .contains("docker.io/rancher/mirrored-library-busybox:1.36.1")
+    );
+    let images = sparkgap::lock::system::parse_image_list(
+        "docker.io/rancher/local-path-provisioner:v0.0.31\ndocker.io/rancher/mirrored-library-busybox:1.36.1\n",
+    );
+    for i in &images {
+        assert_eq!(sparkgap::lock::system::component_of(i), Some("local-storage"));
+    }
 }
 
 #[test]

@@ -58,6 +58,7 @@ spec:
     defaultClass: local-path
     classes:
       - { name: local-path }
+      - { name: fast, parameters: { nodePath: /srv/fast } }
   network:
     dns:
       hosts:
@@ -563,19 +564,10 @@ impl Cluster {
             201,
             pod("ci", "created", "Pending", None, None, None),
         );
-        // storage
-        c.set("POST", &format!("/api/v1/namespaces/{NS}/persistentvolumeclaims"), 201,
-            json!({"kind": "PersistentVolumeClaim", "apiVersion": "v1", "metadata": {"name": "verify-data", "namespace": NS},
-                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}, "storageClassName": "local-path", "volumeMode": "Filesystem"},
-                "status": {"phase": "Pending"}}));
-        c.set("GET", &format!("/api/v1/namespaces/{NS}/persistentvolumeclaims/verify-data"), 200,
-            json!({"kind": "PersistentVolumeClaim", "apiVersion": "v1", "metadata": {"name": "verify-data", "namespace": NS,
-                "annotations": {"pv.kubernetes.io/bind-completed": "yes", "volume.kubernetes.io/selected-node": NODE}},
-                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}, "storageClassName": "local-path",
-                    "volumeMode": "Filesystem", "volumeName": "pvc-5f0e7a2c-3d1b-4c8e-9a6f-2b7d1e0c4a93"},
-                "status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "16Mi"}}}));
-        c.pod_done(NS, "storage-writer", 0, "wrote /data/proof\n");
-        c.pod_done(NS, "storage-reader", 0, "sparkgap-storage-t3st\n");
+        // storage: one claim per declared class
+        for class in ["local-path", "fast"] {
+            c.storage_class_ok(class);
+        }
         // pod-network
         c.set(
             "GET",
@@ -650,6 +642,25 @@ impl Cluster {
             .entry((method.into(), path.into()))
             .or_default()
             .push((code, body.to_string()));
+        self
+    }
+
+    /// The claim `verify-<class>` binds, and its writer and reader pods do their part.
+    fn storage_class_ok(&mut self, class: &str) -> &mut Self {
+        let claim = format!("verify-{class}");
+        let pvcs = format!("/api/v1/namespaces/{NS}/persistentvolumeclaims");
+        self.set("POST", &pvcs, 201,
+            json!({"kind": "PersistentVolumeClaim", "apiVersion": "v1", "metadata": {"name": claim, "namespace": NS},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}, "storageClassName": class, "volumeMode": "Filesystem"},
+                "status": {"phase": "Pending"}}));
+        self.set("GET", &format!("{pvcs}/{claim}"), 200,
+            json!({"kind": "PersistentVolumeClaim", "apiVersion": "v1", "metadata": {"name": claim, "namespace": NS,
+                "annotations": {"pv.kubernetes.io/bind-completed": "yes", "volume.kubernetes.io/selected-node": NODE}},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}, "storageClassName": class,
+                    "volumeMode": "Filesystem", "volumeName": format!("pvc-{class}-5f0e7a2c")},
+                "status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "16Mi"}}}));
+        self.pod_done(NS, &format!("storage-writer-{class}"), 0, "wrote /data/proof\n");
+        self.pod_done(NS, &format!("storage-reader-{class}"), 0, &format!("sparkgap-storage-{class}-t3st\n"));
         self
     }
 
@@ -1044,16 +1055,19 @@ async fn limitranges_pass_fail_skip() {
 // storage
 
 #[tokio::test]
-async fn storage_pass_writes_then_reads_through_the_claim() {
+async fn storage_pass_writes_then_reads_through_a_claim_of_each_class() {
     let (r, fake) = check("storage", &Cluster::healthy(), &spec(), Some(&lock())).await;
     assert_status(&r, Status::Pass, "");
     assert_eq!(
         r.evidence,
         [
             "default StorageClass is local-path (provisioner rancher.io/local-path)",
-            "pod storage-writer wrote /data/proof (wrote /data/proof)",
-            "PVC verify-data Bound to pvc-5f0e7a2c-3d1b-4c8e-9a6f-2b7d1e0c4a93",
-            "pod storage-reader read back \"sparkgap-storage-t3st\"",
+            "pod storage-writer-local-path wrote /data/proof (wrote /data/proof)",
+            "PVC verify-local-path (class local-path) Bound to pvc-local-path-5f0e7a2c",
+            "pod storage-reader-local-path read back \"sparkgap-storage-local-path-t3st\"",
+            "pod storage-writer-fast wrote /data/proof (wrote /data/proof)",
+            "PVC verify-fast (class fast) Bound to pvc-fast-5f0e7a2c",
+            "pod storage-reader-fast read back \"sparkgap-storage-fast-t3st\"",
         ]
     );
     // What was sent: the throwaway namespace, then pods with the test image, never pulled.
@@ -1068,18 +1082,31 @@ async fn storage_pass_writes_then_reads_through_the_claim() {
         ns["metadata"]["labels"]["app.kubernetes.io/managed-by"],
         "sparkgap"
     );
+    // Each claim names its class explicitly: the default class alone proves nothing of the rest.
+    let claims: Vec<Value> = seen
+        .iter()
+        .filter(|s| s.method == "POST" && s.path().ends_with("/persistentvolumeclaims"))
+        .map(|s| serde_json::from_str(&s.body).unwrap())
+        .collect();
+    let classes: Vec<&str> = claims
+        .iter()
+        .map(|c| c["spec"]["storageClassName"].as_str().unwrap())
+        .collect();
+    assert_eq!(classes, ["local-path", "fast"]);
     let pods: Vec<Value> = seen
         .iter()
         .filter(|s| s.method == "POST" && s.path() == pods_path(NS))
         .map(|s| serde_json::from_str(&s.body).unwrap())
         .collect();
-    assert_eq!(pods.len(), 2);
+    assert_eq!(pods.len(), 4);
     for p in &pods {
         assert_eq!(p["spec"]["containers"][0]["image"], BUSYBOX);
         assert_eq!(p["spec"]["containers"][0]["imagePullPolicy"], "Never");
-        assert_eq!(
-            p["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
-            "verify-data"
+        assert!(
+            p["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+                .as_str()
+                .unwrap()
+                .starts_with("verify-")
         );
         assert_eq!(p["spec"]["securityContext"]["runAsNonRoot"], true);
     }
@@ -1087,7 +1114,7 @@ async fn storage_pass_writes_then_reads_through_the_claim() {
 }
 
 #[tokio::test]
-async fn storage_fails_on_wrong_default_class_and_on_lost_data() {
+async fn storage_fails_on_wrong_default_class_on_lost_data_and_on_a_class_that_never_binds() {
     let mut c = Cluster::healthy();
     c.set(
         "GET",
@@ -1105,7 +1132,7 @@ async fn storage_fails_on_wrong_default_class_and_on_lost_data() {
     let mut c = Cluster::healthy();
     c.pod_done(
         NS,
-        "storage-reader",
+        "storage-reader-local-path",
         1,
         "cat: can't open '/data/proof': No such file or directory\n",
     );
@@ -1113,9 +1140,37 @@ async fn storage_fails_on_wrong_default_class_and_on_lost_data() {
     assert_status(
         &r,
         Status::Fail,
-        "reader pod Failed (exit 1) read \"cat: can't open '/data/proof': No such file or directory\"",
+        "class local-path: reader pod Failed (exit 1) read \"cat: can't open '/data/proof': No such file or directory\"",
     );
     assert!(ns_deleted(&fake), "cleanup after a failure");
+
+    // A second class the provisioner refuses ("BUG: Got request for unexpected storage
+    // class"): its writer never leaves Pending, so the check fails on that class.
+    let mut c = Cluster::healthy();
+    c.set(
+        "GET",
+        &format!("{}/storage-writer-fast", pods_path(NS)),
+        200,
+        pod(NS, "storage-writer-fast", "Pending", None, None, None),
+    );
+    let (r, _) = verify_with(
+        &c,
+        &spec(),
+        Some(&lock()),
+        &opts(&["storage"], Duration::from_secs(2)),
+    )
+    .await;
+    let r = &r.checks[0];
+    assert_eq!(r.status, Status::Fail, "{r:#?}");
+    let reason = r.reason.as_deref().unwrap_or("");
+    assert!(
+        reason.contains("class fast: timed out") && reason.contains("storage-writer-fast"),
+        "{r:#?}"
+    );
+    assert!(
+        !reason.contains("class local-path"),
+        "local-path passed: {r:#?}"
+    );
 }
 
 #[tokio::test]

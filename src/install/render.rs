@@ -201,6 +201,17 @@ pub fn registries_yaml(a: &Appliance) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// The k3s component whose packaged manifest the `.skip` file keeps k3s from applying.
+pub const LOCAL_STORAGE_COMPONENT: &str = "local-storage";
+
+/// Contents of `local-storage.yaml.skip` (k3s looks only at its existence).
+pub fn local_storage_skip() -> Vec<u8> {
+    b"# Written by `sparkgap install`: k3s does not apply its packaged local-storage.yaml.\n\
+# sparkgap's storage stage owns the local-path provisioner, local-path-config and the\n\
+# StorageClasses (docs/design.md); removing this file lets k3s revert them at its next start.\n"
+        .to_vec()
+}
+
 /// `/etc/systemd/system/k3s.service`: the unit k3s's own install.sh writes (Type=notify, the
 /// same limits and restart policy, the module loads), running `k3s server` with its settings
 /// in config.yaml.

@@ -389,6 +389,39 @@ fn default_local_path() -> String {
     "/var/lib/rancher/k3s/storage".into()
 }
 
+/// The StorageClass k3s's packaged manifest would create; sparkgap owns it (docs/design.md).
+pub const K3S_DEFAULT_CLASS: &str = "local-path";
+/// The local-path provisioner's name, the default `provisioner` of a class.
+pub const LOCAL_PATH_PROVISIONER: &str = "rancher.io/local-path";
+
+impl Storage {
+    /// The classes the cluster gets: the declared ones, and `local-path` (the default unless
+    /// another is chosen) when the spec does not declare it. k3s's own copy is skipped at
+    /// install (`local-storage.yaml.skip`), so sparkgap creates it like any other.
+    pub fn effective_classes(&self) -> Vec<StorageClass> {
+        let mut out = self.classes.clone();
+        if !out.iter().any(|c| c.name == K3S_DEFAULT_CLASS) {
+            out.insert(
+                0,
+                StorageClass {
+                    name: K3S_DEFAULT_CLASS.into(),
+                    provisioner: default_provisioner(),
+                    reclaim_policy: ReclaimPolicy::Delete,
+                    volume_binding_mode: VolumeBindingMode::WaitForFirstConsumer,
+                    allow_volume_expansion: false,
+                    parameters: BTreeMap::new(),
+                },
+            );
+        }
+        out
+    }
+
+    /// The class marked default: `defaultClass`, else `local-path`.
+    pub fn default_class_name(&self) -> &str {
+        self.default_class.as_deref().unwrap_or(K3S_DEFAULT_CLASS)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StorageClass {
@@ -407,7 +440,7 @@ pub struct StorageClass {
 }
 
 fn default_provisioner() -> String {
-    "rancher.io/local-path".into()
+    LOCAL_PATH_PROVISIONER.into()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
