@@ -133,3 +133,28 @@ fn yaml_errors_name_the_file_once_and_the_field_of_a_type_error() {
         }
     }
 }
+
+/// Issue 11: the registry's DNS entry must name an IP the Service can have as its clusterIP.
+#[test]
+fn in_cluster_registry_host_needs_a_dns_entry_inside_the_service_cidr() {
+    let default = std::fs::read_to_string("bundle/appliance.yaml").unwrap();
+    let with_ip = |ip: &str| default.replace("- ip: 10.43.200.10", &format!("- ip: {ip}"));
+    let err = parse(&with_ip("192.168.1.10")).unwrap_err();
+    assert!(
+        err.contains("spec.registry.inCluster.host") && err.contains("outside serviceCidr"),
+        "{err}"
+    );
+    let err = parse(&default.replace("names: [registry.spark.local]", "names: [reg.spark.local]"))
+        .unwrap_err();
+    assert!(
+        err.contains("spec.registry.inCluster.host")
+            && err.contains("no spec.network.dns.hosts entry names \"registry.spark.local\""),
+        "{err}"
+    );
+    let err = parse(&default.replace(
+        "endpoints: [http://registry.spark.local:5000]",
+        "endpoints: [https://registry.spark.local:5000]",
+    ))
+    .unwrap_err();
+    assert!(err.contains("serves plain http"), "{err}");
+}

@@ -320,6 +320,8 @@ fn registry_runs_the_bundled_image_without_pulling_and_fits_restricted() {
         "RuntimeDefault"
     );
     assert_eq!(objs[2].to_value()["spec"]["ports"][0]["nodePort"], 30500);
+    // Pinned to the address CoreDNS gives registry.spark.local, so the name reaches it.
+    assert_eq!(objs[2].to_value()["spec"]["clusterIP"], "10.43.200.10");
     assert_eq!(
         objs[0].to_value()["spec"]["storageClassName"],
         serde_json::json!("standard")

@@ -69,6 +69,7 @@ spec:
     mirrors:
       docker.io:
         endpoints: ["http://registry.spark.local:5000"]
+    inCluster: { namespace: ci, image: registry, host: registry.spark.local }
   quotas:
     - namespace: ci
       hard: { requests.cpu: "4", requests.memory: 32Gi, pods: "60" }
@@ -481,8 +482,8 @@ Address: 10.43.200.10
 
 ";
 
-const REGISTRY_OK: &str = "--- http://registry.spark.local:5000
-Connecting to registry.spark.local:5000 (10.43.200.10:5000)
+const REGISTRY_OK: &str = "--- http://127.0.0.1:30500
+Connecting to 127.0.0.1:30500 (127.0.0.1:30500)
   HTTP/1.1 200 OK
   Content-Length: 2
   Content-Type: application/json; charset=utf-8
@@ -1186,9 +1187,9 @@ async fn a_pod_that_never_finishes_times_out_and_is_cleaned_up() {
     let mut c = Cluster::healthy();
     c.set(
         "GET",
-        &format!("{}/storage-writer", pods_path(NS)),
+        &format!("{}/storage-writer-local-path", pods_path(NS)),
         200,
-        pod(NS, "storage-writer", "Pending", None, None, None),
+        pod(NS, "storage-writer-local-path", "Pending", None, None, None),
     );
     let t0 = Instant::now();
     let (report, fake) = verify_with(
@@ -1202,7 +1203,7 @@ async fn a_pod_that_never_finishes_times_out_and_is_cleaned_up() {
     assert_status(r, Status::Fail, "timed out after");
     assert!(
         r.reason.as_deref().unwrap().contains(
-            "waiting for pod sparkgap-verify-t3st/storage-writer to finish (phase Pending)"
+            "waiting for pod sparkgap-verify-t3st/storage-writer-local-path to finish (phase Pending)"
         ),
         "{r:#?}"
     );
@@ -1399,10 +1400,7 @@ async fn network_policy_pass_fail_skip() {
 async fn registry_pass_fail_skip() {
     let (r, fake) = check("registry", &Cluster::healthy(), &spec(), Some(&lock())).await;
     assert_status(&r, Status::Pass, "");
-    assert_eq!(
-        r.evidence,
-        ["http://registry.spark.local:5000/v2/ answered HTTP 200"]
-    );
+    assert_eq!(r.evidence, ["http://127.0.0.1:30500/v2/ answered HTTP 200"]);
     let probe = fake
         .seen()
         .into_iter()
@@ -1413,10 +1411,27 @@ async fn registry_pass_fail_skip() {
         p["spec"]["hostNetwork"], true,
         "from the node's point of view"
     );
+    assert_eq!(p["spec"]["dnsPolicy"], "Default", "the node's resolver");
+    // The endpoint registries.yaml gives containerd, not the in-cluster name (which only
+    // CoreDNS knows).
+    let script = p["spec"]["containers"][0]["command"][2].as_str().unwrap();
+    assert!(script.contains("'http://127.0.0.1:30500/v2/'"), "{script}");
+    assert!(!script.contains("registry.spark.local"), "{script}");
 
     let mut c = Cluster::healthy();
-    c.pod_done(NS, "registry-probe", 0, "--- http://registry.spark.local:5000\nwget: bad address 'registry.spark.local:5000'\nrc=1\n");
+    c.pod_done(NS, "registry-probe", 0, "--- http://127.0.0.1:30500\nwget: can't connect to remote host (127.0.0.1): Connection refused\nrc=1\n");
     let (r, _) = check("registry", &c, &spec(), Some(&lock())).await;
+    assert_status(
+        &r,
+        Status::Fail,
+        "http://127.0.0.1:30500/v2/ unreachable from the node: wget: can't connect",
+    );
+
+    // Without an in-cluster `host`, the endpoint is probed as written.
+    let external = spec_with(|s| s.spec.registry.in_cluster = None);
+    let mut c = Cluster::healthy();
+    c.pod_done(NS, "registry-probe", 0, "--- http://registry.spark.local:5000\nwget: bad address 'registry.spark.local:5000'\nrc=1\n");
+    let (r, _) = check("registry", &c, &external, Some(&lock())).await;
     assert_status(
         &r,
         Status::Fail,
@@ -1633,7 +1648,7 @@ async fn cancellation_fails_the_running_check_skips_the_rest_and_cleans_up() {
 async fn workload_checks_share_the_overall_timeout() {
     let mut c = Cluster::healthy();
     // Every pod stays Pending: each workload check runs out of its share, not more.
-    for name in ["storage-writer", "net-server", "dns-probe"] {
+    for name in ["storage-writer-local-path", "net-server", "dns-probe"] {
         c.set(
             "GET",
             &format!("{}/{name}", pods_path(NS)),

@@ -599,10 +599,46 @@ pub struct InClusterRegistry {
     pub image: String,
     #[serde(default = "default_registry_node_port")]
     pub node_port: u16,
+    /// The name mirrors use for this registry (e.g. `registry.spark.local`). A
+    /// `network.dns.hosts` entry must name it: its IP becomes the Service's `clusterIP`, so
+    /// pods reach the registry by that name through CoreDNS. containerd resolves mirror hosts
+    /// on the node, where CoreDNS does not answer, so registries.yaml names
+    /// `http://127.0.0.1:<nodePort>` for every mirror endpoint on this host instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<String>,
     #[serde(default = "default_registry_size")]
     pub size: String,
+}
+
+impl Registry {
+    /// The in-cluster registry's `host` and the IP its `network.dns.hosts` entry gives it.
+    pub fn in_cluster_address<'a>(&'a self, dns: &'a Dns) -> Option<(&'a str, &'a str)> {
+        let host = self.in_cluster.as_ref()?.host.as_deref()?;
+        let entry = dns.hosts.iter().find(|h| h.names.iter().any(|n| n == host))?;
+        Some((host, entry.ip.as_str()))
+    }
+
+    /// The endpoint as containerd on the node must reach it: one on the in-cluster registry's
+    /// `host` becomes its NodePort on the node's loopback (`http://127.0.0.1:30500`, path
+    /// kept); containerd resolves names with the host's resolver, which knows nothing of
+    /// CoreDNS's entries. Every other endpoint is used as written.
+    pub fn node_endpoint(&self, endpoint: &str) -> String {
+        let Some(ic) = &self.in_cluster else {
+            return endpoint.to_string();
+        };
+        let Some(host) = ic.host.as_deref() else {
+            return endpoint.to_string();
+        };
+        match reqwest::Url::parse(endpoint) {
+            Ok(u) if u.host_str() == Some(host) => {
+                let path = u.path().trim_end_matches('/');
+                format!("http://127.0.0.1:{}{path}", ic.node_port)
+            }
+            _ => endpoint.to_string(),
+        }
+    }
 }
 
 fn default_registry_namespace() -> String {

@@ -227,7 +227,13 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
 
     validate_storage(&mut c, &s.storage);
     validate_network(&mut c, &s.network, &namespaces);
-    validate_registry(&mut c, &s.registry, &namespaces, &image_names, &s.storage);
+    validate_registry(
+        &mut c,
+        &s.registry,
+        &namespaces,
+        &image_names,
+        (&s.storage, &s.network.dns, &s.k3s.service_cidr),
+    );
 
     c.unique(
         "spec.quotas",
@@ -562,7 +568,7 @@ fn validate_registry(
     r: &Registry,
     namespaces: &BTreeSet<&str>,
     images: &BTreeSet<&str>,
-    storage: &Storage,
+    (storage, dns, service_cidr): (&Storage, &Dns, &str),
 ) {
     for (host, m) in &r.mirrors {
         let f = format!("spec.registry.mirrors.{host}");
@@ -598,6 +604,9 @@ fn validate_registry(
             );
         }
         c.quantity("spec.registry.inCluster.size".into(), &ic.size);
+        if let Some(host) = &ic.host {
+            in_cluster_host(c, r, host, dns, service_cidr);
+        }
         if let Some(sc) = &ic.storage_class
             && !storage.classes.iter().any(|x| &x.name == sc)
         {
@@ -605,6 +614,52 @@ fn validate_registry(
                 "spec.registry.inCluster.storageClass",
                 format!("{sc:?} is not one of spec.storage.classes"),
             );
+        }
+    }
+}
+
+/// The in-cluster registry's name: a DNS host entry names it with an IP inside `serviceCidr`
+/// (the Service's pinned `clusterIP`), and mirror endpoints on it are plain http (the registry
+/// serves no TLS).
+fn in_cluster_host(c: &mut Checker, r: &Registry, host: &str, dns: &Dns, service_cidr: &str) {
+    let f = "spec.registry.inCluster.host";
+    if !is_dns_subdomain(host) {
+        c.err(f, format!("{host:?} is not a lowercase DNS name"));
+        return;
+    }
+    match r.in_cluster_address(dns) {
+        None => c.err(
+            f,
+            format!(
+                "no spec.network.dns.hosts entry names {host:?}; add one with an unused IP inside serviceCidr {service_cidr} (it becomes the registry Service's clusterIP)"
+            ),
+        ),
+        Some((_, ip)) => {
+            let inside = match (ip.parse::<IpAddr>(), service_cidr.parse::<IpNet>()) {
+                (Ok(ip), Ok(net)) => net.contains(&ip),
+                _ => true, // reported where the IP or the CIDR is parsed
+            };
+            if !inside {
+                c.err(
+                    f,
+                    format!(
+                        "the DNS entry for {host:?} gives {ip}, outside serviceCidr {service_cidr}: it must be the registry Service's clusterIP"
+                    ),
+                );
+            }
+        }
+    }
+    for (mirror, m) in &r.mirrors {
+        for (j, e) in m.endpoints.iter().enumerate() {
+            if let Ok(u) = reqwest::Url::parse(e)
+                && u.host_str() == Some(host)
+                && u.scheme() != "http"
+            {
+                c.err(
+                    format!("spec.registry.mirrors.{mirror}.endpoints[{j}]"),
+                    format!("{e:?}: the in-cluster registry {host} serves plain http"),
+                );
+            }
         }
     }
 }

@@ -731,8 +731,9 @@ impl<'a> Workloads<'a> {
         CheckResult::from_result(name, result, evidence)
     }
 
-    /// `registry`: from the node's network (hostNetwork, the node's resolver), each mirror
-    /// endpoint answers `GET /v2/` (200, or 401 from a registry that wants credentials).
+    /// `registry`: the way containerd pulls: from the node's network namespace (hostNetwork,
+    /// the node's resolver, not CoreDNS), each endpoint exactly as registries.yaml names it
+    /// answers `GET /v2/` (200, or 401 from a registry that wants credentials).
     pub async fn registry(&self, budget: Budget) -> CheckResult {
         let name = "registry";
         let endpoints = mirror_endpoints(&self.spec.spec);
@@ -880,16 +881,20 @@ pub fn evaluate_dns(
     (evidence, problems)
 }
 
-/// Every mirror endpoint of the spec, once, sorted.
+/// Every mirror endpoint as registries.yaml names it for containerd on the node (the
+/// in-cluster registry's name becomes its NodePort on loopback), once, sorted.
 pub fn mirror_endpoints(spec: &crate::spec::ApplianceSpec) -> Vec<String> {
     let mut v: Vec<String> = spec
         .registry
         .mirrors
         .values()
         .flat_map(|m| {
-            m.endpoints
-                .iter()
-                .map(|e| e.trim_end_matches('/').to_string())
+            m.endpoints.iter().map(|e| {
+                spec.registry
+                    .node_endpoint(e)
+                    .trim_end_matches('/')
+                    .to_string()
+            })
         })
         .collect();
     v.sort();
