@@ -241,7 +241,11 @@ fn the_storage_stage_owns_the_whole_local_path_provisioner() {
         d["spec"]["template"]["spec"]["containers"][0]["image"],
         "docker.io/rancher/local-path-provisioner:v0.0.31"
     );
-    let cm = objs.iter().find(|o| o.name() == "local-path-config").unwrap().to_value();
+    let cm = objs
+        .iter()
+        .find(|o| o.name() == "local-path-config")
+        .unwrap()
+        .to_value();
     for key in ["setup", "teardown", "helperPod.yaml"] {
         assert!(cm["data"][key].is_string(), "{key} missing: {cm:#}");
     }
@@ -255,7 +259,10 @@ fn the_storage_stage_owns_the_whole_local_path_provisioner() {
         "docker.io/rancher/local-path-provisioner:v0.0.31\ndocker.io/rancher/mirrored-library-busybox:1.36.1\n",
     );
     for i in &images {
-        assert_eq!(sparkgap::lock::system::component_of(i), Some("local-storage"));
+        assert_eq!(
+            sparkgap::lock::system::component_of(i),
+            Some("local-storage")
+        );
     }
 }
 

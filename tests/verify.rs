@@ -63,6 +63,8 @@ spec:
     dns:
       hosts:
         - { ip: 10.43.200.10, names: [registry.spark.local] }
+      zones:
+        - { zone: corp.example, forward: [192.0.2.53], probe: ldap.corp.example }
     isolation:
       - { namespace: ci, allowFromNamespaces: [mop-traces] }
   registry:
@@ -480,6 +482,13 @@ Address:\t10.43.0.10:53
 Name:\tregistry.spark.local
 Address: 10.43.200.10
 
+--- ldap.corp.example
+Server:\t\t10.43.0.10
+Address:\t10.43.0.10:53
+
+Name:\tldap.corp.example
+Address: 192.0.2.80
+
 ";
 
 const REGISTRY_OK: &str = "--- http://127.0.0.1:30500
@@ -660,8 +669,26 @@ impl Cluster {
                 "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}, "storageClassName": class,
                     "volumeMode": "Filesystem", "volumeName": format!("pvc-{class}-5f0e7a2c")},
                 "status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "16Mi"}}}));
-        self.pod_done(NS, &format!("storage-writer-{class}"), 0, "wrote /data/proof\n");
-        self.pod_done(NS, &format!("storage-reader-{class}"), 0, &format!("sparkgap-storage-{class}-t3st\n"));
+        self.pod_done(
+            NS,
+            &format!("storage-writer-{class}"),
+            0,
+            "wrote /data/proof\n",
+        );
+        self.pod_done(
+            NS,
+            &format!("storage-reader-{class}"),
+            0,
+            &format!("sparkgap-storage-{class}-t3st\n"),
+        );
+        self
+    }
+
+    /// Every attempt of a retried probe (`base`, `base-2`, ...) ends with `logs`.
+    fn every_attempt(&mut self, base: &str, logs: &str) -> &mut Self {
+        for attempt in 1..=200 {
+            self.pod_done(NS, &verify::workload::attempt_name(base, attempt), 0, logs);
+        }
         self
     }
 
@@ -1298,6 +1325,7 @@ async fn dns_pass_fail_skip() {
             "kubernetes.default.svc.cluster.local → 10.43.0.1",
             "verify-dns.sparkgap-verify-t3st.svc.cluster.local → 10.43.87.14",
             "registry.spark.local → 10.43.200.10",
+            "ldap.corp.example → 192.0.2.80",
         ]
     );
     let probe = fake
@@ -1305,28 +1333,61 @@ async fn dns_pass_fail_skip() {
         .into_iter()
         .find(|s| s.method == "POST" && s.path() == pods_path(NS))
         .unwrap();
-    assert!(
-        probe
-            .body
-            .contains("nslookup -type=A registry.spark.local."),
-        "{}",
-        probe.body
-    );
+    for name in ["registry.spark.local.", "ldap.corp.example."] {
+        assert!(
+            probe.body.contains(&format!("nslookup -type=A {name}")),
+            "{}",
+            probe.body
+        );
+    }
 
+    // A wrong answer, every attempt until the budget runs out.
+    let short = opts(&["dns"], Duration::from_secs(2));
     let mut c = Cluster::healthy();
-    c.pod_done(
-        NS,
+    c.every_attempt(
         "dns-probe",
-        0,
         &NSLOOKUP_OK.replace("Address: 10.43.200.10", "Address: 192.168.1.99"),
     );
-    let (r, _) = check("dns", &c, &spec(), Some(&lock())).await;
+    let (r, _) = verify_with(&c, &spec(), Some(&lock()), &short).await;
     assert_status(
-        &r,
+        &r.checks[0],
         Status::Fail,
         "registry.spark.local resolved to 192.168.1.99, expected 10.43.200.10",
     );
 
+    let mut c = Cluster::healthy();
+    c.every_attempt(
+        "dns-probe",
+        &NSLOOKUP_OK.replace(
+            "Name:\tldap.corp.example\nAddress: 192.0.2.80\n",
+            ";; connection timed out; no servers could be reached\n",
+        ),
+    );
+    let (r, _) = verify_with(&c, &spec(), Some(&lock()), &short).await;
+    assert_status(&r.checks[0], Status::Fail, "ldap.corp.example did not resolve");
+
+    // A zone without a probe name is said to be unchecked, not passed silently.
+    let no_probe = spec_with(|s| s.spec.network.dns.zones[0].probe = None);
+    let (r, _) = check("dns", &Cluster::healthy(), &no_probe, Some(&lock())).await;
+    assert_status(&r, Status::Pass, "");
+    assert_eq!(
+        r.evidence.last().unwrap(),
+        "zone corp.example: no probe name set, forwarding not checked"
+    );
+
+    let no_image = spec_with(|s| s.spec.verify.test_image = Some("registry-missing".into()));
+    let (r, _) = check("dns", &Cluster::healthy(), &no_image, Some(&lock())).await;
+    assert_status(
+        &r,
+        Status::Skipped,
+        "test image \"registry-missing\" (spec.verify.testImage) is not in the lock",
+    );
+}
+
+/// Issue 11: CoreDNS serves a new `coredns-custom` only after the kubelet's ConfigMap sync and
+/// its reload (or the restart apply triggers): the check retries a miss within its budget.
+#[tokio::test]
+async fn dns_retries_a_custom_name_until_coredns_serves_it() {
     let mut c = Cluster::healthy();
     c.pod_done(
         NS,
@@ -1337,16 +1398,20 @@ async fn dns_pass_fail_skip() {
             "** server can't find registry.spark.local: NXDOMAIN\n",
         ),
     );
-    let (r, _) = check("dns", &c, &spec(), Some(&lock())).await;
-    assert_status(&r, Status::Fail, "registry.spark.local did not resolve");
-
-    let no_image = spec_with(|s| s.spec.verify.test_image = Some("registry-missing".into()));
-    let (r, _) = check("dns", &Cluster::healthy(), &no_image, Some(&lock())).await;
-    assert_status(
-        &r,
-        Status::Skipped,
-        "test image \"registry-missing\" (spec.verify.testImage) is not in the lock",
+    c.pod_done(NS, "dns-probe-2", 0, NSLOOKUP_OK);
+    let (r, fake) = check("dns", &c, &spec(), Some(&lock())).await;
+    assert_status(&r, Status::Pass, "");
+    assert!(
+        r.evidence
+            .contains(&"answered as expected by pod dns-probe-2 (attempt 2)".to_string()),
+        "{r:#?}"
     );
+    let probes = fake
+        .seen()
+        .iter()
+        .filter(|s| s.method == "POST" && s.path() == pods_path(NS))
+        .count();
+    assert_eq!(probes, 2);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -519,6 +519,10 @@ pub struct DnsZone {
     pub zone: String,
     /// Upstream resolvers (`ip[:port]`).
     pub forward: Vec<String>,
+    /// A name inside the zone that the `dns` check resolves through the forwarder (any
+    /// address). Without it the forwarding is not checked (the report says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -616,7 +620,10 @@ impl Registry {
     /// The in-cluster registry's `host` and the IP its `network.dns.hosts` entry gives it.
     pub fn in_cluster_address<'a>(&'a self, dns: &'a Dns) -> Option<(&'a str, &'a str)> {
         let host = self.in_cluster.as_ref()?.host.as_deref()?;
-        let entry = dns.hosts.iter().find(|h| h.names.iter().any(|n| n == host))?;
+        let entry = dns
+            .hosts
+            .iter()
+            .find(|h| h.names.iter().any(|n| n == host))?;
         Some((host, entry.ip.as_str()))
     }
 

@@ -525,6 +525,14 @@ fn validate_network(c: &mut Checker, n: &Network, namespaces: &BTreeSet<&str>) {
                 format!("{:?} is not a DNS domain", z.zone),
             );
         }
+        if let Some(p) = &z.probe
+            && !(is_dns_subdomain(p) && (p == &z.zone || p.ends_with(&format!(".{}", z.zone))))
+        {
+            c.err(
+                format!("spec.network.dns.zones[{i}].probe"),
+                format!("{p:?} is not a DNS name inside zone {}", z.zone),
+            );
+        }
         if z.forward.is_empty() {
             c.err(
                 format!("spec.network.dns.zones[{i}].forward"),

@@ -24,6 +24,23 @@ use super::{Object, meta};
 use crate::spec::{Appliance, Isolation};
 
 pub const COREDNS_CUSTOM: &str = "coredns-custom";
+/// k3s's CoreDNS Deployment in kube-system.
+pub const COREDNS: &str = "coredns";
+/// Pod-template annotation on CoreDNS naming the `coredns-custom` it was restarted for.
+pub const CUSTOM_HASH_ANNOTATION: &str = "sparkgap.dev/coredns-custom-sha256";
+
+/// sha256 of the rendered `coredns-custom` data (None when the stage renders none). CoreDNS
+/// restarts when it changes: a changed ConfigMap reaches the pod only after the kubelet's sync
+/// and CoreDNS's reload poll, and `verify` would race that.
+pub fn custom_config_hash(objects: &[Object]) -> Option<String> {
+    objects.iter().find_map(|o| match o {
+        Object::ConfigMap(cm) if cm.metadata.name.as_deref() == Some(COREDNS_CUSTOM) => {
+            let data = serde_json::to_vec(&cm.data).unwrap_or_default();
+            Some(crate::digest::sha256_hex(&data))
+        }
+        _ => None,
+    })
+}
 /// The label every namespace carries with its own name (set by the API server).
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 

@@ -170,7 +170,11 @@ fn provisioner_objects() -> Vec<Object> {
             ),
             rule(&[""], &["endpoints", "persistentvolumes", "pods"], &["*"]),
             rule(&[""], &["events"], &["create", "patch"]),
-            rule(&["storage.k8s.io"], &["storageclasses"], &["get", "list", "watch"]),
+            rule(
+                &["storage.k8s.io"],
+                &["storageclasses"],
+                &["get", "list", "watch"],
+            ),
         ]),
         ..ClusterRole::default()
     };
