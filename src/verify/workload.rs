@@ -677,64 +677,75 @@ impl<'a> Workloads<'a> {
         CheckResult::from_result(name, result, evidence)
     }
 
-    /// `network-policy`: for the first isolated namespace, a pod outside cannot reach a server
-    /// inside, and a pod inside can.
+    /// `network-policy`: for **every** namespace of `spec.network.isolation` that denies
+    /// ingress, both directions: a server pod inside it is reached from inside and from each
+    /// namespace of its `allowFromNamespaces`, and refused from the throwaway namespace, which
+    /// no rule admits. One client pod per source namespace probes all its targets at once. A
+    /// mismatch is retried with fresh clients until the check's budget ends: kube-router
+    /// programs new policies (and new pods' addresses) a moment after they appear.
     pub async fn network_policy(&self, budget: Budget) -> CheckResult {
         let name = "network-policy";
-        let Some(iso) = self
-            .spec
-            .spec
-            .network
-            .isolation
-            .iter()
-            .find(|i| i.deny_ingress)
-        else {
+        let probes = policy_probes(&self.spec.spec);
+        if probes.is_empty() {
             return CheckResult::skipped(
                 name,
                 "no namespace in spec.network.isolation denies ingress",
             );
-        };
+        }
         if let Some(skip) = self.need_image(name) {
             return skip;
         }
-        let target = iso.namespace.as_str();
-        let port = probe_port(iso);
         let mut evidence = Vec::new();
         let result: Result<(), String> = async {
-            let ns = self.scratch().await?;
+            let scratch = self.scratch().await?;
             let token = self.token("netpol");
             let server_name = format!("sparkgap-verify-{}-server", self.run_id);
-            let server = server_pod(&server_name, &self.run_id, self.image(), &token, port);
-            self.create_pod(target, &server, &budget).await?;
-            let ip = self.wait_ready(target, &server_name, &budget).await?;
-            evidence.push(format!("server pod {target}/{server_name} Ready at {ip}:{port}"));
-            let outside = test_pod("netpol-outside", &self.run_id, self.image(), &client_script(&ip, port));
-            let out = self.run_pod(&ns, &outside, &budget).await?;
-            let inside_name = format!("sparkgap-verify-{}-client", self.run_id);
-            let inside = test_pod(&inside_name, &self.run_id, self.image(), &client_script(&ip, port));
-            let ins = self.run_pod(target, &inside, &budget).await?;
-            let mut problems = Vec::new();
-            if out.succeeded() {
-                problems.push(format!(
-                    "pod {ns}/netpol-outside reached {target}/{server_name}: isolation of {target} does not hold"
-                ));
-            } else {
-                evidence.push(format!(
-                    "outside pod {ns}/netpol-outside refused (exit {}: {})",
-                    out.exit(),
-                    out.last_line()
-                ));
+            let mut targets: Vec<(&str, u16)> = Vec::new();
+            for iso in self.spec.spec.network.isolation.iter().filter(|i| i.deny_ingress) {
+                let port = probe_port(iso);
+                let server = server_pod(&server_name, &self.run_id, self.image(), &token, port);
+                self.create_pod(&iso.namespace, &server, &budget).await?;
+                targets.push((iso.namespace.as_str(), port));
             }
-            if ins.succeeded() && ins.logs.contains(&token) {
-                evidence.push(format!("inside pod {target}/{inside_name} allowed"));
-            } else {
-                problems.push(format!(
-                    "pod {target}/{inside_name} inside the namespace could not reach the server (exit {}: {})",
-                    ins.exit(),
-                    ins.last_line()
-                ));
+            let mut addresses = BTreeMap::new();
+            for (ns, port) in &targets {
+                let ip = self.wait_ready(ns, &server_name, &budget).await?;
+                evidence.push(format!("server pod {ns}/{server_name} Ready at {ip}:{port}"));
+                addresses.insert(ns.to_string(), (ip, *port));
             }
-            all_held(problems)
+            let mut results: BTreeMap<(String, String), bool> = BTreeMap::new();
+            let mut sources: Vec<Option<String>> = probe_sources(&probes);
+            let mut attempt = 1;
+            loop {
+                for source in &sources {
+                    let wanted: Vec<&PolicyProbe> =
+                        probes.iter().filter(|p| &p.from == source).collect();
+                    let script = policy_client_script(&wanted, &addresses, &token);
+                    let (ns, pod_name) = match source {
+                        Some(ns) => (
+                            ns.clone(),
+                            attempt_name(&format!("sparkgap-verify-{}-client", self.run_id), attempt),
+                        ),
+                        None => (scratch.clone(), attempt_name("netpol-client", attempt)),
+                    };
+                    let pod = test_pod(&pod_name, &self.run_id, self.image(), &script);
+                    let f = self.run_pod(&ns, &pod, &budget).await?;
+                    for (target, reached) in parse_reach(&f.logs) {
+                        results.insert((source_name(source, &scratch), target), reached);
+                    }
+                }
+                let (ev, problems) = evaluate_policy(&probes, &results, &scratch);
+                if problems.is_empty() || budget.expired() {
+                    evidence.extend(ev);
+                    if attempt > 1 {
+                        evidence.push(format!("held as expected on attempt {attempt}"));
+                    }
+                    return all_held(problems);
+                }
+                sources = failing_sources(&probes, &results, &scratch);
+                attempt += 1;
+                tokio::time::sleep(budget.poll()).await;
+            }
         }
         .await;
         CheckResult::from_result(name, result, evidence)
@@ -804,6 +815,140 @@ pub fn probe_port(iso: &crate::spec::Isolation) -> u16 {
     (SERVER_PORT..=u16::MAX)
         .find(|p| !iso.allow_ports.iter().any(|r| r.port == *p))
         .unwrap_or(SERVER_PORT)
+}
+
+/// One expectation of the isolation check: a client in `from` (None: the throwaway
+/// namespace) reaches the server in `to` or is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyProbe {
+    pub from: Option<String>,
+    pub to: String,
+    pub allowed: bool,
+}
+
+/// Both directions for every namespace that denies ingress: reached from inside and from each
+/// of its `allowFromNamespaces`, refused from outside (the throwaway namespace).
+pub fn policy_probes(spec: &crate::spec::ApplianceSpec) -> Vec<PolicyProbe> {
+    let mut out = Vec::new();
+    for iso in spec.network.isolation.iter().filter(|i| i.deny_ingress) {
+        let to = iso.namespace.clone();
+        out.push(PolicyProbe {
+            from: Some(to.clone()),
+            to: to.clone(),
+            allowed: true,
+        });
+        for from in iso.allow_from_namespaces.iter().filter(|f| **f != to) {
+            out.push(PolicyProbe {
+                from: Some(from.clone()),
+                to: to.clone(),
+                allowed: true,
+            });
+        }
+        out.push(PolicyProbe {
+            from: None,
+            to,
+            allowed: false,
+        });
+    }
+    out
+}
+
+/// The client namespaces of `probes`, each once, in first-seen order.
+fn probe_sources(probes: &[PolicyProbe]) -> Vec<Option<String>> {
+    let mut out: Vec<Option<String>> = Vec::new();
+    for p in probes {
+        if !out.contains(&p.from) {
+            out.push(p.from.clone());
+        }
+    }
+    out
+}
+
+fn source_name(source: &Option<String>, scratch: &str) -> String {
+    source.clone().unwrap_or_else(|| scratch.to_string())
+}
+
+/// Every target fetched at once (each in the background, 5 s each), one `reach <ns> yes|no`
+/// line per target: `yes` only when the server's token came back.
+pub fn policy_client_script(
+    probes: &[&PolicyProbe],
+    addresses: &BTreeMap<String, (String, u16)>,
+    token: &str,
+) -> String {
+    let mut s = String::new();
+    for p in probes {
+        if let Some((ip, port)) = addresses.get(&p.to) {
+            s.push_str(&format!(
+                "( if {} 2>/dev/null | grep -q {token}; then echo 'reach {} yes'; else echo 'reach {} no'; fi ) & ",
+                client_script(ip, *port),
+                p.to,
+                p.to
+            ));
+        }
+    }
+    s.push_str("wait");
+    s
+}
+
+/// The `reach <ns> yes|no` lines of a client's logs.
+pub fn parse_reach(logs: &str) -> Vec<(String, bool)> {
+    logs.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            match (w.next(), w.next(), w.next()) {
+                (Some("reach"), Some(ns), Some(v)) => Some((ns.to_string(), v == "yes")),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Compare what the clients saw with the expectations: (evidence, problems).
+pub fn evaluate_policy(
+    probes: &[PolicyProbe],
+    results: &BTreeMap<(String, String), bool>,
+    scratch: &str,
+) -> (Vec<String>, Vec<String>) {
+    let mut evidence = Vec::new();
+    let mut problems = Vec::new();
+    for p in probes {
+        let from = source_name(&p.from, scratch);
+        let outcome = results.get(&(from.clone(), p.to.clone())).copied();
+        let (want, what) = if p.allowed {
+            (true, "allowed")
+        } else {
+            (false, "refused")
+        };
+        match outcome {
+            Some(got) if got == want => evidence.push(format!("{from} → {}: {what}", p.to)),
+            Some(true) => problems.push(format!(
+                "{from} reached {}: isolation of {} does not hold",
+                p.to, p.to
+            )),
+            Some(false) => problems.push(format!(
+                "{from} could not reach {} although the spec allows it",
+                p.to
+            )),
+            None => problems.push(format!("{from} → {}: the client reported nothing", p.to)),
+        }
+    }
+    (evidence, problems)
+}
+
+/// The sources with at least one expectation not (yet) met: rerun only those.
+fn failing_sources(
+    probes: &[PolicyProbe],
+    results: &BTreeMap<(String, String), bool>,
+    scratch: &str,
+) -> Vec<Option<String>> {
+    let failing: Vec<PolicyProbe> = probes
+        .iter()
+        .filter(|p| {
+            results.get(&(source_name(&p.from, scratch), p.to.clone())) != Some(&p.allowed)
+        })
+        .cloned()
+        .collect();
+    probe_sources(&failing)
 }
 
 /// Names to resolve and the address each must have (`None`: any address).
@@ -1057,6 +1202,48 @@ mod tests {
         assert_eq!(probe_port(&iso), 8080);
         iso.allow_ports = vec![rule(8080), rule(8081)];
         assert_eq!(probe_port(&iso), 8082);
+    }
+
+    #[test]
+    fn every_isolated_namespace_is_probed_in_both_directions() {
+        let a = crate::spec::SpecFile::read(std::path::Path::new("bundle/appliance.yaml"))
+            .unwrap()
+            .appliance;
+        let probes = policy_probes(&a.spec);
+        for iso in &a.spec.network.isolation {
+            let to = |from: Option<&str>, allowed| PolicyProbe {
+                from: from.map(str::to_string),
+                to: iso.namespace.clone(),
+                allowed,
+            };
+            assert!(probes.contains(&to(Some(&iso.namespace), true)));
+            assert!(probes.contains(&to(None, false)), "{} refused outside", iso.namespace);
+            for from in &iso.allow_from_namespaces {
+                assert!(probes.contains(&to(Some(from), true)), "{from} → {}", iso.namespace);
+            }
+        }
+        // One client per source namespace, plus the throwaway one.
+        assert_eq!(probe_sources(&probes).len(), 8);
+
+        let results = BTreeMap::from([
+            (("ci".to_string(), "ci".to_string()), true),
+            (("scratch".to_string(), "ci".to_string()), true),
+        ]);
+        let ci: Vec<PolicyProbe> = probes.iter().filter(|p| p.to == "ci").cloned().collect();
+        let (ev, problems) = evaluate_policy(&ci, &results, "scratch");
+        assert_eq!(ev, ["ci → ci: allowed"]);
+        assert_eq!(
+            problems,
+            [
+                "monitoring → ci: the client reported nothing",
+                "infrastructure → ci: the client reported nothing",
+                "scratch reached ci: isolation of ci does not hold",
+            ]
+        );
+        assert_eq!(
+            parse_reach("reach ci yes\nnoise\nreach mop-logs no\n"),
+            [("ci".to_string(), true), ("mop-logs".to_string(), false)]
+        );
     }
 
     #[test]
