@@ -503,6 +503,14 @@ Connecting to 127.0.0.1:30500 (127.0.0.1:30500)
 rc=0
 ";
 
+const GPU_OK: &str = "/dev/nvidia-caps
+/dev/nvidia-uvm
+/dev/nvidia-uvm-tools
+/dev/nvidia0
+/dev/nvidiactl
+GPU 0: NVIDIA GB10 (UUID: GPU-3f2a9c1e-7b4d-4e8a-9c61-0d5e2f7a8b93)
+";
+
 // ---------------------------------------------------------------------------------------------
 // A healthy cluster, route by route; a test replaces the routes it wants to break.
 
@@ -648,6 +656,13 @@ impl Cluster {
             "/apis/node.k8s.io/v1/runtimeclasses/nvidia",
             200,
             runtime_class(),
+        );
+        c.pod_done(NS, "gpu-probe", 0, GPU_OK);
+        c.set(
+            "GET",
+            &format!("/api/v1/namespaces/{NS}/events"),
+            200,
+            list("EventList", "v1", vec![]),
         );
         c
     }
@@ -1375,7 +1390,11 @@ async fn dns_pass_fail_skip() {
         ),
     );
     let (r, _) = verify_with(&c, &spec(), Some(&lock()), &short).await;
-    assert_status(&r.checks[0], Status::Fail, "ldap.corp.example did not resolve");
+    assert_status(
+        &r.checks[0],
+        Status::Fail,
+        "ldap.corp.example did not resolve",
+    );
 
     // A zone without a probe name is said to be unchecked, not passed silently.
     let no_probe = spec_with(|s| s.spec.network.dns.zones[0].probe = None);
@@ -1465,7 +1484,10 @@ async fn network_policy_pass_fail_skip() {
     // Test pods placed in spec namespaces are removed too.
     assert!(deleted(&fake, &format!("{}/{server}", pods_path("ci"))));
     assert!(deleted(&fake, &format!("{}/{client}", pods_path("ci"))));
-    assert!(deleted(&fake, &format!("{}/{client}", pods_path("mop-traces"))));
+    assert!(deleted(
+        &fake,
+        &format!("{}/{client}", pods_path("mop-traces"))
+    ));
     assert!(ns_deleted(&fake));
 
     // Outside gets through on every attempt: isolation does not hold.
@@ -1680,15 +1702,31 @@ async fn metrics_pass_fail_skip() {
 
 #[tokio::test]
 async fn gpu_pass_fail_skip() {
-    let (r, _) = check("gpu", &Cluster::healthy(), &spec(), None).await;
+    let (r, fake) = check("gpu", &Cluster::healthy(), &spec(), Some(&lock())).await;
     assert_status(&r, Status::Pass, "");
     assert_eq!(
         r.evidence,
         [
             "RuntimeClass nvidia exists (handler nvidia)",
-            "node spark allocatable nvidia.com/gpu: 1"
+            "node spark allocatable nvidia.com/gpu: 1",
+            "devices: /dev/nvidia-caps /dev/nvidia-uvm /dev/nvidia-uvm-tools /dev/nvidia0 /dev/nvidiactl",
+            "nvidia-smi -L: GPU 0: NVIDIA GB10 (UUID: GPU-3f2a9c1e-7b4d-4e8a-9c61-0d5e2f7a8b93)",
         ]
     );
+    // The probe runs with the RuntimeClass and asks the runtime for every device.
+    let probe = fake
+        .seen()
+        .into_iter()
+        .find(|s| s.method == "POST" && s.path() == pods_path(NS))
+        .unwrap();
+    let p: Value = serde_json::from_str(&probe.body).unwrap();
+    assert_eq!(p["spec"]["runtimeClassName"], "nvidia");
+    assert_eq!(
+        p["spec"]["containers"][0]["env"],
+        json!([{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"},
+            {"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "compute,utility"}])
+    );
+    assert!(ns_deleted(&fake));
 
     let mut c = Cluster::healthy();
     let mut n = healthy_node();
@@ -1699,7 +1737,7 @@ async fn gpu_pass_fail_skip() {
         200,
         list("NodeList", "v1", vec![node(&n)]),
     );
-    let (r, _) = check("gpu", &c, &spec(), None).await;
+    let (r, _) = check("gpu", &c, &spec(), Some(&lock())).await;
     assert_status(
         &r,
         Status::Fail,
@@ -1713,13 +1751,75 @@ async fn gpu_pass_fail_skip() {
         sparkgap::cluster::not_found("/apis/node.k8s.io/v1/runtimeclasses/nvidia"),
     );
     let no_plugin = spec_with(|s| s.spec.verify.gpu.device_plugin = false);
-    let (r, _) = check("gpu", &c, &no_plugin, None).await;
+    let (r, _) = check("gpu", &c, &no_plugin, Some(&lock())).await;
     assert_status(&r, Status::Fail, "RuntimeClass nvidia does not exist");
 
     let off = spec_with(|s| s.spec.verify.gpu.enabled = false);
-    let (r, fake) = check("gpu", &Cluster::healthy(), &off, None).await;
+    let (r, fake) = check("gpu", &Cluster::healthy(), &off, Some(&lock())).await;
     assert_status(&r, Status::Skipped, "spec.verify.gpu.enabled is false");
     assert!(fake.seen().is_empty());
+
+    let (r, _) = check("gpu", &Cluster::healthy(), &no_plugin, None).await;
+    assert_status(&r, Status::Skipped, "the RuntimeClass alone proves nothing");
+}
+
+/// Issue 11: k3s creates the `nvidia` RuntimeClass on every node (manifests/runtimes.yaml), so
+/// it proves nothing; the probe pod is what fails on a node without a GPU.
+#[tokio::test]
+async fn gpu_fails_when_the_probe_finds_no_device_or_cannot_start() {
+    let no_plugin = spec_with(|s| s.spec.verify.gpu.device_plugin = false);
+    // The runtime exists but injected no GPU (a node without one).
+    let mut c = Cluster::healthy();
+    c.pod_done(
+        NS,
+        "gpu-probe",
+        0,
+        "ls: /dev/nvidia*: No such file or directory\nnvidia-smi: not present in the container\n",
+    );
+    let (r, _) = check("gpu", &c, &no_plugin, Some(&lock())).await;
+    assert_status(
+        &r,
+        Status::Fail,
+        "pod gpu-probe (Succeeded, exit 0): no /dev/nvidia<N> device in the container (nvidia-smi: not present in the container)",
+    );
+    assert_eq!(r.evidence, ["RuntimeClass nvidia exists (handler nvidia)"]);
+
+    // containerd has no nvidia runtime (no nvidia-container-runtime on k3s's PATH): the
+    // sandbox is never created; the kubelet's event is the reason, at once.
+    let mut c = Cluster::healthy();
+    c.set(
+        "GET",
+        &format!("{}/gpu-probe", pods_path(NS)),
+        200,
+        pod(NS, "gpu-probe", "Pending", None, None, None),
+    );
+    c.set("GET", &format!("/api/v1/namespaces/{NS}/events"), 200, list("EventList", "v1", vec![
+        json!({"metadata": {"name": "gpu-probe.1873f2c0a1b2c3d4", "namespace": NS},
+            "involvedObject": {"kind": "Pod", "namespace": NS, "name": "gpu-probe", "uid": "uid-gpu-probe"},
+            "reason": "FailedCreatePodSandBox", "type": "Warning", "count": 1,
+            "message": "Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox runtime: no runtime for \"nvidia\" is configured",
+            "source": {"component": "kubelet", "host": NODE}})]));
+    let t0 = Instant::now();
+    let (r, fake) = check("gpu", &c, &no_plugin, Some(&lock())).await;
+    assert_status(
+        &r,
+        Status::Fail,
+        "cannot start with RuntimeClass nvidia: FailedCreatePodSandBox: Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox runtime: no runtime for \"nvidia\" is configured",
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let asked = fake
+        .seen()
+        .into_iter()
+        .find(|s| s.path() == format!("/api/v1/namespaces/{NS}/events"))
+        .unwrap();
+    assert!(
+        asked
+            .query()
+            .contains("fieldSelector=involvedObject.name%3Dgpu-probe"),
+        "{}",
+        asked.uri
+    );
+    assert!(ns_deleted(&fake));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -812,7 +812,8 @@ fn default_verify_timeout() -> String {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Gpu {
-    /// Expect the `nvidia` RuntimeClass k3s creates when it finds nvidia-container-runtime.
+    /// Expect a usable GPU: the RuntimeClass (k3s creates `nvidia` on every node, GPU or not)
+    /// and a probe pod with it that sees `/dev/nvidia<N>`.
     #[serde(default)]
     pub enabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace as K8sNamespace;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec,
-    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
+    Capabilities, Container, ContainerPort, EnvVar, Event, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
+    Probe, ResourceRequirements, SeccompProfile, SecurityContext, Service, ServicePort,
+    ServiceSpec, TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -657,14 +657,21 @@ impl<'a> Workloads<'a> {
             let mut attempt = 1;
             loop {
                 let pod_name = attempt_name("dns-probe", attempt);
-                let pod = test_pod(&pod_name, &self.run_id, self.image(), &nslookup_script(&names));
+                let pod = test_pod(
+                    &pod_name,
+                    &self.run_id,
+                    self.image(),
+                    &nslookup_script(&names),
+                );
                 let f = self.run_pod(&ns, &pod, &budget).await?;
                 let answers = parse_nslookup(&f.logs);
                 let (ev, problems) = evaluate_dns(&queries, &answers);
                 if problems.is_empty() || budget.expired() {
                     evidence.extend(ev);
                     if attempt > 1 {
-                        evidence.push(format!("answered as expected by pod {pod_name} (attempt {attempt})"));
+                        evidence.push(format!(
+                            "answered as expected by pod {pod_name} (attempt {attempt})"
+                        ));
                     }
                     evidence.extend(unchecked_zones(&self.spec.spec));
                     return all_held(problems);
@@ -701,7 +708,14 @@ impl<'a> Workloads<'a> {
             let token = self.token("netpol");
             let server_name = format!("sparkgap-verify-{}-server", self.run_id);
             let mut targets: Vec<(&str, u16)> = Vec::new();
-            for iso in self.spec.spec.network.isolation.iter().filter(|i| i.deny_ingress) {
+            for iso in self
+                .spec
+                .spec
+                .network
+                .isolation
+                .iter()
+                .filter(|i| i.deny_ingress)
+            {
                 let port = probe_port(iso);
                 let server = server_pod(&server_name, &self.run_id, self.image(), &token, port);
                 self.create_pod(&iso.namespace, &server, &budget).await?;
@@ -710,7 +724,9 @@ impl<'a> Workloads<'a> {
             let mut addresses = BTreeMap::new();
             for (ns, port) in &targets {
                 let ip = self.wait_ready(ns, &server_name, &budget).await?;
-                evidence.push(format!("server pod {ns}/{server_name} Ready at {ip}:{port}"));
+                evidence.push(format!(
+                    "server pod {ns}/{server_name} Ready at {ip}:{port}"
+                ));
                 addresses.insert(ns.to_string(), (ip, *port));
             }
             let mut results: BTreeMap<(String, String), bool> = BTreeMap::new();
@@ -724,7 +740,10 @@ impl<'a> Workloads<'a> {
                     let (ns, pod_name) = match source {
                         Some(ns) => (
                             ns.clone(),
-                            attempt_name(&format!("sparkgap-verify-{}-client", self.run_id), attempt),
+                            attempt_name(
+                                &format!("sparkgap-verify-{}-client", self.run_id),
+                                attempt,
+                            ),
                         ),
                         None => (scratch.clone(), attempt_name("netpol-client", attempt)),
                     };
@@ -749,6 +768,73 @@ impl<'a> Workloads<'a> {
         }
         .await;
         CheckResult::from_result(name, result, evidence)
+    }
+
+    /// The GPU probe of check `gpu`: a pod with `runtimeClassName` (the nvidia runtime
+    /// injects the devices and, with `utility`, `nvidia-smi`) lists `/dev/nvidia*` and runs
+    /// `nvidia-smi -L` when present. A sandbox the node cannot create (no nvidia runtime in
+    /// containerd) fails at once with the kubelet's event, not after the whole budget.
+    pub async fn gpu_probe(
+        &self,
+        runtime_class: &str,
+        budget: Budget,
+    ) -> Result<Vec<String>, String> {
+        let ns = self.scratch().await?;
+        let name = "gpu-probe";
+        let mut pod = test_pod(name, &self.run_id, self.image(), GPU_SCRIPT);
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.runtime_class_name = Some(runtime_class.to_string());
+            if let Some(c) = spec.containers.first_mut() {
+                c.env = Some(
+                    [
+                        ("NVIDIA_VISIBLE_DEVICES", "all"),
+                        ("NVIDIA_DRIVER_CAPABILITIES", "compute,utility"),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| EnvVar {
+                        name: k.into(),
+                        value: Some(v.into()),
+                        ..Default::default()
+                    })
+                    .collect(),
+                );
+            }
+        }
+        self.create_pod(&ns, &pod, &budget).await?;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &ns);
+        let selector = format!("involvedObject.name={name}");
+        loop {
+            let p = startable_pod(&pods, &ns, name).await?;
+            let ph = phase(&p).to_string();
+            if ph == "Succeeded" || ph == "Failed" {
+                let logs = pods.logs(name, &LogParams::default()).await.map_err(|e| {
+                    format!("cannot read logs of pod {ns}/{name}: {}", api_error(&e))
+                })?;
+                return evaluate_gpu(&logs).map_err(|why| {
+                    format!(
+                        "pod {name} ({ph}, exit {}): {why}",
+                        exit_code(&p)
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| "?".into())
+                    )
+                });
+            }
+            let warning = events
+                .list(&ListParams::default().fields(&selector))
+                .await
+                .ok()
+                .and_then(|l| sandbox_failure(&l.items));
+            if let Some(w) = warning {
+                return Err(format!(
+                    "pod {ns}/{name} cannot start with RuntimeClass {runtime_class}: {w}"
+                ));
+            }
+            if budget.expired() {
+                return Err(budget.timed_out(&format!("pod {ns}/{name} to finish (phase {ph})")));
+            }
+            tokio::time::sleep(budget.poll()).await;
+        }
     }
 
     /// `registry`: the way containerd pulls: from the node's network namespace (hostNetwork,
@@ -815,6 +901,58 @@ pub fn probe_port(iso: &crate::spec::Isolation) -> u16 {
     (SERVER_PORT..=u16::MAX)
         .find(|p| !iso.allow_ports.iter().any(|r| r.port == *p))
         .unwrap_or(SERVER_PORT)
+}
+
+/// What the GPU probe runs: the device nodes the runtime injected, then `nvidia-smi -L`.
+pub const GPU_SCRIPT: &str = "ls -1 /dev/nvidia* 2>&1; if command -v nvidia-smi >/dev/null 2>&1; then nvidia-smi -L 2>&1; else echo 'nvidia-smi: not present in the container'; fi";
+
+/// Evidence from the probe's output, or why it proves no GPU: a `/dev/nvidia<N>` device node
+/// is required (`nvidiactl` alone is no GPU); `nvidia-smi -L` lines are shown when present.
+pub fn evaluate_gpu(logs: &str) -> Result<Vec<String>, String> {
+    let devices: Vec<&str> = logs
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("/dev/nvidia") && !l.contains(' '))
+        .collect();
+    let gpus: Vec<&&str> = devices
+        .iter()
+        .filter(|d| {
+            d.strip_prefix("/dev/nvidia")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    if gpus.is_empty() {
+        let last = logs.trim().lines().last().unwrap_or("no output");
+        return Err(format!(
+            "no /dev/nvidia<N> device in the container ({last})"
+        ));
+    }
+    let mut ev = vec![format!("devices: {}", devices.join(" "))];
+    ev.extend(
+        logs.lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("GPU ") || l.starts_with("nvidia-smi:"))
+            .map(|l| format!("nvidia-smi -L: {l}")),
+    );
+    Ok(ev)
+}
+
+/// A kubelet Warning that the pod's sandbox cannot be created, e.g. containerd has no
+/// `nvidia` runtime (`no runtime for "nvidia" is configured`): waiting will not help.
+pub fn sandbox_failure(events: &[Event]) -> Option<String> {
+    events
+        .iter()
+        .rev()
+        .find(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.reason.as_deref() == Some("FailedCreatePodSandBox")
+        })
+        .map(|e| {
+            format!(
+                "FailedCreatePodSandBox: {}",
+                e.message.as_deref().unwrap_or("(no message)")
+            )
+        })
 }
 
 /// One expectation of the isolation check: a client in `from` (None: the throwaway
@@ -943,9 +1081,7 @@ fn failing_sources(
 ) -> Vec<Option<String>> {
     let failing: Vec<PolicyProbe> = probes
         .iter()
-        .filter(|p| {
-            results.get(&(source_name(&p.from, scratch), p.to.clone())) != Some(&p.allowed)
-        })
+        .filter(|p| results.get(&(source_name(&p.from, scratch), p.to.clone())) != Some(&p.allowed))
         .cloned()
         .collect();
     probe_sources(&failing)
@@ -1217,9 +1353,17 @@ mod tests {
                 allowed,
             };
             assert!(probes.contains(&to(Some(&iso.namespace), true)));
-            assert!(probes.contains(&to(None, false)), "{} refused outside", iso.namespace);
+            assert!(
+                probes.contains(&to(None, false)),
+                "{} refused outside",
+                iso.namespace
+            );
             for from in &iso.allow_from_namespaces {
-                assert!(probes.contains(&to(Some(from), true)), "{from} → {}", iso.namespace);
+                assert!(
+                    probes.contains(&to(Some(from), true)),
+                    "{from} → {}",
+                    iso.namespace
+                );
             }
         }
         // One client per source namespace, plus the throwaway one.
@@ -1244,6 +1388,23 @@ mod tests {
             parse_reach("reach ci yes\nnoise\nreach mop-logs no\n"),
             [("ci".to_string(), true), ("mop-logs".to_string(), false)]
         );
+    }
+
+    #[test]
+    fn gpu_needs_a_numbered_device_node() {
+        let ev = evaluate_gpu("/dev/nvidia0\n/dev/nvidiactl\nGPU 0: NVIDIA GB10 (UUID: GPU-1)\n")
+            .unwrap();
+        assert_eq!(
+            ev,
+            [
+                "devices: /dev/nvidia0 /dev/nvidiactl",
+                "nvidia-smi -L: GPU 0: NVIDIA GB10 (UUID: GPU-1)"
+            ]
+        );
+        // The control device alone is no GPU.
+        let err =
+            evaluate_gpu("/dev/nvidiactl\nnvidia-smi: not present in the container\n").unwrap_err();
+        assert!(err.starts_with("no /dev/nvidia<N> device"), "{err}");
     }
 
     #[test]
