@@ -158,3 +158,28 @@ fn in_cluster_registry_host_needs_a_dns_entry_inside_the_service_cidr() {
     .unwrap_err();
     assert!(err.contains("serves plain http"), "{err}");
 }
+
+/// Issue 11: an opened port names the pods it opens on; flags that only matter with a deny
+/// direction are refused without it.
+#[test]
+fn allow_ports_need_a_pod_selector() {
+    let default = std::fs::read_to_string("bundle/appliance.yaml").unwrap();
+    let err = parse(&default.replace(
+        "allowPorts: [{ port: 5000, podSelector: { app.kubernetes.io/name: registry } }]",
+        "allowPorts: [{ port: 5000 }]",
+    ))
+    .unwrap_err();
+    assert!(
+        err.contains("spec.network.isolation[1].allowPorts[0].podSelector"),
+        "{err}"
+    );
+    let err = parse(&default.replace(
+        "      - namespace: monitoring\n        allowFromNamespaces: []",
+        "      - namespace: monitoring\n        allowFromNamespaces: []\n        allowApiServer: true",
+    ))
+    .unwrap_err();
+    assert!(
+        err.contains("spec.network.isolation[2].allowApiServer") && err.contains("denyEgress"),
+        "{err}"
+    );
+}

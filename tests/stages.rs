@@ -294,7 +294,8 @@ fn isolation_policies_follow_the_spec() {
             "default-deny",
             "allow-same-namespace",
             "allow-dns",
-            "allow-ports"
+            "allow-ports-0",
+            "allow-api-server"
         ]
     );
     // The default appliance: monitoring scrapes ci; nothing may egress-deny there.
@@ -309,6 +310,56 @@ fn isolation_policies_follow_the_spec() {
         serde_json::json!(["monitoring", "infrastructure"])
     );
     assert!(!objs.iter().any(|o| o.name() == "allow-dns"));
+}
+
+/// Issue 11: `allowPorts` opened the port on every pod of the namespace; kube-system and the
+/// API server were not considered at all.
+#[test]
+fn isolation_gaps_are_scoped_or_explicit() {
+    let objs = stages::render(&default_appliance(), Stage::Network).unwrap();
+    let ports = objs
+        .iter()
+        .find(|o| o.namespace() == Some("infrastructure") && o.name() == "allow-ports-0")
+        .unwrap()
+        .to_value();
+    assert_eq!(
+        ports["spec"]["podSelector"],
+        serde_json::json!({"matchLabels": {"app.kubernetes.io/name": "registry"}}),
+        "only the registry's pods get port 5000"
+    );
+    assert_eq!(ports["spec"]["ingress"][0]["ports"][0]["port"], 5000);
+    // kube-system (servicelb's svclb pods) is refused unless asked.
+    assert!(!objs.iter().any(|o| o.name() == "allow-from-kube-system"));
+    let mut a = default_appliance();
+    a.spec.network.isolation[0].allow_from_kube_system = true;
+    let objs = stages::render(&a, Stage::Network).unwrap();
+    let ks = objs
+        .iter()
+        .find(|o| o.namespace() == Some("ci") && o.name() == "allow-from-kube-system")
+        .unwrap()
+        .to_value();
+    assert_eq!(
+        ks["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "kube-system"
+    );
+
+    // Egress denied with the API server allowed: its Service address on 443, 6443 after DNAT.
+    let objs = stages::render(&minimal(), Stage::Network).unwrap();
+    let api = objs
+        .iter()
+        .find(|o| o.name() == "allow-api-server")
+        .unwrap()
+        .to_value();
+    assert_eq!(api["spec"]["policyTypes"], serde_json::json!(["Egress"]));
+    assert_eq!(
+        api["spec"]["egress"][0],
+        serde_json::json!({"to": [{"ipBlock": {"cidr": "10.43.0.1/32"}}], "ports": [{"port": 443, "protocol": "TCP"}]})
+    );
+    assert_eq!(api["spec"]["egress"][1]["ports"][0]["port"], 6443);
+    let mut closed = minimal();
+    closed.spec.network.isolation[0].allow_api_server = false;
+    let objs = stages::render(&closed, Stage::Network).unwrap();
+    assert!(!objs.iter().any(|o| o.name() == "allow-api-server"));
 }
 
 #[test]

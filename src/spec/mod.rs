@@ -538,9 +538,20 @@ pub struct Isolation {
     /// Namespaces whose pods may reach this one (e.g. `monitoring` for scraping).
     #[serde(default)]
     pub allow_from_namespaces: Vec<String>,
-    /// Ports opened to every source (e.g. an ingress-facing service).
+    /// Ports opened to every source, on the pods `podSelector` picks (e.g. a registry's 5000).
     #[serde(default)]
     pub allow_ports: Vec<PortRule>,
+    /// Admit ingress from kube-system pods. Off by default: then k3s's servicelb (`svclb-*`
+    /// pods forward a LoadBalancer Service's traffic from kube-system) cannot reach the
+    /// namespace's pods; turn it on for a LoadBalancer Service here.
+    #[serde(default)]
+    pub allow_from_kube_system: bool,
+    /// With `denyEgress`: still allow the Kubernetes API (the `kubernetes` Service's address on
+    /// 443 and, after kube-proxy's translation, TCP 6443 on any address, since the node's IP
+    /// is not known when rendering). Off by default: pods of an egress-denied namespace cannot
+    /// talk to the API server.
+    #[serde(default)]
+    pub allow_api_server: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -549,6 +560,10 @@ pub struct PortRule {
     pub port: u16,
     #[serde(default = "default_protocol")]
     pub protocol: String,
+    /// `matchLabels` of the pods the port opens on. Required: `{}` opens it on every pod of
+    /// the namespace, which must be said, not implied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<BTreeMap<String, String>>,
 }
 
 fn default_protocol() -> String {

@@ -556,6 +556,18 @@ fn validate_network(c: &mut Checker, n: &Network, namespaces: &BTreeSet<&str>) {
     );
     for (i, iso) in n.isolation.iter().enumerate() {
         let f = format!("spec.network.isolation[{i}]");
+        if iso.allow_api_server && !iso.deny_egress {
+            c.err(
+                format!("{f}.allowApiServer"),
+                "only means something with denyEgress: true (egress is open otherwise)",
+            );
+        }
+        if iso.allow_from_kube_system && !iso.deny_ingress {
+            c.err(
+                format!("{f}.allowFromKubeSystem"),
+                "only means something with denyIngress: true (ingress is open otherwise)",
+            );
+        }
         c.namespace_ref(format!("{f}.namespace"), &iso.namespace, namespaces);
         for (j, from) in iso.allow_from_namespaces.iter().enumerate() {
             c.namespace_ref(format!("{f}.allowFromNamespaces[{j}]"), from, namespaces);
@@ -565,6 +577,12 @@ fn validate_network(c: &mut Checker, n: &Network, namespaces: &BTreeSet<&str>) {
                 c.err(
                     format!("{f}.allowPorts[{j}]"),
                     "port must be 1-65535 and protocol TCP, UDP or SCTP",
+                );
+            }
+            if p.pod_selector.is_none() {
+                c.err(
+                    format!("{f}.allowPorts[{j}].podSelector"),
+                    "name the pods the port opens on (matchLabels, e.g. {app.kubernetes.io/name: registry}); `{}` opens it on every pod of the namespace",
                 );
             }
         }

@@ -1327,6 +1327,7 @@ mod tests {
         let rule = |port| crate::spec::PortRule {
             port,
             protocol: "TCP".into(),
+            pod_selector: Some(BTreeMap::new()),
         };
         let mut iso = crate::spec::Isolation {
             namespace: "infrastructure".into(),
@@ -1334,6 +1335,8 @@ mod tests {
             deny_egress: false,
             allow_from_namespaces: vec![],
             allow_ports: vec![rule(5000)],
+            allow_from_kube_system: false,
+            allow_api_server: false,
         };
         assert_eq!(probe_port(&iso), 8080);
         iso.allow_ports = vec![rule(8080), rule(8081)];
