@@ -47,6 +47,8 @@ spec:
   images:
     - { name: busybox, reference: "docker.io/library/busybox:1.37.0" }
     - { name: registry, reference: "docker.io/library/registry:2.8.3" }
+  charts:
+    - { name: hello, path: charts/hello-0.1.0.tgz, namespace: ci }
   namespaces:
     - name: ci
       labels: { sparkgap.dev/platform: ci }
@@ -658,6 +660,21 @@ impl Cluster {
             runtime_class(),
         );
         c.pod_done(NS, "gpu-probe", 0, GPU_OK);
+        // charts: k3s's helm-controller installed the carried chart
+        c.set(
+            "GET",
+            "/apis/helm.cattle.io/v1/namespaces/kube-system/helmcharts/hello",
+            200,
+            json!({"apiVersion": "helm.cattle.io/v1", "kind": "HelmChart",
+                "metadata": {"name": "hello", "namespace": "kube-system", "resourceVersion": "912"},
+                "spec": {"chartContent": "H4sIAAAA", "targetNamespace": "ci"},
+                "status": {"jobName": "helm-install-hello"}}),
+        );
+        c.set("GET", "/apis/batch/v1/namespaces/kube-system/jobs/helm-install-hello", 200,
+            json!({"apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": "helm-install-hello", "namespace": "kube-system", "resourceVersion": "940"},
+                "spec": {"template": {"spec": {"containers": [{"name": "helm", "image": "rancher/klipper-helm:v0.9.8-build20250709"}], "restartPolicy": "OnFailure"}}},
+                "status": {"succeeded": 1, "completionTime": "2025-11-22T03:40:58Z"}}));
         c.set(
             "GET",
             &format!("/api/v1/namespaces/{NS}/events"),
@@ -1963,7 +1980,7 @@ async fn mixed_report_as_junit_parses_with_the_right_counts() {
     assert_eq!(failures, 1, "{xml}");
     assert_eq!(skipped, 7, "{xml}");
     assert!(
-        xml.contains("tests=\"15\" failures=\"1\" skipped=\"7\""),
+        xml.contains("tests=\"16\" failures=\"1\" skipped=\"7\""),
         "{xml}"
     );
 }
@@ -1995,7 +2012,8 @@ fn skipped_all_reports_every_check_as_skipped_not_passed() {
     assert_eq!(r.summary.skipped, sparkgap::spec::CHECK_NAMES.len());
     assert_eq!(r.summary.passed, 0);
     let (_, cases, failures, skipped) = count_junit(&r.to_junit());
-    assert_eq!((cases, failures, skipped), (15, 0, 15));
+    let n = sparkgap::spec::CHECK_NAMES.len();
+    assert_eq!((cases, failures, skipped), (n, 0, n));
 }
 
 // ---------------------------------------------------------------------------------------------

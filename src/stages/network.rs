@@ -101,10 +101,7 @@ fn coredns_custom(spec: &Appliance) -> Option<ConfigMap> {
 /// Service address to the node's, which is not known when rendering.
 fn api_server_egress(ns: &str, service_cidr: &str) -> NetworkPolicy {
     let block = |cidr: String| NetworkPolicyPeer {
-        ip_block: Some(IPBlock {
-            cidr,
-            except: None,
-        }),
+        ip_block: Some(IPBlock { cidr, except: None }),
         ..NetworkPolicyPeer::default()
     };
     let mut rules = Vec::new();
