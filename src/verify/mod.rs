@@ -304,6 +304,8 @@ async fn run_all(ctx: &Ctx<'_>, planned: &[Planned], progress: &Mutex<Progress>)
         let workloads_left = planned[i..]
             .iter()
             .filter(|p| p.skip.is_none() && WORKLOAD_CHECKS.contains(&p.name))
+            // No GPU expected: the gpu check runs no pod and needs no share.
+            .filter(|p| p.name != "gpu" || ctx.spec.spec.verify.gpu.enabled)
             .count();
         let mut r = run_one(ctx, pl.name, workloads_left).await;
         if pl.name == "api"
