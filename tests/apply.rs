@@ -915,3 +915,94 @@ fn apply_without_a_reachable_cluster_exits_3() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 11: a new or changed `coredns-custom` is served only after the kubelet's ConfigMap
+/// sync and CoreDNS's reload poll; apply restarts CoreDNS instead, once per change, with a
+/// merge patch that leaves the Deployment k3s's (no labels of ours, never pruned).
+#[tokio::test]
+async fn coredns_restarts_once_when_coredns_custom_changes() {
+    let spec = minimal();
+    let network = stages::render(&spec, Stage::Network).unwrap();
+    let hash = stages::network::custom_config_hash(&network).expect("minimal has DNS hosts");
+    let coredns_path = "/apis/apps/v1/namespaces/kube-system/deployments/coredns";
+    let coredns = |annotation: Option<&str>| {
+        let mut d = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "coredns", "namespace": "kube-system", "resourceVersion": "311",
+                "labels": {"objectset.rio.cattle.io/hash": "bce283298811743a0386ab510f2f67ef74240c57"}},
+            "spec": {"selector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                "template": {"metadata": {"labels": {"k8s-app": "kube-dns"}},
+                    "spec": {"containers": [{"name": "coredns", "image": "rancher/mirrored-coredns-coredns:1.12.3"}]}}}});
+        if let Some(a) = annotation {
+            d["spec"]["template"]["metadata"]["annotations"] =
+                serde_json::json!({"sparkgap.dev/coredns-custom-sha256": a});
+        }
+        d.to_string()
+    };
+    let network_only = || ApplyOptions {
+        stages: vec![Stage::Network],
+        ..opts()
+    };
+
+    // CoreDNS runs without our annotation: one merge patch restarts it.
+    let fake = FakeApi::new();
+    route_all(&fake, &spec);
+    fake.on("GET", coredns_path, 200, coredns(None));
+    fake.on("PATCH", coredns_path, 200, coredns(Some(&hash)));
+    let report = stages::apply(fake.client(), &spec, &network_only())
+        .await
+        .unwrap();
+    let seen = fake.seen();
+    let restart: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.method == "PATCH" && s.path() == coredns_path)
+        .collect();
+    assert_eq!(restart.len(), 1, "{seen:#?}");
+    assert_eq!(
+        restart[0].content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    let body: serde_json::Value = serde_json::from_str(&restart[0].body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+            "sparkgap.dev/coredns-custom-sha256": hash}}}}})
+    );
+    let table = report.to_string();
+    assert!(table.contains("restarted CoreDNS"), "{table}");
+
+    // Already running with this config: nothing sent.
+    let fake = FakeApi::new();
+    route_all(&fake, &spec);
+    fake.on("GET", coredns_path, 200, coredns(Some(&hash)));
+    stages::apply(fake.client(), &spec, &network_only())
+        .await
+        .unwrap();
+    assert!(
+        !fake
+            .seen()
+            .iter()
+            .any(|s| s.method == "PATCH" && s.path() == coredns_path)
+    );
+
+    // A dry run says so and changes nothing.
+    let fake = FakeApi::new();
+    route_all(&fake, &spec);
+    fake.on("GET", coredns_path, 200, coredns(Some("old")));
+    let report = stages::apply(
+        fake.client(),
+        &spec,
+        &ApplyOptions {
+            dry_run: true,
+            ..network_only()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.to_string().contains("would restart CoreDNS"));
+    assert!(
+        !fake
+            .seen()
+            .iter()
+            .any(|s| s.method == "PATCH" && s.path() == coredns_path)
+    );
+}

@@ -369,6 +369,12 @@ fn fresh_install_places_every_file_with_its_mode() {
             'f',
             0o600,
         ),
+        // k3s must not re-apply its local-path objects over the storage stage's.
+        (
+            "var/lib/rancher/k3s/server/manifests/local-storage.yaml.skip",
+            'f',
+            0o600,
+        ),
         ("var/lib/sparkgap/appliance.yaml", 'f', 0o644),
         ("var/lib/sparkgap/appliance.lock", 'f', 0o644),
         ("var/lib/sparkgap/installed.json", 'f', 0o644),
@@ -538,7 +544,11 @@ fn manifests_are_placed_only_when_the_spec_asks() {
     .build(d.path());
     let root = d.path().join("root");
     install(&bundle, &root, &[]).ok();
-    assert!(!root.join("var/lib/rancher/k3s/server/manifests").exists());
+    let placed: Vec<String> = fs::read_dir(root.join("var/lib/rancher/k3s/server/manifests"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(placed, ["local-storage.yaml.skip"], "only the skip file");
 }
 
 #[test]
@@ -727,14 +737,11 @@ fn upgrade_replaces_only_what_differs_and_removes_what_is_gone() {
             .exists()
     );
 
-    // The upgraded tree equals a clean install of the new bundle (apart from the directory
-    // the removed manifest leaves behind).
+    // The upgraded tree equals a clean install of the new bundle (the manifests directory
+    // stays in both: it holds local-storage.yaml.skip).
     let clean = d.path().join("clean");
     install(&b2, &clean, &[]).ok();
-    let mut upgraded = tree(&root);
-    upgraded.remove("var/lib/rancher/k3s/server/manifests");
-    upgraded.remove("var/lib/rancher/k3s/server");
-    assert_eq!(upgraded, tree(&clean));
+    assert_eq!(tree(&root), tree(&clean));
 }
 
 /// SIGKILL after the Nth write step, for every N, then a normal re-run: the result must equal a
@@ -1067,7 +1074,8 @@ fn uninstall_removes_exactly_what_was_placed() {
         String::from_utf8_lossy(&out.stderr)
     );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(r["removed"].as_array().unwrap().len(), 12, "{r}");
+    // Every file of the record, local-storage.yaml.skip included.
+    assert_eq!(r["removed"].as_array().unwrap().len(), 13, "{r}");
     let t = tree(&root);
     let mut left: Vec<&String> = files_only(&t);
     left.retain(|p| !p.starts_with("var/lib/rancher/k3s/server/db"));

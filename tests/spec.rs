@@ -243,3 +243,53 @@ fn expectations_take_a_resource_or_a_non_resource_url() {
         "{err}"
     );
 }
+
+/// Issue 11: the registry's DNS entry must name an IP the Service can have as its clusterIP.
+#[test]
+fn in_cluster_registry_host_needs_a_dns_entry_inside_the_service_cidr() {
+    let default = std::fs::read_to_string("bundle/appliance.yaml").unwrap();
+    let with_ip = |ip: &str| default.replace("- ip: 10.43.200.10", &format!("- ip: {ip}"));
+    let err = parse(&with_ip("192.168.1.10")).unwrap_err();
+    assert!(
+        err.contains("spec.registry.inCluster.host") && err.contains("outside serviceCidr"),
+        "{err}"
+    );
+    let err = parse(&default.replace("names: [registry.spark.local]", "names: [reg.spark.local]"))
+        .unwrap_err();
+    assert!(
+        err.contains("spec.registry.inCluster.host")
+            && err.contains("no spec.network.dns.hosts entry names \"registry.spark.local\""),
+        "{err}"
+    );
+    let err = parse(&default.replace(
+        "endpoints: [http://registry.spark.local:5000]",
+        "endpoints: [https://registry.spark.local:5000]",
+    ))
+    .unwrap_err();
+    assert!(err.contains("serves plain http"), "{err}");
+}
+
+/// Issue 11: an opened port names the pods it opens on; flags that only matter with a deny
+/// direction are refused without it.
+#[test]
+fn allow_ports_need_a_pod_selector() {
+    let default = std::fs::read_to_string("bundle/appliance.yaml").unwrap();
+    let err = parse(&default.replace(
+        "allowPorts: [{ port: 5000, podSelector: { app.kubernetes.io/name: registry } }]",
+        "allowPorts: [{ port: 5000 }]",
+    ))
+    .unwrap_err();
+    assert!(
+        err.contains("spec.network.isolation[1].allowPorts[0].podSelector"),
+        "{err}"
+    );
+    let err = parse(&default.replace(
+        "      - namespace: monitoring\n        allowFromNamespaces: []",
+        "      - namespace: monitoring\n        allowFromNamespaces: []\n        allowApiServer: true",
+    ))
+    .unwrap_err();
+    assert!(
+        err.contains("spec.network.isolation[2].allowApiServer") && err.contains("denyEgress"),
+        "{err}"
+    );
+}

@@ -166,8 +166,8 @@ fn exactly_one_default_storage_class_and_local_path_config() {
         }
     }
     assert_eq!(defaults, ["local-path"]);
-    let Object::ConfigMap(cm) = &objs[0] else {
-        panic!("first storage object is not the local-path ConfigMap")
+    let Some(Object::ConfigMap(cm)) = objs.iter().find(|o| o.name() == "local-path-config") else {
+        panic!("no local-path ConfigMap")
     };
     assert_eq!(cm.metadata.name.as_deref(), Some("local-path-config"));
     assert_eq!(cm.metadata.namespace.as_deref(), Some("kube-system"));
@@ -187,6 +187,87 @@ fn exactly_one_default_storage_class_and_local_path_config() {
         if let Object::StorageClass(sc) = o {
             assert_eq!(sc.allow_volume_expansion, Some(false), "{}", o.name());
         }
+    }
+}
+
+/// local-path-provisioner v0.0.31 ignores the top-level `nodePathMap` once
+/// `storageClassConfigs` is non-empty and refuses unlisted classes: every class is listed.
+#[test]
+fn every_local_path_class_is_listed_with_its_own_node_path() {
+    let config = |a: &Appliance| -> serde_json::Value {
+        let objs = stages::render(a, Stage::Storage).unwrap();
+        let Some(Object::ConfigMap(cm)) = objs.iter().find(|o| o.name() == "local-path-config")
+        else {
+            panic!("no local-path-config")
+        };
+        serde_json::from_str(&cm.data.as_ref().unwrap()["config.json"]).unwrap()
+    };
+    let c = config(&default_appliance());
+    let path = |class: &str| c["storageClassConfigs"][class]["nodePathMap"][0]["paths"][0].clone();
+    assert_eq!(path("local-path"), "/var/lib/rancher/k3s/storage");
+    assert_eq!(path("standard"), "/var/lib/rancher/k3s/storage");
+    assert_eq!(path("fast"), "/var/lib/rancher/k3s/storage-fast");
+    assert_eq!(
+        c["storageClassConfigs"].as_object().unwrap().len(),
+        3,
+        "{c:#}"
+    );
+    // No class declared: `local-path` is still rendered (k3s's copy is skipped), listed, default.
+    let mut bare = minimal();
+    bare.spec.storage.classes.clear();
+    bare.spec.storage.default_class = None;
+    let objs = stages::render(&bare, Stage::Storage).unwrap();
+    let classes: Vec<&str> = objs
+        .iter()
+        .filter(|o| o.kind() == "StorageClass")
+        .map(Object::name)
+        .collect();
+    assert_eq!(classes, ["local-path"]);
+    assert!(config(&bare)["storageClassConfigs"]["local-path"].is_object());
+}
+
+/// k3s's packaged local-storage.yaml is skipped at install, so the stage carries the whole
+/// provisioner, with the images the k3s release lists (and the lock therefore carries).
+#[test]
+fn the_storage_stage_owns_the_whole_local_path_provisioner() {
+    let objs = stages::render(&default_appliance(), Stage::Storage).unwrap();
+    let described: Vec<String> = objs.iter().take(4).map(Object::describe).collect();
+    assert_eq!(
+        described,
+        [
+            "ServiceAccount kube-system/local-path-provisioner-service-account",
+            "ClusterRole local-path-provisioner-role",
+            "ClusterRoleBinding local-path-provisioner-bind",
+            "Deployment kube-system/local-path-provisioner",
+        ]
+    );
+    let d = objs[3].to_value();
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "docker.io/rancher/local-path-provisioner:v0.0.31"
+    );
+    let cm = objs
+        .iter()
+        .find(|o| o.name() == "local-path-config")
+        .unwrap()
+        .to_value();
+    for key in ["setup", "teardown", "helperPod.yaml"] {
+        assert!(cm["data"][key].is_string(), "{key} missing: {cm:#}");
+    }
+    assert!(
+        cm["data"]["helperPod.yaml"]
+            .as_str()
+            .unwrap()
+            .contains("docker.io/rancher/mirrored-library-busybox:1.36.1")
+    );
+    let images = sparkgap::lock::system::parse_image_list(
+        "docker.io/rancher/local-path-provisioner:v0.0.31\ndocker.io/rancher/mirrored-library-busybox:1.36.1\n",
+    );
+    for i in &images {
+        assert_eq!(
+            sparkgap::lock::system::component_of(i),
+            Some("local-storage")
+        );
     }
 }
 
@@ -218,7 +299,8 @@ fn isolation_policies_follow_the_spec() {
             "default-deny",
             "allow-same-namespace",
             "allow-dns",
-            "allow-ports"
+            "allow-ports-0",
+            "allow-api-server"
         ]
     );
     // The default appliance: monitoring scrapes ci; nothing may egress-deny there.
@@ -233,6 +315,56 @@ fn isolation_policies_follow_the_spec() {
         serde_json::json!(["monitoring", "infrastructure"])
     );
     assert!(!objs.iter().any(|o| o.name() == "allow-dns"));
+}
+
+/// Issue 11: `allowPorts` opened the port on every pod of the namespace; kube-system and the
+/// API server were not considered at all.
+#[test]
+fn isolation_gaps_are_scoped_or_explicit() {
+    let objs = stages::render(&default_appliance(), Stage::Network).unwrap();
+    let ports = objs
+        .iter()
+        .find(|o| o.namespace() == Some("infrastructure") && o.name() == "allow-ports-0")
+        .unwrap()
+        .to_value();
+    assert_eq!(
+        ports["spec"]["podSelector"],
+        serde_json::json!({"matchLabels": {"app.kubernetes.io/name": "registry"}}),
+        "only the registry's pods get port 5000"
+    );
+    assert_eq!(ports["spec"]["ingress"][0]["ports"][0]["port"], 5000);
+    // kube-system (servicelb's svclb pods) is refused unless asked.
+    assert!(!objs.iter().any(|o| o.name() == "allow-from-kube-system"));
+    let mut a = default_appliance();
+    a.spec.network.isolation[0].allow_from_kube_system = true;
+    let objs = stages::render(&a, Stage::Network).unwrap();
+    let ks = objs
+        .iter()
+        .find(|o| o.namespace() == Some("ci") && o.name() == "allow-from-kube-system")
+        .unwrap()
+        .to_value();
+    assert_eq!(
+        ks["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "kube-system"
+    );
+
+    // Egress denied with the API server allowed: its Service address on 443, 6443 after DNAT.
+    let objs = stages::render(&minimal(), Stage::Network).unwrap();
+    let api = objs
+        .iter()
+        .find(|o| o.name() == "allow-api-server")
+        .unwrap()
+        .to_value();
+    assert_eq!(api["spec"]["policyTypes"], serde_json::json!(["Egress"]));
+    assert_eq!(
+        api["spec"]["egress"][0],
+        serde_json::json!({"to": [{"ipBlock": {"cidr": "10.43.0.1/32"}}], "ports": [{"port": 443, "protocol": "TCP"}]})
+    );
+    assert_eq!(api["spec"]["egress"][1]["ports"][0]["port"], 6443);
+    let mut closed = minimal();
+    closed.spec.network.isolation[0].allow_api_server = false;
+    let objs = stages::render(&closed, Stage::Network).unwrap();
+    assert!(!objs.iter().any(|o| o.name() == "allow-api-server"));
 }
 
 #[test]
@@ -251,6 +383,8 @@ fn registry_runs_the_bundled_image_without_pulling_and_fits_restricted() {
         "RuntimeDefault"
     );
     assert_eq!(objs[2].to_value()["spec"]["ports"][0]["nodePort"], 30500);
+    // Pinned to the address CoreDNS gives registry.spark.local, so the name reaches it.
+    assert_eq!(objs[2].to_value()["spec"]["clusterIP"], "10.43.200.10");
     assert_eq!(
         objs[0].to_value()["spec"]["storageClassName"],
         serde_json::json!("standard")

@@ -60,16 +60,20 @@ spec:
     defaultClass: local-path
     classes:
       - { name: local-path }
+      - { name: fast, parameters: { nodePath: /srv/fast } }
   network:
     dns:
       hosts:
         - { ip: 10.43.200.10, names: [registry.spark.local] }
+      zones:
+        - { zone: corp.example, forward: [192.0.2.53], probe: ldap.corp.example }
     isolation:
       - { namespace: ci, allowFromNamespaces: [mop-traces] }
   registry:
     mirrors:
       docker.io:
         endpoints: ["http://registry.spark.local:5000"]
+    inCluster: { namespace: ci, image: registry, host: registry.spark.local }
   quotas:
     - namespace: ci
       hard: { requests.cpu: "4", requests.memory: 32Gi, pods: "60" }
@@ -501,10 +505,17 @@ Address:\t10.43.0.10:53
 Name:\tregistry.spark.local
 Address: 10.43.200.10
 
+--- ldap.corp.example
+Server:\t\t10.43.0.10
+Address:\t10.43.0.10:53
+
+Name:\tldap.corp.example
+Address: 192.0.2.80
+
 ";
 
-const REGISTRY_OK: &str = "--- http://registry.spark.local:5000
-Connecting to registry.spark.local:5000 (10.43.200.10:5000)
+const REGISTRY_OK: &str = "--- http://127.0.0.1:30500
+Connecting to 127.0.0.1:30500 (127.0.0.1:30500)
   HTTP/1.1 200 OK
   Content-Length: 2
   Content-Type: application/json; charset=utf-8
@@ -513,6 +524,14 @@ Connecting to registry.spark.local:5000 (10.43.200.10:5000)
   Connection: close
 
 rc=0
+";
+
+const GPU_OK: &str = "/dev/nvidia-caps
+/dev/nvidia-uvm
+/dev/nvidia-uvm-tools
+/dev/nvidia0
+/dev/nvidiactl
+GPU 0: NVIDIA GB10 (UUID: GPU-3f2a9c1e-7b4d-4e8a-9c61-0d5e2f7a8b93)
 ";
 
 // ---------------------------------------------------------------------------------------------
@@ -596,19 +615,10 @@ impl Cluster {
             201,
             pod("ci", "created", "Pending", None, None, None),
         );
-        // storage
-        c.set("POST", &format!("/api/v1/namespaces/{NS}/persistentvolumeclaims"), 201,
-            json!({"kind": "PersistentVolumeClaim", "apiVersion": "v1", "metadata": {"name": "verify-data", "namespace": NS},
-                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}, "storageClassName": "local-path", "volumeMode": "Filesystem"},
-                "status": {"phase": "Pending"}}));
-        c.set("GET", &format!("/api/v1/namespaces/{NS}/persistentvolumeclaims/verify-data"), 200,
-            json!({"kind": "PersistentVolumeClaim", "apiVersion": "v1", "metadata": {"name": "verify-data", "namespace": NS,
-                "annotations": {"pv.kubernetes.io/bind-completed": "yes", "volume.kubernetes.io/selected-node": NODE}},
-                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}, "storageClassName": "local-path",
-                    "volumeMode": "Filesystem", "volumeName": "pvc-5f0e7a2c-3d1b-4c8e-9a6f-2b7d1e0c4a93"},
-                "status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "16Mi"}}}));
-        c.pod_done(NS, "storage-writer", 0, "wrote /data/proof\n");
-        c.pod_done(NS, "storage-reader", 0, "sparkgap-storage-t3st\n");
+        // storage: one claim per declared class
+        for class in ["local-path", "fast"] {
+            c.storage_class_ok(class);
+        }
         // pod-network
         c.set(
             "GET",
@@ -632,20 +642,31 @@ impl Cluster {
             200,
             serving("ci", &server, "10.42.0.20"),
         );
-        c.pod_done(NS, "netpol-outside", 1, "wget: download timed out\n");
-        c.pod_done("ci", &client, 0, "sparkgap-netpol-t3st\n");
+        // One client per source namespace: inside ci, from mop-traces (allowed), from the
+        // throwaway namespace (refused).
+        c.pod_done(NS, "netpol-client", 0, "reach ci no\n");
+        c.pod_done("ci", &client, 0, "reach ci yes\n");
+        c.pod_done("mop-traces", &client, 0, "reach ci yes\n");
+        c.set(
+            "POST",
+            &pods_path("mop-traces"),
+            201,
+            pod("mop-traces", "created", "Pending", None, None, None),
+        );
         c.set(
             "DELETE",
             &format!("{}/{server}", pods_path("ci")),
             200,
             pod("ci", &server, "Running", None, None, None),
         );
-        c.set(
-            "DELETE",
-            &format!("{}/{client}", pods_path("ci")),
-            200,
-            done("ci", &client, 0),
-        );
+        for ns in ["ci", "mop-traces"] {
+            c.set(
+                "DELETE",
+                &format!("{}/{client}", pods_path(ns)),
+                200,
+                done(ns, &client, 0),
+            );
+        }
         // registry
         c.pod_done(NS, "registry-probe", 0, REGISTRY_OK);
         // rbac: the subject's account exists; reviews answered in the order asked
@@ -677,6 +698,13 @@ impl Cluster {
             200,
             runtime_class(),
         );
+        c.pod_done(NS, "gpu-probe", 0, GPU_OK);
+        c.set(
+            "GET",
+            &format!("/api/v1/namespaces/{NS}/events"),
+            200,
+            list("EventList", "v1", vec![]),
+        );
         c
     }
 
@@ -691,6 +719,43 @@ impl Cluster {
             .entry((method.into(), path.into()))
             .or_default()
             .push((code, body.to_string()));
+        self
+    }
+
+    /// The claim `verify-<class>` binds, and its writer and reader pods do their part.
+    fn storage_class_ok(&mut self, class: &str) -> &mut Self {
+        let claim = format!("verify-{class}");
+        let pvcs = format!("/api/v1/namespaces/{NS}/persistentvolumeclaims");
+        self.set("POST", &pvcs, 201,
+            json!({"kind": "PersistentVolumeClaim", "apiVersion": "v1", "metadata": {"name": claim, "namespace": NS},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}, "storageClassName": class, "volumeMode": "Filesystem"},
+                "status": {"phase": "Pending"}}));
+        self.set("GET", &format!("{pvcs}/{claim}"), 200,
+            json!({"kind": "PersistentVolumeClaim", "apiVersion": "v1", "metadata": {"name": claim, "namespace": NS,
+                "annotations": {"pv.kubernetes.io/bind-completed": "yes", "volume.kubernetes.io/selected-node": NODE}},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}, "storageClassName": class,
+                    "volumeMode": "Filesystem", "volumeName": format!("pvc-{class}-5f0e7a2c")},
+                "status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "16Mi"}}}));
+        self.pod_done(
+            NS,
+            &format!("storage-writer-{class}"),
+            0,
+            "wrote /data/proof\n",
+        );
+        self.pod_done(
+            NS,
+            &format!("storage-reader-{class}"),
+            0,
+            &format!("sparkgap-storage-{class}-t3st\n"),
+        );
+        self
+    }
+
+    /// Every attempt of a retried probe (`base`, `base-2`, ...) ends with `logs`.
+    fn every_attempt(&mut self, base: &str, logs: &str) -> &mut Self {
+        for attempt in 1..=200 {
+            self.pod_done(NS, &verify::workload::attempt_name(base, attempt), 0, logs);
+        }
         self
     }
 
@@ -1085,16 +1150,19 @@ async fn limitranges_pass_fail_skip() {
 // storage
 
 #[tokio::test]
-async fn storage_pass_writes_then_reads_through_the_claim() {
+async fn storage_pass_writes_then_reads_through_a_claim_of_each_class() {
     let (r, fake) = check("storage", &Cluster::healthy(), &spec(), Some(&lock())).await;
     assert_status(&r, Status::Pass, "");
     assert_eq!(
         r.evidence,
         [
             "default StorageClass is local-path (provisioner rancher.io/local-path)",
-            "pod storage-writer wrote /data/proof (wrote /data/proof)",
-            "PVC verify-data Bound to pvc-5f0e7a2c-3d1b-4c8e-9a6f-2b7d1e0c4a93",
-            "pod storage-reader read back \"sparkgap-storage-t3st\"",
+            "pod storage-writer-local-path wrote /data/proof (wrote /data/proof)",
+            "PVC verify-local-path (class local-path) Bound to pvc-local-path-5f0e7a2c",
+            "pod storage-reader-local-path read back \"sparkgap-storage-local-path-t3st\"",
+            "pod storage-writer-fast wrote /data/proof (wrote /data/proof)",
+            "PVC verify-fast (class fast) Bound to pvc-fast-5f0e7a2c",
+            "pod storage-reader-fast read back \"sparkgap-storage-fast-t3st\"",
         ]
     );
     // What was sent: the throwaway namespace, then pods with the test image, never pulled.
@@ -1109,18 +1177,31 @@ async fn storage_pass_writes_then_reads_through_the_claim() {
         ns["metadata"]["labels"]["app.kubernetes.io/managed-by"],
         "sparkgap"
     );
+    // Each claim names its class explicitly: the default class alone proves nothing of the rest.
+    let claims: Vec<Value> = seen
+        .iter()
+        .filter(|s| s.method == "POST" && s.path().ends_with("/persistentvolumeclaims"))
+        .map(|s| serde_json::from_str(&s.body).unwrap())
+        .collect();
+    let classes: Vec<&str> = claims
+        .iter()
+        .map(|c| c["spec"]["storageClassName"].as_str().unwrap())
+        .collect();
+    assert_eq!(classes, ["local-path", "fast"]);
     let pods: Vec<Value> = seen
         .iter()
         .filter(|s| s.method == "POST" && s.path() == pods_path(NS))
         .map(|s| serde_json::from_str(&s.body).unwrap())
         .collect();
-    assert_eq!(pods.len(), 2);
+    assert_eq!(pods.len(), 4);
     for p in &pods {
         assert_eq!(p["spec"]["containers"][0]["image"], BUSYBOX);
         assert_eq!(p["spec"]["containers"][0]["imagePullPolicy"], "Never");
-        assert_eq!(
-            p["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
-            "verify-data"
+        assert!(
+            p["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+                .as_str()
+                .unwrap()
+                .starts_with("verify-")
         );
         assert_eq!(p["spec"]["securityContext"]["runAsNonRoot"], true);
     }
@@ -1128,7 +1209,7 @@ async fn storage_pass_writes_then_reads_through_the_claim() {
 }
 
 #[tokio::test]
-async fn storage_fails_on_wrong_default_class_and_on_lost_data() {
+async fn storage_fails_on_wrong_default_class_on_lost_data_and_on_a_class_that_never_binds() {
     let mut c = Cluster::healthy();
     c.set(
         "GET",
@@ -1146,7 +1227,7 @@ async fn storage_fails_on_wrong_default_class_and_on_lost_data() {
     let mut c = Cluster::healthy();
     c.pod_done(
         NS,
-        "storage-reader",
+        "storage-reader-local-path",
         1,
         "cat: can't open '/data/proof': No such file or directory\n",
     );
@@ -1154,9 +1235,37 @@ async fn storage_fails_on_wrong_default_class_and_on_lost_data() {
     assert_status(
         &r,
         Status::Fail,
-        "reader pod Failed (exit 1) read \"cat: can't open '/data/proof': No such file or directory\"",
+        "class local-path: reader pod Failed (exit 1) read \"cat: can't open '/data/proof': No such file or directory\"",
     );
     assert!(ns_deleted(&fake), "cleanup after a failure");
+
+    // A second class the provisioner refuses ("BUG: Got request for unexpected storage
+    // class"): its writer never leaves Pending, so the check fails on that class.
+    let mut c = Cluster::healthy();
+    c.set(
+        "GET",
+        &format!("{}/storage-writer-fast", pods_path(NS)),
+        200,
+        pod(NS, "storage-writer-fast", "Pending", None, None, None),
+    );
+    let (r, _) = verify_with(
+        &c,
+        &spec(),
+        Some(&lock()),
+        &opts(&["storage"], Duration::from_secs(2)),
+    )
+    .await;
+    let r = &r.checks[0];
+    assert_eq!(r.status, Status::Fail, "{r:#?}");
+    let reason = r.reason.as_deref().unwrap_or("");
+    assert!(
+        reason.contains("class fast: timed out") && reason.contains("storage-writer-fast"),
+        "{r:#?}"
+    );
+    assert!(
+        !reason.contains("class local-path"),
+        "local-path passed: {r:#?}"
+    );
 }
 
 #[tokio::test]
@@ -1172,9 +1281,9 @@ async fn a_pod_that_never_finishes_times_out_and_is_cleaned_up() {
     let mut c = Cluster::healthy();
     c.set(
         "GET",
-        &format!("{}/storage-writer", pods_path(NS)),
+        &format!("{}/storage-writer-local-path", pods_path(NS)),
         200,
-        pod(NS, "storage-writer", "Pending", None, None, None),
+        pod(NS, "storage-writer-local-path", "Pending", None, None, None),
     );
     let t0 = Instant::now();
     let (report, fake) = verify_with(
@@ -1188,7 +1297,7 @@ async fn a_pod_that_never_finishes_times_out_and_is_cleaned_up() {
     assert_status(r, Status::Fail, "timed out after");
     assert!(
         r.reason.as_deref().unwrap().contains(
-            "waiting for pod sparkgap-verify-t3st/storage-writer to finish (phase Pending)"
+            "waiting for pod sparkgap-verify-t3st/storage-writer-local-path to finish (phase Pending)"
         ),
         "{r:#?}"
     );
@@ -1283,6 +1392,7 @@ async fn dns_pass_fail_skip() {
             "kubernetes.default.svc.cluster.local → 10.43.0.1",
             "verify-dns.sparkgap-verify-t3st.svc.cluster.local → 10.43.87.14",
             "registry.spark.local → 10.43.200.10",
+            "ldap.corp.example → 192.0.2.80",
         ]
     );
     let probe = fake
@@ -1290,28 +1400,65 @@ async fn dns_pass_fail_skip() {
         .into_iter()
         .find(|s| s.method == "POST" && s.path() == pods_path(NS))
         .unwrap();
-    assert!(
-        probe
-            .body
-            .contains("nslookup -type=A registry.spark.local."),
-        "{}",
-        probe.body
-    );
+    for name in ["registry.spark.local.", "ldap.corp.example."] {
+        assert!(
+            probe.body.contains(&format!("nslookup -type=A {name}")),
+            "{}",
+            probe.body
+        );
+    }
 
+    // A wrong answer, every attempt until the budget runs out.
+    let short = opts(&["dns"], Duration::from_secs(2));
     let mut c = Cluster::healthy();
-    c.pod_done(
-        NS,
+    c.every_attempt(
         "dns-probe",
-        0,
         &NSLOOKUP_OK.replace("Address: 10.43.200.10", "Address: 192.168.1.99"),
     );
-    let (r, _) = check("dns", &c, &spec(), Some(&lock())).await;
+    let (r, _) = verify_with(&c, &spec(), Some(&lock()), &short).await;
     assert_status(
-        &r,
+        &r.checks[0],
         Status::Fail,
         "registry.spark.local resolved to 192.168.1.99, expected 10.43.200.10",
     );
 
+    let mut c = Cluster::healthy();
+    c.every_attempt(
+        "dns-probe",
+        &NSLOOKUP_OK.replace(
+            "Name:\tldap.corp.example\nAddress: 192.0.2.80\n",
+            ";; connection timed out; no servers could be reached\n",
+        ),
+    );
+    let (r, _) = verify_with(&c, &spec(), Some(&lock()), &short).await;
+    assert_status(
+        &r.checks[0],
+        Status::Fail,
+        "ldap.corp.example did not resolve",
+    );
+
+    // A zone without a probe name is said to be unchecked, not passed silently.
+    let no_probe = spec_with(|s| s.spec.network.dns.zones[0].probe = None);
+    let (r, _) = check("dns", &Cluster::healthy(), &no_probe, Some(&lock())).await;
+    assert_status(&r, Status::Pass, "");
+    assert_eq!(
+        r.evidence.last().unwrap(),
+        "zone corp.example: no probe name set, forwarding not checked"
+    );
+
+    let no_image = spec_with(|s| s.spec.verify.test_image = Some("registry-missing".into()));
+    let (r, _) = check("dns", &Cluster::healthy(), &no_image, Some(&lock())).await;
+    assert_status(
+        &r,
+        Status::Skipped,
+        "test image \"registry-missing\" (spec.verify.testImage) is not in the lock",
+    );
+}
+
+/// Issue 11: CoreDNS serves a new `coredns-custom` only after the kubelet's ConfigMap sync and
+/// its reload (or the restart apply triggers): the check retries a miss within its budget.
+#[tokio::test]
+async fn dns_retries_a_custom_name_until_coredns_serves_it() {
     let mut c = Cluster::healthy();
     c.pod_done(
         NS,
@@ -1322,16 +1469,20 @@ async fn dns_pass_fail_skip() {
             "** server can't find registry.spark.local: NXDOMAIN\n",
         ),
     );
-    let (r, _) = check("dns", &c, &spec(), Some(&lock())).await;
-    assert_status(&r, Status::Fail, "registry.spark.local did not resolve");
-
-    let no_image = spec_with(|s| s.spec.verify.test_image = Some("registry-missing".into()));
-    let (r, _) = check("dns", &Cluster::healthy(), &no_image, Some(&lock())).await;
-    assert_status(
-        &r,
-        Status::Skipped,
-        "test image \"registry-missing\" (spec.verify.testImage) is not in the lock",
+    c.pod_done(NS, "dns-probe-2", 0, NSLOOKUP_OK);
+    let (r, fake) = check("dns", &c, &spec(), Some(&lock())).await;
+    assert_status(&r, Status::Pass, "");
+    assert!(
+        r.evidence
+            .contains(&"answered as expected by pod dns-probe-2 (attempt 2)".to_string()),
+        "{r:#?}"
     );
+    let probes = fake
+        .seen()
+        .iter()
+        .filter(|s| s.method == "POST" && s.path() == pods_path(NS))
+        .count();
+    assert_eq!(probes, 2);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1349,25 +1500,61 @@ async fn network_policy_pass_fail_skip() {
     )
     .await;
     assert_status(&r, Status::Pass, "");
-    assert_eq!(r.evidence, [
-        format!("server pod ci/{server} Ready at 10.42.0.20:8080"),
-        "outside pod sparkgap-verify-t3st/netpol-outside refused (exit 1: wget: download timed out)".into(),
-        format!("inside pod ci/{client} allowed"),
-    ]);
-    // Test pods placed in the spec namespace are removed too.
+    assert_eq!(
+        r.evidence,
+        [
+            format!("server pod ci/{server} Ready at 10.42.0.20:8080"),
+            "ci → ci: allowed".into(),
+            "mop-traces → ci: allowed".into(),
+            format!("{NS} → ci: refused"),
+        ]
+    );
+    // The scratch client's script fetches the server and looks for the token.
+    let seen = fake.seen();
+    let outside = seen
+        .iter()
+        .find(|s| s.method == "POST" && s.path() == pods_path(NS))
+        .unwrap();
+    assert!(
+        outside
+            .body
+            .contains("wget -q -T 5 -O - http://10.42.0.20:8080/"),
+        "{}",
+        outside.body
+    );
+    // Test pods placed in spec namespaces are removed too.
     assert!(deleted(&fake, &format!("{}/{server}", pods_path("ci"))));
     assert!(deleted(&fake, &format!("{}/{client}", pods_path("ci"))));
+    assert!(deleted(
+        &fake,
+        &format!("{}/{client}", pods_path("mop-traces"))
+    ));
     assert!(ns_deleted(&fake));
 
+    // Outside gets through on every attempt: isolation does not hold.
+    let short = opts(&["network-policy"], Duration::from_secs(2));
     let mut c = Cluster::healthy();
-    c.pod_done(NS, "netpol-outside", 0, "sparkgap-netpol-t3st\n");
-    let (r, fake) = check("network-policy", &c, &spec(), Some(&lock())).await;
+    c.every_attempt("netpol-client", "reach ci yes\n");
+    let (r, fake) = verify_with(&c, &spec(), Some(&lock()), &short).await;
     assert_status(
-        &r,
+        &r.checks[0],
         Status::Fail,
-        &format!("pod {NS}/netpol-outside reached ci/{server}: isolation of ci does not hold"),
+        &format!("{NS} reached ci: isolation of ci does not hold"),
     );
     assert!(deleted(&fake, &format!("{}/{server}", pods_path("ci"))));
+
+    // The allowed namespace is refused: the other direction fails too.
+    let mut c = Cluster::healthy();
+    for attempt in 1..=200 {
+        let name = verify::workload::attempt_name(&client, attempt);
+        c.pod_done("mop-traces", &name, 0, "reach ci no\n");
+    }
+    let (r, _) = verify_with(&c, &spec(), Some(&lock()), &short).await;
+    assert_status(
+        &r.checks[0],
+        Status::Fail,
+        "mop-traces could not reach ci although the spec allows it",
+    );
 
     let open = spec_with(|s| s.spec.network.isolation.clear());
     let (r, _) = check("network-policy", &Cluster::healthy(), &open, Some(&lock())).await;
@@ -1378,6 +1565,32 @@ async fn network_policy_pass_fail_skip() {
     );
 }
 
+/// Issue 11: kube-router programs a new policy a moment after it appears; a first client that
+/// still gets through is retried (only that source), and the check passes once it holds.
+#[tokio::test]
+async fn network_policy_retries_until_kube_router_enforces_it() {
+    let mut c = Cluster::healthy();
+    c.pod_done(NS, "netpol-client", 0, "reach ci yes\n");
+    c.pod_done(NS, "netpol-client-2", 0, "reach ci no\n");
+    let (r, fake) = check("network-policy", &c, &spec(), Some(&lock())).await;
+    assert_status(&r, Status::Pass, "");
+    assert_eq!(r.evidence.last().unwrap(), "held as expected on attempt 2");
+    let created: Vec<String> = fake
+        .seen()
+        .iter()
+        .filter(|s| s.method == "POST" && s.path().ends_with("/pods"))
+        .map(|s| {
+            let v: Value = serde_json::from_str(&s.body).unwrap();
+            format!("{} {}", s.path(), v["metadata"]["name"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        created.iter().filter(|c| c.contains("client")).count(),
+        4,
+        "three clients, then the scratch one again: {created:#?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // registry
 
@@ -1385,10 +1598,7 @@ async fn network_policy_pass_fail_skip() {
 async fn registry_pass_fail_skip() {
     let (r, fake) = check("registry", &Cluster::healthy(), &spec(), Some(&lock())).await;
     assert_status(&r, Status::Pass, "");
-    assert_eq!(
-        r.evidence,
-        ["http://registry.spark.local:5000/v2/ answered HTTP 200"]
-    );
+    assert_eq!(r.evidence, ["http://127.0.0.1:30500/v2/ answered HTTP 200"]);
     let probe = fake
         .seen()
         .into_iter()
@@ -1399,10 +1609,27 @@ async fn registry_pass_fail_skip() {
         p["spec"]["hostNetwork"], true,
         "from the node's point of view"
     );
+    assert_eq!(p["spec"]["dnsPolicy"], "Default", "the node's resolver");
+    // The endpoint registries.yaml gives containerd, not the in-cluster name (which only
+    // CoreDNS knows).
+    let script = p["spec"]["containers"][0]["command"][2].as_str().unwrap();
+    assert!(script.contains("'http://127.0.0.1:30500/v2/'"), "{script}");
+    assert!(!script.contains("registry.spark.local"), "{script}");
 
     let mut c = Cluster::healthy();
-    c.pod_done(NS, "registry-probe", 0, "--- http://registry.spark.local:5000\nwget: bad address 'registry.spark.local:5000'\nrc=1\n");
+    c.pod_done(NS, "registry-probe", 0, "--- http://127.0.0.1:30500\nwget: can't connect to remote host (127.0.0.1): Connection refused\nrc=1\n");
     let (r, _) = check("registry", &c, &spec(), Some(&lock())).await;
+    assert_status(
+        &r,
+        Status::Fail,
+        "http://127.0.0.1:30500/v2/ unreachable from the node: wget: can't connect",
+    );
+
+    // Without an in-cluster `host`, the endpoint is probed as written.
+    let external = spec_with(|s| s.spec.registry.in_cluster = None);
+    let mut c = Cluster::healthy();
+    c.pod_done(NS, "registry-probe", 0, "--- http://registry.spark.local:5000\nwget: bad address 'registry.spark.local:5000'\nrc=1\n");
+    let (r, _) = check("registry", &c, &external, Some(&lock())).await;
     assert_status(
         &r,
         Status::Fail,
@@ -1567,15 +1794,31 @@ async fn metrics_pass_fail_skip() {
 
 #[tokio::test]
 async fn gpu_pass_fail_skip() {
-    let (r, _) = check("gpu", &Cluster::healthy(), &spec(), None).await;
+    let (r, fake) = check("gpu", &Cluster::healthy(), &spec(), Some(&lock())).await;
     assert_status(&r, Status::Pass, "");
     assert_eq!(
         r.evidence,
         [
             "RuntimeClass nvidia exists (handler nvidia)",
-            "node spark allocatable nvidia.com/gpu: 1"
+            "node spark allocatable nvidia.com/gpu: 1",
+            "devices: /dev/nvidia-caps /dev/nvidia-uvm /dev/nvidia-uvm-tools /dev/nvidia0 /dev/nvidiactl",
+            "nvidia-smi -L: GPU 0: NVIDIA GB10 (UUID: GPU-3f2a9c1e-7b4d-4e8a-9c61-0d5e2f7a8b93)",
         ]
     );
+    // The probe runs with the RuntimeClass and asks the runtime for every device.
+    let probe = fake
+        .seen()
+        .into_iter()
+        .find(|s| s.method == "POST" && s.path() == pods_path(NS))
+        .unwrap();
+    let p: Value = serde_json::from_str(&probe.body).unwrap();
+    assert_eq!(p["spec"]["runtimeClassName"], "nvidia");
+    assert_eq!(
+        p["spec"]["containers"][0]["env"],
+        json!([{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"},
+            {"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "compute,utility"}])
+    );
+    assert!(ns_deleted(&fake));
 
     let mut c = Cluster::healthy();
     let mut n = healthy_node();
@@ -1586,7 +1829,7 @@ async fn gpu_pass_fail_skip() {
         200,
         list("NodeList", "v1", vec![node(&n)]),
     );
-    let (r, _) = check("gpu", &c, &spec(), None).await;
+    let (r, _) = check("gpu", &c, &spec(), Some(&lock())).await;
     assert_status(
         &r,
         Status::Fail,
@@ -1600,13 +1843,75 @@ async fn gpu_pass_fail_skip() {
         sparkgap::cluster::not_found("/apis/node.k8s.io/v1/runtimeclasses/nvidia"),
     );
     let no_plugin = spec_with(|s| s.spec.verify.gpu.device_plugin = false);
-    let (r, _) = check("gpu", &c, &no_plugin, None).await;
+    let (r, _) = check("gpu", &c, &no_plugin, Some(&lock())).await;
     assert_status(&r, Status::Fail, "RuntimeClass nvidia does not exist");
 
     let off = spec_with(|s| s.spec.verify.gpu.enabled = false);
-    let (r, fake) = check("gpu", &Cluster::healthy(), &off, None).await;
+    let (r, fake) = check("gpu", &Cluster::healthy(), &off, Some(&lock())).await;
     assert_status(&r, Status::Skipped, "spec.verify.gpu.enabled is false");
     assert!(fake.seen().is_empty());
+
+    let (r, _) = check("gpu", &Cluster::healthy(), &no_plugin, None).await;
+    assert_status(&r, Status::Skipped, "the RuntimeClass alone proves nothing");
+}
+
+/// Issue 11: k3s creates the `nvidia` RuntimeClass on every node (manifests/runtimes.yaml), so
+/// it proves nothing; the probe pod is what fails on a node without a GPU.
+#[tokio::test]
+async fn gpu_fails_when_the_probe_finds_no_device_or_cannot_start() {
+    let no_plugin = spec_with(|s| s.spec.verify.gpu.device_plugin = false);
+    // The runtime exists but injected no GPU (a node without one).
+    let mut c = Cluster::healthy();
+    c.pod_done(
+        NS,
+        "gpu-probe",
+        0,
+        "ls: /dev/nvidia*: No such file or directory\nnvidia-smi: not present in the container\n",
+    );
+    let (r, _) = check("gpu", &c, &no_plugin, Some(&lock())).await;
+    assert_status(
+        &r,
+        Status::Fail,
+        "pod gpu-probe (Succeeded, exit 0): no /dev/nvidia<N> device in the container (nvidia-smi: not present in the container)",
+    );
+    assert_eq!(r.evidence, ["RuntimeClass nvidia exists (handler nvidia)"]);
+
+    // containerd has no nvidia runtime (no nvidia-container-runtime on k3s's PATH): the
+    // sandbox is never created; the kubelet's event is the reason, at once.
+    let mut c = Cluster::healthy();
+    c.set(
+        "GET",
+        &format!("{}/gpu-probe", pods_path(NS)),
+        200,
+        pod(NS, "gpu-probe", "Pending", None, None, None),
+    );
+    c.set("GET", &format!("/api/v1/namespaces/{NS}/events"), 200, list("EventList", "v1", vec![
+        json!({"metadata": {"name": "gpu-probe.1873f2c0a1b2c3d4", "namespace": NS},
+            "involvedObject": {"kind": "Pod", "namespace": NS, "name": "gpu-probe", "uid": "uid-gpu-probe"},
+            "reason": "FailedCreatePodSandBox", "type": "Warning", "count": 1,
+            "message": "Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox runtime: no runtime for \"nvidia\" is configured",
+            "source": {"component": "kubelet", "host": NODE}})]));
+    let t0 = Instant::now();
+    let (r, fake) = check("gpu", &c, &no_plugin, Some(&lock())).await;
+    assert_status(
+        &r,
+        Status::Fail,
+        "cannot start with RuntimeClass nvidia: FailedCreatePodSandBox: Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox runtime: no runtime for \"nvidia\" is configured",
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let asked = fake
+        .seen()
+        .into_iter()
+        .find(|s| s.path() == format!("/api/v1/namespaces/{NS}/events"))
+        .unwrap();
+    assert!(
+        asked
+            .query()
+            .contains("fieldSelector=involvedObject.name%3Dgpu-probe"),
+        "{}",
+        asked.uri
+    );
+    assert!(ns_deleted(&fake));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1670,7 +1975,7 @@ async fn cancellation_fails_the_running_check_skips_the_rest_and_cleans_up() {
 async fn workload_checks_share_the_overall_timeout() {
     let mut c = Cluster::healthy();
     // Every pod stays Pending: each workload check runs out of its share, not more.
-    for name in ["storage-writer", "net-server", "dns-probe"] {
+    for name in ["storage-writer-local-path", "net-server", "dns-probe"] {
         c.set(
             "GET",
             &format!("{}/{name}", pods_path(NS)),

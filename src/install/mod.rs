@@ -521,6 +521,22 @@ fn desired_files(
         0o600,
         true,
     ));
+    // sparkgap owns the local-path provisioner's objects (stage storage): k3s must not apply
+    // its packaged copy at every start and revert them. A disabled component needs no skip.
+    if !a
+        .spec
+        .k3s
+        .disable
+        .iter()
+        .any(|d| d == render::LOCAL_STORAGE_COMPONENT)
+    {
+        out.push(file(
+            &plan::local_storage_skip(),
+            Source::Bytes(render::local_storage_skip()),
+            0o600,
+            false,
+        ));
+    }
     let archive = match (&staged.archive, skip_images) {
         (Some(f), _) => Some(staged_src(f)),
         (None, true) => Some(kept(archive_path)?),

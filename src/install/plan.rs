@@ -35,6 +35,14 @@ pub fn image_archive(images_source: &str) -> String {
 /// with that install's record.
 pub const IMPORT_CACHE: &str = "var/lib/rancher/k3s/agent/images/.cache.json";
 pub const MANIFESTS_DIR: &str = "var/lib/rancher/k3s/server/manifests";
+/// `local-storage.yaml.skip` in k3s's manifests directory: k3s then never applies its packaged
+/// local-path manifest, whose objects the storage stage owns.
+pub fn local_storage_skip() -> String {
+    format!(
+        "{MANIFESTS_DIR}/{}",
+        crate::stages::storage::LOCAL_STORAGE_SKIP
+    )
+}
 pub const UNIT: &str = "etc/systemd/system/k3s.service";
 pub const UNIT_ENV: &str = "etc/systemd/system/k3s.service.env";
 pub const SPEC_COPY: &str = "var/lib/sparkgap/appliance.yaml";

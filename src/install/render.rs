@@ -171,7 +171,7 @@ pub fn registries_yaml(a: &Appliance) -> Vec<u8> {
             out.push_str(&format!("  {}:\n", q(host)));
             out.push_str("    endpoint:\n");
             for e in &m.endpoints {
-                out.push_str(&format!("      - {}\n", q(e)));
+                out.push_str(&format!("      - {}\n", q(&r.node_endpoint(e))));
             }
             if !m.rewrite.is_empty() {
                 out.push_str("    rewrite:\n");
@@ -202,6 +202,17 @@ pub fn registries_yaml(a: &Appliance) -> Vec<u8> {
         }
     }
     out.into_bytes()
+}
+
+/// The k3s component whose packaged manifest the `.skip` file keeps k3s from applying.
+pub const LOCAL_STORAGE_COMPONENT: &str = "local-storage";
+
+/// Contents of `local-storage.yaml.skip` (k3s looks only at its existence).
+pub fn local_storage_skip() -> Vec<u8> {
+    b"# Written by `sparkgap install`: k3s does not apply its packaged local-storage.yaml.\n\
+# sparkgap's storage stage owns the local-path provisioner, local-path-config and the\n\
+# StorageClasses (docs/design.md); removing this file lets k3s revert them at its next start.\n"
+        .to_vec()
 }
 
 /// `/etc/systemd/system/k3s.service`: the unit k3s's own install.sh writes (Type=notify, the
@@ -313,6 +324,30 @@ mod tests {
         assert!(!text.contains("\nmalicious: true"));
         let v: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
         assert_eq!(v["node-name"], "x\"\nmalicious: true");
+    }
+
+    /// containerd resolves mirror hosts with the node's resolver, not CoreDNS: an endpoint on
+    /// the in-cluster registry's name is written as its NodePort on loopback.
+    #[test]
+    fn in_cluster_registry_endpoints_reach_its_node_port_on_loopback() {
+        let a = default_appliance();
+        let text = String::from_utf8(registries_yaml(&a)).unwrap();
+        assert!(
+            !text.contains("\"http://registry.spark.local:5000\""),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("      - \"http://127.0.0.1:30500\"\n").count(),
+            2,
+            "{text}"
+        );
+        assert_eq!(
+            a.spec
+                .registry
+                .node_endpoint("https://mirror.example:443/v2-prefix"),
+            "https://mirror.example:443/v2-prefix",
+            "other endpoints as written"
+        );
     }
 
     #[test]

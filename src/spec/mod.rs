@@ -408,6 +408,39 @@ fn default_local_path() -> String {
     "/var/lib/rancher/k3s/storage".into()
 }
 
+/// The StorageClass k3s's packaged manifest would create; sparkgap owns it (docs/design.md).
+pub const K3S_DEFAULT_CLASS: &str = "local-path";
+/// The local-path provisioner's name, the default `provisioner` of a class.
+pub const LOCAL_PATH_PROVISIONER: &str = "rancher.io/local-path";
+
+impl Storage {
+    /// The classes the cluster gets: the declared ones, and `local-path` (the default unless
+    /// another is chosen) when the spec does not declare it. k3s's own copy is skipped at
+    /// install (`local-storage.yaml.skip`), so sparkgap creates it like any other.
+    pub fn effective_classes(&self) -> Vec<StorageClass> {
+        let mut out = self.classes.clone();
+        if !out.iter().any(|c| c.name == K3S_DEFAULT_CLASS) {
+            out.insert(
+                0,
+                StorageClass {
+                    name: K3S_DEFAULT_CLASS.into(),
+                    provisioner: default_provisioner(),
+                    reclaim_policy: ReclaimPolicy::Delete,
+                    volume_binding_mode: VolumeBindingMode::WaitForFirstConsumer,
+                    allow_volume_expansion: false,
+                    parameters: BTreeMap::new(),
+                },
+            );
+        }
+        out
+    }
+
+    /// The class marked default: `defaultClass`, else `local-path`.
+    pub fn default_class_name(&self) -> &str {
+        self.default_class.as_deref().unwrap_or(K3S_DEFAULT_CLASS)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StorageClass {
@@ -426,7 +459,7 @@ pub struct StorageClass {
 }
 
 fn default_provisioner() -> String {
-    "rancher.io/local-path".into()
+    LOCAL_PATH_PROVISIONER.into()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -505,6 +538,10 @@ pub struct DnsZone {
     pub zone: String,
     /// Upstream resolvers (`ip[:port]`).
     pub forward: Vec<String>,
+    /// A name inside the zone that the `dns` check resolves through the forwarder (any
+    /// address). Without it the forwarding is not checked (the report says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -520,9 +557,20 @@ pub struct Isolation {
     /// Namespaces whose pods may reach this one (e.g. `monitoring` for scraping).
     #[serde(default)]
     pub allow_from_namespaces: Vec<String>,
-    /// Ports opened to every source (e.g. an ingress-facing service).
+    /// Ports opened to every source, on the pods `podSelector` picks (e.g. a registry's 5000).
     #[serde(default)]
     pub allow_ports: Vec<PortRule>,
+    /// Admit ingress from kube-system pods. Off by default: then k3s's servicelb (`svclb-*`
+    /// pods forward a LoadBalancer Service's traffic from kube-system) cannot reach the
+    /// namespace's pods; turn it on for a LoadBalancer Service here.
+    #[serde(default)]
+    pub allow_from_kube_system: bool,
+    /// With `denyEgress`: still allow the Kubernetes API (the `kubernetes` Service's address on
+    /// 443 and, after kube-proxy's translation, TCP 6443 on any address, since the node's IP
+    /// is not known when rendering). Off by default: pods of an egress-denied namespace cannot
+    /// talk to the API server.
+    #[serde(default)]
+    pub allow_api_server: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -531,6 +579,10 @@ pub struct PortRule {
     pub port: u16,
     #[serde(default = "default_protocol")]
     pub protocol: String,
+    /// `matchLabels` of the pods the port opens on. Required: `{}` opens it on every pod of
+    /// the namespace, which must be said, not implied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<BTreeMap<String, String>>,
 }
 
 fn default_protocol() -> String {
@@ -585,10 +637,49 @@ pub struct InClusterRegistry {
     pub image: String,
     #[serde(default = "default_registry_node_port")]
     pub node_port: u16,
+    /// The name mirrors use for this registry (e.g. `registry.spark.local`). A
+    /// `network.dns.hosts` entry must name it: its IP becomes the Service's `clusterIP`, so
+    /// pods reach the registry by that name through CoreDNS. containerd resolves mirror hosts
+    /// on the node, where CoreDNS does not answer, so registries.yaml names
+    /// `http://127.0.0.1:<nodePort>` for every mirror endpoint on this host instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<String>,
     #[serde(default = "default_registry_size")]
     pub size: String,
+}
+
+impl Registry {
+    /// The in-cluster registry's `host` and the IP its `network.dns.hosts` entry gives it.
+    pub fn in_cluster_address<'a>(&'a self, dns: &'a Dns) -> Option<(&'a str, &'a str)> {
+        let host = self.in_cluster.as_ref()?.host.as_deref()?;
+        let entry = dns
+            .hosts
+            .iter()
+            .find(|h| h.names.iter().any(|n| n == host))?;
+        Some((host, entry.ip.as_str()))
+    }
+
+    /// The endpoint as containerd on the node must reach it: one on the in-cluster registry's
+    /// `host` becomes its NodePort on the node's loopback (`http://127.0.0.1:30500`, path
+    /// kept); containerd resolves names with the host's resolver, which knows nothing of
+    /// CoreDNS's entries. Every other endpoint is used as written.
+    pub fn node_endpoint(&self, endpoint: &str) -> String {
+        let Some(ic) = &self.in_cluster else {
+            return endpoint.to_string();
+        };
+        let Some(host) = ic.host.as_deref() else {
+            return endpoint.to_string();
+        };
+        match reqwest::Url::parse(endpoint) {
+            Ok(u) if u.host_str() == Some(host) => {
+                let path = u.path().trim_end_matches('/');
+                format!("http://127.0.0.1:{}{path}", ic.node_port)
+            }
+            _ => endpoint.to_string(),
+        }
+    }
 }
 
 fn default_registry_namespace() -> String {
@@ -765,7 +856,8 @@ fn default_verify_timeout() -> String {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Gpu {
-    /// Expect the `nvidia` RuntimeClass k3s creates when it finds nvidia-container-runtime.
+    /// Expect a usable GPU: the RuntimeClass (k3s creates `nvidia` on every node, GPU or not)
+    /// and a probe pod with it that sees `/dev/nvidia<N>`.
     #[serde(default)]
     pub enabled: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

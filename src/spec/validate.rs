@@ -232,7 +232,13 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
 
     validate_storage(&mut c, &s.storage);
     validate_network(&mut c, &s.network, &namespaces);
-    validate_registry(&mut c, &s.registry, &namespaces, &image_names, &s.storage);
+    validate_registry(
+        &mut c,
+        &s.registry,
+        &namespaces,
+        &image_names,
+        (&s.storage, &s.network.dns, &s.k3s.service_cidr),
+    );
 
     c.unique(
         "spec.quotas",
@@ -670,6 +676,14 @@ fn validate_network(c: &mut Checker, n: &Network, namespaces: &BTreeSet<&str>) {
                 format!("{:?} is not a DNS domain", z.zone),
             );
         }
+        if let Some(p) = &z.probe
+            && !(is_dns_subdomain(p) && (p == &z.zone || p.ends_with(&format!(".{}", z.zone))))
+        {
+            c.err(
+                format!("spec.network.dns.zones[{i}].probe"),
+                format!("{p:?} is not a DNS name inside zone {}", z.zone),
+            );
+        }
         if z.forward.is_empty() {
             c.err(
                 format!("spec.network.dns.zones[{i}].forward"),
@@ -693,6 +707,18 @@ fn validate_network(c: &mut Checker, n: &Network, namespaces: &BTreeSet<&str>) {
     );
     for (i, iso) in n.isolation.iter().enumerate() {
         let f = format!("spec.network.isolation[{i}]");
+        if iso.allow_api_server && !iso.deny_egress {
+            c.err(
+                format!("{f}.allowApiServer"),
+                "only means something with denyEgress: true (egress is open otherwise)",
+            );
+        }
+        if iso.allow_from_kube_system && !iso.deny_ingress {
+            c.err(
+                format!("{f}.allowFromKubeSystem"),
+                "only means something with denyIngress: true (ingress is open otherwise)",
+            );
+        }
         c.namespace_ref(format!("{f}.namespace"), &iso.namespace, namespaces);
         for (j, from) in iso.allow_from_namespaces.iter().enumerate() {
             c.namespace_ref(format!("{f}.allowFromNamespaces[{j}]"), from, namespaces);
@@ -704,6 +730,12 @@ fn validate_network(c: &mut Checker, n: &Network, namespaces: &BTreeSet<&str>) {
                     "port must be 1-65535 and protocol TCP, UDP or SCTP",
                 );
             }
+            if p.pod_selector.is_none() {
+                c.err(
+                    format!("{f}.allowPorts[{j}].podSelector"),
+                    "name the pods the port opens on (matchLabels, e.g. {app.kubernetes.io/name: registry}); `{}` opens it on every pod of the namespace",
+                );
+            }
         }
     }
 }
@@ -713,7 +745,7 @@ fn validate_registry(
     r: &Registry,
     namespaces: &BTreeSet<&str>,
     images: &BTreeSet<&str>,
-    storage: &Storage,
+    (storage, dns, service_cidr): (&Storage, &Dns, &str),
 ) {
     for (host, m) in &r.mirrors {
         let f = format!("spec.registry.mirrors.{host}");
@@ -749,6 +781,9 @@ fn validate_registry(
             );
         }
         c.quantity("spec.registry.inCluster.size".into(), &ic.size);
+        if let Some(host) = &ic.host {
+            in_cluster_host(c, r, host, dns, service_cidr);
+        }
         if let Some(sc) = &ic.storage_class
             && !storage.classes.iter().any(|x| &x.name == sc)
         {
@@ -756,6 +791,52 @@ fn validate_registry(
                 "spec.registry.inCluster.storageClass",
                 format!("{sc:?} is not one of spec.storage.classes"),
             );
+        }
+    }
+}
+
+/// The in-cluster registry's name: a DNS host entry names it with an IP inside `serviceCidr`
+/// (the Service's pinned `clusterIP`), and mirror endpoints on it are plain http (the registry
+/// serves no TLS).
+fn in_cluster_host(c: &mut Checker, r: &Registry, host: &str, dns: &Dns, service_cidr: &str) {
+    let f = "spec.registry.inCluster.host";
+    if !is_dns_subdomain(host) {
+        c.err(f, format!("{host:?} is not a lowercase DNS name"));
+        return;
+    }
+    match r.in_cluster_address(dns) {
+        None => c.err(
+            f,
+            format!(
+                "no spec.network.dns.hosts entry names {host:?}; add one with an unused IP inside serviceCidr {service_cidr} (it becomes the registry Service's clusterIP)"
+            ),
+        ),
+        Some((_, ip)) => {
+            let inside = match (ip.parse::<IpAddr>(), service_cidr.parse::<IpNet>()) {
+                (Ok(ip), Ok(net)) => net.contains(&ip),
+                _ => true, // reported where the IP or the CIDR is parsed
+            };
+            if !inside {
+                c.err(
+                    f,
+                    format!(
+                        "the DNS entry for {host:?} gives {ip}, outside serviceCidr {service_cidr}: it must be the registry Service's clusterIP"
+                    ),
+                );
+            }
+        }
+    }
+    for (mirror, m) in &r.mirrors {
+        for (j, e) in m.endpoints.iter().enumerate() {
+            if let Ok(u) = reqwest::Url::parse(e)
+                && u.host_str() == Some(host)
+                && u.scheme() != "http"
+            {
+                c.err(
+                    format!("spec.registry.mirrors.{mirror}.endpoints[{j}]"),
+                    format!("{e:?}: the in-cluster registry {host} serves plain http"),
+                );
+            }
         }
     }
 }

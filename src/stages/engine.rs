@@ -5,9 +5,12 @@
 //! Why `force`: server-side apply with `force=true` takes ownership of the fields we send even
 //! when another manager set them. That is safe here because we only ever send fields the spec
 //! declares (the object as `render` prints it) and no other field: everything else on the
-//! object keeps its manager. The fields we take over are exactly those the appliance owns: for
-//! k3s's own `local-path` StorageClass and `local-path-config` that is the default-class
-//! annotation and `config.json`, not the provisioner's scripts.
+//! object keeps its manager. The fields we take over are exactly those the appliance owns
+//! (k3s's packaged local-path objects are wholly ours: install skips k3s's copy).
+//!
+//! After the network stage, CoreDNS is restarted (a pod-template annotation naming the hash of
+//! `coredns-custom`) when that hash changed: a new ConfigMap otherwise takes the kubelet's
+//! ConfigMap sync plus CoreDNS's reload poll to be served.
 //!
 //! Prune lists each kind a stage manages with the label selector
 //! `app.kubernetes.io/managed-by=sparkgap,sparkgap.dev/stage=<stage>`, so an object without
@@ -534,6 +537,9 @@ impl Engine<'_, '_> {
                 self.wait_active(obj.name()).await?;
             }
         }
+        if stage == Stage::Network {
+            report.objects.extend(self.coredns_rollout(objects).await?);
+        }
         if self.opts.prune {
             let pruned = self.prune(stage, objects, snapshots).await?;
             report.objects.extend(pruned);
@@ -834,6 +840,63 @@ impl Engine<'_, '_> {
         Ok(Some(entry(
             Outcome::Changed,
             "differed from the spec: rewritten, k3s restarted once",
+        )))
+    }
+
+    /// Restart CoreDNS (a merge patch of its pod template's annotations, never an apply: the
+    /// Deployment stays k3s's, unlabelled, out of prune's reach) when the hash of the
+    /// `coredns-custom` the network stage just applied differs from the one it runs with.
+    /// Nothing when CoreDNS is disabled, or when there never was a custom config.
+    async fn coredns_rollout(
+        &self,
+        objects: &[Object],
+    ) -> Result<Option<ObjectResult>, StageError> {
+        let hash = super::network::custom_config_hash(objects);
+        let ar = ApiResource::erase::<Deployment>(&());
+        let api: Api<Deployment> =
+            Api::namespaced(self.client.clone(), super::storage::KUBE_SYSTEM);
+        let name = super::network::COREDNS;
+        let Some(current) = self.retry(|| api.get_opt(name)).await.map_err(|e| {
+            Op::new("get", &ar, Some(name), Some(super::storage::KUBE_SYSTEM)).error(e)
+        })?
+        else {
+            return Ok(None);
+        };
+        let running = current
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.annotations.as_ref())
+            .and_then(|a| a.get(super::network::CUSTOM_HASH_ANNOTATION))
+            .cloned();
+        let entry = |result, reason: &str| ObjectResult {
+            kind: "Deployment".into(),
+            namespace: Some(super::storage::KUBE_SYSTEM.into()),
+            name: name.into(),
+            result,
+            reason: Some(reason.to_string()),
+        };
+        if running.as_deref() == hash.as_deref() {
+            return Ok(None);
+        }
+        if self.opts.dry_run {
+            return Ok(Some(entry(
+                Outcome::Changed,
+                "would restart CoreDNS to load the changed coredns-custom",
+            )));
+        }
+        let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+            super::network::CUSTOM_HASH_ANNOTATION: hash
+        }}}}});
+        let (pp, patch) = (PatchParams::default(), Patch::Merge(&patch));
+        self.retry(|| api.patch(name, &pp, &patch))
+            .await
+            .map_err(|e| {
+                Op::new("patch", &ar, Some(name), Some(super::storage::KUBE_SYSTEM)).error(e)
+            })?;
+        Ok(Some(entry(
+            Outcome::Changed,
+            "restarted CoreDNS to load the changed coredns-custom",
         )))
     }
 

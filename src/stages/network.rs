@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
@@ -24,6 +24,23 @@ use super::{Object, meta};
 use crate::spec::{Appliance, Isolation};
 
 pub const COREDNS_CUSTOM: &str = "coredns-custom";
+/// k3s's CoreDNS Deployment in kube-system.
+pub const COREDNS: &str = "coredns";
+/// Pod-template annotation on CoreDNS naming the `coredns-custom` it was restarted for.
+pub const CUSTOM_HASH_ANNOTATION: &str = "sparkgap.dev/coredns-custom-sha256";
+
+/// sha256 of the rendered `coredns-custom` data (None when the stage renders none). CoreDNS
+/// restarts when it changes: a changed ConfigMap reaches the pod only after the kubelet's sync
+/// and CoreDNS's reload poll, and `verify` would race that.
+pub fn custom_config_hash(objects: &[Object]) -> Option<String> {
+    objects.iter().find_map(|o| match o {
+        Object::ConfigMap(cm) if cm.metadata.name.as_deref() == Some(COREDNS_CUSTOM) => {
+            let data = serde_json::to_vec(&cm.data).unwrap_or_default();
+            Some(crate::digest::sha256_hex(&data))
+        }
+        _ => None,
+    })
+}
 /// The label every namespace carries with its own name (set by the API server).
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
@@ -33,7 +50,11 @@ pub fn render(spec: &Appliance) -> Vec<Object> {
         out.push(Object::ConfigMap(cm));
     }
     for iso in &spec.spec.network.isolation {
-        out.extend(policies(iso).into_iter().map(Object::NetworkPolicy));
+        out.extend(
+            policies(iso, &spec.spec.k3s.service_cidr)
+                .into_iter()
+                .map(Object::NetworkPolicy),
+        );
     }
     out
 }
@@ -75,6 +96,52 @@ fn coredns_custom(spec: &Appliance) -> Option<ConfigMap> {
     })
 }
 
+/// Egress to the API server: the `kubernetes` Service (the first address of `serviceCidr`) on
+/// 443, and TCP 6443 anywhere: kube-router matches egress after kube-proxy has translated the
+/// Service address to the node's, which is not known when rendering.
+fn api_server_egress(ns: &str, service_cidr: &str) -> NetworkPolicy {
+    let block = |cidr: String| NetworkPolicyPeer {
+        ip_block: Some(IPBlock { cidr, except: None }),
+        ..NetworkPolicyPeer::default()
+    };
+    let mut rules = Vec::new();
+    if let Some(ip) = service_cidr
+        .parse::<ipnet::IpNet>()
+        .ok()
+        .and_then(|n| n.hosts().next())
+    {
+        let len = if ip.is_ipv4() { 32 } else { 128 };
+        rules.push(NetworkPolicyEgressRule {
+            to: Some(vec![block(format!("{ip}/{len}"))]),
+            ports: Some(vec![port(443, "TCP")]),
+        });
+    }
+    rules.push(NetworkPolicyEgressRule {
+        to: Some(vec![block("0.0.0.0/0".into()), block("::/0".into())]),
+        ports: Some(vec![port(6443, "TCP")]),
+    });
+    policy(
+        ns,
+        "allow-api-server",
+        NetworkPolicySpec {
+            pod_selector: Some(all_pods()),
+            egress: Some(rules),
+            policy_types: Some(vec!["Egress".into()]),
+            ..NetworkPolicySpec::default()
+        },
+    )
+}
+
+fn namespace_named(name: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([(
+            NAMESPACE_NAME_LABEL.to_string(),
+            name.to_string(),
+        )])),
+        ..LabelSelector::default()
+    }
+}
+
 fn all_pods() -> LabelSelector {
     LabelSelector::default()
 }
@@ -104,7 +171,7 @@ fn port(number: i32, protocol: &str) -> NetworkPolicyPort {
 /// The policies of one isolated namespace. Allow rules are only rendered for a direction that
 /// is denied: any policy selecting a pod for a direction isolates it in that direction, so an
 /// allow rule alone would itself deny everything else.
-fn policies(iso: &Isolation) -> Vec<NetworkPolicy> {
+fn policies(iso: &Isolation, service_cidr: &str) -> Vec<NetworkPolicy> {
     let ns = iso.namespace.as_str();
     let mut types = Vec::new();
     if iso.deny_ingress {
@@ -201,25 +268,47 @@ fn policies(iso: &Isolation) -> Vec<NetworkPolicy> {
             },
         ));
     }
-    if iso.deny_ingress && !iso.allow_ports.is_empty() {
+    // One policy per opened port, on the pods its selector picks only (`{}`: every pod).
+    if iso.deny_ingress {
+        for (j, p) in iso.allow_ports.iter().enumerate() {
+            out.push(policy(
+                ns,
+                &format!("allow-ports-{j}"),
+                NetworkPolicySpec {
+                    pod_selector: Some(LabelSelector {
+                        match_labels: p.pod_selector.clone().filter(|m| !m.is_empty()),
+                        ..LabelSelector::default()
+                    }),
+                    ingress: Some(vec![NetworkPolicyIngressRule {
+                        from: None,
+                        ports: Some(vec![port(i32::from(p.port), &p.protocol)]),
+                    }]),
+                    policy_types: Some(vec!["Ingress".into()]),
+                    ..NetworkPolicySpec::default()
+                },
+            ));
+        }
+    }
+    if iso.deny_ingress && iso.allow_from_kube_system {
         out.push(policy(
             ns,
-            "allow-ports",
+            "allow-from-kube-system",
             NetworkPolicySpec {
                 pod_selector: Some(all_pods()),
                 ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: None,
-                    ports: Some(
-                        iso.allow_ports
-                            .iter()
-                            .map(|p| port(i32::from(p.port), &p.protocol))
-                            .collect(),
-                    ),
+                    from: Some(vec![NetworkPolicyPeer {
+                        namespace_selector: Some(namespace_named(KUBE_SYSTEM)),
+                        ..NetworkPolicyPeer::default()
+                    }]),
+                    ports: None,
                 }]),
                 policy_types: Some(vec!["Ingress".into()]),
                 ..NetworkPolicySpec::default()
             },
         ));
+    }
+    if iso.deny_egress && iso.allow_api_server {
+        out.push(api_server_egress(ns, service_cidr));
     }
     out
 }

@@ -176,6 +176,12 @@ pub fn render(spec: &Appliance) -> Result<Vec<Object>, StageError> {
         metadata: meta(REGISTRY_NAME, Some(ns)),
         spec: Some(ServiceSpec {
             type_: Some("NodePort".into()),
+            // The address CoreDNS gives the registry's name (validated inside serviceCidr).
+            cluster_ip: spec
+                .spec
+                .registry
+                .in_cluster_address(&spec.spec.network.dns)
+                .map(|(_, ip)| ip.to_string()),
             selector: Some(selector),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),

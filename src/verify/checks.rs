@@ -806,7 +806,8 @@ pub fn gpu_runtime_class(spec: &ApplianceSpec) -> &str {
     spec.verify.gpu.runtime_class.as_deref().unwrap_or("nvidia")
 }
 
-/// `gpu`: the RuntimeClass exists; with the device plugin, the node advertises `nvidia.com/gpu`.
+/// The API half of `gpu`: the RuntimeClass exists; with the device plugin, the node
+/// advertises `nvidia.com/gpu`. Neither proves a GPU (the probe pod in `workload` does).
 pub fn gpu(spec: &ApplianceSpec, rc: Option<&RuntimeClass>, nodes: &[Node]) -> CheckResult {
     let name = "gpu";
     if !spec.verify.gpu.enabled {
@@ -818,7 +819,7 @@ pub fn gpu(spec: &ApplianceSpec, rc: Option<&RuntimeClass>, nodes: &[Node]) -> C
     match rc {
         Some(rc) => evidence.push(format!("RuntimeClass {want} exists (handler {})", rc.handler)),
         None => problems.push(format!(
-            "RuntimeClass {want} does not exist (k3s creates it when it finds nvidia-container-runtime on the node)"
+            "RuntimeClass {want} does not exist (k3s creates `nvidia` on every node from its packaged runtimes.yaml unless `runtimes` is disabled; another name must be created by you)"
         )),
     }
     if spec.verify.gpu.device_plugin {

@@ -36,6 +36,7 @@ pub const WORKLOAD_CHECKS: &[&str] = &[
     "dns",
     "network-policy",
     "registry",
+    "gpu",
 ];
 
 /// Start of the `api` failure that makes every later check pointless.
@@ -303,6 +304,8 @@ async fn run_all(ctx: &Ctx<'_>, planned: &[Planned], progress: &Mutex<Progress>)
         let workloads_left = planned[i..]
             .iter()
             .filter(|p| p.skip.is_none() && WORKLOAD_CHECKS.contains(&p.name))
+            // No GPU expected: the gpu check runs no pod and needs no share.
+            .filter(|p| p.name != "gpu" || ctx.spec.spec.verify.gpu.enabled)
             .count();
         let mut r = run_one(ctx, pl.name, workloads_left).await;
         if pl.name == "api"
@@ -404,7 +407,7 @@ async fn run_one(ctx: &Ctx<'_>, name: &'static str, workloads_left: usize) -> Ch
         "rbac" => rbac(ctx).await,
         "charts" => charts(ctx).await,
         "metrics" => metrics(ctx).await,
-        "gpu" => gpu(ctx).await,
+        "gpu" => gpu(ctx, ctx.budget(workloads_left)).await,
         other => CheckResult::fail(other, "no such check (internal error)", vec![]),
     }
 }
@@ -618,7 +621,10 @@ async fn metrics(ctx: &Ctx<'_>) -> CheckResult {
     }
 }
 
-async fn gpu(ctx: &Ctx<'_>) -> CheckResult {
+/// `gpu`: the RuntimeClass exists (k3s creates `nvidia` on every node, GPU or not, so that
+/// alone proves nothing), the device plugin's resource when asked, and a probe pod with that
+/// RuntimeClass sees a GPU device.
+async fn gpu(ctx: &Ctx<'_>, budget: workload::Budget) -> CheckResult {
     let name = "gpu";
     let s = &ctx.spec.spec;
     if !s.verify.gpu.enabled {
@@ -645,5 +651,27 @@ async fn gpu(ctx: &Ctx<'_>) -> CheckResult {
     } else {
         Vec::new()
     };
-    checks::gpu(s, rc.as_ref(), &n)
+    let mut result = checks::gpu(s, rc.as_ref(), &n);
+    if result.status != report::Status::Pass {
+        return result;
+    }
+    if let Err(why) = ctx.workloads.image.as_ref() {
+        result.status = report::Status::Skipped;
+        result.reason = Some(format!(
+            "no GPU probe pod can run ({why}); the RuntimeClass alone proves nothing"
+        ));
+        return result;
+    }
+    let probe = ctx
+        .workloads
+        .gpu_probe(checks::gpu_runtime_class(s), budget)
+        .await;
+    match probe {
+        Ok(ev) => result.evidence.extend(ev),
+        Err(why) => {
+            result.status = report::Status::Fail;
+            result.reason = Some(why);
+        }
+    }
+    result
 }
