@@ -225,6 +225,17 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
         );
     }
 
+    c.unique(
+        "spec.tanka",
+        s.tanka.iter().map(|t| t.name.as_str()),
+        "Tanka environment name",
+    );
+    for (i, t) in s.tanka.iter().enumerate() {
+        c.label(format!("spec.tanka[{i}].name"), &t.name, "Tanka environment name");
+        relative_path(&mut c, format!("spec.tanka[{i}].path"), &t.path);
+        relative_path(&mut c, format!("spec.tanka[{i}].environment"), &t.environment);
+    }
+
     validate_storage(&mut c, &s.storage);
     validate_network(&mut c, &s.network, &namespaces);
     validate_registry(&mut c, &s.registry, &namespaces, &image_names, &s.storage);
