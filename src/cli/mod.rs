@@ -277,6 +277,9 @@ fn failure_kind(err: &anyhow::Error) -> FailureKind {
         if let Some(e) = cause.downcast_ref::<crate::lock::LockError>() {
             return e.kind();
         }
+        if let Some(e) = cause.downcast_ref::<crate::tanka::TankaError>() {
+            return e.kind();
+        }
         if let Some(e) = cause.downcast_ref::<crate::build::BuildError>() {
             return e.kind();
         }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::failure::FailureKind;
+use crate::lock::TankaImage;
 use crate::spec::{SpecFile, TankaRef};
 
 mod eval;
@@ -25,9 +26,6 @@ pub const LABELS: [(&str, &str); 2] = [
     ("app.kubernetes.io/managed-by", "sparkgap"),
     ("sparkgap.dev/stage", "tanka"),
 ];
-
-/// Prefix of the lock names of images found in Tanka output (`tanka/<env>/<leaf>`).
-pub const LOCK_NAME_PREFIX: &str = "tanka/";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TankaError {
@@ -92,19 +90,29 @@ impl Environment {
         set.into_iter().collect()
     }
 
-    /// The objects as one YAML stream (`---` between documents).
+    /// The objects as one YAML stream, in apply order (as the stages write theirs).
     pub fn to_yaml(&self) -> Result<String, TankaError> {
-        let mut out = String::new();
-        for o in &self.objects {
-            let doc = serde_saphyr::to_string(o).map_err(|e| TankaError::Output {
-                env: self.name.clone(),
-                message: format!("cannot write YAML: {e}"),
-            })?;
-            out.push_str("---\n");
-            out.push_str(&doc);
+        if self.objects.is_empty() {
+            return Ok(String::new());
         }
-        Ok(out)
+        serde_saphyr::to_string_multiple(&self.objects).map_err(|e| TankaError::Output {
+            env: self.name.clone(),
+            message: format!("cannot write YAML: {e}"),
+        })
     }
+}
+
+/// The images the lock must pin for the spec's environments: each environment's, in spec
+/// order (the lock keeps each reference once, see `Lock::tanka_references`).
+pub fn lock_images(envs: &[Environment]) -> Vec<TankaImage> {
+    envs.iter()
+        .flat_map(|e| {
+            e.images().into_iter().map(|reference| TankaImage {
+                environment: e.name.clone(),
+                reference,
+            })
+        })
+        .collect()
 }
 
 /// Every environment of the spec, in spec order. Nothing is written either way.
@@ -373,14 +381,6 @@ fn dependency_names(jsonnetfile: &Value) -> Vec<(Vec<String>, String)> {
     out
 }
 
-/// Lock name of an image an environment runs: `tanka/<env>/<repository leaf>`.
-pub fn lock_name(env: &str, reference: &str) -> String {
-    let no_digest = reference.split('@').next().unwrap_or(reference);
-    let last = no_digest.rsplit('/').next().unwrap_or(no_digest);
-    let repo = last.split(':').next().unwrap_or(last);
-    format!("{LOCK_NAME_PREFIX}{env}/{repo}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,14 +408,5 @@ mod tests {
         assert_eq!(names[1].0[1], "k8s-libsonnet");
         assert_eq!(names[2].0, ["mop-lib"]);
         assert!(names[0].1.contains("version master"), "{}", names[0].1);
-    }
-
-    #[test]
-    fn lock_names_use_the_repository_leaf() {
-        assert_eq!(
-            lock_name("mop", "docker.io/grafana/loki:3.5.0"),
-            "tanka/mop/loki"
-        );
-        assert_eq!(lock_name("mop", "busybox@sha256:00"), "tanka/mop/busybox");
     }
 }
