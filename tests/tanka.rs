@@ -75,3 +75,227 @@ fn evaluation_equals_go_jsonnet_on_every_fixture() {
         );
     }
 }
+
+/// Copy a directory tree (fixture projects into a temp dir beside a spec).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+const SPEC_HEAD: &str = "apiVersion: sparkgap.dev/v1alpha1
+kind: Appliance
+metadata: {name: t}
+spec:
+  k3s: {version: v1.33.5+k3s1, binaryUrl: 'http://127.0.0.1:1/k3s'}
+  namespaces: [{name: shop}, {name: shop-data}]
+";
+
+/// A temp dir holding the rules fixture project as `shop/` and a spec naming it.
+fn project(extra_spec: &str) -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tanka/project"),
+        &d.path().join("shop"),
+    );
+    let spec = d.path().join("appliance.yaml");
+    let text = format!(
+        "{SPEC_HEAD}  tanka: [{{name: shop, path: shop, environment: environments/default}}]\n{extra_spec}"
+    );
+    std::fs::write(&spec, text).unwrap();
+    (d, spec)
+}
+
+/// The objects `sparkgap render --stage tanka` prints for environment `env`, without the
+/// labels sparkgap adds (what is left is what Tanka's rules give).
+fn rendered(spec: &Path, env: &str) -> Vec<Value> {
+    let out = common::sparkgap()
+        .args(["--output", "json", "render", "--stage", "tanka", "-f"])
+        .arg(spec)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut objects = doc["tanka"][env].as_array().expect("environment").clone();
+    for o in &mut objects {
+        let meta = o["metadata"].as_object_mut().unwrap();
+        let labels = meta["labels"].as_object_mut().unwrap();
+        assert_eq!(labels.remove("app.kubernetes.io/managed-by").unwrap(), "sparkgap");
+        assert_eq!(labels.remove("sparkgap.dev/stage").unwrap(), "tanka");
+        if labels.is_empty() {
+            meta.remove("labels");
+        }
+    }
+    objects
+}
+
+#[test]
+fn tanka_rules_extract_namespace_and_order_the_fixture_project() {
+    let (_d, spec) = project("");
+    let want: Vec<Value> = serde_json::from_slice(
+        &std::fs::read("tests/fixtures/tanka/project/expected.json").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rendered(&spec, "shop"), want);
+}
+
+#[test]
+fn tanka_import_paths_match_go_jsonnet_with_tankas_jpath() {
+    let bin = match jsonnet_binary() {
+        Ok(b) => b,
+        Err(why) => {
+            println!("SKIP tanka_import_paths_match_go_jsonnet_with_tankas_jpath: no go-jsonnet: {why}");
+            return;
+        }
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tanka/project");
+    let env = root.join("environments/default");
+    let jpath = sparkgap::tanka::jpath(&root, &env);
+    // go-jsonnet: the right-most -J wins, so the most specific directory goes last.
+    let mut cmd = Command::new(&bin);
+    for dir in jpath.iter().rev() {
+        cmd.arg("-J").arg(dir);
+    }
+    let out = cmd.arg(env.join("main.jsonnet")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got = sparkgap::tanka::evaluate_file(&env.join("main.jsonnet"), jpath).unwrap();
+    assert_eq!(normalise(got), normalise(want));
+}
+
+/// Run `sparkgap lock` (no registry is reachable: the Tanka error must come first) and
+/// `render`; both fail with exit 2 and `needle` in stderr, and no lock is written.
+fn fails_as_input(spec: &Path, needles: &[&str]) {
+    let lock = spec.with_file_name("appliance.lock");
+    for args in [
+        vec!["lock", "-o", lock.to_str().unwrap(), "-f"],
+        vec!["render", "-f"],
+    ] {
+        let out = common::sparkgap().args(&args).arg(spec).output().unwrap();
+        let err = common::stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: {n:?} not in:\n{err}");
+        }
+        assert!(out.stdout.is_empty(), "{args:?} printed objects");
+    }
+    assert!(!lock.exists(), "a lock was written");
+}
+
+#[test]
+fn a_jsonnet_error_names_file_and_line_and_writes_nothing() {
+    let (d, spec) = project("");
+    let lib = d.path().join("shop/lib/shop/shop.libsonnet");
+    let text = std::fs::read_to_string(&lib).unwrap();
+    // Line 3 of the library: an error raised while the environment evaluates it.
+    let text = text.replacen(
+        "  _config:: {",
+        "  broken: error 'the shop library is broken',\n  _config:: {",
+        1,
+    );
+    std::fs::write(&lib, text).unwrap();
+    fails_as_input(
+        &spec,
+        &["shop/lib/shop/shop.libsonnet:3:", "the shop library is broken"],
+    );
+
+    // A syntax error, in the environment's own file.
+    let (d, spec) = project("");
+    let main = d.path().join("shop/environments/default/main.jsonnet");
+    let text = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(&main, text.replacen("  shop: shop,", "  shop: shop,,", 1)).unwrap();
+    fails_as_input(
+        &spec,
+        &["environments/default/main.jsonnet:12:14:", "syntax error", "found Comma"],
+    );
+}
+
+#[test]
+fn a_missing_vendored_import_names_the_importer_and_the_jsonnetfile_entry() {
+    let (d, spec) = project("");
+    // jb install did not run for ksonnet-util: its vendored copies are gone.
+    std::fs::remove_dir_all(d.path().join("shop/vendor/ksonnet-util")).unwrap();
+    std::fs::remove_dir_all(d.path().join("shop/vendor/github.com")).unwrap();
+    fails_as_input(
+        &spec,
+        &[
+            "shop/lib/shop/shop.libsonnet:1:",
+            "import \"ksonnet-util/util.libsonnet\" not found",
+            "github.com/grafana/jsonnet-libs/ksonnet-util (version master)",
+            "jb install",
+        ],
+    );
+
+    // An import no dependency provides says so.
+    let (d, spec) = project("");
+    let main = d.path().join("shop/environments/default/main.jsonnet");
+    let text = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(
+        &main,
+        text.replacen("{\n  precedence::", "{\n  x: import 'nowhere/x.libsonnet',\n  precedence::", 1),
+    )
+    .unwrap();
+    fails_as_input(
+        &spec,
+        &["import \"nowhere/x.libsonnet\" not found", "no dependency in"],
+    );
+}
+
+#[test]
+fn objects_in_undeclared_namespaces_and_bad_output_are_input_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("t");
+    std::fs::create_dir_all(root.join("env")).unwrap();
+    std::fs::write(root.join("jsonnetfile.json"), "{\"version\": 1}").unwrap();
+    std::fs::write(root.join("env/spec.json"), "{\"spec\": {\"namespace\": \"nowhere\"}}").unwrap();
+    std::fs::write(
+        root.join("env/main.jsonnet"),
+        "{ cm: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'x' } } }",
+    )
+    .unwrap();
+    let spec = d.path().join("appliance.yaml");
+    std::fs::write(
+        &spec,
+        format!("{SPEC_HEAD}  tanka: [{{name: t, path: t, environment: env}}]\n"),
+    )
+    .unwrap();
+    fails_as_input(&spec, &["namespace \"nowhere\" is not declared", ".cm"]);
+
+    std::fs::write(root.join("env/spec.json"), "{\"spec\": {\"namespace\": \"shop\"}}").unwrap();
+    std::fs::write(root.join("env/main.jsonnet"), "{ a: { b: 'text' } }").unwrap();
+    fails_as_input(&spec, &["in path `.a` found key `b` of type string"]);
+
+    std::fs::remove_file(root.join("env/spec.json")).unwrap();
+    fails_as_input(&spec, &["spec.tanka[0].environment", "spec.json is missing"]);
+}
+
+#[test]
+fn spec_tanka_entries_are_validated() {
+    let d = tempfile::tempdir().unwrap();
+    let spec = d.path().join("appliance.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "{SPEC_HEAD}  tanka:\n    - {{name: Shop, path: ../shop, environment: environments/default}}\n    - {{name: a, path: a, environment: /abs}}\n    - {{name: a, path: a, environment: e}}\n"
+        ),
+    )
+    .unwrap();
+    let out = common::sparkgap().args(["render", "-f"]).arg(&spec).output().unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for n in [
+        "spec.tanka[0].name",
+        "spec.tanka[0].path",
+        "spec.tanka[1].environment",
+        "spec.tanka[2]: duplicate Tanka environment name \"a\"",
+    ] {
+        assert!(err.contains(n), "{n:?} not in:\n{err}");
+    }
+}

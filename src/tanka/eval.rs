@@ -363,10 +363,20 @@ fn load_error(e: &LoadError) -> (SpanId, String) {
             instead,
         }) => (
             *span,
-            format!("syntax error: expected one of {expected:?}, found {instead:?}"),
+            format!(
+                "syntax error: expected one of {}, found {}",
+                token_text(&format!("{expected:?}")),
+                token_text(&format!("{instead:?}"))
+            ),
         ),
         LoadError::Analyze(a) => (analyze_span(a), strip_spans(&format!("{a:?}"))),
     }
+}
+
+/// `{Simple(Assert), Ident}` → `{Assert, Ident}`: the parser's token names without their
+/// wrapper.
+fn token_text(debug: &str) -> String {
+    debug.replace("Simple(", "").replace(')', "")
 }
 
 fn lex_span(e: &LexError) -> SpanId {
