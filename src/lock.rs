@@ -409,3 +409,101 @@ impl Lock {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: &str) -> Appliance {
+        crate::spec::parse(&format!(
+            "apiVersion: sparkgap.dev/v1alpha1\nkind: Appliance\nmetadata: {{name: t}}\nspec:\n  k3s: {{version: v1.33.5+k3s1, binaryUrl: 'http://127.0.0.1:1/k3s'}}\n  images: [{{name: app, reference: 'r.test/app:1'}}]\n  namespaces: [{{name: web}}]\n  tanka: [{{name: web, path: t, environment: env}}]\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn image(name: &str, reference: &str, system: bool, tanka: Option<&str>) -> ImageLock {
+        let d = |n: u8| Descriptor {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: format!("sha256:{}", hex::encode([n; 32])),
+            size: 1,
+        };
+        ImageLock {
+            name: name.into(),
+            system,
+            tanka: tanka.map(str::to_string),
+            reference: reference.into(),
+            image_name: reference.into(),
+            resolved_digest: d(1).digest,
+            manifest: d(1),
+            config: d(2),
+            layers: vec![d(3)],
+        }
+    }
+
+    fn lock(images: Vec<ImageLock>) -> Lock {
+        Lock {
+            lock_version: LOCK_VERSION,
+            platform: Platform::parse("linux/arm64").unwrap(),
+            k3s: K3sLock {
+                version: "v1.33.5+k3s1".into(),
+                url: "http://127.0.0.1:1/k3s".into(),
+                size: 1,
+                digest: format!("sha256:{}", hex::encode([9; 32])),
+                images_url: "http://127.0.0.1:1/k3s-images.txt".into(),
+                image_list: vec!["docker.io/rancher/mirrored-pause:3.6".into()],
+            },
+            images,
+        }
+    }
+
+    fn found(pairs: &[(&str, &str)]) -> Vec<TankaImage> {
+        pairs
+            .iter()
+            .map(|(e, r)| TankaImage {
+                environment: e.to_string(),
+                reference: r.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tanka_images_already_carried_as_spec_or_system_images_are_carried_once() {
+        let s = spec("");
+        let l = lock(vec![]);
+        let wanted = l.tanka_references(
+            &s,
+            &found(&[
+                ("web", "r.test/app:1"),
+                ("web", "rancher/mirrored-pause:3.6"),
+                ("web", "r.test/web:2"),
+                ("other", "r.test/web:2"),
+            ]),
+        );
+        assert_eq!(wanted, found(&[("web", "r.test/web:2")]));
+        assert_eq!(tanka_name("web", "r.test/team/web:2"), "tanka/web/web");
+    }
+
+    #[test]
+    fn the_lock_is_stale_when_tanka_images_change() {
+        let s = spec("");
+        let l = lock(vec![
+            image("app", "r.test/app:1", false, None),
+            image("k3s/mirrored-pause", "docker.io/rancher/mirrored-pause:3.6", true, None),
+            image("tanka/web/web", "r.test/web:2", false, Some("web")),
+        ]);
+        assert_eq!(l.mismatches(&s), Vec::<String>::new());
+        let same = found(&[("web", "r.test/web:2"), ("web", "r.test/app:1")]);
+        assert_eq!(l.mismatches_with_tanka(&s, &same), Vec::<String>::new());
+
+        let changed = l.mismatches_with_tanka(&s, &found(&[("web", "r.test/web:3")]));
+        assert_eq!(changed.len(), 2, "{changed:?}");
+        assert!(changed[0].contains("r.test/web:3") && changed[0].contains("not in the lock"));
+        assert!(changed[1].contains("r.test/web:2") && changed[1].contains("no longer run"));
+
+        // Without the environment in the spec, even the file-less check sees it.
+        let mut gone = s.clone();
+        gone.spec.tanka.clear();
+        let p = l.mismatches(&gone);
+        assert!(p.iter().any(|m| m.contains("environment is not in the spec")), "{p:?}");
+    }
+}

@@ -290,7 +290,12 @@ fn render_command_prints_the_whole_default_appliance() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text, all_yaml(&default_appliance()));
+    // The stages, then the default appliance's Tanka environment (tests/tanka.rs covers it).
+    let (stages_text, tanka_text) = text
+        .split_once("---\n# tanka: mop (")
+        .expect("the mop Tanka environment follows the stages");
+    assert_eq!(stages_text, all_yaml(&default_appliance()));
+    assert!(tanka_text.contains("name: mop-logs-config"), "{tanka_text}");
     for st in Stage::ALL {
         assert!(text.contains(&format!("# stage: {st} (")));
     }

@@ -299,3 +299,95 @@ fn spec_tanka_entries_are_validated() {
         assert!(err.contains(n), "{n:?} not in:\n{err}");
     }
 }
+
+/// A Tanka environment (`web`) beside `spec`, whose Deployment runs `images`.
+fn web_environment(spec: &Path, images: &[&str]) {
+    let root = spec.with_file_name("tanka");
+    std::fs::create_dir_all(root.join("environments/web")).unwrap();
+    std::fs::write(root.join("jsonnetfile.json"), "{\"version\": 1, \"dependencies\": []}").unwrap();
+    std::fs::write(
+        root.join("environments/web/spec.json"),
+        "{\"apiVersion\": \"tanka.dev/v1alpha1\", \"kind\": \"Environment\", \"spec\": {\"namespace\": \"demo-apps\"}}",
+    )
+    .unwrap();
+    let containers: Vec<String> = images
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("{{ name: 'c{i}', image: '{r}' }}"))
+        .collect();
+    std::fs::write(
+        root.join("environments/web/main.jsonnet"),
+        format!(
+            "{{ web: {{ deployment: {{ apiVersion: 'apps/v1', kind: 'Deployment', metadata: {{ name: 'web' }},
+               spec: {{ selector: {{ matchLabels: {{ app: 'web' }} }},
+                       template: {{ metadata: {{ labels: {{ app: 'web' }} }}, spec: {{ containers: [{}] }} }} }} }} }} }}",
+            containers.join(", ")
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn lock_pins_tanka_images_and_build_carries_the_objects() {
+    let Some(bed) = common::bed::Bed::start("lock_pins_tanka_images_and_build_carries_the_objects")
+    else {
+        return;
+    };
+    // base-b leaves spec.images: only the Tanka environment runs it; app stays a spec image.
+    let b_ref = bed.h.arm64_b_ref().to_string();
+    let app_ref = bed.h.multiarch_ref().to_string();
+    let text = bed.h.spec_via(bed.h.addr()).replace(
+        &format!("    - name: base-b\n      reference: {b_ref}\n"),
+        "",
+    ) + "  tanka:\n    - {name: web, path: tanka, environment: environments/web}\n";
+    assert!(!text.contains(&b_ref), "base-b is still a spec image");
+    let spec = bed.spec("tanka", &text);
+    web_environment(&spec, &[&app_ref, &b_ref]);
+
+    let lock_path = bed.lock(&spec, bed.h.addr());
+    let lock = sparkgap::lock::Lock::read(&lock_path).unwrap();
+    let tanka: Vec<(&str, Option<&str>, &str)> = lock
+        .images
+        .iter()
+        .filter(|i| i.tanka.is_some())
+        .map(|i| (i.name.as_str(), i.tanka.as_deref(), i.reference.as_str()))
+        .collect();
+    assert_eq!(tanka, [("tanka/web/base-b", Some("web"), b_ref.as_str())]);
+    assert_eq!(
+        lock.images.iter().filter(|i| i.reference == app_ref).count(),
+        1,
+        "a spec image the environment also runs is carried once"
+    );
+    let pushed = bed.h.images.arm64_b.platform("linux/arm64").unwrap();
+    let locked_b = lock.images.iter().find(|i| i.name == "tanka/web/base-b").unwrap();
+    assert_eq!(locked_b.manifest.digest, pushed.manifest_digest);
+
+    bed.build(&spec, &lock_path, "cache", "out.tar", bed.h.addr())
+        .assert()
+        .success();
+    let members = common::bed::tar_members(&bed.path("out.tar"));
+    let (_, yaml) = members
+        .iter()
+        .find(|(p, _)| p == "manifests/tanka/web.yaml")
+        .expect("manifests/tanka/web.yaml in the bundle");
+    let yaml = String::from_utf8_lossy(yaml);
+    assert!(yaml.contains("namespace: demo-apps") && yaml.contains(&b_ref), "{yaml}");
+    let index = members
+        .iter()
+        .find(|(p, _)| p == "images/index.json")
+        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+        .expect("image index");
+    assert!(index.contains(&locked_b.manifest.digest), "{index}");
+
+    // The environment now runs another image: the lock is stale, build says so and writes
+    // nothing.
+    web_environment(&spec, &[&app_ref, bed.h.arm64_a_ref()]);
+    let out = bed
+        .build(&spec, &lock_path, "cache", "stale.tar", bed.h.addr())
+        .output()
+        .unwrap();
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no longer run") && err.contains(&b_ref), "{err}");
+    assert!(!bed.path("stale.tar").exists());
+}
