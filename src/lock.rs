@@ -81,7 +81,9 @@ pub struct TankaImage {
 /// spec or system images.
 pub fn tanka_name(env: &str, reference: &str) -> String {
     let leaf = system::system_name(reference);
-    let leaf = leaf.strip_prefix(system::SYSTEM_NAME_PREFIX).unwrap_or(&leaf);
+    let leaf = leaf
+        .strip_prefix(system::SYSTEM_NAME_PREFIX)
+        .unwrap_or(&leaf);
     format!("tanka/{env}/{leaf}")
 }
 
@@ -238,7 +240,10 @@ impl Lock {
                 self.k3s.version, self.k3s.url, s.k3s.version, s.k3s.binary_url
             ));
         }
-        let spec_images = self.images.iter().filter(|l| !l.system && l.tanka.is_none());
+        let spec_images = self
+            .images
+            .iter()
+            .filter(|l| !l.system && l.tanka.is_none());
         for img in &s.images {
             match spec_images.clone().find(|l| l.name == img.name) {
                 None => problems.push(format!("image {:?} is not in the lock", img.name)),
@@ -316,7 +321,10 @@ impl Lock {
             }
         }
         for (env, r) in locked {
-            if !wanted.iter().any(|w| w.environment == env && w.reference == r) {
+            if !wanted
+                .iter()
+                .any(|w| w.environment == env && w.reference == r)
+            {
                 problems.push(format!(
                     "image {r} of Tanka environment {env:?} is in the lock but its objects no longer run it"
                 ));
@@ -488,7 +496,12 @@ mod tests {
         let s = spec("");
         let l = lock(vec![
             image("app", "r.test/app:1", false, None),
-            image("k3s/mirrored-pause", "docker.io/rancher/mirrored-pause:3.6", true, None),
+            image(
+                "k3s/mirrored-pause",
+                "docker.io/rancher/mirrored-pause:3.6",
+                true,
+                None,
+            ),
             image("tanka/web/web", "r.test/web:2", false, Some("web")),
         ]);
         assert_eq!(l.mismatches(&s), Vec::<String>::new());
@@ -504,6 +517,10 @@ mod tests {
         let mut gone = s.clone();
         gone.spec.tanka.clear();
         let p = l.mismatches(&gone);
-        assert!(p.iter().any(|m| m.contains("environment is not in the spec")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|m| m.contains("environment is not in the spec")),
+            "{p:?}"
+        );
     }
 }

@@ -127,7 +127,10 @@ fn rendered(spec: &Path, env: &str) -> Vec<Value> {
     for o in &mut objects {
         let meta = o["metadata"].as_object_mut().unwrap();
         let labels = meta["labels"].as_object_mut().unwrap();
-        assert_eq!(labels.remove("app.kubernetes.io/managed-by").unwrap(), "sparkgap");
+        assert_eq!(
+            labels.remove("app.kubernetes.io/managed-by").unwrap(),
+            "sparkgap"
+        );
         assert_eq!(labels.remove("sparkgap.dev/stage").unwrap(), "tanka");
         if labels.is_empty() {
             meta.remove("labels");
@@ -151,7 +154,9 @@ fn tanka_import_paths_match_go_jsonnet_with_tankas_jpath() {
     let bin = match jsonnet_binary() {
         Ok(b) => b,
         Err(why) => {
-            println!("SKIP tanka_import_paths_match_go_jsonnet_with_tankas_jpath: no go-jsonnet: {why}");
+            println!(
+                "SKIP tanka_import_paths_match_go_jsonnet_with_tankas_jpath: no go-jsonnet: {why}"
+            );
             return;
         }
     };
@@ -164,7 +169,11 @@ fn tanka_import_paths_match_go_jsonnet_with_tankas_jpath() {
         cmd.arg("-J").arg(dir);
     }
     let out = cmd.arg(env.join("main.jsonnet")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let want: Value = serde_json::from_slice(&out.stdout).unwrap();
     let got = sparkgap::tanka::evaluate_file(&env.join("main.jsonnet"), jpath).unwrap();
     assert_eq!(normalise(got), normalise(want));
@@ -203,7 +212,10 @@ fn a_jsonnet_error_names_file_and_line_and_writes_nothing() {
     std::fs::write(&lib, text).unwrap();
     fails_as_input(
         &spec,
-        &["shop/lib/shop/shop.libsonnet:3:", "the shop library is broken"],
+        &[
+            "shop/lib/shop/shop.libsonnet:3:",
+            "the shop library is broken",
+        ],
     );
 
     // A syntax error, in the environment's own file.
@@ -213,7 +225,11 @@ fn a_jsonnet_error_names_file_and_line_and_writes_nothing() {
     std::fs::write(&main, text.replacen("  shop: shop,", "  shop: shop,,", 1)).unwrap();
     fails_as_input(
         &spec,
-        &["environments/default/main.jsonnet:12:14:", "syntax error", "found Comma"],
+        &[
+            "environments/default/main.jsonnet:12:14:",
+            "syntax error",
+            "found Comma",
+        ],
     );
 }
 
@@ -239,12 +255,19 @@ fn a_missing_vendored_import_names_the_importer_and_the_jsonnetfile_entry() {
     let text = std::fs::read_to_string(&main).unwrap();
     std::fs::write(
         &main,
-        text.replacen("{\n  precedence::", "{\n  x: import 'nowhere/x.libsonnet',\n  precedence::", 1),
+        text.replacen(
+            "{\n  precedence::",
+            "{\n  x: import 'nowhere/x.libsonnet',\n  precedence::",
+            1,
+        ),
     )
     .unwrap();
     fails_as_input(
         &spec,
-        &["import \"nowhere/x.libsonnet\" not found", "no dependency in"],
+        &[
+            "import \"nowhere/x.libsonnet\" not found",
+            "no dependency in",
+        ],
     );
 }
 
@@ -254,7 +277,11 @@ fn objects_in_undeclared_namespaces_and_bad_output_are_input_errors() {
     let root = d.path().join("t");
     std::fs::create_dir_all(root.join("env")).unwrap();
     std::fs::write(root.join("jsonnetfile.json"), "{\"version\": 1}").unwrap();
-    std::fs::write(root.join("env/spec.json"), "{\"spec\": {\"namespace\": \"nowhere\"}}").unwrap();
+    std::fs::write(
+        root.join("env/spec.json"),
+        "{\"spec\": {\"namespace\": \"nowhere\"}}",
+    )
+    .unwrap();
     std::fs::write(
         root.join("env/main.jsonnet"),
         "{ cm: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'x' } } }",
@@ -268,12 +295,19 @@ fn objects_in_undeclared_namespaces_and_bad_output_are_input_errors() {
     .unwrap();
     fails_as_input(&spec, &["namespace \"nowhere\" is not declared", ".cm"]);
 
-    std::fs::write(root.join("env/spec.json"), "{\"spec\": {\"namespace\": \"shop\"}}").unwrap();
+    std::fs::write(
+        root.join("env/spec.json"),
+        "{\"spec\": {\"namespace\": \"shop\"}}",
+    )
+    .unwrap();
     std::fs::write(root.join("env/main.jsonnet"), "{ a: { b: 'text' } }").unwrap();
     fails_as_input(&spec, &["in path `.a` found key `b` of type string"]);
 
     std::fs::remove_file(root.join("env/spec.json")).unwrap();
-    fails_as_input(&spec, &["spec.tanka[0].environment", "spec.json is missing"]);
+    fails_as_input(
+        &spec,
+        &["spec.tanka[0].environment", "spec.json is missing"],
+    );
 }
 
 #[test]
@@ -287,7 +321,11 @@ fn spec_tanka_entries_are_validated() {
         ),
     )
     .unwrap();
-    let out = common::sparkgap().args(["render", "-f"]).arg(&spec).output().unwrap();
+    let out = common::sparkgap()
+        .args(["render", "-f"])
+        .arg(&spec)
+        .output()
+        .unwrap();
     let err = common::stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     for n in [
@@ -304,7 +342,11 @@ fn spec_tanka_entries_are_validated() {
 fn web_environment(spec: &Path, images: &[&str]) {
     let root = spec.with_file_name("tanka");
     std::fs::create_dir_all(root.join("environments/web")).unwrap();
-    std::fs::write(root.join("jsonnetfile.json"), "{\"version\": 1, \"dependencies\": []}").unwrap();
+    std::fs::write(
+        root.join("jsonnetfile.json"),
+        "{\"version\": 1, \"dependencies\": []}",
+    )
+    .unwrap();
     std::fs::write(
         root.join("environments/web/spec.json"),
         "{\"apiVersion\": \"tanka.dev/v1alpha1\", \"kind\": \"Environment\", \"spec\": {\"namespace\": \"demo-apps\"}}",
@@ -354,12 +396,19 @@ fn lock_pins_tanka_images_and_build_carries_the_objects() {
         .collect();
     assert_eq!(tanka, [("tanka/web/base-b", Some("web"), b_ref.as_str())]);
     assert_eq!(
-        lock.images.iter().filter(|i| i.reference == app_ref).count(),
+        lock.images
+            .iter()
+            .filter(|i| i.reference == app_ref)
+            .count(),
         1,
         "a spec image the environment also runs is carried once"
     );
     let pushed = bed.h.images.arm64_b.platform("linux/arm64").unwrap();
-    let locked_b = lock.images.iter().find(|i| i.name == "tanka/web/base-b").unwrap();
+    let locked_b = lock
+        .images
+        .iter()
+        .find(|i| i.name == "tanka/web/base-b")
+        .unwrap();
     assert_eq!(locked_b.manifest.digest, pushed.manifest_digest);
 
     bed.build(&spec, &lock_path, "cache", "out.tar", bed.h.addr())
@@ -371,7 +420,10 @@ fn lock_pins_tanka_images_and_build_carries_the_objects() {
         .find(|(p, _)| p == "manifests/tanka/web.yaml")
         .expect("manifests/tanka/web.yaml in the bundle");
     let yaml = String::from_utf8_lossy(yaml);
-    assert!(yaml.contains("namespace: demo-apps") && yaml.contains(&b_ref), "{yaml}");
+    assert!(
+        yaml.contains("namespace: demo-apps") && yaml.contains(&b_ref),
+        "{yaml}"
+    );
     let index = members
         .iter()
         .find(|(p, _)| p == "images/index.json")
@@ -388,6 +440,9 @@ fn lock_pins_tanka_images_and_build_carries_the_objects() {
         .unwrap();
     let err = common::stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("no longer run") && err.contains(&b_ref), "{err}");
+    assert!(
+        err.contains("no longer run") && err.contains(&b_ref),
+        "{err}"
+    );
     assert!(!bed.path("stale.tar").exists());
 }

@@ -231,9 +231,17 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
         "Tanka environment name",
     );
     for (i, t) in s.tanka.iter().enumerate() {
-        c.label(format!("spec.tanka[{i}].name"), &t.name, "Tanka environment name");
+        c.label(
+            format!("spec.tanka[{i}].name"),
+            &t.name,
+            "Tanka environment name",
+        );
         relative_path(&mut c, format!("spec.tanka[{i}].path"), &t.path);
-        relative_path(&mut c, format!("spec.tanka[{i}].environment"), &t.environment);
+        relative_path(
+            &mut c,
+            format!("spec.tanka[{i}].environment"),
+            &t.environment,
+        );
     }
 
     validate_storage(&mut c, &s.storage);

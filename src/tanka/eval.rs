@@ -14,8 +14,8 @@ use rsjsonnet_lang::interner::InternedStr;
 use rsjsonnet_lang::lexer::LexError;
 use rsjsonnet_lang::parser::ParseError;
 use rsjsonnet_lang::program::{
-    AnalyzeError, Callbacks, EvalError, EvalErrorKind, EvalStackTraceItem, ImportError,
-    LoadError, NativeError, Program, Thunk, Value,
+    AnalyzeError, Callbacks, EvalError, EvalErrorKind, EvalStackTraceItem, ImportError, LoadError,
+    NativeError, Program, Thunk, Value,
 };
 use rsjsonnet_lang::span::{SpanContextId, SpanId};
 
@@ -74,8 +74,14 @@ impl<'p> Importer<'p> {
         let source = &self.sources[*self.contexts.get(&ctx)?];
         let before = &source.text[..start.min(source.text.len())];
         let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-        let line_start = before.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+        let line_start = before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&before[line_start..])
+            .chars()
+            .count()
+            + 1;
         Some(Location {
             file: source.path.clone(),
             line,
@@ -143,9 +149,7 @@ impl<'p> Importer<'p> {
             return Ok(t.clone());
         }
         let text = self.read(file)?;
-        let (ctx, _) = program
-            .span_manager_mut()
-            .insert_source_context(text.len());
+        let (ctx, _) = program.span_manager_mut().insert_source_context(text.len());
         self.contexts.insert(ctx, self.sources.len());
         self.sources.push(Source {
             path: file.to_path_buf(),
@@ -300,13 +304,17 @@ fn eval_span(e: &EvalError, locate: impl Fn(SpanId) -> Option<Location>) -> Opti
         | EvalStackTraceItem::ObjectField { span, .. } => *span,
         _ => None,
     };
-    e.stack_trace.iter().find_map(|item| span(item).and_then(&locate))
+    e.stack_trace
+        .iter()
+        .find_map(|item| span(item).and_then(&locate))
 }
 
 /// The message for an evaluation error, and the span it names when it names one.
 fn describe(kind: &EvalErrorKind) -> (Option<SpanId>, String) {
     match kind {
-        EvalErrorKind::ExplicitError { message, span } => (Some(*span), format!("error: {message}")),
+        EvalErrorKind::ExplicitError { message, span } => {
+            (Some(*span), format!("error: {message}"))
+        }
         EvalErrorKind::AssertFailed { message, span } => (
             Some(*span),
             format!(
@@ -356,7 +364,10 @@ fn strip_spans(text: &str) -> String {
 
 fn load_error(e: &LoadError) -> (SpanId, String) {
     match e {
-        LoadError::Lex(l) => (lex_span(l), format!("syntax error: {}", strip_spans(&format!("{l:?}")))),
+        LoadError::Lex(l) => (
+            lex_span(l),
+            format!("syntax error: {}", strip_spans(&format!("{l:?}"))),
+        ),
         LoadError::Parse(ParseError::Expected {
             span,
             expected,

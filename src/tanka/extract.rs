@@ -49,7 +49,11 @@ pub struct Found {
 }
 
 fn is_manifest(o: &Map<String, Value>) -> bool {
-    let nonempty = |k: &str| o.get(k).and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+    let nonempty = |k: &str| {
+        o.get(k)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+    };
     nonempty("apiVersion") && nonempty("kind")
 }
 
@@ -255,9 +259,17 @@ fn pod_spec(o: &Map<String, Value>) -> Option<&Value> {
     let spec = o.get("spec")?;
     match field(o, &["kind"]) {
         "Pod" => Some(spec),
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job"
+        "Deployment"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicaSet"
+        | "Job"
         | "ReplicationController" => spec.get("template")?.get("spec"),
-        "CronJob" => spec.get("jobTemplate")?.get("spec")?.get("template")?.get("spec"),
+        "CronJob" => spec
+            .get("jobTemplate")?
+            .get("spec")?
+            .get("template")?
+            .get("spec"),
         _ => None,
     }
 }
@@ -309,7 +321,10 @@ mod tests {
     #[test]
     fn a_primitive_leaf_is_an_error_naming_its_path() {
         let err = extract(&json!({"x": {"y": "text"}})).unwrap_err();
-        assert!(err.contains("in path `.x` found key `y` of type string"), "{err}");
+        assert!(
+            err.contains("in path `.x` found key `y` of type string"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -339,8 +354,10 @@ mod tests {
 
     #[test]
     fn images_of_every_pod_template_kind() {
-        let tpl = |img: &str| json!({"spec": {"containers": [{"name": "c", "image": img}],
-            "initContainers": [{"name": "i", "image": format!("{img}-init")}]}});
+        let tpl = |img: &str| {
+            json!({"spec": {"containers": [{"name": "c", "image": img}],
+            "initContainers": [{"name": "i", "image": format!("{img}-init")}]}})
+        };
         let raw = json!({
             "d": {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": tpl("d:1")}},
             "c": {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c"},
@@ -349,6 +366,9 @@ mod tests {
         });
         let found = extract(&raw).unwrap();
         let imgs: Vec<String> = images(&found).into_iter().map(|(_, i)| i).collect();
-        assert_eq!(imgs, ["d:1-init", "d:1", "c:1-init", "c:1", "p:1-init", "p:1"]);
+        assert_eq!(
+            imgs,
+            ["d:1-init", "d:1", "c:1-init", "c:1", "p:1-init", "p:1"]
+        );
     }
 }

@@ -359,7 +359,13 @@ fn dependency_names(jsonnetfile: &Value) -> Vec<(Vec<String>, String)> {
             };
             let legacy = explicit
                 .map(str::to_string)
-                .or_else(|| subdir.rsplit('/').next().filter(|s| !s.is_empty()).map(String::from))
+                .or_else(|| {
+                    subdir
+                        .rsplit('/')
+                        .next()
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                })
                 .unwrap_or_else(|| repo.rsplit('/').next().unwrap_or(repo).to_string());
             let version = d.get("version").and_then(Value::as_str).unwrap_or("");
             let entry = if version.is_empty() {
@@ -403,7 +409,10 @@ mod tests {
         let names = dependency_names(&jf);
         assert_eq!(
             names[0].0,
-            ["github.com/grafana/jsonnet-libs/ksonnet-util", "ksonnet-util"]
+            [
+                "github.com/grafana/jsonnet-libs/ksonnet-util",
+                "ksonnet-util"
+            ]
         );
         assert_eq!(names[1].0[1], "k8s-libsonnet");
         assert_eq!(names[2].0, ["mop-lib"]);
