@@ -9,7 +9,7 @@ use crate::spec::SpecFile;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  sudo sparkgap apply -f /var/lib/sparkgap/appliance.yaml --dry-run\n  sparkgap apply -f appliance.yaml --kubeconfig ~/.kube/spark.yaml --output json\n\nStages run in order: namespace, storage, network, registry, quota, rbac (server-side apply,\nfield manager sparkgap; objects of ours that left the spec are pruned).\nExit codes: 0 ok, 2 bad spec, 3 API unreachable or refused."
+    after_help = "Examples:\n  sudo sparkgap apply -f /var/lib/sparkgap/appliance.yaml --dry-run\n  sparkgap apply -f appliance.yaml --kubeconfig ~/.kube/spark.yaml --output json\n\nStages run in order: namespace, storage, network, registry, quota, rbac, tanka (server-side apply,\nfield manager sparkgap; objects of ours that left the spec are pruned).\nExit codes: 0 ok, 2 bad spec, 3 API unreachable or refused."
 )]
 pub struct ApplyArgs {
     #[command(flatten)]
@@ -23,11 +23,16 @@ pub struct ApplyArgs {
 
 pub fn run(args: ApplyArgs, g: &Global) -> anyhow::Result<u8> {
     let spec = SpecFile::read(&args.spec.file)?;
+    // The Tanka environments are evaluated from their files next to the spec, before
+    // anything is sent: a broken environment changes nothing on the cluster.
+    let envs = crate::tanka::render_all(&spec)?;
+    let tanka = crate::stages::tanka_objects(envs.into_iter().flat_map(|e| e.objects))?;
     let report = crate::install::node::apply(
         args.cluster.kubeconfig.as_deref(),
         Path::new("/"),
         &spec.appliance,
         args.dry_run,
+        tanka,
     )?;
     if g.output == Output::Json {
         super::print_json(&report)?;

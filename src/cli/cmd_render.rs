@@ -12,8 +12,8 @@ use crate::tanka;
 pub struct RenderArgs {
     #[command(flatten)]
     pub spec: SpecArg,
-    /// Only this stage: namespace, storage, network, registry, quota, rbac; or `tanka` for
-    /// the objects of the spec's Tanka environments.
+    /// Only this stage: namespace, storage, network, registry, quota, rbac, tanka (the
+    /// objects of the spec's Tanka environments).
     #[arg(long)]
     pub stage: Option<String>,
 }
@@ -31,7 +31,7 @@ pub fn run(args: RenderArgs, g: &Global) -> anyhow::Result<u8> {
         Some("tanka") => Selection::Tanka,
         Some(s) => Selection::Stage(Stage::parse(s).ok_or_else(|| {
             anyhow::anyhow!(
-                "--stage {s:?} is not a stage; stages are {}, tanka",
+                "--stage {s:?} is not a stage; stages are {}",
                 Stage::ALL.map(|s| s.name()).join(", ")
             )
         })?),

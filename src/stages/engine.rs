@@ -91,6 +91,9 @@ pub struct ApplyOptions<'a> {
     pub host_registry: Option<&'a dyn HostRegistry>,
     /// The registries.yaml the spec implies, rendered by install; `None` skips the comparison.
     pub registries_yaml: Option<String>,
+    /// The tanka stage's objects (`stages::tanka_objects`): evaluated from the spec's Tanka
+    /// environments, or read from the bundle on the node.
+    pub tanka: Vec<Object>,
 }
 
 impl Default for ApplyOptions<'_> {
@@ -104,6 +107,7 @@ impl Default for ApplyOptions<'_> {
             retry: RetryPolicy::default(),
             host_registry: None,
             registries_yaml: None,
+            tanka: Vec::new(),
         }
     }
 }
@@ -226,7 +230,12 @@ pub async fn apply(
         if !opts.stages.contains(&stage) {
             continue;
         }
-        stages.push(engine.run_stage(stage, &objects).await?);
+        let objects = if stage == Stage::Tanka {
+            &opts.tanka
+        } else {
+            &objects
+        };
+        stages.push(engine.run_stage(stage, objects).await?);
     }
     Ok(ApplyReport {
         dry_run: opts.dry_run,
@@ -503,7 +512,7 @@ impl Engine<'_, '_> {
             .map(|o| (o.kind(), o.namespace(), o.name()))
             .collect();
         let mut out = Vec::new();
-        for ar in managed_kinds(stage, snapshots) {
+        for ar in managed_kinds(stage, snapshots, objects) {
             let lp = ListParams::default().labels(&stage.selector());
             let all = self.api(&ar, None);
             let list = match self.retry(|| all.list(&lp)).await {
@@ -615,8 +624,21 @@ impl Engine<'_, '_> {
 
 /// The kinds a stage manages, for prune: a kind whose last object left the spec is still
 /// listed, so its leftovers go too.
-fn managed_kinds(stage: Stage, snapshots: bool) -> Vec<ApiResource> {
+fn managed_kinds(stage: Stage, snapshots: bool, objects: &[Object]) -> Vec<ApiResource> {
     match stage {
+        // Any kind: prune looks at the kinds sent now (a kind the environments no longer
+        // produce at all is not listed), and never at Namespaces.
+        Stage::Tanka => {
+            let mut v: Vec<ApiResource> = Vec::new();
+            for ar in objects.iter().map(Object::api_resource) {
+                if ar.kind != "Namespace"
+                    && !v.iter().any(|x| x.group == ar.group && x.kind == ar.kind)
+                {
+                    v.push(ar);
+                }
+            }
+            v
+        }
         Stage::Namespace => vec![ApiResource::erase::<Namespace>(&())],
         Stage::Storage => {
             let mut v = vec![
