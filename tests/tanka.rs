@@ -431,6 +431,24 @@ fn lock_pins_tanka_images_and_build_carries_the_objects() {
         .expect("image index");
     assert!(index.contains(&locked_b.manifest.digest), "{index}");
 
+    // Installed into a staging root, the node keeps the objects as built beside the spec
+    // copy, and `apply -f` of that copy (no jsonnet there) applies those.
+    let root = bed.path("root");
+    let out = common::sparkgap()
+        .args(["install", "--no-start", "--root"])
+        .arg(&root)
+        .arg(bed.path("out.tar"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let copy = root.join("var/lib/sparkgap/rendered/tanka/web.yaml");
+    assert_eq!(std::fs::read_to_string(&copy).unwrap(), yaml);
+    let installed =
+        sparkgap::spec::SpecFile::read(&root.join("var/lib/sparkgap/appliance.yaml")).unwrap();
+    let objects = sparkgap::tanka::objects_for_apply(&installed).unwrap();
+    assert_eq!(objects.len(), 1);
+    assert_eq!(objects[0]["kind"], "Deployment");
+
     // The environment now runs another image: the lock is stale, build says so and writes
     // nothing.
     web_environment(&spec, &[&app_ref, bed.h.arm64_a_ref()]);

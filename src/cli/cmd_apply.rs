@@ -23,10 +23,10 @@ pub struct ApplyArgs {
 
 pub fn run(args: ApplyArgs, g: &Global) -> anyhow::Result<u8> {
     let spec = SpecFile::read(&args.spec.file)?;
-    // The Tanka environments are evaluated from their files next to the spec, before
-    // anything is sent: a broken environment changes nothing on the cluster.
-    let envs = crate::tanka::render_all(&spec)?;
-    let tanka = crate::stages::tanka_objects(envs.into_iter().flat_map(|e| e.objects))?;
+    // The Tanka environments are evaluated from their files next to the spec (on the node:
+    // read as installed from the bundle) before anything is sent: a broken environment
+    // changes nothing on the cluster.
+    let tanka = crate::stages::tanka_objects(crate::tanka::objects_for_apply(&spec)?)?;
     let report = crate::install::node::apply(
         args.cluster.kubeconfig.as_deref(),
         Path::new("/"),

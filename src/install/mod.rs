@@ -367,13 +367,23 @@ pub fn install(
     )?;
     let tanka = tanka_manifests(root, &staged)?;
     let archive = plan::image_archive(&images_src);
-    let desired = desired_files(
+    let mut desired = desired_files(
         &spec,
         &staged,
         previous.as_ref(),
         (skip_k3s, skip_images),
         &archive,
     )?;
+    // The Tanka objects as built, beside the spec copy: `apply -f` of the spec copy on the
+    // node applies them (the jsonnet is not carried).
+    for (name, bytes) in &tanka {
+        desired.push(plan::Desired {
+            path: format!("{}/{name}.yaml", plan::TANKA_COPY_DIR),
+            source: plan::Source::Bytes(bytes.clone()),
+            mode: 0o644,
+            k3s_reads: false,
+        });
+    }
     let plan::Applied {
         changes: files,
         removed,

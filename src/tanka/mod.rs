@@ -102,6 +102,39 @@ impl Environment {
     }
 }
 
+/// Where the node keeps each environment's rendered objects, relative to the spec copy's
+/// directory (install writes them there from the bundle).
+pub const RENDERED_DIR: &str = "rendered/tanka";
+
+/// The objects of every environment, for `apply`: evaluated from the files beside the spec;
+/// for an environment whose project is not there but whose rendered copy is (the spec copy
+/// install keeps on the node, `RENDERED_DIR`), the objects as the bundle carried them.
+pub fn objects_for_apply(spec: &SpecFile) -> Result<Vec<Map<String, Value>>, TankaError> {
+    let mut out = Vec::new();
+    for (i, t) in spec.appliance.spec.tanka.iter().enumerate() {
+        let project = spec.base_dir().join(&t.path).join("jsonnetfile.json");
+        let copy = spec
+            .base_dir()
+            .join(RENDERED_DIR)
+            .join(format!("{}.yaml", t.name));
+        if !project.exists() && copy.is_file() {
+            let text = std::fs::read_to_string(&copy).map_err(|e| TankaError::Read {
+                file: copy.clone(),
+                message: e.to_string(),
+            })?;
+            let docs: Vec<Map<String, Value>> =
+                serde_saphyr::from_multiple(&text).map_err(|e| TankaError::Project {
+                    file: copy.clone(),
+                    message: e.to_string(),
+                })?;
+            out.extend(docs);
+        } else {
+            out.extend(render(spec, i, t)?.objects);
+        }
+    }
+    Ok(out)
+}
+
 /// The images the lock must pin for the spec's environments: each environment's, in spec
 /// order (the lock keeps each reference once, see `Lock::tanka_references`).
 pub fn lock_images(envs: &[Environment]) -> Vec<TankaImage> {
