@@ -544,7 +544,7 @@ async fn the_tanka_stage_applies_and_prunes_only_its_own_objects() {
         serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "old", "namespace": "shop"}}).to_string(),
     );
 
-    let spec = sparkgap::spec::parse(&format!("{SPEC_HEAD}")).unwrap();
+    let spec = sparkgap::spec::parse(SPEC_HEAD).unwrap();
     let opts = ApplyOptions {
         stages: vec![Stage::Tanka],
         tanka: objects,
