@@ -269,6 +269,7 @@ async fn dry_run_asks_the_server_and_changes_nothing() {
             "v1",
             serde_json::json!([{"metadata": {"name": "old-bot", "namespace": "apps",
                 "resourceVersion": "40", "uid": "aa",
+                "annotations": {"sparkgap.dev/created-by": "sparkgap"},
                 "labels": {"app.kubernetes.io/managed-by": "sparkgap", "sparkgap.dev/stage": "rbac"}}}]),
         ),
     );
@@ -340,8 +341,12 @@ async fn prune_deletes_only_our_labelled_leftovers() {
     let ours = |name: &str, stage: &str| {
         serde_json::json!({"metadata": {"name": name, "namespace": "apps", "uid": format!("uid-{name}"),
             "resourceVersion": "88",
+            "annotations": {"sparkgap.dev/created-by": "sparkgap"},
             "labels": {"app.kubernetes.io/managed-by": "sparkgap", "sparkgap.dev/stage": stage}}})
     };
+    // Labelled by an earlier apply that adopted it, never created by us: not deleted.
+    let mut adopted = ours("team-owned", "network");
+    adopted["metadata"]["annotations"] = serde_json::json!({});
     fake.on(
         "GET",
         "/apis/networking.k8s.io/v1/networkpolicies",
@@ -355,6 +360,7 @@ async fn prune_deletes_only_our_labelled_leftovers() {
                 // A server ignoring the selector must still not make us delete these:
                 {"metadata": {"name": "team-policy", "namespace": "apps", "uid": "u1", "resourceVersion": "3"}},
                 ours("from-other-stage", "quota"),
+                adopted,
             ]),
         ),
     );
@@ -390,6 +396,180 @@ async fn prune_deletes_only_our_labelled_leftovers() {
         .map(|r| r.name.as_str())
         .collect();
     assert_eq!(pruned, ["allow-legacy"]);
+    let left = net.objects.iter().find(|r| r.name == "team-owned").unwrap();
+    assert_eq!(left.result, Outcome::Skipped);
+    assert!(
+        left.reason
+            .as_deref()
+            .unwrap()
+            .contains("not created by sparkgap"),
+        "{left:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_namespace_that_left_the_spec_is_pruned_only_when_asked() {
+    let leftover = serde_json::json!({"metadata": {"name": "old-team", "uid": "u-ns", "resourceVersion": "9",
+        "annotations": {"sparkgap.dev/created-by": "sparkgap"},
+        "labels": {"app.kubernetes.io/managed-by": "sparkgap", "sparkgap.dev/stage": "namespace"}}});
+    let run = |prune_namespaces: bool| {
+        let leftover = leftover.clone();
+        async move {
+            let fake = FakeApi::new();
+            fake.on(
+                "GET",
+                "/api/v1/namespaces",
+                200,
+                list("Namespace", "v1", serde_json::json!([leftover])),
+            );
+            fake.on(
+                "DELETE",
+                "/api/v1/namespaces/old-team",
+                200,
+                namespace_phase("old-team", "Terminating"),
+            );
+            route_all(&fake, &minimal());
+            let o = ApplyOptions {
+                prune_namespaces,
+                ..opts()
+            };
+            let report = stages::apply(fake.client(), &minimal(), &o).await.unwrap();
+            let deleted = fake.seen().iter().any(|s| s.method == "DELETE");
+            let r = report.stages[0]
+                .objects
+                .iter()
+                .find(|r| r.name == "old-team")
+                .cloned()
+                .unwrap();
+            (deleted, r)
+        }
+    };
+    let (deleted, r) = run(false).await;
+    assert!(!deleted);
+    assert_eq!(r.result, Outcome::Skipped);
+    assert!(r.reason.unwrap().contains("--prune-namespaces"));
+    let (deleted, r) = run(true).await;
+    assert!(deleted);
+    assert_eq!(r.result, Outcome::Pruned);
+}
+
+#[tokio::test]
+async fn apply_marks_what_it_creates_and_never_what_it_adopts() {
+    let spec = minimal();
+    let fake = FakeApi::new();
+    let objects = route_all(&fake, &spec);
+    // k3s's own local-path class exists, unmarked: adopted.
+    let class = objects
+        .iter()
+        .map(|(_, o)| o)
+        .find(|o| o.kind() == "StorageClass")
+        .unwrap();
+    let mut k3s_class = class.to_value();
+    k3s_class["metadata"] = serde_json::json!({"name": "local-path", "uid": "k", "resourceVersion": "3",
+        "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}});
+    let fake2 = FakeApi::new();
+    fake2.on("GET", &path(class), 200, k3s_class.to_string());
+    route_all(&fake2, &spec);
+    stages::apply(fake.client(), &spec, &opts()).await.unwrap();
+    stages::apply(fake2.client(), &spec, &opts()).await.unwrap();
+    let mark = |f: &FakeApi, p: &str| {
+        let seen = f.seen();
+        let s = seen
+            .iter()
+            .find(|s| s.method == "PATCH" && s.path() == p)
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_str(&s.body).unwrap();
+        body["metadata"]["annotations"]["sparkgap.dev/created-by"].clone()
+    };
+    assert_eq!(mark(&fake, &path(class)), "sparkgap");
+    assert_eq!(mark(&fake2, &path(class)), serde_json::Value::Null);
+    // Everything else was absent: marked.
+    let quota = objects
+        .iter()
+        .map(|(_, o)| o)
+        .find(|o| o.kind() == "ResourceQuota")
+        .unwrap();
+    assert_eq!(mark(&fake2, &path(quota)), "sparkgap");
+}
+
+#[tokio::test]
+async fn an_immutable_change_stops_before_any_write_or_is_replaced_when_asked() {
+    let spec = minimal();
+    let objects = stages::render_all(&spec).unwrap();
+    let class = objects
+        .iter()
+        .flat_map(|(_, o)| o)
+        .find(|o| o.kind() == "StorageClass")
+        .unwrap();
+    let mut live = served(class, "40");
+    live["reclaimPolicy"] = "Retain".into();
+    live["metadata"]["annotations"]["sparkgap.dev/created-by"] = "sparkgap".into();
+
+    let fake = FakeApi::new();
+    fake.on("GET", &path(class), 200, live.to_string());
+    route_all(&fake, &spec);
+    let err = stages::apply(fake.client(), &spec, &opts())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StageError::Immutable { .. }), "{msg}");
+    assert!(
+        msg.contains(
+            "StorageClass local-path: reclaimPolicy is Retain on the cluster, the spec says Delete"
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("--replace"), "{msg}");
+    assert_eq!(err.kind(), sparkgap::failure::FailureKind::Input);
+    assert!(
+        fake.seen().iter().all(|s| s.method == "GET"),
+        "something was written: {:?}",
+        fake.seen()
+            .iter()
+            .map(|s| format!("{} {}", s.method, s.uri))
+            .collect::<Vec<_>>()
+    );
+
+    let fake = FakeApi::new();
+    fake.on("GET", &path(class), 200, live.to_string());
+    fake.on("DELETE", &path(class), 200, live.to_string());
+    fake.on(
+        "GET",
+        &path(class),
+        404,
+        sparkgap::cluster::not_found(&path(class)),
+    );
+    route_all(&fake, &spec);
+    let o = ApplyOptions {
+        replace: true,
+        ..opts()
+    };
+    let report = stages::apply(fake.client(), &spec, &o).await.unwrap();
+    let r = report.stages[1]
+        .objects
+        .iter()
+        .find(|r| r.kind == "StorageClass")
+        .unwrap();
+    assert_eq!(r.result, Outcome::Replaced);
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap()
+            .contains("reclaimPolicy: Retain -> Delete")
+    );
+    let seen = fake.seen();
+    let del = seen.iter().position(|s| s.method == "DELETE").unwrap();
+    let put = seen
+        .iter()
+        .position(|s| s.method == "PATCH" && s.path() == path(class))
+        .unwrap();
+    assert!(del < put);
+    // The replacement keeps the mark it had.
+    let body: serde_json::Value = serde_json::from_str(&seen[put].body).unwrap();
+    assert_eq!(
+        body["metadata"]["annotations"]["sparkgap.dev/created-by"],
+        "sparkgap"
+    );
 }
 
 #[tokio::test]
@@ -558,13 +738,19 @@ async fn waits_for_a_terminating_namespace_to_become_active() {
     assert!(
         fake.seen()
             .iter()
-            .all(|s| !s.path().contains("/namespaces/apps/"))
+            .all(|s| s.method == "GET" || !s.path().contains("/namespaces/apps/"))
     );
 }
 
 #[tokio::test]
 async fn snapshot_class_is_skipped_without_the_crds_and_applied_with_them() {
-    let spec = load("bundle/appliance.yaml");
+    let mut spec = load("bundle/appliance.yaml");
+    // A CSI driver that can snapshot (validation refuses local-path's).
+    spec.spec.storage.snapshot_class = Some(sparkgap::spec::SnapshotClass {
+        name: "local-snapshots".into(),
+        driver: "hostpath.csi.k8s.io".into(),
+        deletion_policy: Default::default(),
+    });
     let fake = FakeApi::new();
     route_all(&fake, &spec);
     let report = stages::apply(fake.client(), &spec, &opts()).await.unwrap();

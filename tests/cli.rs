@@ -90,3 +90,46 @@ fn a_closed_stdout_ends_the_output_quietly() {
         );
     }
 }
+
+/// What a new user needs before the README's two commands work: the Rust version Cargo.toml
+/// requires, a C compiler, what the test command installs on the fly, and the apt packages
+/// `.ci/run` installs (the README must name every one of them).
+#[test]
+fn readme_states_the_prerequisites_the_build_and_ci_need() {
+    let readme = std::fs::read_to_string("README.md").expect("README.md");
+    let cargo = std::fs::read_to_string("Cargo.toml").expect("Cargo.toml");
+    let msrv = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .map(|v| v.trim_matches('"').to_string())
+        .expect("Cargo.toml rust-version");
+    assert!(
+        readme.contains(&format!("Rust toolchain ≥ {msrv}")),
+        "README must state Rust ≥ {msrv}"
+    );
+    assert!(
+        readme.contains("C compiler"),
+        "README must say a C compiler is needed"
+    );
+    for tool in ["deadnix", "nixpkgs-fmt"] {
+        assert!(
+            readme.contains(tool),
+            "README must say scripts/test installs {tool}"
+        );
+    }
+    let ci = std::fs::read_to_string(".ci/run").expect(".ci/run");
+    let pkgs = ci
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("for pkg in ")
+                .and_then(|r| r.strip_suffix("; do"))
+        })
+        .expect(".ci/run's package loop");
+    for pkg in pkgs.split_whitespace() {
+        assert!(
+            readme.contains(pkg),
+            "README does not name {pkg}, which .ci/run installs"
+        );
+    }
+}

@@ -117,7 +117,8 @@ spec:
       kube: {{ cpu: 500m, memory: 1Gi }}
     evictionHard:
       memory.available: 2Gi
-    kubeletArgs: ["max-pods=250"]
+    maxPods: 250
+    kubeletArgs: ["image-gc-high-threshold=90"]
     autoDeployManifests: {auto}
   images:
 {images}  manifests:

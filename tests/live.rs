@@ -169,3 +169,311 @@ fn default_appliance_applies_and_its_api_checks_pass_on_a_live_api_server() {
     }
     assert_eq!(code, 0, "verify exit code");
 }
+
+/// `sparkgap apply` with any outcome: (exit code, stdout, stderr).
+fn apply_any(cp: &ControlPlane, spec: &Path, extra: &[&str]) -> (i32, String, String) {
+    let out = common::sparkgap()
+        .args(["--output", "json", "apply", "-f"])
+        .arg(spec)
+        .arg("--kubeconfig")
+        .arg(&cp.kubeconfig)
+        .args(extra)
+        .output()
+        .expect("run sparkgap apply");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A small spec: the given body (YAML under `spec:`, indented two spaces) after `k3s`.
+fn write_spec(dir: &Path, file: &str, body: &str) -> PathBuf {
+    let path = dir.join(file);
+    let text = format!(
+        "apiVersion: sparkgap.dev/v1alpha1\nkind: Appliance\nmetadata:\n  name: live\nspec:\n  k3s:\n    version: v1.33.5+k3s1\n    binaryUrl: http://127.0.0.1:1/k3s\n{body}"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The object at `path` (REST path) on the control plane, or None when absent.
+fn get(cp: &ControlPlane, path: &str) -> Option<Value> {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = sparkgap::cluster::connect(Some(&cp.kubeconfig))
+            .await
+            .unwrap();
+        let req = http::Request::get(path).body(Vec::new()).unwrap();
+        match client.request::<Value>(req).await {
+            Ok(v) => Some(v),
+            Err(kube::Error::Api(s)) if s.code == 404 => None,
+            Err(e) => panic!("GET {path}: {e}"),
+        }
+    })
+}
+
+/// Create an object as another tool (k3s) would: POST, no sparkgap labels or mark.
+fn create(cp: &ControlPlane, collection: &str, body: Value) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = sparkgap::cluster::connect(Some(&cp.kubeconfig))
+            .await
+            .unwrap();
+        let req = http::Request::post(collection)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap();
+        client
+            .request::<Value>(req)
+            .await
+            .unwrap_or_else(|e| panic!("POST {collection}: {e}"));
+    })
+}
+
+/// The report's entry for one object: (result, reason).
+fn entry(report: &Value, kind: &str, name: &str) -> (String, String) {
+    for stage in report["stages"].as_array().expect("stages") {
+        for o in stage["objects"].as_array().expect("objects") {
+            if o["kind"] == kind && o["name"] == name {
+                return (
+                    o["result"].as_str().unwrap_or("").into(),
+                    o["reason"].as_str().unwrap_or("").into(),
+                );
+            }
+        }
+    }
+    panic!("no {kind} {name} in {report}")
+}
+
+const K3S_CLASS: &str = "/apis/storage.k8s.io/v1/storageclasses/local-path";
+
+#[test]
+fn prune_deletes_only_what_sparkgap_created_and_namespaces_only_when_asked_on_a_live_api_server() {
+    let test = "prune_deletes_only_what_sparkgap_created_and_namespaces_only_when_asked_on_a_live_api_server";
+    let Some(cp) = ControlPlane::start_or_skip(test) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    // What k3s ships before sparkgap ever runs: its local-path class and a coredns-custom.
+    create(
+        &cp,
+        "/apis/storage.k8s.io/v1/storageclasses",
+        serde_json::json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": "local-path", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "rancher.io/local-path", "reclaimPolicy": "Delete",
+            "volumeBindingMode": "WaitForFirstConsumer"}),
+    );
+    create(
+        &cp,
+        "/api/v1/namespaces/kube-system/configmaps",
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "coredns-custom", "namespace": "kube-system"},
+            "data": {"site.override": "# written by hand"}}),
+    );
+    let full = write_spec(
+        tmp.path(),
+        "full.yaml",
+        "  namespaces: [{ name: keep }, { name: gone }]\n  storage:\n    classes:\n      - name: local-path\n      - name: fast\n        parameters: { nodePath: /srv/fast }\n  network:\n    dns:\n      hosts: [{ ip: 10.43.200.10, names: [registry.spark.local] }]\n",
+    );
+    let first = apply(&cp, &full, &[]);
+    assert_eq!(entry(&first, "StorageClass", "local-path").0, "changed");
+    assert_eq!(entry(&first, "StorageClass", "fast").0, "created");
+    let adopted = get(&cp, K3S_CLASS).unwrap();
+    assert_eq!(
+        adopted["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "sparkgap"
+    );
+    assert!(
+        adopted["metadata"]["annotations"]
+            .get("sparkgap.dev/created-by")
+            .is_none(),
+        "an adopted object got the created-by mark: {adopted}"
+    );
+    let fast = "/apis/storage.k8s.io/v1/storageclasses/fast";
+    assert_eq!(
+        get(&cp, fast).unwrap()["metadata"]["annotations"]["sparkgap.dev/created-by"],
+        "sparkgap"
+    );
+
+    // Everything but `keep` leaves the spec. A dry run lists what prune would delete.
+    let slim = write_spec(tmp.path(), "slim.yaml", "  namespaces: [{ name: keep }]\n");
+    let dry = apply(&cp, &slim, &["--dry-run"]);
+    println!("dry run:\n{dry:#}");
+    let (result, reason) = entry(&dry, "StorageClass", "fast");
+    assert_eq!(
+        (result.as_str(), reason.as_str()),
+        ("pruned", "would be deleted: it left the spec")
+    );
+    for (kind, name, why) in [
+        ("StorageClass", "local-path", "not created by sparkgap"),
+        ("ConfigMap", "coredns-custom", "not created by sparkgap"),
+        ("Namespace", "gone", "--prune-namespaces"),
+    ] {
+        let (result, reason) = entry(&dry, kind, name);
+        assert_eq!(result, "skipped", "{kind} {name}: {reason}");
+        assert!(reason.contains(why), "{kind} {name}: {reason}");
+    }
+    assert!(get(&cp, fast).is_some(), "a dry run deleted a class");
+
+    let real = apply(&cp, &slim, &[]);
+    assert_eq!(entry(&real, "StorageClass", "fast").0, "pruned");
+    assert!(get(&cp, fast).is_none(), "fast was not pruned");
+    assert!(
+        get(&cp, K3S_CLASS).is_some(),
+        "k3s's local-path class was deleted"
+    );
+    assert!(
+        get(
+            &cp,
+            "/api/v1/namespaces/kube-system/configmaps/coredns-custom"
+        )
+        .is_some()
+    );
+    assert_eq!(
+        get(&cp, "/api/v1/namespaces/gone").unwrap()["status"]["phase"],
+        "Active",
+        "a namespace was deleted without --prune-namespaces"
+    );
+
+    let asked = apply(&cp, &slim, &["--prune-namespaces"]);
+    assert_eq!(entry(&asked, "Namespace", "gone").0, "pruned");
+    let gone = get(&cp, "/api/v1/namespaces/gone");
+    assert!(
+        gone.as_ref()
+            .is_none_or(|n| n["status"]["phase"] == "Terminating"),
+        "{gone:?}"
+    );
+    assert!(get(&cp, "/api/v1/namespaces/keep").is_some());
+}
+
+#[test]
+fn an_immutable_change_applies_nothing_unless_replace_on_a_live_api_server() {
+    let test = "an_immutable_change_applies_nothing_unless_replace_on_a_live_api_server";
+    let Some(cp) = ControlPlane::start_or_skip(test) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let class = "/apis/storage.k8s.io/v1/storageclasses/standard";
+    let before = write_spec(
+        tmp.path(),
+        "before.yaml",
+        "  namespaces: [{ name: apps }]\n  storage:\n    classes:\n      - { name: standard, reclaimPolicy: Retain }\n",
+    );
+    apply(&cp, &before, &[]);
+    assert_eq!(get(&cp, class).unwrap()["reclaimPolicy"], "Retain");
+
+    // The class's reclaimPolicy changes, and a namespace (an earlier stage) is added.
+    let after = write_spec(
+        tmp.path(),
+        "after.yaml",
+        "  namespaces: [{ name: apps }, { name: late }]\n  storage:\n    classes:\n      - { name: standard, reclaimPolicy: Delete }\n",
+    );
+    let (code, stdout, stderr) = apply_any(&cp, &after, &[]);
+    println!("refused apply:\n{stderr}");
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(
+            "StorageClass standard: reclaimPolicy is Retain on the cluster, the spec says Delete"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--replace"), "{stderr}");
+    assert!(
+        get(&cp, "/api/v1/namespaces/late").is_none(),
+        "an earlier stage was applied before the refusal"
+    );
+    assert_eq!(get(&cp, class).unwrap()["reclaimPolicy"], "Retain");
+
+    let dry = apply(&cp, &after, &["--dry-run", "--replace"]);
+    let (result, reason) = entry(&dry, "StorageClass", "standard");
+    assert_eq!(result, "replaced");
+    assert!(reason.contains("would be"), "{reason}");
+    assert_eq!(get(&cp, class).unwrap()["reclaimPolicy"], "Retain");
+
+    let replaced = apply(&cp, &after, &["--replace"]);
+    assert_eq!(entry(&replaced, "StorageClass", "standard").0, "replaced");
+    let now = get(&cp, class).unwrap();
+    assert_eq!(now["reclaimPolicy"], "Delete");
+    assert_eq!(
+        now["metadata"]["annotations"]["sparkgap.dev/created-by"],
+        "sparkgap"
+    );
+    assert!(get(&cp, "/api/v1/namespaces/late").is_some());
+    // Settled: the next apply is a no-op.
+    let again = apply(&cp, &after, &[]);
+    assert_eq!(counts(&again)[1], 0, "{again}");
+}
+
+/// `sparkgap verify --only rbac`: exit code and the rbac check.
+fn verify_rbac(cp: &ControlPlane, spec: &Path) -> (i32, Value) {
+    let out = common::sparkgap()
+        .args(["--output", "json", "verify", "-f"])
+        .arg(spec)
+        .arg("--kubeconfig")
+        .arg(&cp.kubeconfig)
+        .args(["--timeout", "60s", "--only", "rbac"])
+        .output()
+        .expect("run sparkgap verify");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("verify --only rbac (live control plane):\n{stdout}");
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify JSON: {e}\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (
+        out.status.code().unwrap_or(-1),
+        check(&report, "rbac").clone(),
+    )
+}
+
+#[test]
+fn obi_collector_may_list_pods_and_a_missing_account_fails_rbac_on_a_live_api_server() {
+    let test = "obi_collector_may_list_pods_and_a_missing_account_fails_rbac_on_a_live_api_server";
+    let Some(cp) = ControlPlane::start_or_skip(test) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = default_spec(tmp.path());
+    apply(&cp, &spec, &[]);
+    let (code, rbac) = verify_rbac(&cp, &spec);
+    assert_eq!((code, rbac["status"].as_str()), (0, Some("pass")), "{rbac}");
+    let evidence: Vec<&str> = rbac["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for line in [
+        // The seed's `kubectl auth can-i list pods --as=system:serviceaccount:mop-system:obi-collector -n mop-system`.
+        "ok: ServiceAccount mop-system/obi-collector list pods in mop-system: allowed as expected",
+        "ok: ServiceAccount monitoring/prometheus get /metrics: allowed as expected",
+        "ok: ServiceAccount ci/ci-runner delete pods/log in ci: denied as expected",
+    ] {
+        assert!(
+            evidence.iter().any(|e| e.starts_with(line)),
+            "{line}\nnot in {evidence:#?}"
+        );
+    }
+
+    // An expectation about an account that was never created fails, though the authorizer
+    // would deny it exactly as `allowed: false` expects.
+    let text = std::fs::read_to_string(&spec).unwrap().replace(
+        "    expect:\n",
+        "    expect:\n      - { subject: { kind: ServiceAccount, name: ghost, namespace: mop-system }, verb: get, resource: secrets, namespace: ci, allowed: false }\n",
+    );
+    let ghost = tmp.path().join("ghost.yaml");
+    std::fs::write(&ghost, text).unwrap();
+    let (code, rbac) = verify_rbac(&cp, &ghost);
+    assert_eq!(code, 1, "{rbac}");
+    assert_eq!(rbac["status"], "fail");
+    assert!(
+        rbac["evidence"][0]
+            .as_str()
+            .unwrap()
+            .contains("ServiceAccount mop-system/ghost does not exist"),
+        "{rbac}"
+    );
+}

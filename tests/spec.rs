@@ -133,3 +133,113 @@ fn yaml_errors_name_the_file_once_and_the_field_of_a_type_error() {
         }
     }
 }
+
+/// Issue 11, item 2: local-path is not a CSI driver (no snapshots) and has no resizer.
+#[test]
+fn classes_local_path_cannot_honour_are_refused_naming_the_field() {
+    let text = format!(
+        "{MINIMAL}  storage:\n    classes:\n      - name: local-path\n      - name: fast\n        allowVolumeExpansion: true\n    snapshotClass:\n      name: snaps\n      driver: rancher.io/local-path\n"
+    );
+    let err = parse(&text).unwrap_err();
+    assert!(
+        err.contains("spec.storage.classes[1].allowVolumeExpansion: rancher.io/local-path cannot expand volumes"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "spec.storage.snapshotClass.driver: \"rancher.io/local-path\" is not a CSI driver"
+        ),
+        "{err}"
+    );
+    // A CSI driver that can is accepted, and so is expansion on a CSI provisioner.
+    let csi = format!(
+        "{MINIMAL}  storage:\n    classes:\n      - name: csi\n        provisioner: hostpath.csi.k8s.io\n        allowVolumeExpansion: true\n    snapshotClass:\n      name: snaps\n      driver: hostpath.csi.k8s.io\n"
+    );
+    parse(&csi).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The default appliance promises nothing local-path cannot do.
+#[test]
+fn default_appliance_promises_no_snapshots_or_expansion_on_local_path() {
+    let s = SpecFile::read(Path::new("bundle/appliance.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let st = &s.appliance.spec.storage;
+    assert!(st.snapshot_class.is_none());
+    assert!(st.classes.iter().all(|c| !c.allow_volume_expansion));
+}
+
+/// Issue 11, item 10: quotas are checked against kubelet's allocatable and max-pods.
+#[test]
+fn quotas_must_fit_the_nodes_allocatable_and_max_pods() {
+    let appliance = std::fs::read_to_string("bundle/appliance.yaml").unwrap();
+    // The old default: 200 pods on a kubelet that runs 110.
+    let old_pods = appliance.replace("pods: \"40\"", "pods: \"140\"");
+    let err = parse(&old_pods).unwrap_err();
+    assert!(
+        err.contains("spec.quotas: the quotas allow 200 pods in total, but kubelet runs at most 110 on the node (spec.k3s.maxPods"),
+        "{err}"
+    );
+    // Raising maxPods makes room (and install passes it to kubelet).
+    let raised = old_pods.replace("maxPods: 110", "maxPods: 210");
+    parse(&raised).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        parse(&old_pods.replace("maxPods: 110", "maxPods: 300"))
+            .unwrap_err()
+            .contains("spec.k3s.maxPods: 300 is outside 1-250")
+    );
+
+    // 128 GB is 119.2 GiB; minus 16 GiB reserved and 2 GiB eviction: 101.2 GiB for pods.
+    let over = appliance.replace("requests.memory: 28Gi", "requests.memory: 38Gi");
+    let err = parse(&over).unwrap_err();
+    assert!(
+        err.contains("requests.memory of all quotas sum to 102.0GiB, above the node's allocatable 101.2GiB (capacity 119.2GiB − reserved 16.0GiB − eviction threshold 2.0GiB"),
+        "{err}"
+    );
+    let cpu = appliance.replace("requests.cpu: \"4\"", "requests.cpu: \"5.5\"");
+    let err = parse(&cpu).unwrap_err();
+    assert!(
+        err.contains("requests.cpu of all quotas sum to 12.5 cores, above the node's allocatable 12 (capacity 20 − reserved 8"),
+        "{err}"
+    );
+    let arg = format!("{MINIMAL}    kubeletArgs: [max-pods=200]\n");
+    assert!(
+        parse(&arg)
+            .unwrap_err()
+            .contains("spec.k3s.kubeletArgs[0]: set spec.k3s.maxPods instead")
+    );
+}
+
+/// Issue 11, item 11: an expectation names a resource or a non-resource URL.
+#[test]
+fn expectations_take_a_resource_or_a_non_resource_url() {
+    let head = format!("{MINIMAL}  namespaces: [{{ name: ci }}]\n  rbac:\n    expect:\n");
+    let sa = "subject: { kind: ServiceAccount, name: bot, namespace: ci }";
+    let ok =
+        format!("{head}      - {{ {sa}, verb: get, nonResourceURL: /metrics, allowed: true }}\n");
+    let s = parse(&ok).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        s.appliance.spec.rbac.expect[0].non_resource_url.as_deref(),
+        Some("/metrics")
+    );
+    let both = format!(
+        "{head}      - {{ {sa}, verb: get, resource: pods, nonResourceUrl: /metrics, allowed: true }}\n      - {{ {sa}, verb: get, nonResourceUrl: metrics, namespace: ci, allowed: true }}\n      - {{ {sa}, verb: get, allowed: true }}\n"
+    );
+    let err = parse(&both).unwrap_err();
+    assert!(
+        err.contains(
+            "spec.rbac.expect[0].nonResourceUrl: give a resource or a nonResourceUrl, not both"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("spec.rbac.expect[1].nonResourceUrl: \"metrics\" is not a URL path"),
+        "{err}"
+    );
+    assert!(
+        err.contains("spec.rbac.expect[1].nonResourceUrl: a non-resource URL has no namespace"),
+        "{err}"
+    );
+    assert!(
+        err.contains("spec.rbac.expect[2]: a resource or a nonResourceUrl is required"),
+        "{err}"
+    );
+}

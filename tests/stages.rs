@@ -193,8 +193,13 @@ fn exactly_one_default_storage_class_and_local_path_config() {
         config["storageClassConfigs"]["fast"]["nodePathMap"][0]["paths"][0],
         "/var/lib/rancher/k3s/storage-fast"
     );
-    // Rendered even though apply may skip it when the snapshot CRDs are missing.
-    assert!(objs.iter().any(|o| o.kind() == "VolumeSnapshotClass"));
+    // local-path cannot snapshot or expand: the default appliance promises neither.
+    assert!(!objs.iter().any(|o| o.kind() == "VolumeSnapshotClass"));
+    for o in &objs {
+        if let Object::StorageClass(sc) = o {
+            assert_eq!(sc.allow_volume_expansion, Some(false), "{}", o.name());
+        }
+    }
 }
 
 #[test]
@@ -280,11 +285,15 @@ fn quota_and_rbac_follow_the_spec() {
     );
     let rbac = stages::render(&default_appliance(), Stage::Rbac).unwrap();
     let count = |k: &str| rbac.iter().filter(|o| o.kind() == k).count();
-    assert_eq!(count("ServiceAccount"), 5);
+    assert_eq!(count("ServiceAccount"), 6);
     assert_eq!(count("Role"), 2);
-    assert_eq!(count("ClusterRole"), 2);
+    assert_eq!(count("ClusterRole"), 3);
     assert_eq!(count("RoleBinding"), 2);
-    assert_eq!(count("ClusterRoleBinding"), 3);
+    assert_eq!(count("ClusterRoleBinding"), 4);
+    // The seed's `kubectl auth can-i list pods --as=system:serviceaccount:mop-system:obi-collector`.
+    assert!(rbac.iter().any(|o| o.kind() == "ServiceAccount"
+        && o.name() == "obi-collector"
+        && o.namespace() == Some("mop-system")));
     // `expect` is for verification only.
     assert!(!all_yaml(&default_appliance()).contains("allowed:"));
 }

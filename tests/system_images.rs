@@ -289,3 +289,37 @@ fn digest_only_references_are_refused_with_help() {
         "{stderr}"
     );
 }
+
+/// k3s v1.33.5+k3s1's `k3s-images.txt` (the release asset).
+const K3S_V1_33_IMAGES: &str = "docker.io/rancher/klipper-helm:v0.9.8-build20250709
+docker.io/rancher/klipper-lb:v0.4.13
+docker.io/rancher/local-path-provisioner:v0.0.31
+docker.io/rancher/mirrored-coredns-coredns:1.12.3
+docker.io/rancher/mirrored-library-busybox:1.36.1
+docker.io/rancher/mirrored-library-traefik:3.3.6
+docker.io/rancher/mirrored-metrics-server:v0.8.0
+docker.io/rancher/mirrored-pause:3.6
+";
+
+#[test]
+fn the_default_appliance_needs_every_k3s_image_but_traefiks() {
+    let spec = sparkgap::spec::SpecFile::read(Path::new("bundle/appliance.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let k3s = &spec.appliance.spec.k3s;
+    let list = sparkgap::lock::system::parse_image_list(K3S_V1_33_IMAGES);
+    let needed = sparkgap::lock::system::needed(&list, k3s);
+    let mut want: Vec<String> = list
+        .iter()
+        .filter(|r| !r.contains("traefik"))
+        .cloned()
+        .collect();
+    want.sort();
+    let mut got = needed.clone();
+    got.sort();
+    assert_eq!(got, want);
+    assert!(got.iter().any(|r| r.ends_with("/mirrored-pause:3.6")));
+    assert_eq!(
+        sparkgap::lock::system::image_list_url(k3s),
+        "https://github.com/k3s-io/k3s/releases/download/v1.33.5%2Bk3s1/k3s-images.txt"
+    );
+}

@@ -47,6 +47,8 @@ spec:
   images:
     - { name: busybox, reference: "docker.io/library/busybox:1.37.0" }
     - { name: registry, reference: "docker.io/library/registry:2.8.3" }
+  charts:
+    - { name: tempo, path: charts/tempo.tgz, namespace: ci }
   namespaces:
     - name: ci
       labels: { sparkgap.dev/platform: ci }
@@ -208,6 +210,27 @@ fn healthy_node() -> NodeShape {
             ],
         ],
     }
+}
+
+const HELM_API: &str = "/apis/helm.cattle.io/v1";
+const HELMCHART_TEMPO: &str = "/apis/helm.cattle.io/v1/namespaces/kube-system/helmcharts/tempo";
+const JOB_TEMPO: &str = "/apis/batch/v1/namespaces/kube-system/jobs/helm-install-tempo";
+
+/// A HelmChart as k3s's helm-controller leaves it after starting the install Job.
+fn helm_chart(name: &str) -> Value {
+    json!({"apiVersion": "helm.cattle.io/v1", "kind": "HelmChart",
+        "metadata": {"name": name, "namespace": "kube-system", "uid": "7d1f1c1e-0f6b-4c39-9d7e-0c1b5f0c2a11",
+            "resourceVersion": "812"},
+        "spec": {"chartContent": "H4sI", "targetNamespace": "ci"},
+        "status": {"jobName": format!("helm-install-{name}")}})
+}
+
+fn helm_job(name: &str, succeeded: i32, failed: i32) -> Value {
+    json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": format!("helm-install-{name}"), "namespace": "kube-system",
+            "uid": "0b8e4c9a-4b39-4f0e-9a0c-7d1b7a8c3e21", "resourceVersion": "901"},
+        "spec": {"backoffLimit": 1000, "template": {"spec": {"containers": [], "restartPolicy": "OnFailure"}}},
+        "status": {"succeeded": succeeded, "failed": failed}})
 }
 
 fn node(n: &NodeShape) -> Value {
@@ -514,6 +537,16 @@ impl Cluster {
         c.set("GET", "/version", 200, version("v1.33.5+k3s1"));
         c.set(
             "GET",
+            HELM_API,
+            200,
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "helm.cattle.io/v1",
+                "resources": [{"name": "helmcharts", "singularName": "helmchart", "namespaced": true,
+                    "kind": "HelmChart", "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]}),
+        );
+        c.set("GET", HELMCHART_TEMPO, 200, helm_chart("tempo"));
+        c.set("GET", JOB_TEMPO, 200, helm_job("tempo", 1, 0));
+        c.set(
+            "GET",
             "/api/v1/nodes",
             200,
             list("NodeList", "v1", vec![node(&healthy_node())]),
@@ -616,7 +649,15 @@ impl Cluster {
         );
         // registry
         c.pod_done(NS, "registry-probe", 0, REGISTRY_OK);
-        // rbac: answered in the order asked
+        // rbac: the subject's account exists; reviews answered in the order asked
+        c.set(
+            "GET",
+            "/api/v1/namespaces/ci/serviceaccounts/ci-runner",
+            200,
+            serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": "ci-runner", "namespace": "ci", "uid": "sa-1", "resourceVersion": "5"}})
+            .to_string(),
+        );
         c.set("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", 201,
             sar_answer(true, "RBAC: allowed by RoleBinding \"ci-runner/ci\" of Role \"ci-runner\" to ServiceAccount \"ci-runner/ci\""));
         c.add(
@@ -1431,6 +1472,57 @@ async fn rbac_checks_allowed_and_denied() {
     assert_status(&r, Status::Skipped, "spec.rbac.expect is empty");
 }
 
+#[tokio::test]
+async fn rbac_fails_for_a_service_account_that_does_not_exist_and_asks_non_resource_urls() {
+    // An expectation about an account nobody created: the authorizer would deny anything
+    // for it, so `allowed: false` would hold by accident. It fails, and nothing is reviewed.
+    let ghost = spec_with(|s| {
+        let mut e = s.spec.rbac.expect[1].clone();
+        e.subject = sparkgap::spec::Subject::ServiceAccount {
+            name: "ghost".into(),
+            namespace: "ci".into(),
+        };
+        s.spec.rbac.expect = vec![e];
+    });
+    let (r, fake) = check("rbac", &Cluster::healthy(), &ghost, None).await;
+    assert_status(&r, Status::Fail, "1 of 1");
+    assert_eq!(
+        r.evidence[0],
+        "ERROR: ServiceAccount ci/ghost list secrets in kube-system: ServiceAccount ci/ghost does not exist, so the answer would prove nothing (declare it in spec.rbac.serviceAccounts and apply)"
+    );
+    assert!(
+        fake.seen()
+            .iter()
+            .all(|s| !s.path().ends_with("subjectaccessreviews"))
+    );
+
+    let metrics = spec_with(|s| {
+        let mut e = s.spec.rbac.expect[0].clone();
+        e.verb = "get".into();
+        e.resource.clear();
+        e.namespace = None;
+        e.non_resource_url = Some("/metrics".into());
+        s.spec.rbac.expect = vec![e];
+    });
+    let (r, fake) = check("rbac", &Cluster::healthy(), &metrics, None).await;
+    assert_status(&r, Status::Pass, "");
+    assert!(
+        r.evidence[0].starts_with("ok: ServiceAccount ci/ci-runner get /metrics: allowed"),
+        "{r:#?}"
+    );
+    let review: Value = fake
+        .seen()
+        .iter()
+        .find(|s| s.path().ends_with("subjectaccessreviews"))
+        .map(|s| serde_json::from_str(&s.body).unwrap())
+        .unwrap();
+    assert_eq!(
+        review["spec"]["nonResourceAttributes"],
+        serde_json::json!({"path": "/metrics", "verb": "get"})
+    );
+    assert!(review["spec"].get("resourceAttributes").is_none());
+}
+
 // ---------------------------------------------------------------------------------------------
 // metrics, gpu
 
@@ -1611,6 +1703,83 @@ async fn workload_checks_share_the_overall_timeout() {
     assert_eq!(exit::of_outcome(report.failure()), 1);
 }
 
+#[tokio::test]
+async fn charts_fail_naming_a_chart_whose_install_job_failed() {
+    let mut c = Cluster::healthy();
+    c.set("GET", JOB_TEMPO, 200, helm_job("tempo", 0, 3));
+    let (report, _) = verify_with(
+        &c,
+        &spec(),
+        None,
+        &opts(&["charts"], Duration::from_millis(300)),
+    )
+    .await;
+    let r = &report.checks[0];
+    assert_status(
+        r,
+        Status::Fail,
+        "chart tempo: job helm-install-tempo failed 3 time(s)",
+    );
+    // No HelmChart API at all: helm-controller is not running.
+    let mut c = Cluster::healthy();
+    c.set(
+        "GET",
+        HELM_API,
+        404,
+        status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ),
+    );
+    let (report, _) = verify_with(
+        &c,
+        &spec(),
+        None,
+        &opts(&["charts"], Duration::from_millis(300)),
+    )
+    .await;
+    assert_status(
+        &report.checks[0],
+        Status::Fail,
+        "helm-controller is not running",
+    );
+    // The API is served, the chart's HelmChart is missing.
+    let mut c = Cluster::healthy();
+    c.set(
+        "GET",
+        HELMCHART_TEMPO,
+        404,
+        status(
+            404,
+            "NotFound",
+            "helmcharts.helm.cattle.io \"tempo\" not found",
+        ),
+    );
+    let (report, _) = verify_with(
+        &c,
+        &spec(),
+        None,
+        &opts(&["charts"], Duration::from_millis(300)),
+    )
+    .await;
+    assert_status(
+        &report.checks[0],
+        Status::Fail,
+        "no HelmChart kube-system/tempo",
+    );
+    // No charts in the spec: skipped with the reason.
+    let s = spec_with(|s| s.spec.charts.clear());
+    let (report, _) = verify_with(
+        &Cluster::healthy(),
+        &s,
+        None,
+        &opts(&["charts"], Duration::from_secs(5)),
+    )
+    .await;
+    assert_status(&report.checks[0], Status::Skipped, "carries no charts");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The whole run, the JSON report and JUnit
 
@@ -1659,7 +1828,7 @@ async fn mixed_report_as_junit_parses_with_the_right_counts() {
     assert_eq!(failures, 1, "{xml}");
     assert_eq!(skipped, 7, "{xml}");
     assert!(
-        xml.contains("tests=\"15\" failures=\"1\" skipped=\"7\""),
+        xml.contains("tests=\"16\" failures=\"1\" skipped=\"7\""),
         "{xml}"
     );
 }
@@ -1691,7 +1860,8 @@ fn skipped_all_reports_every_check_as_skipped_not_passed() {
     assert_eq!(r.summary.skipped, sparkgap::spec::CHECK_NAMES.len());
     assert_eq!(r.summary.passed, 0);
     let (_, cases, failures, skipped) = count_junit(&r.to_junit());
-    assert_eq!((cases, failures, skipped), (15, 0, 15));
+    let n = sparkgap::spec::CHECK_NAMES.len();
+    assert_eq!((cases, failures, skipped), (n, 0, n));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,10 +6,11 @@ use clap::Args;
 
 use super::{ClusterArgs, Global, Output, SpecArg};
 use crate::spec::SpecFile;
+use crate::stages::ApplyFlags;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  sudo sparkgap apply -f /var/lib/sparkgap/appliance.yaml --dry-run\n  sparkgap apply -f appliance.yaml --kubeconfig ~/.kube/spark.yaml --output json\n\nStages run in order: namespace, storage, network, registry, quota, rbac, tanka (server-side apply,\nfield manager sparkgap; objects of ours that left the spec are pruned).\nExit codes: 0 ok, 2 bad spec, 3 API unreachable or refused."
+    after_help = "Examples:\n  sudo sparkgap apply -f /var/lib/sparkgap/appliance.yaml --dry-run\n  sparkgap apply -f appliance.yaml --kubeconfig ~/.kube/spark.yaml --output json\n\nStages run in order: namespace, storage, network, registry, quota, rbac, tanka (server-side apply,\nfield manager sparkgap). Objects sparkgap created that left the spec are pruned; objects it\nadopted (k3s's local-path class, local-path-config) never are, Namespaces only with\n--prune-namespaces. A spec that changes an immutable field (a StorageClass's reclaimPolicy)\nstops the apply before anything changes, unless --replace.\nExit codes: 0 ok, 2 bad spec or immutable field changed, 3 API unreachable or refused."
 )]
 pub struct ApplyArgs {
     #[command(flatten)]
@@ -19,6 +20,13 @@ pub struct ApplyArgs {
     /// Ask the server what would change (server-side dry run); change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also delete Namespaces sparkgap created that left the spec, with everything in them.
+    #[arg(long)]
+    pub prune_namespaces: bool,
+    /// Delete and recreate StorageClasses, VolumeSnapshotClasses and Deployments whose
+    /// immutable fields the spec changes (claims are never replaced).
+    #[arg(long)]
+    pub replace: bool,
 }
 
 pub fn run(args: ApplyArgs, g: &Global) -> anyhow::Result<u8> {
@@ -31,7 +39,11 @@ pub fn run(args: ApplyArgs, g: &Global) -> anyhow::Result<u8> {
         args.cluster.kubeconfig.as_deref(),
         Path::new("/"),
         &spec.appliance,
-        args.dry_run,
+        ApplyFlags {
+            dry_run: args.dry_run,
+            prune_namespaces: args.prune_namespaces,
+            replace: args.replace,
+        },
         tanka,
     )?;
     if g.output == Output::Json {

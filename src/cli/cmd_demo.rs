@@ -322,9 +322,8 @@ impl Summary {
         outln!("images");
         for i in &self.images {
             outln!(
-                "  {:<8} {}{}  {}  {} bytes",
+                "  {:<8} {}  {}  {} bytes",
                 i.name,
-                if i.system { "(k3s) " } else { "" },
                 i.reference,
                 i.digest.get(..19).unwrap_or(&i.digest),
                 bundle::group_digits(i.size)

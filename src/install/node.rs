@@ -9,7 +9,7 @@ use super::fsops;
 use super::plan::REGISTRIES;
 use super::record::RECORD_PATH;
 use crate::spec::Appliance;
-use crate::stages::{self, ApplyOptions, ApplyReport, HostRegistry, StageError};
+use crate::stages::{self, ApplyFlags, ApplyOptions, ApplyReport, HostRegistry, StageError};
 
 /// Bring the cluster behind `kubeconfig` to `spec`, as seen from the host under `root`: the
 /// registry stage compares the spec's registries.yaml with this node's and, when sparkgap
@@ -20,12 +20,14 @@ pub fn apply(
     kubeconfig: Option<&Path>,
     root: &Path,
     spec: &Appliance,
-    dry_run: bool,
+    flags: ApplyFlags,
     tanka: Vec<stages::Object>,
 ) -> Result<ApplyReport, StageError> {
     let node = NodeRegistries::detect(root);
     let opts = ApplyOptions {
-        dry_run,
+        dry_run: flags.dry_run,
+        prune_namespaces: flags.prune_namespaces,
+        replace: flags.replace,
         host_registry: node.as_ref().map(|n| n as &dyn HostRegistry),
         registries_yaml: Some(
             String::from_utf8_lossy(&super::render::registries_yaml(spec)).into_owned(),

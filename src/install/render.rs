@@ -105,6 +105,9 @@ pub fn config_yaml(a: &Appliance) -> Vec<u8> {
     if let Some(e) = eviction_hard(a) {
         kubelet.push(format!("eviction-hard={e}"));
     }
+    if k.max_pods != crate::spec::KUBELET_MAX_PODS {
+        kubelet.push(format!("max-pods={}", k.max_pods));
+    }
     kubelet.extend(k.kubelet_args.iter().cloned());
     list(&mut out, "kubelet-arg", &kubelet);
     out.into_bytes()
@@ -272,6 +275,16 @@ mod tests {
             !text.contains("kube-reserved"),
             "empty kube-reserved is left out"
         );
+    }
+
+    #[test]
+    fn max_pods_reaches_kubelet_only_when_it_differs_from_kubelets_default() {
+        let mut a = default_appliance();
+        let text = String::from_utf8(config_yaml(&a)).unwrap();
+        assert!(!text.contains("max-pods"), "{text}");
+        a.spec.k3s.max_pods = 210;
+        let text = String::from_utf8(config_yaml(&a)).unwrap();
+        assert!(text.contains("  - \"max-pods=210\"\n"), "{text}");
     }
 
     #[test]

@@ -180,6 +180,13 @@ pub struct K3s {
     /// Mode of the kubeconfig k3s writes; `0600` keeps admin credentials root-only.
     #[serde(default = "default_kubeconfig_mode")]
     pub write_kubeconfig_mode: String,
+    /// The node's capacity, which quotas are checked against: default the DGX Spark's 20 cores
+    /// and 128 GB (`128G`, decimal: 119.2 GiB; the GB10's unified memory).
+    #[serde(default = "default_capacity")]
+    pub capacity: Resources,
+    /// Kubelet's `max-pods`: default kubelet's own 110; other values are passed to kubelet.
+    #[serde(default = "default_max_pods")]
+    pub max_pods: u32,
     #[serde(default)]
     pub reserved: Reservations,
     /// Kubelet hard eviction thresholds, e.g. `memory.available: 2Gi`.
@@ -198,6 +205,18 @@ pub struct K3s {
 
 fn yes() -> bool {
     true
+}
+fn default_capacity() -> Resources {
+    Resources {
+        cpu: Some("20".into()),
+        memory: Some("128G".into()),
+        ephemeral_storage: None,
+    }
+}
+/// Kubelet's default `max-pods`.
+pub const KUBELET_MAX_PODS: u32 = 110;
+fn default_max_pods() -> u32 {
+    KUBELET_MAX_PODS
 }
 fn default_cluster_cidr() -> String {
     "10.42.0.0/16".into()
@@ -701,13 +720,23 @@ pub enum Subject {
     Group { name: String },
 }
 
-/// `subject` may (`allowed: true`) or may not do `verb` on `resource` in `namespace`.
+/// `subject` may (`allowed: true`) or may not do `verb` on `resource` in `namespace`, or on
+/// the non-resource URL `nonResourceUrl` (e.g. `get /metrics`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessExpectation {
     pub subject: Subject,
     pub verb: String,
+    /// Empty when `non_resource_url` is set.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub resource: String,
+    /// A path such as `/metrics` (kubectl's `nonResourceURL`); instead of `resource`.
+    #[serde(
+        default,
+        alias = "nonResourceURL",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub non_resource_url: Option<String>,
     #[serde(default)]
     pub group: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,12 +7,17 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::quantity::is_quantity;
+use super::quantity::{is_quantity, parse_milli};
 use super::*;
 
 /// Namespaces that exist on every k3s cluster and may be referenced without being declared.
 pub const BUILTIN_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// k3s's bundled provisioner (the default class's).
+const LOCAL_PATH: &str = "rancher.io/local-path";
+/// Provisioners that are not CSI drivers: no snapshots through them.
+const NOT_CSI: &[&str] = &[LOCAL_PATH, "kubernetes.io/no-provisioner"];
 
 /// ClusterRoles every cluster has, bindable without being declared.
 pub const BUILTIN_CLUSTER_ROLES: &[&str] = &["view", "edit", "admin", "cluster-admin"];
@@ -268,6 +273,7 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
     }
 
     validate_rbac(&mut c, &s.rbac, &namespaces);
+    validate_capacity(&mut c, &s.k3s, &s.quotas);
 
     let v = &s.verify;
     if parse_duration(&v.timeout).is_none() {
@@ -411,6 +417,7 @@ fn validate_k3s(c: &mut Checker, k: &K3s) {
             ),
         );
     }
+    c.resources("spec.k3s.capacity", &k.capacity);
     c.resources("spec.k3s.reserved.system", &k.reserved.system);
     c.resources("spec.k3s.reserved.kube", &k.reserved.kube);
     for (key, v) in &k.eviction_hard {
@@ -418,6 +425,129 @@ fn validate_k3s(c: &mut Checker, k: &K3s) {
             c.quantity(format!("spec.k3s.evictionHard.{key}"), v);
         }
     }
+}
+
+/// Kubelet refuses more pods than the node's pod range holds: k3s gives each node a /24.
+pub const MAX_PODS_LIMIT: u32 = 250;
+
+/// The quotas' guaranteed requests must fit what kubelet lets pods have on this node:
+/// capacity − kube-reserved − system-reserved − the hard eviction threshold (kubelet's
+/// allocatable), and their pod counts must fit `max-pods`.
+fn validate_capacity(c: &mut Checker, k: &K3s, quotas: &[Quota]) {
+    if k.max_pods == 0 || k.max_pods > MAX_PODS_LIMIT {
+        c.err(
+            "spec.k3s.maxPods",
+            format!(
+                "{} is outside 1-{MAX_PODS_LIMIT} (k3s gives the node a /24 pod range)",
+                k.max_pods
+            ),
+        );
+    }
+    for (i, a) in k.kubelet_args.iter().enumerate() {
+        if a.trim_start_matches('-').starts_with("max-pods") {
+            c.err(
+                format!("spec.k3s.kubeletArgs[{i}]"),
+                "set spec.k3s.maxPods instead: validation checks the quotas against it",
+            );
+        }
+    }
+    let q = |v: &Option<String>| v.as_deref().and_then(parse_milli).unwrap_or(0);
+    let reserved =
+        |r: fn(&Resources) -> &Option<String>| q(r(&k.reserved.system)) + q(r(&k.reserved.kube));
+    let (Some(cap_cpu), Some(cap_mem)) = (
+        k.capacity.cpu.as_deref().and_then(parse_milli),
+        k.capacity.memory.as_deref().and_then(parse_milli),
+    ) else {
+        // An unparsable quantity is reported by validate_k3s.
+        if k.capacity.cpu.is_none() || k.capacity.memory.is_none() {
+            c.err("spec.k3s.capacity", "cpu and memory are both required");
+        }
+        return;
+    };
+    let eviction = match k.eviction_hard.get("memory.available") {
+        Some(v) => match v.strip_suffix('%') {
+            Some(p) => p
+                .parse::<f64>()
+                .map(|p| (cap_mem as f64 * p / 100.0) as i128)
+                .unwrap_or(0),
+            None => parse_milli(v).unwrap_or(0),
+        },
+        None => 0,
+    };
+    let alloc_cpu = cap_cpu - reserved(|r| &r.cpu);
+    let alloc_mem = cap_mem - reserved(|r| &r.memory) - eviction;
+    if alloc_cpu <= 0 || alloc_mem <= 0 {
+        c.err(
+            "spec.k3s.reserved",
+            format!(
+                "the reservations leave nothing for pods: capacity {} cores / {}, reserved and evicted {} cores / {}",
+                cores(cap_cpu),
+                gib(cap_mem),
+                cores(cap_cpu - alloc_cpu),
+                gib(cap_mem - alloc_mem)
+            ),
+        );
+        return;
+    }
+    let sum = |keys: [&str; 2]| -> i128 {
+        quotas
+            .iter()
+            .map(|x| {
+                keys.iter()
+                    .find_map(|k| x.hard.get(*k))
+                    .and_then(|v| parse_milli(v))
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    let cpu = sum(["requests.cpu", "cpu"]);
+    if cpu > alloc_cpu {
+        c.err(
+            "spec.quotas",
+            format!(
+                "requests.cpu of all quotas sum to {} cores, above the node's allocatable {} (capacity {} − reserved {}; spec.k3s.capacity, spec.k3s.reserved)",
+                cores(cpu),
+                cores(alloc_cpu),
+                cores(cap_cpu),
+                cores(cap_cpu - alloc_cpu)
+            ),
+        );
+    }
+    let mem = sum(["requests.memory", "memory"]);
+    if mem > alloc_mem {
+        c.err(
+            "spec.quotas",
+            format!(
+                "requests.memory of all quotas sum to {}, above the node's allocatable {} (capacity {} − reserved {} − eviction threshold {}; spec.k3s.capacity, spec.k3s.reserved, spec.k3s.evictionHard)",
+                gib(mem),
+                gib(alloc_mem),
+                gib(cap_mem),
+                gib(reserved(|r| &r.memory)),
+                gib(eviction)
+            ),
+        );
+    }
+    let pods = sum(["pods", "count/pods"]) / 1000;
+    if pods > i128::from(k.max_pods) {
+        c.err(
+            "spec.quotas",
+            format!(
+                "the quotas allow {pods} pods in total, but kubelet runs at most {} on the node (spec.k3s.maxPods; up to {MAX_PODS_LIMIT}); lower the quotas' pods or raise maxPods",
+                k.max_pods
+            ),
+        );
+    }
+}
+
+/// Milli-cores as cores: `12`, `11.5`.
+fn cores(milli: i128) -> String {
+    let s = format!("{:.3}", milli as f64 / 1000.0);
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Milli-bytes as GiB with one decimal: `101.2GiB`.
+fn gib(milli: i128) -> String {
+    format!("{:.1}GiB", milli as f64 / 1000.0 / f64::from(1u32 << 30))
 }
 
 fn cidr(c: &mut Checker, field: &str, v: &str) -> Option<IpNet> {
@@ -485,8 +615,18 @@ fn validate_storage(c: &mut Checker, s: &Storage) {
                 "a provisioner is required",
             );
         }
+        // local-path creates a directory per claim: nothing can resize it (no external
+        // resizer), so a class that allows expansion would accept a resize that never happens.
+        if cl.allow_volume_expansion && cl.provisioner == LOCAL_PATH {
+            c.err(
+                format!("spec.storage.classes[{i}].allowVolumeExpansion"),
+                format!(
+                    "{LOCAL_PATH} cannot expand volumes (a claim is a plain directory, no resizer acts on it); remove allowVolumeExpansion or name a CSI provisioner that can"
+                ),
+            );
+        }
         if let Some(p) = cl.parameters.get("nodePath")
-            && cl.provisioner == "rancher.io/local-path"
+            && cl.provisioner == LOCAL_PATH
             && !p.starts_with('/')
         {
             c.err(
@@ -498,6 +638,17 @@ fn validate_storage(c: &mut Checker, s: &Storage) {
     if let Some(sc) = &s.snapshot_class {
         if sc.driver.is_empty() {
             c.err("spec.storage.snapshotClass.driver", "a driver is required");
+        }
+        // Snapshots are a CSI feature: the snapshot controller hands them to the CSI driver
+        // named here. local-path is not a CSI driver, so a VolumeSnapshot would never be ready.
+        if NOT_CSI.contains(&sc.driver.as_str()) {
+            c.err(
+                "spec.storage.snapshotClass.driver",
+                format!(
+                    "{:?} is not a CSI driver and cannot take snapshots; remove spec.storage.snapshotClass or name a CSI driver installed on the node that can (e.g. hostpath.csi.k8s.io)",
+                    sc.driver
+                ),
+            );
         }
         if !is_dns_subdomain(&sc.name) {
             c.err(
@@ -762,8 +913,30 @@ fn validate_rbac(c: &mut Checker, r: &Rbac, namespaces: &BTreeSet<&str>) {
         if let Some(ns) = &e.namespace {
             c.namespace_ref(format!("{f}.namespace"), ns, namespaces);
         }
-        if e.verb.is_empty() || e.resource.is_empty() {
-            c.err(f, "verb and resource are required");
+        if e.verb.is_empty() {
+            c.err(format!("{f}.verb"), "a verb is required");
+        }
+        match (&e.non_resource_url, e.resource.is_empty()) {
+            (None, true) => c.err(f, "a resource or a nonResourceUrl is required"),
+            (Some(_), false) => c.err(
+                format!("{f}.nonResourceUrl"),
+                "give a resource or a nonResourceUrl, not both",
+            ),
+            (Some(url), true) => {
+                if !url.starts_with('/') {
+                    c.err(
+                        format!("{f}.nonResourceUrl"),
+                        format!("{url:?} is not a URL path like /metrics"),
+                    );
+                }
+                if e.namespace.is_some() || !e.group.is_empty() || e.subresource.is_some() {
+                    c.err(
+                        format!("{f}.nonResourceUrl"),
+                        "a non-resource URL has no namespace, group or subresource",
+                    );
+                }
+            }
+            (None, false) => {}
         }
     }
 }

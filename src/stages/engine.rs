@@ -11,9 +11,18 @@
 //!
 //! Prune lists each kind a stage manages with the label selector
 //! `app.kubernetes.io/managed-by=sparkgap,sparkgap.dev/stage=<stage>`, so an object without
-//! our labels is never touched, whatever its name.
+//! our labels is never touched, whatever its name. Labels are not enough, though: an object we
+//! adopted (k3s's `local-path` class) carries them too. So apply marks an object with the
+//! annotation `sparkgap.dev/created-by: sparkgap` only when it did not exist before, keeps the
+//! mark on objects that have it, and never adds it to one that existed without it; prune
+//! deletes only marked objects, and a Namespace (with every workload and claim in it) only when
+//! `prune_namespaces` asks for it. What prune leaves is reported as skipped, with the reason.
+//!
+//! Before the first stage runs, every object is read once and its immutable fields compared
+//! with the spec's (`immutable`): a change the API server would refuse stops the apply before
+//! anything changed, or, with `replace`, deletes and recreates the objects that can be.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -29,8 +38,8 @@ use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch
 use serde::Serialize;
 
 use super::{
-    MANAGED_BY, MANAGER, Object, SNAPSHOT_GROUP, STAGE_LABEL, Stage, StageError, render_all,
-    volume_snapshot_class_resource,
+    CREATED_BY, MANAGED_BY, MANAGER, Object, SNAPSHOT_GROUP, STAGE_LABEL, Stage, StageError,
+    immutable, render_all, volume_snapshot_class_resource,
 };
 use crate::spec::Appliance;
 
@@ -76,11 +85,25 @@ impl RetryPolicy {
     }
 }
 
+/// What the user chooses for one apply (the command line's flags); the rest of
+/// [`ApplyOptions`] is how, not what.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApplyFlags {
+    pub dry_run: bool,
+    pub prune_namespaces: bool,
+    pub replace: bool,
+}
+
 pub struct ApplyOptions<'a> {
     /// Server-side dry run (`dryRun=All`): the server validates and answers, nothing changes.
     pub dry_run: bool,
-    /// Delete objects of ours (labelled) that are no longer rendered.
+    /// Delete objects sparkgap created (labelled and marked `created-by`) that are no longer
+    /// rendered.
     pub prune: bool,
+    /// Also prune Namespaces (and so everything in them); off unless asked.
+    pub prune_namespaces: bool,
+    /// Delete and recreate objects whose immutable fields the spec changes (not claims).
+    pub replace: bool,
     /// The stages to run (always in stage order).
     pub stages: Vec<Stage>,
     /// How long to wait for Namespaces to become Active (and for the API after a k3s restart).
@@ -101,6 +124,8 @@ impl Default for ApplyOptions<'_> {
         ApplyOptions {
             dry_run: false,
             prune: true,
+            prune_namespaces: false,
+            replace: false,
             stages: Stage::ALL.to_vec(),
             wait_timeout: Duration::from_secs(120),
             poll_interval: Duration::from_millis(500),
@@ -120,6 +145,8 @@ pub enum Outcome {
     Unchanged,
     Pruned,
     Skipped,
+    /// Deleted and created again because the spec changed an immutable field.
+    Replaced,
 }
 
 impl Outcome {
@@ -130,6 +157,7 @@ impl Outcome {
             Outcome::Unchanged => "unchanged",
             Outcome::Pruned => "pruned",
             Outcome::Skipped => "skipped",
+            Outcome::Replaced => "replaced",
         }
     }
 }
@@ -197,6 +225,9 @@ impl fmt::Display for ApplyReport {
                 s.count(Outcome::Pruned),
                 s.count(Outcome::Skipped),
             )?;
+            if s.count(Outcome::Replaced) > 0 {
+                writeln!(f, "  replaced {}", s.count(Outcome::Replaced))?;
+            }
             for r in &s.objects {
                 let name = match &r.namespace {
                     Some(ns) => format!("{ns}/{}", r.name),
@@ -219,23 +250,27 @@ pub async fn apply(
     spec: &Appliance,
     opts: &ApplyOptions<'_>,
 ) -> Result<ApplyReport, StageError> {
-    let rendered = render_all(spec)?;
+    let selected: Vec<(Stage, Vec<Object>)> = render_all(spec)?
+        .into_iter()
+        .filter(|(stage, _)| opts.stages.contains(stage))
+        // The tanka stage's objects come from the Tanka environments, not the spec.
+        .map(|(stage, objects)| match stage {
+            Stage::Tanka => (stage, opts.tanka.clone()),
+            _ => (stage, objects),
+        })
+        .collect();
     let mut engine = Engine {
         client,
         opts,
         pending_namespaces: BTreeSet::new(),
+        live: BTreeMap::new(),
+        replace: BTreeMap::new(),
+        snapshots: false,
     };
+    engine.preflight(&selected).await?;
     let mut stages = Vec::new();
-    for (stage, objects) in rendered {
-        if !opts.stages.contains(&stage) {
-            continue;
-        }
-        let objects = if stage == Stage::Tanka {
-            &opts.tanka
-        } else {
-            &objects
-        };
-        stages.push(engine.run_stage(stage, objects).await?);
+    for (stage, objects) in &selected {
+        stages.push(engine.run_stage(*stage, objects).await?);
     }
     Ok(ApplyReport {
         dry_run: opts.dry_run,
@@ -317,6 +352,22 @@ struct Engine<'a, 'o> {
     opts: &'a ApplyOptions<'o>,
     /// Namespaces a dry run would create: nothing can be dry-run inside them yet.
     pending_namespaces: BTreeSet<String>,
+    /// Each object as the server had it before this apply (`None`: absent), by `describe()`.
+    live: BTreeMap<String, Option<DynamicObject>>,
+    /// Objects to delete and recreate (`replace`), with the fields that made it necessary.
+    replace: BTreeMap<String, Vec<immutable::Conflict>>,
+    /// Whether the cluster serves VolumeSnapshotClass (asked once, when storage runs).
+    snapshots: bool,
+}
+
+/// Whether sparkgap created `obj` (the `created-by` mark), as opposed to adopting it.
+fn created_by_us(obj: &DynamicObject) -> bool {
+    obj.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CREATED_BY))
+        .map(String::as_str)
+        == Some(MANAGER)
 }
 
 impl Engine<'_, '_> {
@@ -349,6 +400,99 @@ impl Engine<'_, '_> {
         }
     }
 
+    /// Read every object once, before anything is applied, and compare its immutable fields
+    /// with the spec's. Conflicts stop the apply here, when nothing has changed yet; with
+    /// `replace`, those that can be replaced are remembered for their stage.
+    async fn preflight(&mut self, stages: &[(Stage, Vec<Object>)]) -> Result<(), StageError> {
+        // A claim's class: the spec's when it declares it, else the cluster's.
+        let spec_classes: BTreeMap<&str, bool> = stages
+            .iter()
+            .flat_map(|(_, objects)| objects)
+            .filter_map(|o| match o {
+                Object::StorageClass(c) => {
+                    Some((o.name(), c.allow_volume_expansion.unwrap_or(false)))
+                }
+                _ => None,
+            })
+            .collect();
+        if stages.iter().any(|(s, _)| *s == Stage::Storage) {
+            self.snapshots = self.has_snapshot_crds().await?;
+        }
+        let mut conflicts = Vec::new();
+        for obj in stages.iter().flat_map(|(_, objects)| objects) {
+            if matches!(obj, Object::VolumeSnapshotClass(_)) && !self.snapshots {
+                continue;
+            }
+            let ar = obj.api_resource();
+            let (name, ns) = (obj.name(), obj.namespace());
+            let api = self.api(&ar, ns);
+            let before = match self.retry(|| api.get_opt(name)).await {
+                Ok(b) => b,
+                // The kind is not served (a CRD that is not installed): nothing exists.
+                Err(e) if is_code(&e, 404) => None,
+                Err(e) => return Err(Op::new("get", &ar, Some(name), ns).error(e)),
+            };
+            if let Some(live) = &before {
+                let expandable = match obj {
+                    Object::PersistentVolumeClaim(pvc) => {
+                        self.class_expandable(pvc, live, &spec_classes).await?
+                    }
+                    _ => None,
+                };
+                let live = serde_json::to_value(live).unwrap_or_default();
+                let found = immutable::conflicts(obj, &live, expandable);
+                if !found.is_empty() {
+                    if self.opts.replace && found.iter().all(|c| c.replaceable) {
+                        self.replace.insert(obj.describe(), found);
+                    } else {
+                        conflicts.extend(found);
+                    }
+                }
+            }
+            self.live.insert(obj.describe(), before);
+        }
+        if conflicts.is_empty() {
+            Ok(())
+        } else {
+            Err(StageError::Immutable {
+                conflicts,
+                replace: self.opts.replace,
+            })
+        }
+    }
+
+    /// Whether the StorageClass of a claim allows volume expansion; `None` when unknown.
+    async fn class_expandable(
+        &self,
+        pvc: &PersistentVolumeClaim,
+        live: &DynamicObject,
+        spec_classes: &BTreeMap<&str, bool>,
+    ) -> Result<Option<bool>, StageError> {
+        let class = pvc
+            .spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.clone())
+            .or_else(|| {
+                live.data
+                    .pointer("/spec/storageClassName")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            });
+        let Some(class) = class else {
+            return Ok(None);
+        };
+        if let Some(e) = spec_classes.get(class.as_str()) {
+            return Ok(Some(*e));
+        }
+        let ar = ApiResource::erase::<StorageClass>(&());
+        let api = self.api(&ar, None);
+        let sc = self
+            .retry(|| api.get_opt(&class))
+            .await
+            .map_err(|e| Op::new("get", &ar, Some(&class), None).error(e))?;
+        Ok(sc.map(|sc| sc.data["allowVolumeExpansion"].as_bool() == Some(true)))
+    }
+
     async fn run_stage(
         &mut self,
         stage: Stage,
@@ -361,7 +505,7 @@ impl Engine<'_, '_> {
         if stage == Stage::Registry {
             report.objects.extend(self.host_registry().await?);
         }
-        let snapshots = stage == Stage::Storage && self.has_snapshot_crds().await?;
+        let snapshots = stage == Stage::Storage && self.snapshots;
         for obj in objects {
             if matches!(obj, Object::VolumeSnapshotClass(_)) && !snapshots {
                 report.objects.push(ObjectResult::of(
@@ -410,13 +554,18 @@ impl Engine<'_, '_> {
         let ar = obj.api_resource();
         let (name, ns) = (obj.name(), obj.namespace());
         let api = self.api(&ar, ns);
-        let before = self
-            .retry(|| api.get_opt(name))
-            .await
-            .map_err(|e| Op::new("get", &ar, Some(name), ns).error(e))?;
+        let before = self.live.get(&obj.describe()).cloned().flatten();
+        // Mark what we create; keep the mark where it is (an apply without a field this
+        // manager set removes it); never mark what existed without it (adopted).
+        let mut body = obj.to_value();
+        if before.as_ref().is_none_or(created_by_us) {
+            body["metadata"]["annotations"][CREATED_BY] = MANAGER.into();
+        }
+        if let Some(fields) = self.replace.get(&obj.describe()) {
+            return self.replace_one(obj, &api, &body, fields).await;
+        }
         let mut pp = PatchParams::apply(MANAGER).force();
         pp.dry_run = self.opts.dry_run;
-        let body = obj.to_value();
         let patch = Patch::Apply(&body);
         let after = match self.retry(|| api.patch(name, &pp, &patch)).await {
             Ok(a) => a,
@@ -449,6 +598,72 @@ impl Engine<'_, '_> {
             }
         };
         Ok(ObjectResult::of(obj, result, None))
+    }
+
+    /// Delete `obj` and apply it again (its immutable `fields` changed); in a dry run, only say so.
+    async fn replace_one(
+        &self,
+        obj: &Object,
+        api: &Api<DynamicObject>,
+        body: &serde_json::Value,
+        fields: &[immutable::Conflict],
+    ) -> Result<ObjectResult, StageError> {
+        let ar = obj.api_resource();
+        let (name, ns) = (obj.name(), obj.namespace());
+        let why = fields
+            .iter()
+            .map(|c| format!("{}: {} -> {}", c.field, c.live, c.wanted))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.opts.dry_run {
+            return Ok(ObjectResult::of(
+                obj,
+                Outcome::Replaced,
+                Some(format!("would be deleted and created again: {why}")),
+            ));
+        }
+        let dp = DeleteParams::default();
+        match self.retry(|| api.delete(name, &dp)).await {
+            Ok(_) => {}
+            Err(e) if is_code(&e, 404) => {}
+            Err(e) => return Err(Op::new("delete", &ar, Some(name), ns).error(e)),
+        }
+        // Finalizers may hold the object a moment; apply into a name still taken would patch it.
+        let start = Instant::now();
+        loop {
+            let gone = self
+                .retry(|| api.get_opt(name))
+                .await
+                .map_err(|e| Op::new("get", &ar, Some(name), ns).error(e))?
+                .is_none();
+            if gone {
+                break;
+            }
+            if start.elapsed() >= self.opts.wait_timeout {
+                return Err(StageError::Api {
+                    verb: "replace".into(),
+                    resource: obj.describe(),
+                    namespace: None,
+                    code: 409,
+                    reason: "StillTerminating".into(),
+                    message: format!(
+                        "still present {}s after its deletion",
+                        start.elapsed().as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(self.opts.poll_interval).await;
+        }
+        let pp = PatchParams::apply(MANAGER).force();
+        let patch = Patch::Apply(body);
+        self.retry(|| api.patch(name, &pp, &patch))
+            .await
+            .map_err(|e| Op::new("patch", &ar, Some(name), ns).error(e))?;
+        Ok(ObjectResult::of(
+            obj,
+            Outcome::Replaced,
+            Some(format!("deleted and created again: {why}")),
+        ))
     }
 
     /// Wait (bounded) until a Namespace is Active: namespaced objects sent before are refused.
@@ -535,6 +750,32 @@ impl Engine<'_, '_> {
                 {
                     continue;
                 }
+                let left = |reason: String| ObjectResult {
+                    kind: ar.kind.clone(),
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                    result: Outcome::Skipped,
+                    reason: Some(reason),
+                };
+                let unlabel = format!(
+                    "`kubectl label {}{} {name} {MANAGED_BY}- {STAGE_LABEL}-` stops this notice",
+                    ar.plural,
+                    ns.as_deref()
+                        .map(|n| format!(" -n {n}"))
+                        .unwrap_or_default(),
+                );
+                if !created_by_us(&item) {
+                    out.push(left(format!(
+                        "left the spec but was not created by sparkgap (adopted): not deleted; {unlabel}"
+                    )));
+                    continue;
+                }
+                if ar.kind == "Namespace" && !self.opts.prune_namespaces {
+                    out.push(left(format!(
+                        "left the spec: not deleted, deleting a namespace deletes every workload and claim in it; `sparkgap apply --prune-namespaces` deletes it, or {unlabel}"
+                    )));
+                    continue;
+                }
                 let api = self.api(&ar, ns.as_deref());
                 let dp = DeleteParams {
                     dry_run: self.opts.dry_run,
@@ -552,7 +793,10 @@ impl Engine<'_, '_> {
                     namespace: ns,
                     name,
                     result: Outcome::Pruned,
-                    reason: None,
+                    reason: self
+                        .opts
+                        .dry_run
+                        .then(|| "would be deleted: it left the spec".to_string()),
                 });
             }
         }

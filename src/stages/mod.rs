@@ -24,6 +24,7 @@ use crate::failure::FailureKind;
 use crate::spec::Appliance;
 
 pub mod engine;
+pub mod immutable;
 pub mod namespace;
 pub mod network;
 pub mod quota;
@@ -32,7 +33,8 @@ pub mod registry;
 pub mod storage;
 
 pub use engine::{
-    ApplyOptions, ApplyReport, HostRegistry, ObjectResult, Outcome, RetryPolicy, StageReport, apply,
+    ApplyFlags, ApplyOptions, ApplyReport, HostRegistry, ObjectResult, Outcome, RetryPolicy,
+    StageReport, apply,
 };
 
 /// Label every object we manage carries; prune only ever considers objects with it.
@@ -40,6 +42,10 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGER: &str = "sparkgap";
 /// Label naming the stage that owns an object (prune is per stage).
 pub const STAGE_LABEL: &str = "sparkgap.dev/stage";
+/// Annotation marking an object sparkgap created (it did not exist before an apply). Only
+/// objects with it are ever pruned; objects sparkgap adopted (k3s's `local-path` class, its
+/// `local-path-config`, a `coredns-custom` someone wrote) never get it.
+pub const CREATED_BY: &str = "sparkgap.dev/created-by";
 
 /// The stages, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -156,6 +162,34 @@ pub enum StageError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error("cannot rewrite /etc/rancher/k3s/registries.yaml and restart k3s: {0}")]
     HostRegistry(String),
+    /// The spec changes fields the API server refuses to change; found before anything was
+    /// applied, so nothing was.
+    #[error("{}", immutable_message(.conflicts, *.replace))]
+    Immutable {
+        conflicts: Vec<immutable::Conflict>,
+        /// Whether `--replace` was given (then only the conflicts it cannot resolve remain).
+        replace: bool,
+    },
+}
+
+fn immutable_message(conflicts: &[immutable::Conflict], replace: bool) -> String {
+    let mut s = String::from(
+        "nothing was applied: the spec changes fields the API server does not allow to change:",
+    );
+    for c in conflicts {
+        s.push_str(&format!("\n  {c}"));
+    }
+    if conflicts.iter().any(|c| c.replaceable) && !replace {
+        s.push_str(
+            "\n  help: `sparkgap apply --replace` deletes and recreates StorageClasses, VolumeSnapshotClasses and Deployments with the spec's fields (volumes already provisioned keep what they were created with); or restore the cluster's value in the spec",
+        );
+    }
+    if conflicts.iter().any(|c| !c.replaceable) {
+        s.push_str(
+            "\n  help: a PersistentVolumeClaim is never replaced (its data would go with it): restore the cluster's value in the spec, or delete the claim yourself if its data may go",
+        );
+    }
+    s
 }
 
 fn in_ns(ns: &Option<String>) -> String {
@@ -167,7 +201,7 @@ fn in_ns(ns: &Option<String>) -> String {
 impl StageError {
     pub fn kind(&self) -> FailureKind {
         match self {
-            StageError::Render { .. } => FailureKind::Input,
+            StageError::Render { .. } | StageError::Immutable { .. } => FailureKind::Input,
             _ => FailureKind::Environment,
         }
     }

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec, SubjectAccessReviewStatus,
+    NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    SubjectAccessReviewStatus,
 };
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, Node, Pod, ResourceQuota};
 use k8s_openapi::api::node::v1::RuntimeClass;
@@ -615,13 +616,19 @@ pub fn access_review(e: &AccessExpectation) -> SubjectAccessReview {
         spec: SubjectAccessReviewSpec {
             user,
             groups: Some(groups),
-            resource_attributes: Some(ResourceAttributes {
+            resource_attributes: e.non_resource_url.is_none().then(|| ResourceAttributes {
                 namespace: e.namespace.clone(),
                 verb: Some(e.verb.clone()),
                 group: Some(e.group.clone()),
                 resource: Some(e.resource.clone()),
                 subresource: e.subresource.clone(),
                 ..Default::default()
+            }),
+            non_resource_attributes: e.non_resource_url.as_ref().map(|path| {
+                NonResourceAttributes {
+                    path: Some(path.clone()),
+                    verb: Some(e.verb.clone()),
+                }
             }),
             ..Default::default()
         },
@@ -636,6 +643,9 @@ pub fn describe_expectation(e: &AccessExpectation) -> String {
         Subject::User { name } => format!("User {name}"),
         Subject::Group { name } => format!("Group {name}"),
     };
+    if let Some(url) = &e.non_resource_url {
+        return format!("{who} {} {url}", e.verb);
+    }
     let what = match &e.subresource {
         Some(s) => format!("{}/{s}", e.resource),
         None => e.resource.clone(),
@@ -690,7 +700,7 @@ pub fn rbac(
             }
             Some(Err(msg)) => {
                 problems += 1;
-                evidence.push(format!("ERROR: {what}: review failed: {msg}"));
+                evidence.push(format!("ERROR: {what}: {msg}"));
             }
             None => {
                 problems += 1;

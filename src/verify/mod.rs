@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, Node, Pod, ResourceQuota};
+use k8s_openapi::api::core::v1::{LimitRange, Namespace, Node, Pod, ResourceQuota, ServiceAccount};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::api::{Api, ListParams, PostParams};
 use tokio_util::sync::CancellationToken;
 
 use crate::lock::Lock;
-use crate::spec::{Appliance, CHECK_NAMES};
+use crate::spec::{Appliance, CHECK_NAMES, Subject};
 
 pub mod checks;
 pub mod report;
@@ -401,27 +401,55 @@ async fn run_one(ctx: &Ctx<'_>, name: &'static str, workloads_left: usize) -> Ch
         "dns" => w.dns(ctx.budget(workloads_left)).await,
         "network-policy" => w.network_policy(ctx.budget(workloads_left)).await,
         "registry" => w.registry(ctx.budget(workloads_left)).await,
-        "rbac" => {
-            let api: Api<SubjectAccessReview> = Api::all(ctx.client.clone());
-            let mut answers = Vec::new();
-            for e in &s.rbac.expect {
-                let r = api
-                    .create(&PostParams::default(), &checks::access_review(e))
-                    .await
-                    .map_err(|e| err(&e))
-                    .and_then(|sar| {
-                        sar.status
-                            .ok_or_else(|| "the review came back without a status".to_string())
-                    });
-                answers.push(r);
-            }
-            checks::rbac(s, &answers)
-        }
+        "rbac" => rbac(ctx).await,
         "charts" => charts(ctx).await,
         "metrics" => metrics(ctx).await,
         "gpu" => gpu(ctx).await,
         other => CheckResult::fail(other, "no such check (internal error)", vec![]),
     }
+}
+
+/// `rbac`: one SubjectAccessReview per `spec.rbac.expect` entry. A ServiceAccount subject
+/// must exist first: the authorizer answers for any name, so a typo or an account that was
+/// never created would otherwise "hold" every `allowed: false`.
+async fn rbac(ctx: &Ctx<'_>) -> CheckResult {
+    let s = &ctx.spec.spec;
+    let api: Api<SubjectAccessReview> = Api::all(ctx.client.clone());
+    let mut accounts: BTreeMap<(String, String), Result<(), String>> = BTreeMap::new();
+    let mut answers = Vec::new();
+    for e in &s.rbac.expect {
+        if let Subject::ServiceAccount { name, namespace } = &e.subject {
+            let key = (namespace.clone(), name.clone());
+            if !accounts.contains_key(&key) {
+                let sa: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
+                let found = match sa.get_opt(name).await {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err(format!(
+                        "ServiceAccount {namespace}/{name} does not exist, so the answer would prove nothing (declare it in spec.rbac.serviceAccounts and apply)"
+                    )),
+                    Err(e) => Err(format!(
+                        "cannot look up ServiceAccount {namespace}/{name}: {}",
+                        err(&e)
+                    )),
+                };
+                accounts.insert(key.clone(), found);
+            }
+            if let Some(Err(why)) = accounts.get(&key) {
+                answers.push(Err(why.clone()));
+                continue;
+            }
+        }
+        let r = api
+            .create(&PostParams::default(), &checks::access_review(e))
+            .await
+            .map_err(|e| format!("review failed: {}", err(&e)))
+            .and_then(|sar| {
+                sar.status
+                    .ok_or_else(|| "the review came back without a status".to_string())
+            });
+        answers.push(r);
+    }
+    checks::rbac(s, &answers)
 }
 
 fn err(e: &kube::Error) -> String {
@@ -494,17 +522,27 @@ async fn charts(ctx: &Ctx<'_>) -> CheckResult {
         Api::namespaced_with(ctx.client.clone(), HELM_NAMESPACE, &ar);
     let jobs: Api<k8s_openapi::api::batch::v1::Job> =
         Api::namespaced(ctx.client.clone(), HELM_NAMESPACE);
+    // A missing HelmChart and a missing HelmChart API both answer 404 to a GET by name;
+    // discovery tells them apart.
+    match ctx
+        .client
+        .list_api_group_resources("helm.cattle.io/v1")
+        .await
+    {
+        Ok(l) if l.resources.iter().any(|r| r.name == "helmcharts") => {}
+        Ok(_) | Err(kube::Error::Api(_)) => {
+            return CheckResult::fail(
+                name,
+                "the HelmChart API (helm.cattle.io/v1) is not served: k3s's helm-controller is not running",
+                vec![],
+            );
+        }
+        Err(e) => return CheckResult::fail(name, err(&e), vec![]),
+    }
     loop {
         let mut states = Vec::new();
         for chart in &s.charts {
             let state = match charts.get_opt(&chart.name).await {
-                Err(kube::Error::Api(st)) if st.code == 404 => {
-                    return CheckResult::fail(
-                        name,
-                        "the HelmChart API (helm.cattle.io/v1) is not served: k3s's helm-controller is not running",
-                        vec![],
-                    );
-                }
                 Err(e) => Err(err(&e)),
                 Ok(hc) => {
                     let job_name = hc
