@@ -506,9 +506,15 @@ async fn the_tanka_stage_applies_and_prunes_only_its_own_objects() {
         };
         served(&path, o.to_value());
     }
-    let item = |name: &str, stage: &str| {
-        serde_json::json!({"metadata": {"name": name, "namespace": "shop", "resourceVersion": "3", "uid": name,
-            "labels": {"app.kubernetes.io/managed-by": "sparkgap", "sparkgap.dev/stage": stage}}})
+    // Prune deletes only what sparkgap created (the created-by mark), as for every stage.
+    let item = |name: &str, stage: &str, created: bool| {
+        let mut v = serde_json::json!({"metadata": {"name": name, "namespace": "shop", "resourceVersion": "3", "uid": name,
+            "labels": {"app.kubernetes.io/managed-by": "sparkgap", "sparkgap.dev/stage": stage}}});
+        if created {
+            v["metadata"]["annotations"] =
+                serde_json::json!({"sparkgap.dev/created-by": "sparkgap"});
+        }
+        v
     };
     let list = |kind: &str, api_version: &str, items: Value| {
         serde_json::json!({"kind": format!("{kind}List"), "apiVersion": api_version,
@@ -525,9 +531,10 @@ async fn the_tanka_stage_applies_and_prunes_only_its_own_objects() {
             "ConfigMap",
             "v1",
             serde_json::json!([
-                item("cfg", "tanka"),
-                item("old", "tanka"),
-                item("not-ours", "rbac")
+                item("cfg", "tanka", true),
+                item("old", "tanka", true),
+                item("adopted", "tanka", false),
+                item("not-ours", "rbac", true)
             ]),
         ),
     );
@@ -569,6 +576,11 @@ async fn the_tanka_stage_applies_and_prunes_only_its_own_objects() {
             ("ConfigMap".to_string(), "cfg".to_string(), Outcome::Created),
             ("Ingress".to_string(), "web".to_string(), Outcome::Created),
             ("ConfigMap".to_string(), "old".to_string(), Outcome::Pruned),
+            (
+                "ConfigMap".to_string(),
+                "adopted".to_string(),
+                Outcome::Skipped
+            ),
         ]
     );
     let seen = fake.seen();
@@ -576,6 +588,12 @@ async fn the_tanka_stage_applies_and_prunes_only_its_own_objects() {
         let body: Value = serde_json::from_str(&s.body).unwrap();
         assert_eq!(
             body["metadata"]["labels"]["sparkgap.dev/stage"], "tanka",
+            "{}",
+            s.uri
+        );
+        // Created by this apply, so marked for a later prune.
+        assert_eq!(
+            body["metadata"]["annotations"]["sparkgap.dev/created-by"], "sparkgap",
             "{}",
             s.uri
         );
