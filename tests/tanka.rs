@@ -331,7 +331,7 @@ fn spec_tanka_entries_are_validated() {
     for n in [
         "spec.tanka[0].name",
         "spec.tanka[0].path",
-        "spec.tanka[1].environment",
+        "spec.tanka[1].environment: \"/abs\" must be a path relative to the project root",
         "spec.tanka[2]: duplicate Tanka environment name \"a\"",
     ] {
         assert!(err.contains(n), "{n:?} not in:\n{err}");

@@ -242,10 +242,11 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
             "Tanka environment name",
         );
         relative_path(&mut c, format!("spec.tanka[{i}].path"), &t.path);
-        relative_path(
+        relative_path_to(
             &mut c,
             format!("spec.tanka[{i}].environment"),
             &t.environment,
+            "the project root (`path`)",
         );
     }
 
@@ -305,6 +306,11 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
 }
 
 fn relative_path(c: &mut Checker, field: String, p: &str) {
+    relative_path_to(c, field, p, "the spec file");
+}
+
+/// `p` must be relative (to `base`, as the message says) and stay under it.
+fn relative_path_to(c: &mut Checker, field: String, p: &str, base: &str) {
     let path = std::path::Path::new(p);
     if p.is_empty()
         || path.is_absolute()
@@ -314,7 +320,7 @@ fn relative_path(c: &mut Checker, field: String, p: &str) {
     {
         c.err(
             field,
-            format!("{p:?} must be a path relative to the spec file, without '..'"),
+            format!("{p:?} must be a path relative to {base}, without '..'"),
         );
     }
 }
