@@ -15,6 +15,7 @@ use crate::oci::{
 use crate::progress::Progress;
 use crate::spec::SpecFile;
 use crate::stages::StageError;
+use crate::tanka::{self, TankaError};
 
 /// Why a build stopped. Wrapped errors keep their own message and kind (boxed: they are
 /// large, and the error path is not hot).
@@ -28,6 +29,8 @@ pub enum BuildError {
     Bundle(Box<BundleError>),
     #[error(transparent)]
     Stage(Box<StageError>),
+    #[error(transparent)]
+    Tanka(Box<TankaError>),
     /// A file the spec names (`spec.manifests[]`, `spec.charts[]`) cannot be read: bad input,
     /// so the io error is part of the message, not a source that would say "environment".
     #[error("{spec}: {field}: cannot read {file}: {message}")]
@@ -60,7 +63,8 @@ wrap!(
     Lock(LockError),
     Oci(OciError),
     Bundle(BundleError),
-    Stage(StageError)
+    Stage(StageError),
+    Tanka(TankaError)
 );
 
 impl BuildError {
@@ -70,6 +74,7 @@ impl BuildError {
             BuildError::Oci(e) => e.kind(),
             BuildError::Bundle(e) => e.kind(),
             BuildError::Stage(e) => e.kind(),
+            BuildError::Tanka(e) => e.kind(),
             BuildError::SpecFile { .. }
             | BuildError::Chart { .. }
             | BuildError::SourceDateEpoch { .. } => FailureKind::Input,
@@ -107,8 +112,11 @@ pub fn build(spec: &SpecFile, job: &Job<'_>) -> Result<Built, BuildError> {
         source,
     })?;
     let lock = Lock::from_slice(&job.lock.display().to_string(), &lock_bytes)?;
-    lock.ensure_matches(job.lock, &spec.appliance)?;
-    let extra = bundle_manifests(spec)?;
+    // Tanka environments are evaluated once: their images must be the ones the lock pins,
+    // and their objects are carried rendered.
+    let envs = tanka::render_all(spec)?;
+    lock.ensure_matches_with_tanka(job.lock, &spec.appliance, &tanka::lock_images(&envs))?;
+    let extra = bundle_manifests_with(spec, &envs)?;
     let mtime = source_date_epoch()?;
 
     let pull_plan = oci::plan_pull(&lock, job.cache)?;
@@ -147,8 +155,17 @@ pub fn build(spec: &SpecFile, job: &Job<'_>) -> Result<Built, BuildError> {
 /// The manifests a bundle carries: every stage rendered from the spec
 /// (`manifests/stages/<n>-<stage>.yaml`, what `sparkgap render` prints, for review and for
 /// k3s's auto-deploy when the spec asks for it), and `spec.manifests[]` read relative to the
-/// spec's directory (`manifests/extra/<path>`), and `spec.charts[]` as k3s HelmCharts (`manifests/charts/<name>.yaml`).
+/// spec's directory (`manifests/extra/<path>`), and `spec.charts[]` as k3s HelmCharts (`manifests/charts/<name>.yaml`),
+/// and each `spec.tanka[]` environment's objects (`manifests/tanka/<name>.yaml`, apply order).
 pub fn bundle_manifests(spec: &SpecFile) -> Result<Vec<(String, Vec<u8>)>, BuildError> {
+    bundle_manifests_with(spec, &tanka::render_all(spec)?)
+}
+
+/// `bundle_manifests` with the Tanka environments already evaluated.
+fn bundle_manifests_with(
+    spec: &SpecFile,
+    envs: &[tanka::Environment],
+) -> Result<Vec<(String, Vec<u8>)>, BuildError> {
     let mut out = Vec::new();
     for (n, (stage, objects)) in crate::stages::render_all(&spec.appliance)?
         .into_iter()
@@ -175,6 +192,12 @@ pub fn bundle_manifests(spec: &SpecFile) -> Result<Vec<(String, Vec<u8>)>, Build
         out.push((
             format!("manifests/charts/{}.yaml", chart.name),
             helm_chart_yaml(chart, &tgz)?.into_bytes(),
+        ));
+    }
+    for env in envs {
+        out.push((
+            format!("manifests/tanka/{}.yaml", env.name),
+            env.to_yaml()?.into_bytes(),
         ));
     }
     Ok(out)

@@ -16,6 +16,7 @@ pub mod oci;
 pub mod progress;
 pub mod spec;
 pub mod stages;
+pub mod tanka;
 pub mod verify;
 
 /// Install the one process-wide TLS provider (ring). kube and oci-client both use rustls; with

@@ -52,11 +52,16 @@ pub struct K3sLock {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ImageLock {
-    /// `spec.images[].name`; for k3s's own images `k3s/<repository leaf>`.
+    /// `spec.images[].name`; for k3s's own images `k3s/<repository leaf>`; for images of Tanka
+    /// output `tanka/<environment>/<repository leaf>`.
     pub name: String,
     /// One of k3s's own images (from its release's image list), not of `spec.images`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub system: bool,
+    /// The `spec.tanka[]` environment whose objects run this image (not of `spec.images`);
+    /// its name is `tanka/<environment>/<repository leaf>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tanka: Option<String>,
     /// `spec.images[].reference` exactly as written (the lock is stale when it changes).
     pub reference: String,
     /// The reference the image is imported under on the node: registry/repository:tag, with
@@ -68,6 +73,24 @@ pub struct ImageLock {
     pub manifest: Descriptor,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
+}
+
+/// An image the objects of a Tanka environment run, as evaluation found it (`tanka` module).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TankaImage {
+    pub environment: String,
+    pub reference: String,
+}
+
+/// The lock name of an image of Tanka environment `env`: `tanka/<env>/<repository leaf>`.
+/// Environment names are DNS labels and spec image names too, so names never collide with
+/// spec or system images.
+pub fn tanka_name(env: &str, reference: &str) -> String {
+    let leaf = system::system_name(reference);
+    let leaf = leaf
+        .strip_prefix(system::SYSTEM_NAME_PREFIX)
+        .unwrap_or(&leaf);
+    format!("tanka/{env}/{leaf}")
 }
 
 /// An OCI descriptor, the subset the bundle needs.
@@ -242,7 +265,10 @@ impl Lock {
                 self.k3s.version, self.k3s.url, s.k3s.version, s.k3s.binary_url
             ));
         }
-        let spec_images = self.images.iter().filter(|l| !l.system);
+        let spec_images = self
+            .images
+            .iter()
+            .filter(|l| !l.system && l.tanka.is_none());
         for img in &s.images {
             match spec_images.clone().find(|l| l.name == img.name) {
                 None => problems.push(format!("image {:?} is not in the lock", img.name)),
@@ -287,7 +313,72 @@ impl Lock {
                 ));
             }
         }
+        for l in &self.images {
+            if let Some(env) = &l.tanka
+                && !s.tanka.iter().any(|t| &t.name == env)
+            {
+                problems.push(format!(
+                    "image {} of Tanka environment {env:?} is in the lock but the environment is not in the spec",
+                    l.reference
+                ));
+            }
+        }
         problems
+    }
+
+    /// `mismatches`, and whether the lock pins exactly the images the spec's Tanka
+    /// environments run (`found`, from evaluating them; only where their files are, so not
+    /// on the node, where the lock is checked without this part).
+    pub fn mismatches_with_tanka(&self, spec: &Appliance, found: &[TankaImage]) -> Vec<String> {
+        let mut problems = self.mismatches(spec);
+        let wanted = self.tanka_references(spec, found);
+        let locked: Vec<(&str, &str)> = self
+            .images
+            .iter()
+            .filter_map(|l| Some((l.tanka.as_deref()?, l.reference.as_str())))
+            .collect();
+        for w in &wanted {
+            if !locked.contains(&(w.environment.as_str(), w.reference.as_str())) {
+                problems.push(format!(
+                    "image {} of Tanka environment {:?} is not in the lock",
+                    w.reference, w.environment
+                ));
+            }
+        }
+        for (env, r) in locked {
+            if !wanted
+                .iter()
+                .any(|w| w.environment == env && w.reference == r)
+            {
+                problems.push(format!(
+                    "image {r} of Tanka environment {env:?} is in the lock but its objects no longer run it"
+                ));
+            }
+        }
+        problems
+    }
+
+    /// The Tanka images the lock carries for `found`: each reference once, and none a spec
+    /// image or a system image already carries (the first environment that runs one names
+    /// it).
+    pub fn tanka_references(&self, spec: &Appliance, found: &[TankaImage]) -> Vec<TankaImage> {
+        let system = self.system_references(spec);
+        let mut out: Vec<TankaImage> = Vec::new();
+        for t in found {
+            let carried = spec
+                .spec
+                .images
+                .iter()
+                .any(|i| system::same_image(&i.reference, &t.reference))
+                || system.iter().any(|r| system::same_image(r, &t.reference))
+                || out
+                    .iter()
+                    .any(|o| system::same_image(&o.reference, &t.reference));
+            if !carried {
+                out.push(t.clone());
+            }
+        }
+        out
     }
 
     /// The system images this lock's image list gives for `spec`: those of components the spec
@@ -305,9 +396,24 @@ impl Lock {
             .collect()
     }
 
-    /// Fail with `LockError::Stale` unless the lock matches the spec.
+    /// Fail with `LockError::Stale` unless the lock matches the spec (Tanka images are
+    /// checked only to belong to the spec's environments: `ensure_matches_with_tanka`).
     pub fn ensure_matches(&self, path: &Path, spec: &Appliance) -> Result<(), LockError> {
-        let problems = self.mismatches(spec);
+        self.stale_unless_empty(path, self.mismatches(spec))
+    }
+
+    /// Fail with `LockError::Stale` unless the lock matches the spec and pins exactly the
+    /// images its Tanka environments run (`found`).
+    pub fn ensure_matches_with_tanka(
+        &self,
+        path: &Path,
+        spec: &Appliance,
+        found: &[TankaImage],
+    ) -> Result<(), LockError> {
+        self.stale_unless_empty(path, self.mismatches_with_tanka(spec, found))
+    }
+
+    fn stale_unless_empty(&self, path: &Path, problems: Vec<String>) -> Result<(), LockError> {
         if problems.is_empty() {
             Ok(())
         } else {
@@ -334,5 +440,112 @@ impl Lock {
         v.sort_by(|a, b| a.digest.cmp(&b.digest));
         v.dedup_by(|a, b| a.digest == b.digest);
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(extra: &str) -> Appliance {
+        crate::spec::parse(&format!(
+            "apiVersion: sparkgap.dev/v1alpha1\nkind: Appliance\nmetadata: {{name: t}}\nspec:\n  k3s: {{version: v1.33.5+k3s1, binaryUrl: 'http://127.0.0.1:1/k3s'}}\n  images: [{{name: app, reference: 'r.test/app:1'}}]\n  namespaces: [{{name: web}}]\n  tanka: [{{name: web, path: t, environment: env}}]\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn image(name: &str, reference: &str, system: bool, tanka: Option<&str>) -> ImageLock {
+        let d = |n: u8| Descriptor {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: format!("sha256:{}", hex::encode([n; 32])),
+            size: 1,
+        };
+        ImageLock {
+            name: name.into(),
+            system,
+            tanka: tanka.map(str::to_string),
+            reference: reference.into(),
+            image_name: reference.into(),
+            resolved_digest: d(1).digest,
+            manifest: d(1),
+            config: d(2),
+            layers: vec![d(3)],
+        }
+    }
+
+    fn lock(images: Vec<ImageLock>) -> Lock {
+        Lock {
+            lock_version: LOCK_VERSION,
+            platform: Platform::parse("linux/arm64").unwrap(),
+            k3s: K3sLock {
+                version: "v1.33.5+k3s1".into(),
+                url: "http://127.0.0.1:1/k3s".into(),
+                size: 1,
+                digest: format!("sha256:{}", hex::encode([9; 32])),
+                images_url: "http://127.0.0.1:1/k3s-images.txt".into(),
+                image_list: vec!["docker.io/rancher/mirrored-pause:3.6".into()],
+            },
+            images,
+        }
+    }
+
+    fn found(pairs: &[(&str, &str)]) -> Vec<TankaImage> {
+        pairs
+            .iter()
+            .map(|(e, r)| TankaImage {
+                environment: e.to_string(),
+                reference: r.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tanka_images_already_carried_as_spec_or_system_images_are_carried_once() {
+        let s = spec("");
+        let l = lock(vec![]);
+        let wanted = l.tanka_references(
+            &s,
+            &found(&[
+                ("web", "r.test/app:1"),
+                ("web", "rancher/mirrored-pause:3.6"),
+                ("web", "r.test/web:2"),
+                ("other", "r.test/web:2"),
+            ]),
+        );
+        assert_eq!(wanted, found(&[("web", "r.test/web:2")]));
+        assert_eq!(tanka_name("web", "r.test/team/web:2"), "tanka/web/web");
+    }
+
+    #[test]
+    fn the_lock_is_stale_when_tanka_images_change() {
+        let s = spec("");
+        let l = lock(vec![
+            image("app", "r.test/app:1", false, None),
+            image(
+                "k3s/mirrored-pause",
+                "docker.io/rancher/mirrored-pause:3.6",
+                true,
+                None,
+            ),
+            image("tanka/web/web", "r.test/web:2", false, Some("web")),
+        ]);
+        assert_eq!(l.mismatches(&s), Vec::<String>::new());
+        let same = found(&[("web", "r.test/web:2"), ("web", "r.test/app:1")]);
+        assert_eq!(l.mismatches_with_tanka(&s, &same), Vec::<String>::new());
+
+        let changed = l.mismatches_with_tanka(&s, &found(&[("web", "r.test/web:3")]));
+        assert_eq!(changed.len(), 2, "{changed:?}");
+        assert!(changed[0].contains("r.test/web:3") && changed[0].contains("not in the lock"));
+        assert!(changed[1].contains("r.test/web:2") && changed[1].contains("no longer run"));
+
+        // Without the environment in the spec, even the file-less check sees it.
+        let mut gone = s.clone();
+        gone.spec.tanka.clear();
+        let p = l.mismatches(&gone);
+        assert!(
+            p.iter()
+                .any(|m| m.contains("environment is not in the spec")),
+            "{p:?}"
+        );
     }
 }

@@ -179,6 +179,7 @@ spec:
             images.push(ImageLock {
                 name: img.name.into(),
                 system: false,
+                tanka: None,
                 reference: img.reference.into(),
                 image_name: img.reference.into(),
                 resolved_digest: manifest.digest.clone(),

@@ -15,8 +15,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("lock", &["spec"]),
     ("oci", &["spec", "lock", "install_tls_provider"]),
     ("bundle", &["spec", "lock", "oci"]),
-    ("build", &["spec", "lock", "oci", "bundle", "stages"]),
+    (
+        "build",
+        &["spec", "lock", "oci", "bundle", "stages", "tanka"],
+    ),
     ("stages", &["spec"]),
+    // Tanka environments: evaluated from the spec's files; the lock's TankaImage is its output.
+    ("tanka", &["spec", "lock"]),
     ("install", &["spec", "lock", "bundle", "stages"]),
     ("verify", &["spec", "lock"]),
     ("demo", &["install_tls_provider"]),

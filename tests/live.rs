@@ -17,11 +17,36 @@ use serde_json::Value;
 /// The checks that need only an API server.
 const API_CHECKS: [&str; 5] = ["api", "namespaces", "quotas", "limitranges", "rbac"];
 
-/// The default appliance, copied beside a kubeconfig (no lock: the lock-dependent checks skip).
+/// The default appliance and its Tanka project, copied beside a kubeconfig (no lock: the
+/// lock-dependent checks skip).
 fn default_spec(dir: &Path) -> PathBuf {
     let spec = dir.join("appliance.yaml");
     std::fs::copy("bundle/appliance.yaml", &spec).expect("copy bundle/appliance.yaml");
+    copy_dir(Path::new("bundle/tanka"), &dir.join("tanka"));
     spec
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("file type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy file");
+        }
+    }
+}
+
+/// The report of stage `name` in an apply report.
+fn stage<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .find(|s| s["stage"] == name)
+        .unwrap_or_else(|| panic!("no stage {name} in {report}"))
 }
 
 /// `sparkgap apply --output json` against the control plane; the parsed report.
@@ -112,6 +137,16 @@ fn default_appliance_applies_and_its_api_checks_pass_on_a_live_api_server() {
     let [created, _, _, pruned] = counts(&first);
     assert!(created > 40, "first apply created only {created}: {first}");
     assert_eq!(pruned, 0);
+    // The tanka stage ran last, with the MOP environment's objects (bundle/tanka).
+    let tanka = stage(&first, "tanka")["objects"]
+        .as_array()
+        .expect("objects");
+    assert_eq!(tanka.len(), 9, "{first}");
+    assert!(tanka.iter().all(|o| o["result"] == "created"), "{first}");
+    assert_eq!(
+        first["stages"].as_array().unwrap().last().unwrap()["stage"],
+        "tanka"
+    );
 
     // Applying the same spec again changes nothing.
     let again = apply(&cp, &spec, &[]);

@@ -47,6 +47,7 @@ fn image(name: &str, reference: &str, manifest: u8, config: u8, layers: &[u8]) -
     ImageLock {
         name: name.into(),
         system: false,
+        tanka: None,
         reference: reference.into(),
         image_name: reference.into(),
         resolved_digest: digest(0xee),

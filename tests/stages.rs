@@ -63,19 +63,23 @@ where
     Ok(())
 }
 
+fn round_trip_dynamic(x: &kube::api::DynamicObject) -> Result<(), String> {
+    let v = serde_json::to_value(x).map_err(|e| e.to_string())?;
+    let back: kube::api::DynamicObject =
+        serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+    (serde_json::to_value(&back).map_err(|e| e.to_string())? == v)
+        .then_some(())
+        .ok_or_else(|| "a dynamic object differs after round trip".into())
+}
+
 fn round_trip_object(o: &Object) -> Result<(), String> {
     match o {
         Object::Namespace(x) => round_trip::<Namespace>(x),
         Object::ConfigMap(x) => round_trip::<ConfigMap>(x),
         Object::StorageClass(x) => round_trip::<StorageClass>(x),
-        Object::VolumeSnapshotClass(x) => {
-            let v = serde_json::to_value(x).map_err(|e| e.to_string())?;
-            let back: kube::api::DynamicObject =
-                serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
-            (serde_json::to_value(&back).map_err(|e| e.to_string())? == v)
-                .then_some(())
-                .ok_or_else(|| "VolumeSnapshotClass differs after round trip".into())
-        }
+        // Untyped: a CRD kind, and the tanka stage's objects of any kind.
+        Object::VolumeSnapshotClass(x) => round_trip_dynamic(x),
+        Object::Dynamic(x) => round_trip_dynamic(x),
         Object::NetworkPolicy(x) => round_trip::<NetworkPolicy>(x),
         Object::PersistentVolumeClaim(x) => round_trip::<PersistentVolumeClaim>(x),
         Object::Deployment(x) => round_trip::<Deployment>(x),
@@ -109,6 +113,14 @@ fn every_rendered_object_round_trips_through_its_type_and_yaml() {
 #[test]
 fn every_object_is_labelled_with_manager_and_its_stage() {
     for (stage, objects) in stages::render_all(&default_appliance()).unwrap() {
+        // The tanka stage's objects come from the default appliance's Tanka environment.
+        let objects = if stage == Stage::Tanka {
+            let spec = SpecFile::read(Path::new("bundle/appliance.yaml")).unwrap();
+            let envs = sparkgap::tanka::render_all(&spec).unwrap();
+            stages::tanka_objects(envs.into_iter().flat_map(|e| e.objects)).unwrap()
+        } else {
+            objects
+        };
         assert!(!objects.is_empty(), "stage {stage} renders nothing");
         for o in &objects {
             let labels = o.meta().labels.clone().unwrap_or_default();
@@ -433,8 +445,14 @@ fn render_command_prints_the_whole_default_appliance() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text, all_yaml(&default_appliance()));
-    for st in Stage::ALL {
+    // The stages, then the default appliance's Tanka environment (tests/tanka.rs covers it).
+    let (stages_text, tanka_text) = text
+        .split_once("---\n# tanka: mop (")
+        .expect("the mop Tanka environment follows the stages");
+    assert_eq!(stages_text, all_yaml(&default_appliance()));
+    assert!(tanka_text.contains("name: mop-logs-config"), "{tanka_text}");
+    // Every stage but tanka, whose objects are printed per environment (above).
+    for st in Stage::ALL.into_iter().filter(|st| *st != Stage::Tanka) {
         assert!(text.contains(&format!("# stage: {st} (")));
     }
     let out = assert_cmd::Command::cargo_bin("sparkgap")

@@ -126,6 +126,7 @@ fn lock() -> Lock {
     let image = |name: &str, reference: &str, index: &str, manifest: &str| ImageLock {
         name: name.into(),
         system: false,
+        tanka: None,
         reference: reference.into(),
         image_name: reference.into(),
         resolved_digest: index.into(),

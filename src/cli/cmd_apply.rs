@@ -10,7 +10,7 @@ use crate::stages::ApplyFlags;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  sudo sparkgap apply -f /var/lib/sparkgap/appliance.yaml --dry-run\n  sparkgap apply -f appliance.yaml --kubeconfig ~/.kube/spark.yaml --output json\n\nStages run in order: namespace, storage, network, registry, quota, rbac (server-side apply,\nfield manager sparkgap). Objects sparkgap created that left the spec are pruned; objects it\nadopted (k3s's local-path class, local-path-config) never are, Namespaces only with\n--prune-namespaces. A spec that changes an immutable field (a StorageClass's reclaimPolicy)\nstops the apply before anything changes, unless --replace.\nExit codes: 0 ok, 2 bad spec or immutable field changed, 3 API unreachable or refused."
+    after_help = "Examples:\n  sudo sparkgap apply -f /var/lib/sparkgap/appliance.yaml --dry-run\n  sparkgap apply -f appliance.yaml --kubeconfig ~/.kube/spark.yaml --output json\n\nStages run in order: namespace, storage, network, registry, quota, rbac, tanka (server-side apply,\nfield manager sparkgap). Objects sparkgap created that left the spec are pruned; objects it\nadopted (k3s's local-path class, local-path-config) never are, Namespaces only with\n--prune-namespaces. A spec that changes an immutable field (a StorageClass's reclaimPolicy)\nstops the apply before anything changes, unless --replace.\nExit codes: 0 ok, 2 bad spec or immutable field changed, 3 API unreachable or refused."
 )]
 pub struct ApplyArgs {
     #[command(flatten)]
@@ -31,6 +31,10 @@ pub struct ApplyArgs {
 
 pub fn run(args: ApplyArgs, g: &Global) -> anyhow::Result<u8> {
     let spec = SpecFile::read(&args.spec.file)?;
+    // The Tanka environments are evaluated from their files next to the spec (on the node:
+    // read as installed from the bundle) before anything is sent: a broken environment
+    // changes nothing on the cluster.
+    let tanka = crate::stages::tanka_objects(crate::tanka::objects_for_apply(&spec)?)?;
     let report = crate::install::node::apply(
         args.cluster.kubeconfig.as_deref(),
         Path::new("/"),
@@ -40,6 +44,7 @@ pub fn run(args: ApplyArgs, g: &Global) -> anyhow::Result<u8> {
             prune_namespaces: args.prune_namespaces,
             replace: args.replace,
         },
+        tanka,
     )?;
     if g.output == Output::Json {
         super::print_json(&report)?;

@@ -104,8 +104,10 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
     let oci_registry = Registry::new(insecure.clone())?;
 
     let lock = steps.run("lock", || -> anyhow::Result<Lock> {
+        let tanka = crate::tanka::lock_images(&crate::tanka::render_all(&spec)?);
         let lock = rt.block_on(oci::resolve(
             &spec.appliance,
+            &tanka,
             &oci_registry,
             &cache,
             &progress,

@@ -40,8 +40,16 @@ pub fn run(args: LockArgs, g: &Global) -> anyhow::Result<u8> {
     let cache = BlobCache::open(args.cache)?;
     let registry = Registry::new(args.registry.config())?;
     let progress = super::progress::for_terminal(g);
-    let lock =
-        crate::runtime()?.block_on(oci::resolve(&spec.appliance, &registry, &cache, &progress))?;
+    // Tanka environments are evaluated first: their images are locked too, and a broken
+    // environment stops the lock before any registry is asked.
+    let tanka = crate::tanka::lock_images(&crate::tanka::render_all(&spec)?);
+    let lock = crate::runtime()?.block_on(oci::resolve(
+        &spec.appliance,
+        &tanka,
+        &registry,
+        &cache,
+        &progress,
+    ))?;
     lock.write(&args.out)
         .with_context(|| format!("cannot write the lock {}", args.out.display()))?;
     let summary = LockSummary::new(&args.out, &lock);

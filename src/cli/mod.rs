@@ -126,7 +126,7 @@ pub enum Command {
     Uninstall(cmd_install::UninstallArgs),
     /// Print every stage's Kubernetes objects as YAML (pure; no cluster needed).
     Render(cmd_render::RenderArgs),
-    /// Bring the cluster to the spec: namespace, storage, network, registry, quota, rbac.
+    /// Bring the cluster to the spec: namespace, storage, network, registry, quota, rbac, tanka.
     Apply(cmd_apply::ApplyArgs),
     /// Check every promise of the spec on the live cluster and report.
     Verify(cmd_verify::VerifyArgs),
@@ -275,6 +275,9 @@ fn failure_kind(err: &anyhow::Error) -> FailureKind {
             return e.kind();
         }
         if let Some(e) = cause.downcast_ref::<crate::lock::LockError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::tanka::TankaError>() {
             return e.kind();
         }
         if let Some(e) = cause.downcast_ref::<crate::build::BuildError>() {

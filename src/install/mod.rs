@@ -147,6 +147,10 @@ pub struct InstallReport {
     pub unchanged: bool,
     pub k3s: K3sOutcome,
     pub warnings: Vec<String>,
+    /// The bundle's Tanka objects (`manifests/tanka/<name>.yaml`: name, YAML), for the tanka
+    /// stage of `up`: the node has the rendered objects, not the jsonnet.
+    #[serde(skip)]
+    pub tanka: Vec<(String, Vec<u8>)>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -370,14 +374,25 @@ pub fn install(
         &format!("{}/{}", bundle.display(), crate::bundle::LOCK_PATH),
         &staged.lock,
     )?;
+    let tanka = tanka_manifests(root, &staged)?;
     let archive = plan::image_archive(&images_src);
-    let desired = desired_files(
+    let mut desired = desired_files(
         &spec,
         &staged,
         previous.as_ref(),
         (skip_k3s, skip_images),
         &archive,
     )?;
+    // The Tanka objects as built, beside the spec copy: `apply -f` of the spec copy on the
+    // node applies them (the jsonnet is not carried).
+    for (name, bytes) in &tanka {
+        desired.push(plan::Desired {
+            path: format!("{}/{name}.yaml", plan::TANKA_COPY_DIR),
+            source: plan::Source::Bytes(bytes.clone()),
+            mode: 0o644,
+            k3s_reads: false,
+        });
+    }
     let plan::Applied {
         changes: files,
         removed,
@@ -446,7 +461,36 @@ pub fn install(
         removed,
         unchanged,
         k3s,
+        tanka,
     })
+}
+
+/// The bundle's `manifests/tanka/*` members, read back from staging (or from where an
+/// earlier install placed identical bytes).
+fn tanka_manifests(
+    root: &Path,
+    staged: &stage::Staged,
+) -> Result<Vec<(String, Vec<u8>)>, InstallError> {
+    let mut out = Vec::new();
+    for (rel, f, _) in &staged.manifests {
+        let Some(name) = rel
+            .strip_prefix("tanka/")
+            .and_then(|n| n.strip_suffix(".yaml"))
+        else {
+            continue;
+        };
+        let path = match f {
+            Some(f) => f.path.clone(),
+            None => root.join(plan::manifest_target(rel)),
+        };
+        let bytes = std::fs::read(&path).map_err(|source| InstallError::Io {
+            path: path.display().to_string(),
+            op: "read staged Tanka manifest",
+            source,
+        })?;
+        out.push((name.to_string(), bytes));
+    }
+    Ok(out)
 }
 
 /// Every path this bundle places, with its contents.

@@ -14,12 +14,14 @@ use crate::stages::{self, ApplyFlags, ApplyOptions, ApplyReport, HostRegistry, S
 /// Bring the cluster behind `kubeconfig` to `spec`, as seen from the host under `root`: the
 /// registry stage compares the spec's registries.yaml with this node's and, when sparkgap
 /// installed this host, rewrites it. One path for `sparkgap apply` (root `/`) and
-/// `sparkgap up` (its `--root`).
+/// `sparkgap up` (its `--root`). `tanka` is the tanka stage's objects
+/// (`stages::tanka_objects*`): evaluated by `apply`, read from the bundle by `up`.
 pub fn apply(
     kubeconfig: Option<&Path>,
     root: &Path,
     spec: &Appliance,
     flags: ApplyFlags,
+    tanka: Vec<stages::Object>,
 ) -> Result<ApplyReport, StageError> {
     let node = NodeRegistries::detect(root);
     let opts = ApplyOptions {
@@ -30,6 +32,7 @@ pub fn apply(
         registries_yaml: Some(
             String::from_utf8_lossy(&super::render::registries_yaml(spec)).into_owned(),
         ),
+        tanka,
         ..ApplyOptions::default()
     };
     crate::runtime()

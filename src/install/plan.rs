@@ -47,6 +47,8 @@ pub const UNIT: &str = "etc/systemd/system/k3s.service";
 pub const UNIT_ENV: &str = "etc/systemd/system/k3s.service.env";
 pub const SPEC_COPY: &str = "var/lib/sparkgap/appliance.yaml";
 pub const LOCK_COPY: &str = "var/lib/sparkgap/appliance.lock";
+/// The bundle's `manifests/tanka/<name>.yaml`, beside the spec copy (`tanka::RENDERED_DIR`).
+pub const TANKA_COPY_DIR: &str = "var/lib/sparkgap/rendered/tanka";
 
 /// What identifies a file's contents in the record.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -595,6 +595,7 @@ mod tests {
         ImageLock {
             name: name.into(),
             system: false,
+            tanka: None,
             reference: reference.into(),
             image_name: reference.into(),
             resolved_digest: d(blobs[0], 1).digest,

@@ -12,17 +12,19 @@ use super::manifest::{self, ACCEPTED, Document};
 use super::retry::{RetryPolicy, status_is_transient};
 use super::{BlobCache, OciError, Registry, error_chain, unreachable_message, unreachable_reason};
 use crate::digest::sha256_digest;
-use crate::lock::{Descriptor, ImageLock, K3sLock, LOCK_VERSION, Lock, system};
+use crate::lock::{Descriptor, ImageLock, K3sLock, LOCK_VERSION, Lock, TankaImage, system};
 use crate::progress::Progress;
 use crate::spec::{Appliance, Image, K3s, Platform};
 
 /// Image configs are small JSON documents; anything bigger is not one.
 const MAX_CONFIG_SIZE: u64 = 8 << 20;
 
-/// Resolve every image of `spec` for its platform and pin the k3s binary (downloaded into
+/// Resolve every image of `spec` for its platform, k3s's own images and those its Tanka
+/// environments run (`tanka`, from evaluating them), and pin the k3s binary (downloaded into
 /// `cache`). Images are resolved one after the other: a handful of small requests each.
 pub async fn resolve(
     spec: &Appliance,
+    tanka: &[TankaImage],
     registry: &Registry,
     cache: &BlobCache,
     progress: &Progress,
@@ -69,6 +71,23 @@ pub async fn resolve(
         progress.line(&format!(
             "resolved k3s image {reference} -> {}",
             locked.manifest.digest
+        ));
+        lock.images.push(locked);
+    }
+    for t in lock.tanka_references(spec, tanka) {
+        let mut name = crate::lock::tanka_name(&t.environment, &t.reference);
+        while lock.images.iter().any(|i| i.name == name) {
+            name.push('_');
+        }
+        let image = Image {
+            name,
+            reference: t.reference.clone(),
+        };
+        let mut locked = resolve_image(registry, &image, &s.platform).await?;
+        locked.tanka = Some(t.environment.clone());
+        progress.line(&format!(
+            "resolved Tanka image {} ({}) -> {}",
+            t.reference, t.environment, locked.manifest.digest
         ));
         lock.images.push(locked);
     }
@@ -196,6 +215,7 @@ pub async fn resolve_image(
     Ok(ImageLock {
         name: image.name.clone(),
         system: false,
+        tanka: None,
         reference: image.reference.clone(),
         image_name: image_name(&r),
         resolved_digest,

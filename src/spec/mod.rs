@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub mod quantity;
 mod validate;
 
-pub use validate::{CHECK_NAMES, is_dns_label, parse_duration};
+pub use validate::{BUILTIN_NAMESPACES, CHECK_NAMES, is_dns_label, parse_duration};
 
 pub const API_VERSION: &str = "sparkgap.dev/v1alpha1";
 pub const KIND: &str = "Appliance";
@@ -64,6 +64,10 @@ pub struct ApplianceSpec {
     /// Helm charts carried as files (k3s's helm-controller deploys them via HelmChart objects).
     #[serde(default)]
     pub charts: Vec<ChartRef>,
+    /// Tanka environments evaluated at build time; their objects are carried rendered and
+    /// their images locked like `images`.
+    #[serde(default)]
+    pub tanka: Vec<TankaRef>,
     #[serde(default)]
     pub namespaces: Vec<Namespace>,
     #[serde(default)]
@@ -343,6 +347,18 @@ pub struct ChartRef {
     /// Helm values, passed to k3s's HelmChart `valuesContent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values: Option<String>,
+}
+
+/// A Tanka environment: `path` is the project root (it holds `jsonnetfile.json`, `lib/`,
+/// `vendor/`), `environment` the directory under it with `main.jsonnet` and `spec.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TankaRef {
+    pub name: String,
+    /// Project root, relative to the spec file.
+    pub path: String,
+    /// Environment directory, relative to `path`, e.g. `environments/default`.
+    pub environment: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -230,6 +230,26 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
         );
     }
 
+    c.unique(
+        "spec.tanka",
+        s.tanka.iter().map(|t| t.name.as_str()),
+        "Tanka environment name",
+    );
+    for (i, t) in s.tanka.iter().enumerate() {
+        c.label(
+            format!("spec.tanka[{i}].name"),
+            &t.name,
+            "Tanka environment name",
+        );
+        relative_path(&mut c, format!("spec.tanka[{i}].path"), &t.path);
+        relative_path_to(
+            &mut c,
+            format!("spec.tanka[{i}].environment"),
+            &t.environment,
+            "the project root (`path`)",
+        );
+    }
+
     validate_storage(&mut c, &s.storage);
     validate_network(&mut c, &s.network, &namespaces);
     validate_registry(
@@ -292,6 +312,11 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
 }
 
 fn relative_path(c: &mut Checker, field: String, p: &str) {
+    relative_path_to(c, field, p, "the spec file");
+}
+
+/// `p` must be relative (to `base`, as the message says) and stay under it.
+fn relative_path_to(c: &mut Checker, field: String, p: &str, base: &str) {
     let path = std::path::Path::new(p);
     if p.is_empty()
         || path.is_absolute()
@@ -301,7 +326,7 @@ fn relative_path(c: &mut Checker, field: String, p: &str) {
     {
         c.err(
             field,
-            format!("{p:?} must be a path relative to the spec file, without '..'"),
+            format!("{p:?} must be a path relative to {base}, without '..'"),
         );
     }
 }

@@ -117,6 +117,9 @@ pub struct ApplyOptions<'a> {
     pub host_registry: Option<&'a dyn HostRegistry>,
     /// The registries.yaml the spec implies, rendered by install; `None` skips the comparison.
     pub registries_yaml: Option<String>,
+    /// The tanka stage's objects (`stages::tanka_objects`): evaluated from the spec's Tanka
+    /// environments, or read from the bundle on the node.
+    pub tanka: Vec<Object>,
 }
 
 impl Default for ApplyOptions<'_> {
@@ -132,6 +135,7 @@ impl Default for ApplyOptions<'_> {
             retry: RetryPolicy::default(),
             host_registry: None,
             registries_yaml: None,
+            tanka: Vec::new(),
         }
     }
 }
@@ -252,6 +256,11 @@ pub async fn apply(
     let selected: Vec<(Stage, Vec<Object>)> = render_all(spec)?
         .into_iter()
         .filter(|(stage, _)| opts.stages.contains(stage))
+        // The tanka stage's objects come from the Tanka environments, not the spec.
+        .map(|(stage, objects)| match stage {
+            Stage::Tanka => (stage, opts.tanka.clone()),
+            _ => (stage, objects),
+        })
         .collect();
     let mut engine = Engine {
         client,
@@ -724,7 +733,7 @@ impl Engine<'_, '_> {
             .map(|o| (o.kind(), o.namespace(), o.name()))
             .collect();
         let mut out = Vec::new();
-        for ar in managed_kinds(stage, snapshots) {
+        for ar in managed_kinds(stage, snapshots, objects) {
             let lp = ListParams::default().labels(&stage.selector());
             let all = self.api(&ar, None);
             let list = match self.retry(|| all.list(&lp)).await {
@@ -922,8 +931,21 @@ impl Engine<'_, '_> {
 
 /// The kinds a stage manages, for prune: a kind whose last object left the spec is still
 /// listed, so its leftovers go too.
-fn managed_kinds(stage: Stage, snapshots: bool) -> Vec<ApiResource> {
+fn managed_kinds(stage: Stage, snapshots: bool, objects: &[Object]) -> Vec<ApiResource> {
     match stage {
+        // Any kind: prune looks at the kinds sent now (a kind the environments no longer
+        // produce at all is not listed), and never at Namespaces.
+        Stage::Tanka => {
+            let mut v: Vec<ApiResource> = Vec::new();
+            for ar in objects.iter().map(Object::api_resource) {
+                if ar.kind != "Namespace"
+                    && !v.iter().any(|x| x.group == ar.group && x.kind == ar.kind)
+                {
+                    v.push(ar);
+                }
+            }
+            v
+        }
         Stage::Namespace => vec![ApiResource::erase::<Namespace>(&())],
         Stage::Storage => {
             let mut v = vec![

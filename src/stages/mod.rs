@@ -1,5 +1,6 @@
-//! Cluster stages, in order: namespace, storage, network, registry, quota, rbac. Each renders
-//! typed objects from the spec (pure); one apply engine (`engine`) sends them with server-side
+//! Cluster stages, in order: namespace, storage, network, registry, quota, rbac, tanka. Each
+//! renders typed objects from the spec (pure; the tanka stage's objects come from evaluated
+//! Tanka environments, handed over as JSON: `tanka_objects`); one apply engine (`engine`) sends them with server-side
 //! apply, waits where a later stage depends on an earlier one, and prunes what left the spec.
 //!
 //! Rendering never does I/O and never looks at the cluster: `sparkgap render` shows exactly
@@ -55,16 +56,19 @@ pub enum Stage {
     Registry,
     Quota,
     Rbac,
+    /// The objects of the spec's Tanka environments, after everything they may rely on.
+    Tanka,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Namespace,
         Stage::Storage,
         Stage::Network,
         Stage::Registry,
         Stage::Quota,
         Stage::Rbac,
+        Stage::Tanka,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -75,6 +79,7 @@ impl Stage {
             Stage::Registry => "registry",
             Stage::Quota => "quota",
             Stage::Rbac => "rbac",
+            Stage::Tanka => "tanka",
         }
     }
 
@@ -222,6 +227,8 @@ pub enum Object {
     ClusterRole(ClusterRole),
     RoleBinding(RoleBinding),
     ClusterRoleBinding(ClusterRoleBinding),
+    /// Any kind, as a Tanka environment wrote it (boxed, as Deployment).
+    Dynamic(Box<DynamicObject>),
 }
 
 /// The snapshot CRD group; VolumeSnapshotClass exists only when these CRDs are installed.
@@ -253,6 +260,7 @@ macro_rules! each {
             Object::ClusterRole($o) => $e,
             Object::RoleBinding($o) => $e,
             Object::ClusterRoleBinding($o) => $e,
+            Object::Dynamic($o) => $e,
         }
     };
 }
@@ -292,6 +300,7 @@ impl Object {
             Object::ClusterRole(_) => ApiResource::erase::<ClusterRole>(&()),
             Object::RoleBinding(_) => ApiResource::erase::<RoleBinding>(&()),
             Object::ClusterRoleBinding(_) => ApiResource::erase::<ClusterRoleBinding>(&()),
+            Object::Dynamic(o) => dynamic_resource(o),
         }
     }
 
@@ -328,6 +337,66 @@ impl serde::Serialize for Object {
     }
 }
 
+/// The API resource of an object of any kind: group and version from its `apiVersion`, the
+/// plural guessed from the kind as kube does (`ConfigMap` → `configmaps`, `Ingress` →
+/// `ingresses`); right for the built-in kinds and for CRDs that follow the convention.
+fn dynamic_resource(o: &DynamicObject) -> ApiResource {
+    let (api_version, kind) = o
+        .types
+        .as_ref()
+        .map(|t| (t.api_version.as_str(), t.kind.as_str()))
+        .unwrap_or(("", ""));
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind))
+}
+
+/// The tanka stage's objects: each environment's objects (as `tanka::Environment` holds
+/// them), labelled as ours, in the order given.
+pub fn tanka_objects(
+    objects: impl IntoIterator<Item = serde_json::Map<String, serde_json::Value>>,
+) -> Result<Vec<Object>, StageError> {
+    objects
+        .into_iter()
+        .map(|o| {
+            let what = format!(
+                "{} {}",
+                o.get("kind").and_then(|k| k.as_str()).unwrap_or("?"),
+                o.get("metadata")
+                    .and_then(|m| m.get("name"))
+                    .and_then(|n| n.as_str())
+                    .unwrap_or("?")
+            );
+            let d: DynamicObject =
+                serde_json::from_value(serde_json::Value::Object(o)).map_err(|e| {
+                    StageError::Render {
+                        stage: Stage::Tanka,
+                        field: what,
+                        message: format!("not a Kubernetes object: {e}"),
+                    }
+                })?;
+            Ok(Object::Dynamic(Box::new(d)).label(Stage::Tanka))
+        })
+        .collect()
+}
+
+/// The tanka stage's objects from a bundle's `manifests/tanka/<name>.yaml` files (name,
+/// YAML stream): what `up` applies on the node, where the jsonnet is not.
+pub fn tanka_objects_from_yaml(files: &[(String, Vec<u8>)]) -> Result<Vec<Object>, StageError> {
+    let mut all = Vec::new();
+    for (name, bytes) in files {
+        let bad = |message: String| StageError::Render {
+            stage: Stage::Tanka,
+            field: format!("manifests/tanka/{name}.yaml"),
+            message,
+        };
+        let text = std::str::from_utf8(bytes).map_err(|e| bad(e.to_string()))?;
+        let docs: Vec<serde_json::Map<String, serde_json::Value>> =
+            serde_saphyr::from_multiple(text).map_err(|e| bad(e.to_string()))?;
+        all.extend(docs);
+    }
+    tanka_objects(all)
+}
+
 /// `ObjectMeta` with a name and, for namespaced objects, a namespace.
 pub(crate) fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
     ObjectMeta {
@@ -346,6 +415,8 @@ pub fn render(spec: &Appliance, stage: Stage) -> Result<Vec<Object>, StageError>
         Stage::Registry => registry::render(spec)?,
         Stage::Quota => quota::render(spec),
         Stage::Rbac => rbac::render(spec),
+        // Not from the spec alone: from its Tanka environments' files (`tanka_objects`).
+        Stage::Tanka => Vec::new(),
     };
     Ok(objects.into_iter().map(|o| o.label(stage)).collect())
 }
@@ -370,6 +441,11 @@ pub fn to_yaml(objects: &[Object]) -> Result<String, StageError> {
 pub fn stages_to_yaml(stages: &[(Stage, Vec<Object>)]) -> Result<String, StageError> {
     let mut out = String::new();
     for (stage, objects) in stages {
+        // The tanka stage renders nothing from the spec; its objects are printed per
+        // environment by `render` (the tanka module evaluates them).
+        if *stage == Stage::Tanka && objects.is_empty() {
+            continue;
+        }
         if !out.is_empty() {
             out.push_str("---\n");
         }

@@ -172,6 +172,7 @@ pub fn synthetic_inputs(dir: &Path, opts: &BundleOpts) -> Synthetic {
         images.push(ImageLock {
             name: img.name.clone(),
             system: false,
+            tanka: None,
             reference: img.reference.clone(),
             image_name: img.reference.clone(),
             resolved_digest: manifest_desc.digest.clone(),
