@@ -51,20 +51,10 @@ fn stage<'a>(report: &'a Value, name: &str) -> &'a Value {
 
 /// `sparkgap apply --output json` against the control plane; the parsed report.
 fn apply(cp: &ControlPlane, spec: &Path, extra: &[&str]) -> Value {
-    let out = common::sparkgap()
-        .args(["--output", "json", "apply", "-f"])
-        .arg(spec)
-        .arg("--kubeconfig")
-        .arg(&cp.kubeconfig)
-        .args(extra)
-        .output()
-        .expect("run sparkgap apply");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (code, stdout, stderr) = apply_any(cp, spec, extra);
     assert!(
-        out.status.success(),
-        "apply failed ({}):\n{stdout}\n{}\nkube-apiserver log:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
+        code == 0,
+        "apply failed (exit {code}):\n{stdout}\n{stderr}\nkube-apiserver log:\n{}",
         cp.log_tail("kube-apiserver")
     );
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("apply JSON: {e}\n{stdout}"))

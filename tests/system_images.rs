@@ -291,15 +291,7 @@ fn digest_only_references_are_refused_with_help() {
 }
 
 /// k3s v1.33.5+k3s1's `k3s-images.txt` (the release asset).
-const K3S_V1_33_IMAGES: &str = "docker.io/rancher/klipper-helm:v0.9.8-build20250709
-docker.io/rancher/klipper-lb:v0.4.13
-docker.io/rancher/local-path-provisioner:v0.0.31
-docker.io/rancher/mirrored-coredns-coredns:1.12.3
-docker.io/rancher/mirrored-library-busybox:1.36.1
-docker.io/rancher/mirrored-library-traefik:3.3.6
-docker.io/rancher/mirrored-metrics-server:v0.8.0
-docker.io/rancher/mirrored-pause:3.6
-";
+const K3S_V1_33_IMAGES: &str = include_str!("fixtures/k3s-images-v1.33.5.txt");
 
 #[test]
 fn the_default_appliance_needs_every_k3s_image_but_traefiks() {

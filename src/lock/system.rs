@@ -116,16 +116,9 @@ pub fn system_name(reference: &str) -> String {
 mod tests {
     use super::*;
 
-    /// k3s v1.33.5+k3s1's k3s-images.txt (the release asset).
-    const V1_33: &str = "docker.io/rancher/klipper-helm:v0.9.8-build20250709
-docker.io/rancher/klipper-lb:v0.4.13
-docker.io/rancher/local-path-provisioner:v0.0.31
-docker.io/rancher/mirrored-coredns-coredns:1.12.3
-docker.io/rancher/mirrored-library-busybox:1.36.1
-docker.io/rancher/mirrored-library-traefik:3.3.6
-docker.io/rancher/mirrored-metrics-server:v0.8.0
-docker.io/rancher/mirrored-pause:3.6
-";
+    /// k3s v1.33.5+k3s1's k3s-images.txt (the release asset, as read from k3s's release notes
+    /// and scripts/airgap/image-list.txt).
+    const V1_33: &str = include_str!("../../tests/fixtures/k3s-images-v1.33.5.txt");
 
     fn k3s(disable: &[&str], metrics: bool) -> K3s {
         let mut k: K3s = serde_saphyr::from_str(
