@@ -305,15 +305,8 @@ fn demo_runs_lock_build_inspect_end_to_end() {
             "k3s/mirrored-pause"
         ]
     );
-    let system: Vec<&str> = summary["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["system"] == true)
-        .map(|i| i["reference"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        system,
+        common::system_references(&summary),
         [
             "docker.io/rancher/mirrored-coredns-coredns:1.12.3",
             "docker.io/rancher/mirrored-pause:3.6"

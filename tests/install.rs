@@ -824,23 +824,6 @@ fn killed_upgrade_then_old_bundle_restores_an_archive_of_the_same_size() {
         );
         return;
     }
-    /// The image archive under `root` (named by its content: `sparkgap-images-<hex>.tar`), as a
-    /// path relative to the root; panics unless there is exactly one.
-    fn archive_of(root: &Path) -> String {
-        let dir = root.join("var/lib/rancher/k3s/agent/images");
-        let found: Vec<String> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("sparkgap-images-") && n.ends_with(".tar"))
-            .collect();
-        assert_eq!(
-            found.len(),
-            1,
-            "archives under {}: {found:?}",
-            dir.display()
-        );
-        format!("var/lib/rancher/k3s/agent/images/{}", found[0])
-    }
     let d = tempfile::tempdir().unwrap();
     let (d1, d2) = (d.path().join("b1"), d.path().join("b2"));
     fs::create_dir_all(&d1).unwrap();

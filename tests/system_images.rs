@@ -199,15 +199,8 @@ fn mirror_keeps_canonical_names_in_lock_bundle_and_image_archive() {
             .stdout,
     )
     .unwrap();
-    let listed: Vec<&str> = inspect["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["system"] == true)
-        .map(|i| i["reference"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        listed,
+        common::system_references(&inspect),
         [
             "docker.io/rancher/mirrored-coredns-coredns:1.12.3",
             "docker.io/rancher/mirrored-pause:3.6"

@@ -2008,20 +2008,21 @@ async fn workload_checks_share_the_overall_timeout() {
     assert_eq!(exit::of_outcome(report.failure()), 1);
 }
 
+/// The `charts` check alone against `cluster` with `spec`, with a short overall timeout (a
+/// chart whose Job has not succeeded is waited for until then).
+async fn charts_check(cluster: &Cluster, spec: &Appliance) -> CheckResult {
+    let o = opts(&["charts"], Duration::from_millis(300));
+    let (report, _) = verify_with(cluster, spec, None, &o).await;
+    report.checks[0].clone()
+}
+
 #[tokio::test]
 async fn charts_fail_naming_a_chart_whose_install_job_failed() {
+    let not_found = |what: &str| status(404, "NotFound", what);
     let mut c = Cluster::healthy();
     c.set("GET", JOB_TEMPO, 200, helm_job("tempo", 0, 3));
-    let (report, _) = verify_with(
-        &c,
-        &spec(),
-        None,
-        &opts(&["charts"], Duration::from_millis(300)),
-    )
-    .await;
-    let r = &report.checks[0];
     assert_status(
-        r,
+        &charts_check(&c, &spec()).await,
         Status::Fail,
         "chart tempo: job helm-install-tempo failed 3 time(s)",
     );
@@ -2031,21 +2032,10 @@ async fn charts_fail_naming_a_chart_whose_install_job_failed() {
         "GET",
         HELM_API,
         404,
-        status(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        ),
+        not_found("the server could not find the requested resource"),
     );
-    let (report, _) = verify_with(
-        &c,
-        &spec(),
-        None,
-        &opts(&["charts"], Duration::from_millis(300)),
-    )
-    .await;
     assert_status(
-        &report.checks[0],
+        &charts_check(&c, &spec()).await,
         Status::Fail,
         "helm-controller is not running",
     );
@@ -2055,34 +2045,20 @@ async fn charts_fail_naming_a_chart_whose_install_job_failed() {
         "GET",
         HELMCHART_TEMPO,
         404,
-        status(
-            404,
-            "NotFound",
-            "helmcharts.helm.cattle.io \"tempo\" not found",
-        ),
+        not_found("helmcharts.helm.cattle.io \"tempo\" not found"),
     );
-    let (report, _) = verify_with(
-        &c,
-        &spec(),
-        None,
-        &opts(&["charts"], Duration::from_millis(300)),
-    )
-    .await;
     assert_status(
-        &report.checks[0],
+        &charts_check(&c, &spec()).await,
         Status::Fail,
         "no HelmChart kube-system/tempo",
     );
     // No charts in the spec: skipped with the reason.
     let s = spec_with(|s| s.spec.charts.clear());
-    let (report, _) = verify_with(
-        &Cluster::healthy(),
-        &s,
-        None,
-        &opts(&["charts"], Duration::from_secs(5)),
-    )
-    .await;
-    assert_status(&report.checks[0], Status::Skipped, "carries no charts");
+    assert_status(
+        &charts_check(&Cluster::healthy(), &s).await,
+        Status::Skipped,
+        "carries no charts",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
     let (k3s_url, _k3s) = steps.run("serve k3s stand-in", || {
         demo::serve_release(
             demo::fileserver::k3s_standin(4 << 20),
-            Some(images.k3s_images_txt(true)),
+            Some(images.k3s_images_txt()),
         )
     })?;
     steps.note(&k3s_url);

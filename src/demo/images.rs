@@ -495,20 +495,13 @@ pub struct SeededImages {
 }
 
 impl SeededImages {
-    /// A `k3s-images.txt` naming the system images: by their loopback references, or with
-    /// `canonical` by k3s's names (`docker.io/rancher/...`), which `lock` then reaches through
-    /// `--mirror docker.io=<registry>`.
-    pub fn k3s_images_txt(&self, canonical: bool) -> String {
-        let mut out = String::new();
-        for (img, (repo, tag)) in self.system.iter().zip(SYSTEM_IMAGES) {
-            if canonical {
-                out.push_str(&format!("docker.io/{repo}:{tag}\n"));
-            } else {
-                out.push_str(&img.reference);
-                out.push('\n');
-            }
-        }
-        out
+    /// A `k3s-images.txt` naming the system images as k3s does (`docker.io/rancher/...`):
+    /// `lock` reaches them through `--mirror docker.io=<registry>`.
+    pub fn k3s_images_txt(&self) -> String {
+        SYSTEM_IMAGES
+            .iter()
+            .map(|(repo, tag)| format!("docker.io/{repo}:{tag}\n"))
+            .collect()
     }
 }
 

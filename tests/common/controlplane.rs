@@ -104,8 +104,14 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Start etcd, kube-apiserver and kube-controller-manager, and wait until the API server is
     /// ready (`/readyz`, RBAC bootstrap roles included). None, after reporting `test` skipped
-    /// ([`super::skip`]), when the test bed has not been built (scripts/testbed).
+    /// ([`super::skip`]), when the test bed has not been built (scripts/testbed) or `openssl`
+    /// (service-account keys) or `curl` (the readiness probe) is missing.
     pub fn start_or_skip(test: &str) -> Option<ControlPlane> {
+        if !super::tool_available(test, "openssl", "openssl")
+            || !super::tool_available(test, "curl", "curl")
+        {
+            return None;
+        }
         match testbed_dir() {
             Ok(dir) => Some(ControlPlane::start(&dir.join("bin"))),
             Err(why) => {

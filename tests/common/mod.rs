@@ -69,7 +69,7 @@ impl Harness {
         let k3s_bytes = k3s_standin(K3S_STANDIN_LEN);
         // A stand-in release whose image list names the system-image stand-ins as k3s does
         // (docker.io/rancher/...): `lock` and `build` reach them with --mirror docker.io=<addr>.
-        let (_, k3s) = demo::serve_release(k3s_bytes.clone(), Some(images.k3s_images_txt(true)))
+        let (_, k3s) = demo::serve_release(k3s_bytes.clone(), Some(images.k3s_images_txt()))
             .expect("serve k3s stand-in");
         Harness {
             registry,
@@ -147,4 +147,15 @@ pub fn sparkgap() -> assert_cmd::Command {
 /// A finished process's stderr as text.
 pub fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The references of the images marked `system` in a JSON report (`inspect`, `demo`), in order.
+pub fn system_references(report: &serde_json::Value) -> Vec<String> {
+    report["images"]
+        .as_array()
+        .expect("images in the report")
+        .iter()
+        .filter(|i| i["system"] == true)
+        .map(|i| i["reference"].as_str().expect("reference").to_string())
+        .collect()
 }
