@@ -197,8 +197,10 @@ mod tests {
         assert!(get(&addr, IMAGES_PATH).starts_with(b"HTTP/1.1 404"));
         assert_eq!(server.downloads(), 1);
         drop(server);
+        // Tests in this binary run in parallel and bind ephemeral ports too: one may already hold
+        // the freed port. Whatever answers there now must not be this server.
         assert!(
-            TcpStream::connect(&addr).is_err(),
+            TcpStream::connect(&addr).is_err() || !get(&addr, K3S_PATH).ends_with(&body),
             "server still listening after drop"
         );
     }
