@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use crate::bundle::{self, BundleError, SignKey};
+use crate::charts::{self, ChartError};
 use crate::failure::FailureKind;
 use crate::lock::{Lock, LockError};
 use crate::oci::{
@@ -31,6 +32,8 @@ pub enum BuildError {
     Stage(Box<StageError>),
     #[error(transparent)]
     Tanka(Box<TankaError>),
+    #[error(transparent)]
+    Charts(Box<ChartError>),
     /// A file the spec names (`spec.manifests[]`, `spec.charts[]`) cannot be read: bad input,
     /// so the io error is part of the message, not a source that would say "environment".
     #[error("{spec}: {field}: cannot read {file}: {message}")]
@@ -64,7 +67,8 @@ wrap!(
     Oci(OciError),
     Bundle(BundleError),
     Stage(StageError),
-    Tanka(TankaError)
+    Tanka(TankaError),
+    Charts(ChartError)
 );
 
 impl BuildError {
@@ -75,6 +79,7 @@ impl BuildError {
             BuildError::Bundle(e) => e.kind(),
             BuildError::Stage(e) => e.kind(),
             BuildError::Tanka(e) => e.kind(),
+            BuildError::Charts(e) => e.kind(),
             BuildError::SpecFile { .. }
             | BuildError::Chart { .. }
             | BuildError::SourceDateEpoch { .. } => FailureKind::Input,
@@ -115,14 +120,51 @@ pub fn build(spec: &SpecFile, job: &Job<'_>) -> Result<Built, BuildError> {
     // Tanka environments are evaluated once: their images must be the ones the lock pins,
     // and their objects are carried rendered.
     let envs = tanka::render_all(spec)?;
-    lock.ensure_matches_with_tanka(job.lock, &spec.appliance, &tanka::lock_images(&envs))?;
-    let extra = bundle_manifests_with(spec, &envs)?;
+    // Chart images cannot be found again without helm: those the lock found from the same
+    // archives and values (checked below, per chart) are the ones carried.
+    let mut found = tanka::lock_images(&envs);
+    found.extend(lock.images.iter().filter_map(|l| {
+        Some(crate::lock::FoundImage {
+            origin: crate::lock::Origin::Chart(l.chart.clone()?),
+            reference: l.reference.clone(),
+        })
+    }));
+    lock.ensure_matches_with_found(job.lock, &spec.appliance, &found)?;
     let mtime = source_date_epoch()?;
 
-    let pull_plan = oci::plan_pull(&lock, job.cache)?;
+    let mut pull_plan = oci::plan_pull(&lock, job.cache)?;
     if job.offline {
         pull_plan.ensure_complete(job.cache)?;
     }
+    // Chart archives go inline into the bundle's HelmCharts, written before any blob: fetch
+    // the missing ones first (they are small).
+    if pull_plan
+        .missing
+        .iter()
+        .any(|b| b.descriptor.media_type == crate::lock::CHART_MEDIA_TYPE)
+    {
+        let charts = oci::PullPlan {
+            missing: pull_plan
+                .missing
+                .iter()
+                .filter(|b| b.descriptor.media_type == crate::lock::CHART_MEDIA_TYPE)
+                .cloned()
+                .collect(),
+            cached: 0,
+            cached_bytes: 0,
+        };
+        let registry = Registry::new(job.registry.clone())?;
+        let rt = crate::runtime().map_err(BuildError::Runtime)?;
+        rt.block_on(oci::pull(
+            &charts,
+            job.cache,
+            &registry,
+            &PullOptions { jobs: job.jobs },
+            job.progress,
+        ))?;
+        pull_plan = oci::plan_pull(&lock, job.cache)?;
+    }
+    let extra = bundle_manifests_for(spec, &envs, Some((&lock, job.lock, job.cache)))?;
     if pull_plan.missing.is_empty() {
         let pulled = PullReport {
             cached: pull_plan.cached,
@@ -157,14 +199,20 @@ pub fn build(spec: &SpecFile, job: &Job<'_>) -> Result<Built, BuildError> {
 /// k3s's auto-deploy when the spec asks for it), and `spec.manifests[]` read relative to the
 /// spec's directory (`manifests/extra/<path>`), and `spec.charts[]` as k3s HelmCharts (`manifests/charts/<name>.yaml`),
 /// and each `spec.tanka[]` environment's objects (`manifests/tanka/<name>.yaml`, apply order).
-pub fn bundle_manifests(spec: &SpecFile) -> Result<Vec<(String, Vec<u8>)>, BuildError> {
-    bundle_manifests_with(spec, &tanka::render_all(spec)?)
+/// Without a lock (`lock`: the lock, its path and the blob cache) only local charts can be
+/// carried; a chart from a repository is then an error naming it.
+pub fn bundle_manifests(
+    spec: &SpecFile,
+    lock: Option<(&Lock, &Path, &BlobCache)>,
+) -> Result<Vec<(String, Vec<u8>)>, BuildError> {
+    bundle_manifests_for(spec, &tanka::render_all(spec)?, lock)
 }
 
 /// `bundle_manifests` with the Tanka environments already evaluated.
-fn bundle_manifests_with(
+fn bundle_manifests_for(
     spec: &SpecFile,
     envs: &[tanka::Environment],
+    lock: Option<(&Lock, &Path, &BlobCache)>,
 ) -> Result<Vec<(String, Vec<u8>)>, BuildError> {
     let mut out = Vec::new();
     for (n, (stage, objects)) in crate::stages::render_all(&spec.appliance)?
@@ -187,11 +235,36 @@ fn bundle_manifests_with(
         out.push((format!("manifests/extra/{}", m.path), bytes));
     }
     for (i, chart) in spec.appliance.spec.charts.iter().enumerate() {
-        let file = base.join(&chart.path);
-        let tgz = read_named(spec, &format!("spec.charts[{i}].path"), &file)?;
+        let tgz = match (lock, chart.source()) {
+            (Some((lock, path, cache)), _) => {
+                charts::archive_for_build(spec, i, chart, lock, path, cache)?
+            }
+            (None, Some(crate::spec::ChartSource::Path(p))) => {
+                read_named(spec, &format!("spec.charts[{i}].path"), &base.join(p))?
+            }
+            (None, _) => {
+                return Err(BuildError::Chart {
+                    chart: chart.name.clone(),
+                    message: "a chart from a repository is carried only by `build`, from its lock"
+                        .into(),
+                });
+            }
+        };
+        let values = chart
+            .values_text(&base, i)
+            .map_err(|message| BuildError::Chart {
+                chart: chart.name.clone(),
+                message,
+            })?;
+        // Carried either way; installed (in k3s's manifests directory) only when deployed.
+        let dir = if chart.deploy {
+            "charts"
+        } else {
+            "charts-idle"
+        };
         out.push((
-            format!("manifests/charts/{}.yaml", chart.name),
-            helm_chart_yaml(chart, &tgz)?.into_bytes(),
+            format!("manifests/{dir}/{}.yaml", chart.name),
+            helm_chart_yaml(chart, &tgz, values.as_deref())?.into_bytes(),
         ));
     }
     for env in envs {
@@ -215,14 +288,18 @@ fn read_named(spec: &SpecFile, field: &str, file: &Path) -> Result<Vec<u8>, Buil
 
 /// A k3s `HelmChart` (helm.cattle.io/v1) carrying the chart archive inline (`chartContent`,
 /// base64), so k3s's helm-controller installs it with no repository to reach.
-fn helm_chart_yaml(chart: &crate::spec::ChartRef, tgz: &[u8]) -> Result<String, BuildError> {
+fn helm_chart_yaml(
+    chart: &crate::spec::ChartRef,
+    tgz: &[u8],
+    values: Option<&str>,
+) -> Result<String, BuildError> {
     use base64::Engine as _;
     let mut spec = serde_json::json!({
         "chartContent": base64::engine::general_purpose::STANDARD.encode(tgz),
         "targetNamespace": chart.namespace,
     });
-    if let Some(values) = &chart.values {
-        spec["valuesContent"] = serde_json::Value::String(values.clone());
+    if let Some(values) = values {
+        spec["valuesContent"] = serde_json::Value::String(values.to_string());
     }
     let doc = serde_json::json!({
         "apiVersion": "helm.cattle.io/v1",
@@ -377,7 +454,7 @@ mod tests {
             d.path(),
             "  manifests: [{path: cm.yaml}]\n  charts: [{name: app, path: charts/app.tgz, namespace: ci, values: 'replicas: 2'}]\n",
         );
-        let members = bundle_manifests(&spec).unwrap();
+        let members = bundle_manifests(&spec, None).unwrap();
         let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
         assert!(
             names.contains(&"manifests/stages/1-namespace.yaml"),
@@ -407,7 +484,7 @@ mod tests {
             d.path(),
             "  charts: [{name: app, path: charts/missing.tgz, namespace: ci}]\n",
         );
-        let err = bundle_manifests(&spec).unwrap_err().to_string();
+        let err = bundle_manifests(&spec, None).unwrap_err().to_string();
         assert!(err.contains("spec.charts[0].path"), "{err}");
         assert!(err.contains("missing.tgz"), "{err}");
     }

@@ -5,6 +5,7 @@
 
 pub mod build;
 pub mod bundle;
+pub mod charts;
 pub mod cli;
 pub mod cluster;
 pub mod demo;
@@ -18,6 +19,7 @@ pub mod spec;
 pub mod stages;
 pub mod tanka;
 pub mod verify;
+pub mod workload;
 
 /// Install the one process-wide TLS provider (ring). kube and oci-client both use rustls; with
 /// no provider chosen, creating a client panics (ARCHITECTURE.md pitfalls). Idempotent.

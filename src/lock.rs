@@ -14,13 +14,17 @@ use crate::spec::{Appliance, Platform};
 pub mod system;
 
 /// 2: k3s's own images (`k3s.imagesUrl`, `k3s.imageList`, `images[].system`).
-pub const LOCK_VERSION: u32 = 2;
+/// 3: charts pinned (`charts[]`), and the images they run (`images[].chart`).
+pub const LOCK_VERSION: u32 = 3;
 
 /// The largest blob (or bundle member) sparkgap believes in: 1 TiB. Sizes in a lock, a bundle
 /// manifest or a registry's manifest come from outside; past this bound a size is forged or
 /// corrupt, and refusing it keeps every sum of sizes far inside `u64` (a sum of sizes that
 /// wrapped would make a free-space check or a byte count lie).
 pub const MAX_BLOB_SIZE: u64 = 1 << 40;
+
+/// The media type a chart archive is listed under among the lock's blobs.
+pub const CHART_MEDIA_TYPE: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
 
 /// The whole lock. Field order here is the order in the file; lists are sorted by name so
 /// the JSON is stable.
@@ -32,6 +36,89 @@ pub struct Lock {
     pub k3s: K3sLock,
     /// Sorted by `name`.
     pub images: Vec<ImageLock>,
+    /// `spec.charts[]`, pinned; sorted by `name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub charts: Vec<ChartLock>,
+}
+
+/// One `spec.charts[]` entry pinned: the archive by digest (from a repository: its URL and the
+/// index's digest, checked against the bytes), the digest of the values its images were found
+/// with, and the dependencies the archive does not carry in `charts/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChartLock {
+    /// `spec.charts[].name` (the release).
+    pub name: String,
+    /// The chart's own name and version (its `Chart.yaml`).
+    pub chart: String,
+    pub version: String,
+    /// The repository it was pinned from; absent for a local archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// The local archive, relative to the spec; absent for a chart from a repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Where the archive is downloaded (a repository's chart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub size: u64,
+    /// `sha256:<hex>` of the archive.
+    pub digest: String,
+    /// `sha256:<hex>` of the values text the images were found with (absent: no values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values_digest: Option<String>,
+    /// Dependencies of `Chart.yaml` the archive does not vendor, pinned from their
+    /// repositories; `build` adds them under `charts/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<ChartDependencyLock>,
+    /// Every image its rendered pod templates run, in order (each is carried once: by the
+    /// spec, by k3s, or as an image of this or an earlier chart).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChartDependencyLock {
+    pub name: String,
+    pub version: String,
+    pub repo: String,
+    pub url: String,
+    pub size: u64,
+    pub digest: String,
+}
+
+impl ChartLock {
+    /// `tempo 1.10.1 from https://…` or `app 0.1.0 (charts/app.tgz)`, for messages.
+    pub fn describe(&self) -> String {
+        match (&self.repo, &self.path) {
+            (Some(r), _) => format!("{} {} from {r}", self.chart, self.version),
+            (None, Some(p)) => format!("{} {} ({p})", self.chart, self.version),
+            (None, None) => format!("{} {}", self.chart, self.version),
+        }
+    }
+
+    /// Every archive `build` must fetch for this chart: (owner, url, size, digest).
+    pub fn downloads(&self) -> Vec<(String, String, u64, String)> {
+        let mut v = Vec::new();
+        if let Some(url) = &self.url {
+            v.push((
+                format!("chart {}", self.name),
+                url.clone(),
+                self.size,
+                self.digest.clone(),
+            ));
+        }
+        for d in &self.dependencies {
+            v.push((
+                format!("chart {} dependency {}", self.name, d.name),
+                d.url.clone(),
+                d.size,
+                d.digest.clone(),
+            ));
+        }
+        v
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +149,10 @@ pub struct ImageLock {
     /// its name is `tanka/<environment>/<repository leaf>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tanka: Option<String>,
+    /// The `spec.charts[]` chart whose rendered pod templates run this image (not of
+    /// `spec.images`); its name is `chart/<chart>/<repository leaf>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<String>,
     /// `spec.images[].reference` exactly as written (the lock is stale when it changes).
     pub reference: String,
     /// The reference the image is imported under on the node: registry/repository:tag, with
@@ -75,22 +166,43 @@ pub struct ImageLock {
     pub layers: Vec<Descriptor>,
 }
 
-/// An image the objects of a Tanka environment run, as evaluation found it (`tanka` module).
+/// What runs an image the spec does not list itself.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Origin {
+    /// The objects of a `spec.tanka[]` environment (`tanka` module).
+    Tanka(String),
+    /// The rendered pod templates of a `spec.charts[]` chart (`charts` module).
+    Chart(String),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Tanka(e) => write!(f, "Tanka environment {e:?}"),
+            Origin::Chart(c) => write!(f, "chart {c:?}"),
+        }
+    }
+}
+
+/// An image found by evaluating a Tanka environment or rendering a chart.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TankaImage {
-    pub environment: String,
+pub struct FoundImage {
+    pub origin: Origin,
     pub reference: String,
 }
 
-/// The lock name of an image of Tanka environment `env`: `tanka/<env>/<repository leaf>`.
-/// Environment names are DNS labels and spec image names too, so names never collide with
-/// spec or system images.
-pub fn tanka_name(env: &str, reference: &str) -> String {
+/// The lock name of a found image: `tanka/<env>/<repository leaf>` or
+/// `chart/<chart>/<repository leaf>`. Environment and chart names are DNS labels and spec
+/// image names too, so names never collide with spec or system images.
+pub fn found_name(origin: &Origin, reference: &str) -> String {
     let leaf = system::system_name(reference);
     let leaf = leaf
         .strip_prefix(system::SYSTEM_NAME_PREFIX)
         .unwrap_or(&leaf);
-    format!("tanka/{env}/{leaf}")
+    match origin {
+        Origin::Tanka(env) => format!("tanka/{env}/{leaf}"),
+        Origin::Chart(chart) => format!("chart/{chart}/{leaf}"),
+    }
 }
 
 /// An OCI descriptor, the subset the bundle needs.
@@ -103,6 +215,15 @@ pub struct Descriptor {
 }
 
 impl ImageLock {
+    /// What found this image, when the spec does not list it itself and it is not k3s's.
+    pub fn origin(&self) -> Option<Origin> {
+        match (&self.tanka, &self.chart) {
+            (Some(e), _) => Some(Origin::Tanka(e.clone())),
+            (None, Some(c)) => Some(Origin::Chart(c.clone())),
+            (None, None) => None,
+        }
+    }
+
     /// Every blob of this image: manifest, config, layers (in that order).
     pub fn blobs(&self) -> impl Iterator<Item = &Descriptor> {
         std::iter::once(&self.manifest)
@@ -211,6 +332,12 @@ impl Lock {
                 all.push((format!("images[{}] blob {}", img.name, d.digest), d.size));
             }
         }
+        for c in &self.charts {
+            all.push((format!("charts[{}].size", c.name), c.size));
+            for d in &c.dependencies {
+                all.push((format!("charts[{}] dependency {}", c.name, d.name), d.size));
+            }
+        }
         match all.into_iter().find(|(_, size)| *size > MAX_BLOB_SIZE) {
             Some((field, size)) => Err(format!(
                 "{field}: size {size} is more than {MAX_BLOB_SIZE} bytes (1 TiB); the lock is \
@@ -232,6 +359,18 @@ impl Lock {
                 all.push((format!("images[{}] blob", img.name), &d.digest));
             }
         }
+        for c in &self.charts {
+            all.push((format!("charts[{}].digest", c.name), &c.digest));
+            if let Some(v) = &c.values_digest {
+                all.push((format!("charts[{}].valuesDigest", c.name), v));
+            }
+            for d in &c.dependencies {
+                all.push((
+                    format!("charts[{}] dependency {}", c.name, d.name),
+                    &d.digest,
+                ));
+            }
+        }
         for (field, d) in all {
             if crate::digest::sha256_hex_of(d).is_none() {
                 return Err(format!("{field}: {d:?} is not a sha256 digest"));
@@ -244,6 +383,7 @@ impl Lock {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut sorted = self.clone();
         sorted.images.sort_by(|a, b| a.name.cmp(&b.name));
+        sorted.charts.sort_by(|a, b| a.name.cmp(&b.name));
         let mut out = serde_json::to_vec_pretty(&sorted).expect("lock serialises");
         out.push(b'\n');
         out
@@ -268,7 +408,7 @@ impl Lock {
         let spec_images = self
             .images
             .iter()
-            .filter(|l| !l.system && l.tanka.is_none());
+            .filter(|l| !l.system && l.origin().is_none());
         for img in &s.images {
             match spec_images.clone().find(|l| l.name == img.name) {
                 None => problems.push(format!("image {:?} is not in the lock", img.name)),
@@ -322,48 +462,135 @@ impl Lock {
                     l.reference
                 ));
             }
+            if let Some(chart) = &l.chart
+                && !s.charts.iter().any(|c| &c.name == chart)
+            {
+                problems.push(format!(
+                    "image {} of chart {chart:?} is in the lock but the chart is not in the spec",
+                    l.reference
+                ));
+            }
+        }
+        problems.extend(self.chart_mismatches(spec));
+        problems
+    }
+
+    /// Whether every `spec.charts[]` entry is pinned, from the same source, and nothing else.
+    fn chart_mismatches(&self, spec: &Appliance) -> Vec<String> {
+        use crate::spec::ChartSource;
+        let mut problems = Vec::new();
+        for c in &spec.spec.charts {
+            let Some(l) = self.charts.iter().find(|l| l.name == c.name) else {
+                problems.push(format!("chart {:?} is not in the lock", c.name));
+                continue;
+            };
+            match c.source() {
+                Some(ChartSource::Path(p)) if l.path.as_deref() != Some(p) => {
+                    problems.push(format!(
+                        "chart {:?} is the local archive {p} in the spec but {} in the lock",
+                        c.name,
+                        l.describe()
+                    ))
+                }
+                Some(ChartSource::Repo {
+                    repo,
+                    chart,
+                    version,
+                }) if l.repo.as_deref() != Some(repo)
+                    || l.chart != chart
+                    || l.version != version.strip_prefix('v').unwrap_or(version)
+                        && l.version != version =>
+                {
+                    problems.push(format!(
+                        "chart {:?} is {chart} {version} from {repo} in the spec but {} in the lock",
+                        c.name,
+                        l.describe()
+                    ))
+                }
+                _ => {}
+            }
+        }
+        for l in &self.charts {
+            if !spec.spec.charts.iter().any(|c| c.name == l.name) {
+                problems.push(format!(
+                    "chart {:?} is in the lock but not in the spec",
+                    l.name
+                ));
+            }
+        }
+        problems
+    }
+
+    /// Whether the files a chart's images were found from are still those the lock pinned:
+    /// the values (`values_digest`: sha256 of the values text, `None` for none) and, for a
+    /// local archive, its digest. Pure: the caller read the files.
+    pub fn chart_input_mismatches(
+        &self,
+        name: &str,
+        values_digest: Option<&str>,
+        archive_digest: Option<&str>,
+    ) -> Vec<String> {
+        let Some(l) = self.charts.iter().find(|l| l.name == name) else {
+            return Vec::new(); // `chart_mismatches` says it is missing
+        };
+        let mut problems = Vec::new();
+        if l.values_digest.as_deref() != values_digest {
+            problems.push(format!(
+                "chart {name:?}: its values changed since the lock found its images"
+            ));
+        }
+        if let Some(d) = archive_digest
+            && d != l.digest
+        {
+            problems.push(format!(
+                "chart {name:?}: the archive {} is {d} but the lock pinned {}",
+                l.path.as_deref().unwrap_or("?"),
+                l.digest
+            ));
         }
         problems
     }
 
     /// `mismatches`, and whether the lock pins exactly the images the spec's Tanka
-    /// environments run (`found`, from evaluating them; only where their files are, so not
-    /// on the node, where the lock is checked without this part).
-    pub fn mismatches_with_tanka(&self, spec: &Appliance, found: &[TankaImage]) -> Vec<String> {
+    /// environments and charts run (`found`, from evaluating and rendering them; only where
+    /// their files are, so not on the node, where the lock is checked without this part).
+    pub fn mismatches_with_found(&self, spec: &Appliance, found: &[FoundImage]) -> Vec<String> {
         let mut problems = self.mismatches(spec);
-        let wanted = self.tanka_references(spec, found);
-        let locked: Vec<(&str, &str)> = self
+        let wanted = self.found_references(spec, found);
+        let locked: Vec<(Origin, &str)> = self
             .images
             .iter()
-            .filter_map(|l| Some((l.tanka.as_deref()?, l.reference.as_str())))
+            .filter_map(|l| Some((l.origin()?, l.reference.as_str())))
             .collect();
         for w in &wanted {
-            if !locked.contains(&(w.environment.as_str(), w.reference.as_str())) {
+            if !locked
+                .iter()
+                .any(|(o, r)| *o == w.origin && *r == w.reference)
+            {
                 problems.push(format!(
-                    "image {} of Tanka environment {:?} is not in the lock",
-                    w.reference, w.environment
+                    "image {} of {} is not in the lock",
+                    w.reference, w.origin
                 ));
             }
         }
-        for (env, r) in locked {
+        for (origin, r) in locked {
             if !wanted
                 .iter()
-                .any(|w| w.environment == env && w.reference == r)
+                .any(|w| w.origin == origin && w.reference == r)
             {
                 problems.push(format!(
-                    "image {r} of Tanka environment {env:?} is in the lock but its objects no longer run it"
+                    "image {r} of {origin} is in the lock but no longer runs there"
                 ));
             }
         }
         problems
     }
 
-    /// The Tanka images the lock carries for `found`: each reference once, and none a spec
-    /// image or a system image already carries (the first environment that runs one names
-    /// it).
-    pub fn tanka_references(&self, spec: &Appliance, found: &[TankaImage]) -> Vec<TankaImage> {
+    /// The found images the lock carries for `found`: each reference once, and none a spec
+    /// image or a system image already carries (the first origin that runs one names it).
+    pub fn found_references(&self, spec: &Appliance, found: &[FoundImage]) -> Vec<FoundImage> {
         let system = self.system_references(spec);
-        let mut out: Vec<TankaImage> = Vec::new();
+        let mut out: Vec<FoundImage> = Vec::new();
         for t in found {
             let carried = spec
                 .spec
@@ -396,24 +623,24 @@ impl Lock {
             .collect()
     }
 
-    /// Fail with `LockError::Stale` unless the lock matches the spec (Tanka images are
-    /// checked only to belong to the spec's environments: `ensure_matches_with_tanka`).
+    /// Fail with `LockError::Stale` unless the lock matches the spec (found images are
+    /// checked only to belong to the spec's environments and charts: `ensure_matches_with_found`).
     pub fn ensure_matches(&self, path: &Path, spec: &Appliance) -> Result<(), LockError> {
         self.stale_unless_empty(path, self.mismatches(spec))
     }
 
     /// Fail with `LockError::Stale` unless the lock matches the spec and pins exactly the
-    /// images its Tanka environments run (`found`).
-    pub fn ensure_matches_with_tanka(
+    /// images its Tanka environments and charts run (`found`).
+    pub fn ensure_matches_with_found(
         &self,
         path: &Path,
         spec: &Appliance,
-        found: &[TankaImage],
+        found: &[FoundImage],
     ) -> Result<(), LockError> {
-        self.stale_unless_empty(path, self.mismatches_with_tanka(spec, found))
+        self.stale_unless_empty(path, self.mismatches_with_found(spec, found))
     }
 
-    fn stale_unless_empty(&self, path: &Path, problems: Vec<String>) -> Result<(), LockError> {
+    pub fn stale_unless_empty(&self, path: &Path, problems: Vec<String>) -> Result<(), LockError> {
         if problems.is_empty() {
             Ok(())
         } else {
@@ -437,6 +664,15 @@ impl Lock {
             digest: self.k3s.digest.clone(),
             size: self.k3s.size,
         });
+        for c in &self.charts {
+            for (_, _, size, digest) in c.downloads() {
+                v.push(Descriptor {
+                    media_type: CHART_MEDIA_TYPE.into(),
+                    digest,
+                    size,
+                });
+            }
+        }
         v.sort_by(|a, b| a.digest.cmp(&b.digest));
         v.dedup_by(|a, b| a.digest == b.digest);
         v
@@ -464,6 +700,7 @@ mod tests {
             name: name.into(),
             system,
             tanka: tanka.map(str::to_string),
+            chart: None,
             reference: reference.into(),
             image_name: reference.into(),
             resolved_digest: d(1).digest,
@@ -486,14 +723,15 @@ mod tests {
                 image_list: vec!["docker.io/rancher/mirrored-pause:3.6".into()],
             },
             images,
+            charts: Vec::new(),
         }
     }
 
-    fn found(pairs: &[(&str, &str)]) -> Vec<TankaImage> {
+    fn found(pairs: &[(&str, &str)]) -> Vec<FoundImage> {
         pairs
             .iter()
-            .map(|(e, r)| TankaImage {
-                environment: e.to_string(),
+            .map(|(e, r)| FoundImage {
+                origin: Origin::Tanka(e.to_string()),
                 reference: r.to_string(),
             })
             .collect()
@@ -503,7 +741,7 @@ mod tests {
     fn tanka_images_already_carried_as_spec_or_system_images_are_carried_once() {
         let s = spec("");
         let l = lock(vec![]);
-        let wanted = l.tanka_references(
+        let wanted = l.found_references(
             &s,
             &found(&[
                 ("web", "r.test/app:1"),
@@ -513,7 +751,17 @@ mod tests {
             ]),
         );
         assert_eq!(wanted, found(&[("web", "r.test/web:2")]));
-        assert_eq!(tanka_name("web", "r.test/team/web:2"), "tanka/web/web");
+        assert_eq!(
+            found_name(&Origin::Tanka("web".into()), "r.test/team/web:2"),
+            "tanka/web/web"
+        );
+        assert_eq!(
+            found_name(
+                &Origin::Chart("tempo".into()),
+                "docker.io/grafana/tempo:2.6.0"
+            ),
+            "chart/tempo/tempo"
+        );
     }
 
     #[test]
@@ -531,12 +779,12 @@ mod tests {
         ]);
         assert_eq!(l.mismatches(&s), Vec::<String>::new());
         let same = found(&[("web", "r.test/web:2"), ("web", "r.test/app:1")]);
-        assert_eq!(l.mismatches_with_tanka(&s, &same), Vec::<String>::new());
+        assert_eq!(l.mismatches_with_found(&s, &same), Vec::<String>::new());
 
-        let changed = l.mismatches_with_tanka(&s, &found(&[("web", "r.test/web:3")]));
+        let changed = l.mismatches_with_found(&s, &found(&[("web", "r.test/web:3")]));
         assert_eq!(changed.len(), 2, "{changed:?}");
         assert!(changed[0].contains("r.test/web:3") && changed[0].contains("not in the lock"));
-        assert!(changed[1].contains("r.test/web:2") && changed[1].contains("no longer run"));
+        assert!(changed[1].contains("r.test/web:2") && changed[1].contains("no longer runs"));
 
         // Without the environment in the spec, even the file-less check sees it.
         let mut gone = s.clone();
@@ -547,5 +795,101 @@ mod tests {
                 .any(|m| m.contains("environment is not in the spec")),
             "{p:?}"
         );
+    }
+
+    fn chart_lock(name: &str, repo: Option<&str>, path: Option<&str>) -> ChartLock {
+        ChartLock {
+            name: name.into(),
+            chart: name.into(),
+            version: "1.2.3".into(),
+            repo: repo.map(str::to_string),
+            path: path.map(str::to_string),
+            url: repo.map(|r| format!("{r}/{name}-1.2.3.tgz")),
+            size: 10,
+            digest: format!("sha256:{}", hex::encode([7; 32])),
+            values_digest: None,
+            dependencies: vec![ChartDependencyLock {
+                name: "dep".into(),
+                version: "0.1.0".into(),
+                repo: "http://r.test/charts".into(),
+                url: "http://r.test/charts/dep-0.1.0.tgz".into(),
+                size: 5,
+                digest: format!("sha256:{}", hex::encode([8; 32])),
+            }],
+            images: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn charts_are_stale_when_their_source_changes_and_their_archives_are_blobs() {
+        let s = spec(
+            "  charts:\n    - {name: tempo, repo: 'http://r.test/charts', chart: tempo, version: 1.2.3, namespace: web}\n    - {name: app, path: charts/app.tgz, namespace: web}\n",
+        );
+        let mut l = lock(vec![
+            image("app", "r.test/app:1", false, None),
+            image(
+                "k3s/mirrored-pause",
+                "docker.io/rancher/mirrored-pause:3.6",
+                true,
+                None,
+            ),
+        ]);
+        l.charts = vec![
+            chart_lock("app", None, Some("charts/app.tgz")),
+            chart_lock("tempo", Some("http://r.test/charts"), None),
+        ];
+        assert_eq!(l.mismatches(&s), Vec::<String>::new());
+        // The chart archive and its dependency are blobs of the bundle; the local one is not.
+        let blobs = l.all_blobs();
+        assert!(
+            blobs
+                .iter()
+                .any(|d| d.digest.ends_with(&hex::encode([7; 32])))
+        );
+        assert!(
+            blobs
+                .iter()
+                .any(|d| d.digest.ends_with(&hex::encode([8; 32])))
+        );
+        assert_eq!(l.charts[1].downloads().len(), 2);
+        assert_eq!(l.charts[0].downloads().len(), 1, "only the dependency");
+
+        let mut newer = s.clone();
+        newer.spec.charts[0].version = Some("1.2.4".into());
+        let p = l.mismatches(&newer);
+        assert!(
+            p.len() == 1
+                && p[0]
+                    .contains("tempo 1.2.4 from http://r.test/charts in the spec but tempo 1.2.3"),
+            "{p:?}"
+        );
+        let mut fewer = s.clone();
+        fewer.spec.charts.pop();
+        let p = l.mismatches(&fewer);
+        assert!(
+            p.len() == 1 && p[0].contains("chart \"app\" is in the lock but not in the spec"),
+            "{p:?}"
+        );
+
+        let values = format!("sha256:{}", hex::encode([3; 32]));
+        let p = l.chart_input_mismatches("tempo", Some(&values), None);
+        assert!(p.len() == 1 && p[0].contains("values changed"), "{p:?}");
+        let p = l.chart_input_mismatches("app", None, Some(&values));
+        assert!(p.len() == 1 && p[0].contains("charts/app.tgz"), "{p:?}");
+    }
+
+    #[test]
+    fn a_damaged_chart_digest_is_refused_on_read() {
+        let mut l = lock(vec![]);
+        l.charts = vec![chart_lock("tempo", Some("http://r.test/charts"), None)];
+        let good = l.to_bytes();
+        assert!(Lock::from_slice("l", &good).is_ok());
+        let bad = String::from_utf8(good)
+            .unwrap()
+            .replace(&hex::encode([7; 32]), "nothex");
+        let err = Lock::from_slice("l", bad.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("charts[tempo].digest"), "{err}");
     }
 }

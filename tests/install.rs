@@ -180,6 +180,7 @@ spec:
                 name: img.name.into(),
                 system: false,
                 tanka: None,
+                chart: None,
                 reference: img.reference.into(),
                 image_name: img.reference.into(),
                 resolved_digest: manifest.digest.clone(),
@@ -203,6 +204,7 @@ spec:
                 image_list: Vec::new(),
             },
             images,
+            charts: Vec::new(),
         };
         let spec_path = dir.join("appliance.yaml");
         fs::write(&spec_path, self.spec_text()).unwrap();

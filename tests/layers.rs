@@ -17,11 +17,15 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("bundle", &["spec", "lock", "oci"]),
     (
         "build",
-        &["spec", "lock", "oci", "bundle", "stages", "tanka"],
+        &["spec", "lock", "oci", "bundle", "stages", "tanka", "charts"],
     ),
     ("stages", &["spec"]),
-    // Tanka environments: evaluated from the spec's files; the lock's TankaImage is its output.
-    ("tanka", &["spec", "lock"]),
+    // Tanka environments: evaluated from the spec's files; the lock's FoundImage is its output.
+    ("tanka", &["spec", "lock", "workload"]),
+    // Charts: pinned through oci's HTTP client and blob cache, rendered with helm.
+    ("charts", &["spec", "lock", "oci", "workload"]),
+    // Pod templates of workload objects (images, requests): pure.
+    ("workload", &["spec"]),
     ("install", &["spec", "lock", "bundle", "stages"]),
     ("verify", &["spec", "lock"]),
     ("demo", &["install_tls_provider"]),

@@ -48,6 +48,7 @@ fn image(name: &str, reference: &str, manifest: u8, config: u8, layers: &[u8]) -
         name: name.into(),
         system: false,
         tanka: None,
+        chart: None,
         reference: reference.into(),
         image_name: reference.into(),
         resolved_digest: digest(0xee),
@@ -96,6 +97,7 @@ fn sample_lock() -> Lock {
                 &[0x02, 0x21],
             ),
         ],
+        charts: Vec::new(),
     }
 }
 

@@ -127,6 +127,7 @@ fn lock() -> Lock {
         name: name.into(),
         system: false,
         tanka: None,
+        chart: None,
         reference: reference.into(),
         image_name: reference.into(),
         resolved_digest: index.into(),
@@ -165,6 +166,7 @@ fn lock() -> Lock {
                 REGISTRY_MANIFEST,
             ),
         ],
+        charts: Vec::new(),
     }
 }
 

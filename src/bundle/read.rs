@@ -123,10 +123,25 @@ pub struct InspectImage {
     pub name: String,
     /// One of k3s's own images (from the release's image list), not of `spec.images`.
     pub system: bool,
+    /// The chart or Tanka environment that runs it, when the spec does not list it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found_in: Option<String>,
     /// The reference the node imports the image under.
     pub reference: String,
     pub digest: String,
     pub size: u64,
+}
+
+/// A chart the bundle carries, as its lock pinned it, with the images it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectChart {
+    pub name: String,
+    pub chart: String,
+    pub version: String,
+    pub digest: String,
+    /// Every image its rendered pod templates run (`helm template` at lock time).
+    pub images: Vec<String>,
 }
 
 /// What `inspect` found: the bundle's contents and every problem, each naming its member.
@@ -143,6 +158,8 @@ pub struct InspectReport {
     pub spec_digest: Option<String>,
     pub lock_digest: Option<String>,
     pub images: Vec<InspectImage>,
+    /// Charts, from the bundle's lock (empty when it carries none or its lock is damaged).
+    pub charts: Vec<InspectChart>,
     /// Members the manifest lists (the manifest and signature not counted).
     pub members: usize,
     /// Sum of their sizes.
@@ -181,8 +198,16 @@ pub fn inspect(path: &Path, opts: &ReadOptions) -> Result<InspectReport, BundleE
         Ok(())
     };
     let mut members_ok = 0usize;
-    let mut count = |_: &Member, _: &mut dyn Read| {
+    let mut lock_bytes: Option<Vec<u8>> = None;
+    let mut count = |m: &Member, r: &mut dyn Read| {
         members_ok += 1;
+        // The lock says which chart runs which image (inspect shows it); a few KiB.
+        if m.path == super::LOCK_PATH && m.size <= 64 << 20 {
+            let mut v = Vec::new();
+            if r.read_to_end(&mut v).is_ok() {
+                lock_bytes = Some(v);
+            }
+        }
         Ok(())
     };
     let walked = walk(path, opts, &mut collect, &mut count)?;
@@ -194,6 +219,16 @@ pub fn inspect(path: &Path, opts: &ReadOptions) -> Result<InspectReport, BundleE
         .collect();
     let members_ok = members_ok.saturating_sub(damaged.len());
     let m = walked.manifest.as_ref();
+    // Only a lock that arrived intact is believed.
+    let lock = lock_bytes
+        .filter(|_| !damaged.contains(super::LOCK_PATH))
+        .and_then(|b| crate::lock::Lock::from_slice(super::LOCK_PATH, &b).ok());
+    let origin_of = |name: &str| {
+        lock.as_ref()
+            .and_then(|l| l.images.iter().find(|i| i.name == name))
+            .and_then(|i| i.origin())
+            .map(|o| o.to_string())
+    };
     let mut report = InspectReport {
         bundle: path.display().to_string(),
         file_size,
@@ -210,9 +245,25 @@ pub fn inspect(path: &Path, opts: &ReadOptions) -> Result<InspectReport, BundleE
                     .map(|i| InspectImage {
                         name: i.name.clone(),
                         system: i.system,
+                        found_in: origin_of(&i.name),
                         reference: i.image_name.clone(),
                         digest: i.digest.clone(),
                         size: i.size,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        charts: lock
+            .as_ref()
+            .map(|l| {
+                l.charts
+                    .iter()
+                    .map(|c| InspectChart {
+                        name: c.name.clone(),
+                        chart: c.chart.clone(),
+                        version: c.version.clone(),
+                        digest: c.digest.clone(),
+                        images: c.images.clone(),
                     })
                     .collect()
             })

@@ -92,6 +92,18 @@ fn render_text(r: &InspectReport) -> String {
             }
         }
     }
+    for c in &r.charts {
+        s.push_str(&format!(
+            "chart       {}: {} {} ({})\n",
+            c.name,
+            c.chart,
+            c.version,
+            c.digest.get(..19).unwrap_or(&c.digest)
+        ));
+        for i in &c.images {
+            s.push_str(&format!("              runs {i}\n"));
+        }
+    }
     if r.signature.state == SignatureState::OtherKey {
         s.push_str(&format!(
             "result      WRONG KEY: not signed by the given key ({} of {} members intact)\n",

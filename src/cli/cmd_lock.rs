@@ -14,7 +14,7 @@ use crate::spec::SpecFile;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  sparkgap lock -f bundle/appliance.yaml -o bundle/appliance.lock\n  sparkgap lock -f appliance.yaml --insecure-registry 127.0.0.1:5000   # a plain-HTTP lab registry\n\nThe lock pins every image for spec.platform (never this machine's) and the k3s binary by sha256;\ncommit it next to the spec. Exit codes: 0 ok, 2 bad spec or platform missing, 3 network/registry."
+    after_help = "Examples:\n  sparkgap lock -f bundle/appliance.yaml -o bundle/appliance.lock\n  sparkgap lock -f appliance.yaml --insecure-registry 127.0.0.1:5000   # a plain-HTTP lab registry\n  sparkgap lock -f appliance.yaml --helm ~/bin/helm                    # helm not on PATH\n\nThe lock pins every image for spec.platform (never this machine's) and the k3s binary by sha256;\ncharts from repositories by their index's digest, with the images `helm template` shows they run\n(and a warning where a chart's pods would not fit its namespace's quota); commit it next to the\nspec. Exit codes: 0 ok, 2 bad spec, chart version or platform missing, 3 network/registry,\nhelm missing or a chart whose bytes do not match its index."
 )]
 pub struct LockArgs {
     #[command(flatten)]
@@ -31,6 +31,10 @@ pub struct LockArgs {
     /// [default: $XDG_CACHE_HOME/sparkgap/blobs].
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+    /// The `helm` (v3) that renders charts to find their images [default: `helm` on PATH].
+    /// Not needed when every chart has `discoverImages: false`.
+    #[arg(long, value_name = "PATH", env = "SPARKGAP_HELM")]
+    pub helm: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryOpts,
 }
@@ -42,17 +46,33 @@ pub fn run(args: LockArgs, g: &Global) -> anyhow::Result<u8> {
     let progress = super::progress::for_terminal(g);
     // Tanka environments are evaluated first: their images are locked too, and a broken
     // environment stops the lock before any registry is asked.
-    let tanka = crate::tanka::lock_images(&crate::tanka::render_all(&spec)?);
-    let lock = crate::runtime()?.block_on(oci::resolve(
-        &spec.appliance,
-        &tanka,
+    let mut found = crate::tanka::lock_images(&crate::tanka::render_all(&spec)?);
+    let rt = crate::runtime()?;
+    // Charts next: pinned, rendered with helm, their images found; nothing is written
+    // unless every chart and image resolves.
+    let charts = rt.block_on(crate::charts::lock(
+        &spec,
+        args.helm.as_deref(),
         &registry,
         &cache,
         &progress,
     ))?;
+    found.extend(charts.images.iter().cloned());
+    let mut lock = rt.block_on(oci::resolve(
+        &spec.appliance,
+        &found,
+        &registry,
+        &cache,
+        &progress,
+    ))?;
+    lock.charts = charts.charts;
     lock.write(&args.out)
         .with_context(|| format!("cannot write the lock {}", args.out.display()))?;
-    let summary = LockSummary::new(&args.out, &lock);
+    for w in &charts.quota {
+        errln!("warning: {w}");
+    }
+    let mut summary = LockSummary::new(&args.out, &lock);
+    summary.quota_warnings = charts.quota;
     if g.output == Output::Json {
         super::print_json(&summary)?;
     } else {
@@ -68,9 +88,26 @@ struct LockSummary {
     platform: String,
     k3s: K3sSummary,
     images: Vec<ImageSummary>,
+    charts: Vec<ChartSummary>,
+    /// Charts whose rendered pods would not fit their namespace's quota.
+    quota_warnings: Vec<crate::charts::QuotaWarning>,
     /// Distinct blobs (k3s included) and their total size.
     blobs: usize,
     bytes: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ChartSummary {
+    name: String,
+    chart: String,
+    version: String,
+    source: String,
+    digest: String,
+    size: u64,
+    dependencies: Vec<String>,
+    /// The images its pod templates run (`helm template`), by reference.
+    images: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -87,6 +124,9 @@ struct ImageSummary {
     name: String,
     /// One of k3s's own images (from its release's image list).
     system: bool,
+    /// The chart or Tanka environment that runs it (not listed in spec.images).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    found_in: Option<String>,
     reference: String,
     image_name: String,
     resolved_digest: String,
@@ -112,6 +152,7 @@ impl LockSummary {
                 .map(|i| ImageSummary {
                     name: i.name.clone(),
                     system: i.system,
+                    found_in: i.origin().map(|o| o.to_string()),
                     reference: i.reference.clone(),
                     image_name: i.image_name.clone(),
                     resolved_digest: i.resolved_digest.clone(),
@@ -120,6 +161,25 @@ impl LockSummary {
                     size: i.size(),
                 })
                 .collect(),
+            charts: lock
+                .charts
+                .iter()
+                .map(|c| ChartSummary {
+                    name: c.name.clone(),
+                    chart: c.chart.clone(),
+                    version: c.version.clone(),
+                    source: c.url.clone().or_else(|| c.path.clone()).unwrap_or_default(),
+                    digest: c.digest.clone(),
+                    size: c.size,
+                    dependencies: c
+                        .dependencies
+                        .iter()
+                        .map(|d| format!("{} {}", d.name, d.version))
+                        .collect(),
+                    images: c.images.clone(),
+                })
+                .collect(),
+            quota_warnings: Vec::new(),
             blobs: all.len(),
             bytes: all.iter().map(|d| d.size).sum(),
         }
@@ -147,6 +207,24 @@ impl LockSummary {
                     i.layers,
                     group_digits(i.size)
                 );
+            }
+        }
+        for c in &self.charts {
+            outln!(
+                "  chart {}: {} {}  {}  ({} bytes){}",
+                c.name,
+                c.chart,
+                c.version,
+                c.digest,
+                group_digits(c.size),
+                if c.dependencies.is_empty() {
+                    String::new()
+                } else {
+                    format!(", with {}", c.dependencies.join(", "))
+                }
+            );
+            for i in &c.images {
+                outln!("    runs {i}");
             }
         }
         outln!(

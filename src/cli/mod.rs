@@ -280,6 +280,9 @@ fn failure_kind(err: &anyhow::Error) -> FailureKind {
         if let Some(e) = cause.downcast_ref::<crate::tanka::TankaError>() {
             return e.kind();
         }
+        if let Some(e) = cause.downcast_ref::<crate::charts::ChartError>() {
+            return e.kind();
+        }
         if let Some(e) = cause.downcast_ref::<crate::build::BuildError>() {
             return e.kind();
         }

@@ -596,9 +596,12 @@ fn desired_files(
     }
     // Charts always go where k3s deploys manifests: k3s applies their HelmChart objects and
     // its helm-controller installs them from the inline archive with the carried klipper-helm
-    // image. The rest of the manifests only when the spec asks.
+    // image. The rest of the manifests only when the spec asks; never the charts the spec
+    // carries without deploying them (`charts-idle/`, `deploy: false`).
     for (rel, f, member) in &staged.manifests {
-        if rel.starts_with("charts/") || a.spec.k3s.auto_deploy_manifests {
+        let deploy = rel.starts_with("charts/")
+            || (a.spec.k3s.auto_deploy_manifests && !rel.starts_with("charts-idle/"));
+        if deploy {
             let src = match f {
                 Some(f) => staged_src(f),
                 None => Source::Kept {

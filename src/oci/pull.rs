@@ -191,6 +191,21 @@ pub fn needed_blobs(lock: &Lock) -> Result<Vec<NeededBlob>, OciError> {
             source: Source::Url(lock.k3s.url.clone()),
         });
     }
+    for c in &lock.charts {
+        for (owner, url, size, digest) in c.downloads() {
+            if seen.insert(digest.clone()) {
+                out.push(NeededBlob {
+                    descriptor: Descriptor {
+                        media_type: crate::lock::CHART_MEDIA_TYPE.into(),
+                        digest,
+                        size,
+                    },
+                    owner,
+                    source: Source::Url(url),
+                });
+            }
+        }
+    }
     out.sort_by(|a, b| a.descriptor.digest.cmp(&b.descriptor.digest));
     Ok(out)
 }
@@ -596,6 +611,7 @@ mod tests {
             name: name.into(),
             system: false,
             tanka: None,
+            chart: None,
             reference: reference.into(),
             image_name: reference.into(),
             resolved_digest: d(blobs[0], 1).digest,
@@ -622,6 +638,7 @@ mod tests {
                 image("b", "127.0.0.1:5000/b:1", &[3, 4, 9, 10]),
                 image("a", "127.0.0.1:5000/a:1", &[1, 2, 9]),
             ],
+            charts: Vec::new(),
         }
     }
 

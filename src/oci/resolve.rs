@@ -12,7 +12,7 @@ use super::manifest::{self, ACCEPTED, Document};
 use super::retry::{RetryPolicy, status_is_transient};
 use super::{BlobCache, OciError, Registry, error_chain, unreachable_message, unreachable_reason};
 use crate::digest::sha256_digest;
-use crate::lock::{Descriptor, ImageLock, K3sLock, LOCK_VERSION, Lock, TankaImage, system};
+use crate::lock::{Descriptor, FoundImage, ImageLock, K3sLock, LOCK_VERSION, Lock, system};
 use crate::progress::Progress;
 use crate::spec::{Appliance, Image, K3s, Platform};
 
@@ -20,11 +20,12 @@ use crate::spec::{Appliance, Image, K3s, Platform};
 const MAX_CONFIG_SIZE: u64 = 8 << 20;
 
 /// Resolve every image of `spec` for its platform, k3s's own images and those its Tanka
-/// environments run (`tanka`, from evaluating them), and pin the k3s binary (downloaded into
-/// `cache`). Images are resolved one after the other: a handful of small requests each.
+/// environments and charts run (`found`, from evaluating and rendering them), and pin the k3s
+/// binary (downloaded into `cache`). Images are resolved one after the other: a handful of
+/// small requests each. The lock's `charts` are left empty for the caller (`charts::lock`).
 pub async fn resolve(
     spec: &Appliance,
-    tanka: &[TankaImage],
+    found: &[FoundImage],
     registry: &Registry,
     cache: &BlobCache,
     progress: &Progress,
@@ -56,6 +57,7 @@ pub async fn resolve(
         platform: s.platform.clone(),
         k3s,
         images,
+        charts: Vec::new(),
     };
     for reference in lock.system_references(spec) {
         let mut name = system::system_name(&reference);
@@ -74,8 +76,8 @@ pub async fn resolve(
         ));
         lock.images.push(locked);
     }
-    for t in lock.tanka_references(spec, tanka) {
-        let mut name = crate::lock::tanka_name(&t.environment, &t.reference);
+    for t in lock.found_references(spec, found) {
+        let mut name = crate::lock::found_name(&t.origin, &t.reference);
         while lock.images.iter().any(|i| i.name == name) {
             name.push('_');
         }
@@ -84,10 +86,13 @@ pub async fn resolve(
             reference: t.reference.clone(),
         };
         let mut locked = resolve_image(registry, &image, &s.platform).await?;
-        locked.tanka = Some(t.environment.clone());
+        match &t.origin {
+            crate::lock::Origin::Tanka(env) => locked.tanka = Some(env.clone()),
+            crate::lock::Origin::Chart(chart) => locked.chart = Some(chart.clone()),
+        }
         progress.line(&format!(
-            "resolved Tanka image {} ({}) -> {}",
-            t.reference, t.environment, locked.manifest.digest
+            "resolved image {} of {} -> {}",
+            t.reference, t.origin, locked.manifest.digest
         ));
         lock.images.push(locked);
     }
@@ -216,6 +221,7 @@ pub async fn resolve_image(
         name: image.name.clone(),
         system: false,
         tanka: None,
+        chart: None,
         reference: image.reference.clone(),
         image_name: image_name(&r),
         resolved_digest,
@@ -272,29 +278,71 @@ impl Registry {
             url: url.to_string(),
             message,
         };
+        let body = self.get_limited(url, MAX_IMAGE_LIST).await.map_err(err)?;
+        String::from_utf8(body).map_err(|_| err("it is not UTF-8 text".into()))
+    }
+
+    /// GET a text document of at most `max` bytes (a chart repository's `index.yaml`),
+    /// retrying what is transient; a failure is `OciError::Download` naming the URL.
+    pub async fn get_document(&self, url: &str, max: usize) -> Result<String, OciError> {
+        let err = |message: String| OciError::Download {
+            url: url.to_string(),
+            attempts: 1,
+            message,
+        };
+        let body = self.get_limited(url, max).await.map_err(err)?;
+        String::from_utf8(body).map_err(|_| err("it is not UTF-8 text".into()))
+    }
+
+    /// Download `url` into the blob cache (verified against nothing: the caller compares the
+    /// digest it returns), with a byte-counting progress task. Returns (digest, size).
+    pub async fn fetch_url(
+        &self,
+        cache: &BlobCache,
+        url: &str,
+        owner: &str,
+        progress: &Progress,
+    ) -> Result<(String, u64), OciError> {
+        cache
+            .prepare()
+            .map_err(|e| OciError::cache(cache.root(), e))?;
+        let task = progress.bytes(owner, 0);
+        let got = self
+            .fetch(
+                cache,
+                &super::Source::Url(url.to_string()),
+                owner,
+                None,
+                &task,
+            )
+            .await?;
+        task.finish();
+        Ok(got)
+    }
+
+    async fn get_limited(&self, url: &str, max: usize) -> Result<Vec<u8>, String> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let failure = match self.http.get(url).send().await {
                 Err(e) => error_chain(&e),
                 Ok(resp) if resp.status().is_success() => {
-                    let body = resp.bytes().await.map_err(|e| err(error_chain(&e)))?;
-                    if body.len() > MAX_IMAGE_LIST {
-                        return Err(err(format!(
-                            "it is {} bytes; an image list is at most {MAX_IMAGE_LIST}",
+                    let body = resp.bytes().await.map_err(|e| error_chain(&e))?;
+                    if body.len() > max {
+                        return Err(format!(
+                            "it is {} bytes; at most {max} are read",
                             body.len()
-                        )));
+                        ));
                     }
-                    return String::from_utf8(body.to_vec())
-                        .map_err(|_| err("it is not UTF-8 text".into()));
+                    return Ok(body.to_vec());
                 }
                 Ok(resp) if status_is_transient(resp.status().as_u16()) => {
                     format!("HTTP {}", resp.status())
                 }
-                Ok(resp) => return Err(err(format!("HTTP {}", resp.status()))),
+                Ok(resp) => return Err(format!("HTTP {}", resp.status())),
             };
             if !self.retry.again(attempt) {
-                return Err(err(format!("{failure} (after {attempt} attempt(s))")));
+                return Err(format!("{failure} (after {attempt} attempt(s))"));
             }
             tokio::time::sleep(self.retry.delay(attempt, None)).await;
         }

@@ -340,13 +340,86 @@ pub struct ManifestRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChartRef {
+    /// The release name (and the HelmChart's name in kube-system).
     pub name: String,
-    /// Chart archive (`.tgz`), path relative to the spec file.
-    pub path: String,
+    /// A local chart archive (`.tgz`), relative to the spec file. Either this, or `repo` +
+    /// `chart` + `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// A Helm chart repository (`http(s)://`, the URL that serves `index.yaml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// The chart's name in `repo`'s index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<String>,
+    /// One exact version from `repo`'s index (a range is refused: the lock pins one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     pub namespace: String,
-    /// Helm values, passed to k3s's HelmChart `valuesContent`.
+    /// Helm values (YAML text), passed to k3s's HelmChart `valuesContent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values: Option<String>,
+    /// A file of Helm values, relative to the spec file (instead of `values`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values_file: Option<String>,
+    /// Find the images the chart runs by rendering it (`helm template`) at lock time, and
+    /// lock them. With `false`, list them under `spec.images` yourself.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub discover_images: bool,
+    /// Install the chart (a HelmChart in k3s's manifests directory). With `false` the chart
+    /// and its images are carried in the bundle but not installed.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub deploy: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// Where a chart comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChartSource<'a> {
+    /// A `.tgz` beside the spec.
+    Path(&'a str),
+    /// `chart` at `version` from the repository at `repo`.
+    Repo {
+        repo: &'a str,
+        chart: &'a str,
+        version: &'a str,
+    },
+}
+
+impl ChartRef {
+    /// The chart's source; `None` when the spec gives neither (validation refuses that).
+    pub fn source(&self) -> Option<ChartSource<'_>> {
+        match (&self.path, &self.repo, &self.chart, &self.version) {
+            (Some(p), None, None, None) => Some(ChartSource::Path(p)),
+            (None, Some(repo), Some(chart), Some(version)) => Some(ChartSource::Repo {
+                repo,
+                chart,
+                version,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The chart's values text: `values`, or `valuesFile` read relative to `base`; `None`
+    /// when it has neither. The error names the field and the file.
+    pub fn values_text(&self, base: &Path, index: usize) -> Result<Option<String>, String> {
+        match (&self.values, &self.values_file) {
+            (Some(v), _) => Ok(Some(v.clone())),
+            (None, Some(f)) => {
+                let file = base.join(f);
+                std::fs::read_to_string(&file).map(Some).map_err(|e| {
+                    format!(
+                        "spec.charts[{index}].valuesFile: cannot read {}: {e}",
+                        file.display()
+                    )
+                })
+            }
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// A Tanka environment: `path` is the project root (it holds `jsonnetfile.json`, `lib/`,

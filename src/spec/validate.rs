@@ -221,7 +221,7 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
                 "charts are installed by k3s's helm-controller, which spec.k3s.disable turns off",
             );
         }
-        relative_path(&mut c, format!("spec.charts[{i}].path"), &ch.path);
+        chart_source(&mut c, i, ch);
         c.label(format!("spec.charts[{i}].name"), &ch.name, "chart name");
         c.namespace_ref(
             format!("spec.charts[{i}].namespace"),
@@ -309,6 +309,85 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
         );
     }
     c.issues
+}
+
+/// A chart names exactly one source: `path`, or `repo` + `chart` + one exact `version`; and
+/// at most one of `values` and `valuesFile`.
+fn chart_source(c: &mut Checker, i: usize, ch: &crate::spec::ChartRef) {
+    let at = format!("spec.charts[{i}]");
+    match (&ch.path, &ch.repo) {
+        (Some(p), None) => {
+            relative_path(c, format!("{at}.path"), p);
+            for (field, v) in [("chart", &ch.chart), ("version", &ch.version)] {
+                if v.is_some() {
+                    c.err(
+                        format!("{at}.{field}"),
+                        "only for a chart from a repository (`repo`); a local chart's archive \
+                         (`path`) says its own name and version",
+                    );
+                }
+            }
+        }
+        (None, Some(repo)) => {
+            if repo.starts_with("oci://") {
+                c.err(
+                    format!("{at}.repo"),
+                    format!(
+                        "{repo:?}: OCI chart registries are not supported yet; use the chart's \
+                         HTTP repository (the URL serving index.yaml), or `helm pull` the .tgz \
+                         and give it as `path`"
+                    ),
+                );
+            } else if !(repo.starts_with("https://") || repo.starts_with("http://")) {
+                c.err(
+                    format!("{at}.repo"),
+                    format!("{repo:?} is not an http(s) URL of a Helm chart repository"),
+                );
+            }
+            match &ch.chart {
+                None => c.err(
+                    format!("{at}.chart"),
+                    "required with `repo`: the chart's name in the repository's index",
+                ),
+                Some(name) if name.is_empty() || name.contains('/') => c.err(
+                    format!("{at}.chart"),
+                    format!("{name:?} is not a chart name"),
+                ),
+                Some(_) => {}
+            }
+            match &ch.version {
+                None => c.err(
+                    format!("{at}.version"),
+                    "required with `repo`: pin one exact version (e.g. 1.10.1)",
+                ),
+                Some(v) if semver::Version::parse(v.strip_prefix('v').unwrap_or(v)).is_err() => c
+                    .err(
+                        format!("{at}.version"),
+                        format!(
+                            "{v:?} is not one exact version; a range or a partial version cannot \
+                             be locked (the lock error lists the versions the repository has)"
+                        ),
+                    ),
+                Some(_) => {}
+            }
+        }
+        (Some(_), Some(_)) => c.err(
+            at.clone(),
+            "give either `path` (a local .tgz) or `repo` + `chart` + `version`, not both",
+        ),
+        (None, None) => c.err(
+            at.clone(),
+            "needs a source: `path` (a local .tgz) or `repo` + `chart` + `version`",
+        ),
+    }
+    match (&ch.values, &ch.values_file) {
+        (Some(_), Some(_)) => c.err(
+            format!("{at}.valuesFile"),
+            "give either `values` or `valuesFile`, not both",
+        ),
+        (None, Some(f)) => relative_path(c, format!("{at}.valuesFile"), f),
+        _ => {}
+    }
 }
 
 fn relative_path(c: &mut Checker, field: String, p: &str) {

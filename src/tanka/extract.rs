@@ -254,43 +254,13 @@ pub fn sort(objects: &mut [Found]) {
     });
 }
 
-/// The pod spec of a workload object, where its kind has one.
-fn pod_spec(o: &Map<String, Value>) -> Option<&Value> {
-    let spec = o.get("spec")?;
-    match field(o, &["kind"]) {
-        "Pod" => Some(spec),
-        "Deployment"
-        | "StatefulSet"
-        | "DaemonSet"
-        | "ReplicaSet"
-        | "Job"
-        | "ReplicationController" => spec.get("template")?.get("spec"),
-        "CronJob" => spec
-            .get("jobTemplate")?
-            .get("spec")?
-            .get("template")?
-            .get("spec"),
-        _ => None,
-    }
-}
-
 /// Every image of every container and init container of every pod template, with the path
 /// it was found at, in object order.
 pub fn images(objects: &[Found]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for f in objects {
-        let Some(spec) = pod_spec(&f.object) else {
-            continue;
-        };
-        for list in ["initContainers", "containers"] {
-            let Some(Value::Array(cs)) = spec.get(list) else {
-                continue;
-            };
-            for (i, c) in cs.iter().enumerate() {
-                if let Some(image) = c.get("image").and_then(Value::as_str) {
-                    out.push((format!("{}: {list}[{i}].image", f.path), image.to_string()));
-                }
-            }
+        for (at, image) in crate::workload::images(&f.object) {
+            out.push((format!("{}: {at}", f.path), image));
         }
     }
     out

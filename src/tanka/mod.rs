@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::failure::FailureKind;
-use crate::lock::TankaImage;
+use crate::lock::{FoundImage, Origin};
 use crate::spec::{SpecFile, TankaRef};
 
 mod eval;
@@ -136,12 +136,12 @@ pub fn objects_for_apply(spec: &SpecFile) -> Result<Vec<Map<String, Value>>, Tan
 }
 
 /// The images the lock must pin for the spec's environments: each environment's, in spec
-/// order (the lock keeps each reference once, see `Lock::tanka_references`).
-pub fn lock_images(envs: &[Environment]) -> Vec<TankaImage> {
+/// order (the lock keeps each reference once, see `Lock::found_references`).
+pub fn lock_images(envs: &[Environment]) -> Vec<FoundImage> {
     envs.iter()
         .flat_map(|e| {
-            e.images().into_iter().map(|reference| TankaImage {
-                environment: e.name.clone(),
+            e.images().into_iter().map(|reference| FoundImage {
+                origin: Origin::Tanka(e.name.clone()),
                 reference,
             })
         })

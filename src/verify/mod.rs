@@ -514,6 +514,13 @@ async fn charts(ctx: &Ctx<'_>) -> CheckResult {
     if s.charts.is_empty() {
         return CheckResult::skipped(name, "the spec carries no charts");
     }
+    let deployed: Vec<_> = s.charts.iter().filter(|c| c.deploy).collect();
+    if deployed.is_empty() {
+        return CheckResult::skipped(
+            name,
+            "every chart of the spec is carried with `deploy: false` (not installed)",
+        );
+    }
     let ar = kube::api::ApiResource {
         group: "helm.cattle.io".into(),
         version: "v1".into(),
@@ -544,7 +551,7 @@ async fn charts(ctx: &Ctx<'_>) -> CheckResult {
     }
     loop {
         let mut states = Vec::new();
-        for chart in &s.charts {
+        for chart in &deployed {
             let state = match charts.get_opt(&chart.name).await {
                 Err(e) => Err(err(&e)),
                 Ok(hc) => {

@@ -173,6 +173,7 @@ pub fn synthetic_inputs(dir: &Path, opts: &BundleOpts) -> Synthetic {
             name: img.name.clone(),
             system: false,
             tanka: None,
+            chart: None,
             reference: img.reference.clone(),
             image_name: img.reference.clone(),
             resolved_digest: manifest_desc.digest.clone(),
@@ -194,6 +195,7 @@ pub fn synthetic_inputs(dir: &Path, opts: &BundleOpts) -> Synthetic {
             image_list: Vec::new(),
         },
         images,
+        charts: Vec::new(),
     };
     blobs.push(k3s);
     let cache = BlobCache::new(dir.join("cache"));

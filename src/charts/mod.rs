@@ -1,0 +1,659 @@
+//! Helm charts (`spec.charts[]`): pinned from a repository's `index.yaml` (or read from a
+//! local archive), their non-vendored dependencies pinned too, rendered with the real
+//! `helm template` to find the images their pod templates run and what their pods ask of
+//! their namespace's quota; at build time, the archive carried with its dependencies added.
+//!
+//! Fetching goes through `oci::Registry` (one HTTP client, retries, the blob cache); the
+//! archives land in the blob cache by digest, where `build` reads them back.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::failure::FailureKind;
+use crate::lock::{ChartDependencyLock, ChartLock, FoundImage, Lock, Origin};
+use crate::oci::{BlobCache, OciError, Registry};
+use crate::progress::Progress;
+use crate::spec::{ChartRef, ChartSource, SpecFile};
+use crate::workload::{self, Defaults, Demand};
+
+pub mod archive;
+pub mod index;
+pub mod render;
+
+/// A repository index is read whole; Grafana's is ~15 MiB. Past this it is refused.
+pub const MAX_INDEX: usize = 128 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChartError {
+    #[error("{field}: {message}")]
+    Input { field: String, message: String },
+    #[error("chart {name}: {chart} {version} from {repo}: {message}")]
+    Pick {
+        name: String,
+        chart: String,
+        version: String,
+        repo: String,
+        message: String,
+    },
+    #[error(
+        "chart {name}: {url} has digest {actual}, but the repository's index says {expected}; nothing was written\n  help: the repository or a proxy serves other bytes than its index describes (a re-published version?); ask its owners, or pin another version"
+    )]
+    Digest {
+        name: String,
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("chart {name}: {what}: {message}")]
+    Archive {
+        name: String,
+        what: String,
+        message: String,
+    },
+    #[error(
+        "chart {name}: finding the images it runs needs `helm` (v3), and {why}\n  help: install Helm v3 (https://helm.sh/docs/intro/install/; `scripts/helm` builds it from Go modules) and put it on PATH or pass --helm PATH; or set `discoverImages: false` on spec.charts[{index}] and list its images under spec.images yourself (`helm template` shows them)"
+    )]
+    HelmMissing {
+        name: String,
+        index: usize,
+        why: String,
+    },
+    #[error("chart {name}: {message}")]
+    Render { name: String, message: String },
+    #[error(transparent)]
+    Fetch(#[from] OciError),
+}
+
+impl ChartError {
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            ChartError::Input { .. }
+            | ChartError::Pick { .. }
+            | ChartError::Archive { .. }
+            | ChartError::Render { .. } => FailureKind::Input,
+            ChartError::Digest { .. } | ChartError::HelmMissing { .. } => FailureKind::Environment,
+            ChartError::Fetch(e) => e.kind(),
+        }
+    }
+}
+
+/// Everything `lock` learns from the spec's charts.
+#[derive(Debug, Clone, Default)]
+pub struct Locked {
+    /// One per `spec.charts[]`, in spec order.
+    pub charts: Vec<ChartLock>,
+    /// The images each chart's pod templates run (charts with `discoverImages: false` none).
+    pub images: Vec<FoundImage>,
+    /// Per chart, where its rendered pods would not fit its namespace's quota.
+    pub quota: Vec<QuotaWarning>,
+}
+
+/// A chart whose pods ask more of its namespace than the quota (`spec.quotas[]`) allows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaWarning {
+    pub chart: String,
+    pub namespace: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for QuotaWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "chart {} (namespace {}): {}",
+            self.chart, self.namespace, self.message
+        )
+    }
+}
+
+/// Pin every chart of the spec, find its images and check it against its quota. `helm` is
+/// `--helm` when given; it is looked for (on PATH otherwise) before anything is fetched when
+/// some chart has `discoverImages`.
+pub async fn lock(
+    spec: &SpecFile,
+    helm: Option<&Path>,
+    registry: &Registry,
+    cache: &BlobCache,
+    progress: &Progress,
+) -> Result<Locked, ChartError> {
+    let charts = &spec.appliance.spec.charts;
+    let helm = match charts.iter().position(|c| c.discover_images) {
+        None => None,
+        Some(index) => Some(require_helm(helm, &charts[index].name, index)?),
+    };
+    let mut out = Locked::default();
+    for (i, c) in charts.iter().enumerate() {
+        let values = values_of(spec, i, c)?;
+        let (mut pinned, bytes) = pin(spec, i, c, registry, cache, progress).await?;
+        pinned.values_digest = values
+            .as_deref()
+            .map(|v| crate::digest::sha256_digest(v.as_bytes()));
+        let meta = archive::read(&bytes).map_err(|message| ChartError::Archive {
+            name: c.name.clone(),
+            what: pinned.describe(),
+            message,
+        })?;
+        let mut added = Vec::new();
+        for dep in meta.missing() {
+            let (locked, dep_bytes) =
+                pin_dependency(c, &meta, dep, registry, cache, progress).await?;
+            added.push((format!("{}-{}.tgz", locked.name, locked.version), dep_bytes));
+            pinned.dependencies.push(locked);
+        }
+        let full =
+            archive::with_dependencies(&bytes, &added).map_err(|message| ChartError::Archive {
+                name: c.name.clone(),
+                what: "adding its dependencies".into(),
+                message,
+            })?;
+        if let Some(helm) = &helm
+            && c.discover_images
+        {
+            progress.line(&format!("rendering chart {} with helm template", c.name));
+            let objects = render::template(&render::Template {
+                helm,
+                release: &c.name,
+                namespace: &c.namespace,
+                archive: &full,
+                values: values.as_deref(),
+                kube_version: &render::kube_version(&spec.appliance.spec.k3s.version),
+            })
+            .map_err(|message| ChartError::Render {
+                name: c.name.clone(),
+                message,
+            })?;
+            pinned.images = images(&objects);
+            for reference in &pinned.images {
+                out.images.push(FoundImage {
+                    origin: Origin::Chart(c.name.clone()),
+                    reference: reference.clone(),
+                });
+            }
+            out.quota
+                .extend(quota_warnings(&spec.appliance.spec, c, &objects));
+        }
+        out.charts.push(pinned);
+    }
+    Ok(out)
+}
+
+fn require_helm(explicit: Option<&Path>, name: &str, index: usize) -> Result<PathBuf, ChartError> {
+    let missing = |why: String| ChartError::HelmMissing {
+        name: name.to_string(),
+        index,
+        why,
+    };
+    match render::find_helm(explicit) {
+        None => Err(missing("no `helm` is on PATH".into())),
+        Some(p) if !p.is_file() => Err(missing(format!("{} does not exist", p.display()))),
+        Some(p) => Ok(p),
+    }
+}
+
+fn values_of(spec: &SpecFile, i: usize, c: &ChartRef) -> Result<Option<String>, ChartError> {
+    c.values_text(&spec.base_dir(), i)
+        .map_err(|message| ChartError::Input {
+            field: format!("{}: spec.charts[{i}]", spec.path.display()),
+            message,
+        })
+}
+
+/// The chart's archive pinned: a local file read and hashed, or a repository's version
+/// downloaded into the cache and checked against the index's digest.
+async fn pin(
+    spec: &SpecFile,
+    i: usize,
+    c: &ChartRef,
+    registry: &Registry,
+    cache: &BlobCache,
+    progress: &Progress,
+) -> Result<(ChartLock, Vec<u8>), ChartError> {
+    match c.source() {
+        None => Err(ChartError::Input {
+            field: format!("spec.charts[{i}]"),
+            message: "needs `path` or `repo` + `chart` + `version`".into(),
+        }),
+        Some(ChartSource::Path(p)) => {
+            let file = spec.base_dir().join(p);
+            let bytes = std::fs::read(&file).map_err(|e| ChartError::Input {
+                field: format!("spec.charts[{i}].path"),
+                message: format!("cannot read {}: {e}", file.display()),
+            })?;
+            let meta = archive::read(&bytes).map_err(|message| ChartError::Archive {
+                name: c.name.clone(),
+                what: file.display().to_string(),
+                message,
+            })?;
+            Ok((
+                ChartLock {
+                    name: c.name.clone(),
+                    chart: meta.name,
+                    version: meta.version,
+                    repo: None,
+                    path: Some(p.to_string()),
+                    url: None,
+                    size: bytes.len() as u64,
+                    digest: crate::digest::sha256_digest(&bytes),
+                    values_digest: None,
+                    dependencies: Vec::new(),
+                    images: Vec::new(),
+                },
+                bytes,
+            ))
+        }
+        Some(ChartSource::Repo {
+            repo,
+            chart,
+            version,
+        }) => {
+            let pick_err = |message: String| ChartError::Pick {
+                name: c.name.clone(),
+                chart: chart.to_string(),
+                version: version.to_string(),
+                repo: repo.to_string(),
+                message,
+            };
+            let index_url = index_url(repo);
+            progress.line(&format!("reading chart index {index_url}"));
+            let text = registry.get_document(&index_url, MAX_INDEX).await?;
+            let release =
+                index::pick(&text, repo, chart, version).map_err(|e| pick_err(e.to_string()))?;
+            let (bytes, digest) = download(
+                registry,
+                cache,
+                &format!("chart {}", c.name),
+                &c.name,
+                &release,
+                progress,
+            )
+            .await?;
+            let meta = archive::read(&bytes).map_err(|message| ChartError::Archive {
+                name: c.name.clone(),
+                what: release.url.clone(),
+                message,
+            })?;
+            if meta.name != chart {
+                return Err(pick_err(format!(
+                    "{} holds chart {:?} {}, not {chart:?}",
+                    release.url, meta.name, meta.version
+                )));
+            }
+            Ok((
+                ChartLock {
+                    name: c.name.clone(),
+                    chart: chart.to_string(),
+                    version: release.version.clone(),
+                    repo: Some(repo.to_string()),
+                    path: None,
+                    url: Some(release.url.clone()),
+                    size: bytes.len() as u64,
+                    digest,
+                    values_digest: None,
+                    dependencies: Vec::new(),
+                    images: Vec::new(),
+                },
+                bytes,
+            ))
+        }
+    }
+}
+
+fn index_url(repo: &str) -> String {
+    format!("{}/index.yaml", repo.trim_end_matches('/'))
+}
+
+/// Download a release into the cache and read it back; its digest must be the index's.
+async fn download(
+    registry: &Registry,
+    cache: &BlobCache,
+    owner: &str,
+    name: &str,
+    release: &index::Release,
+    progress: &Progress,
+) -> Result<(Vec<u8>, String), ChartError> {
+    progress.line(&format!("downloading {owner} from {}", release.url));
+    let (digest, _) = registry
+        .fetch_url(cache, &release.url, owner, progress)
+        .await?;
+    if let Some(expected) = &release.digest
+        && *expected != digest
+    {
+        return Err(ChartError::Digest {
+            name: name.to_string(),
+            url: release.url.clone(),
+            expected: expected.clone(),
+            actual: digest,
+        });
+    }
+    let bytes = read_cached(cache, &digest).map_err(|message| ChartError::Archive {
+        name: name.to_string(),
+        what: release.url.clone(),
+        message,
+    })?;
+    Ok((bytes, digest))
+}
+
+fn read_cached(cache: &BlobCache, digest: &str) -> Result<Vec<u8>, String> {
+    let path = cache
+        .path(digest)
+        .ok_or_else(|| format!("{digest} is not a sha256 digest"))?;
+    std::fs::read(&path)
+        .map_err(|e| format!("cannot read {} from the blob cache: {e}", path.display()))
+}
+
+async fn pin_dependency(
+    c: &ChartRef,
+    meta: &archive::ChartMeta,
+    dep: &archive::Dependency,
+    registry: &Registry,
+    cache: &BlobCache,
+    progress: &Progress,
+) -> Result<(ChartDependencyLock, Vec<u8>), ChartError> {
+    let bad = |message: String| ChartError::Archive {
+        name: c.name.clone(),
+        what: format!(
+            "dependency {} {} of {} {}",
+            dep.name, dep.version, meta.name, meta.version
+        ),
+        message,
+    };
+    let repo = dep.repository.as_str();
+    if !(repo.starts_with("https://") || repo.starts_with("http://")) {
+        return Err(bad(format!(
+            "it is not vendored under charts/ and its repository {repo:?} is not an http(s) \
+             URL sparkgap can pin from; vendor it (`helm dependency build`) and package the \
+             chart again"
+        )));
+    }
+    let index_url = index_url(repo);
+    progress.line(&format!("reading chart index {index_url}"));
+    let text = registry.get_document(&index_url, MAX_INDEX).await?;
+    let release = index::pick_range(&text, repo, &dep.name, &dep.version)
+        .map_err(|e| bad(format!("{repo}: {e}")))?;
+    let owner = format!("chart {} dependency {}", c.name, dep.name);
+    let (bytes, digest) = download(registry, cache, &owner, &c.name, &release, progress).await?;
+    Ok((
+        ChartDependencyLock {
+            name: dep.name.clone(),
+            version: release.version.clone(),
+            repo: repo.to_string(),
+            url: release.url.clone(),
+            size: bytes.len() as u64,
+            digest,
+        },
+        bytes,
+    ))
+}
+
+/// Every distinct image of the objects' pod templates, in first-seen order.
+pub fn images(objects: &[Map<String, Value>]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for o in objects {
+        for (_, image) in workload::images(o) {
+            if !out.contains(&image) {
+                out.push(image);
+            }
+        }
+    }
+    out
+}
+
+/// Where the chart's rendered pods, all running, would exceed its namespace's quota (or be
+/// refused by it: a quota on requests refuses pods that set none without a default).
+pub fn quota_warnings(
+    spec: &crate::spec::ApplianceSpec,
+    c: &ChartRef,
+    objects: &[Map<String, Value>],
+) -> Vec<QuotaWarning> {
+    let mut by_ns: std::collections::BTreeMap<String, Demand> = Default::default();
+    for o in objects {
+        let ns = o
+            .get("metadata")
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+            .unwrap_or(&c.namespace)
+            .to_string();
+        let quota = spec.quotas.iter().find(|q| q.namespace == ns);
+        let defaults = quota
+            .and_then(|q| q.limits.as_ref())
+            .map(defaults_of)
+            .unwrap_or_default();
+        by_ns
+            .entry(ns)
+            .or_default()
+            .add(&workload::demand(o, &defaults));
+    }
+    let mut out = Vec::new();
+    for (ns, demand) in by_ns {
+        let Some(q) = spec.quotas.iter().find(|q| q.namespace == ns) else {
+            continue;
+        };
+        let warn = |message: String| QuotaWarning {
+            chart: c.name.clone(),
+            namespace: ns.clone(),
+            message,
+        };
+        let milli = |key: &str| {
+            q.hard
+                .get(key)
+                .and_then(|v| crate::spec::quantity::parse_milli(v))
+                .and_then(|m| u64::try_from(m).ok())
+        };
+        let checks: [(&str, u64, bool); 7] = [
+            ("pods", demand.pods.saturating_mul(1000), false),
+            ("requests.cpu", demand.requests_cpu_milli, true),
+            ("cpu", demand.requests_cpu_milli, true),
+            (
+                "requests.memory",
+                demand.requests_memory.saturating_mul(1000),
+                false,
+            ),
+            ("memory", demand.requests_memory.saturating_mul(1000), false),
+            ("limits.cpu", demand.limits_cpu_milli, true),
+            (
+                "limits.memory",
+                demand.limits_memory.saturating_mul(1000),
+                false,
+            ),
+        ];
+        for (key, want, is_cpu) in checks {
+            if let Some(hard) = milli(key)
+                && want > hard
+            {
+                out.push(warn(format!(
+                    "its pods need {key} {} but the quota allows {}",
+                    show(want, is_cpu, key == "pods"),
+                    q.hard[key]
+                )));
+            }
+        }
+        let on_requests = ["requests.cpu", "requests.memory", "cpu", "memory"]
+            .iter()
+            .any(|k| q.hard.contains_key(*k));
+        if on_requests && demand.unrequested > 0 {
+            out.push(warn(format!(
+                "{} container(s) set no CPU or memory request and the namespace has no default; the quota makes the API refuse their pods (set requests in the chart's values, or spec.quotas[].limits.defaultRequest)",
+                demand.unrequested
+            )));
+        }
+    }
+    out
+}
+
+fn show(milli: u64, cpu: bool, count: bool) -> String {
+    if count {
+        return (milli / 1000).to_string();
+    }
+    if cpu {
+        return if milli % 1000 == 0 {
+            (milli / 1000).to_string()
+        } else {
+            format!("{milli}m")
+        };
+    }
+    let bytes = milli / 1000;
+    if bytes % (1 << 30) == 0 {
+        format!("{}Gi", bytes >> 30)
+    } else if bytes % (1 << 20) == 0 {
+        format!("{}Mi", bytes >> 20)
+    } else {
+        format!("{:.1}Gi", bytes as f64 / f64::from(1u32 << 30))
+    }
+}
+
+fn defaults_of(l: &crate::spec::ContainerLimits) -> Defaults {
+    let cpu = |v: &Option<String>| {
+        v.as_deref()
+            .and_then(crate::spec::quantity::parse_milli)
+            .and_then(|m| u64::try_from(m).ok())
+    };
+    let mem = |v: &Option<String>| cpu(v).map(|m| m / 1000);
+    Defaults {
+        request_cpu_milli: cpu(&l.default_request.cpu).or(cpu(&l.default.cpu)),
+        request_memory: mem(&l.default_request.memory).or(mem(&l.default.memory)),
+        limit_cpu_milli: cpu(&l.default.cpu),
+        limit_memory: mem(&l.default.memory),
+    }
+}
+
+/// At build time: chart `i`'s archive as the bundle carries it (its dependencies added),
+/// from the blob cache (a repository's chart) or the spec's directory (a local one), after
+/// checking that what the lock's images were found from is unchanged.
+pub fn archive_for_build(
+    spec: &SpecFile,
+    i: usize,
+    c: &ChartRef,
+    lock: &Lock,
+    lock_path: &Path,
+    cache: &BlobCache,
+) -> Result<Vec<u8>, ChartError> {
+    let pinned = lock
+        .charts
+        .iter()
+        .find(|l| l.name == c.name)
+        .ok_or_else(|| ChartError::Input {
+            field: format!("spec.charts[{i}]"),
+            message: format!(
+                "chart {} is not in the lock {}",
+                c.name,
+                lock_path.display()
+            ),
+        })?;
+    let values = values_of(spec, i, c)?;
+    let values_digest = values
+        .as_deref()
+        .map(|v| crate::digest::sha256_digest(v.as_bytes()));
+    let (bytes, local_digest) = match c.source() {
+        Some(ChartSource::Path(p)) => {
+            let file = spec.base_dir().join(p);
+            let bytes = std::fs::read(&file).map_err(|e| ChartError::Input {
+                field: format!("spec.charts[{i}].path"),
+                message: format!("cannot read {}: {e}", file.display()),
+            })?;
+            let d = crate::digest::sha256_digest(&bytes);
+            (bytes, Some(d))
+        }
+        _ => {
+            let bytes =
+                read_cached(cache, &pinned.digest).map_err(|message| ChartError::Archive {
+                    name: c.name.clone(),
+                    what: pinned.describe(),
+                    message,
+                })?;
+            (bytes, None)
+        }
+    };
+    let problems =
+        lock.chart_input_mismatches(&c.name, values_digest.as_deref(), local_digest.as_deref());
+    if !problems.is_empty() {
+        return Err(ChartError::Input {
+            field: format!("spec.charts[{i}]"),
+            message: format!(
+                "the lock {} is stale: {}\n  help: run `sparkgap lock` again",
+                lock_path.display(),
+                problems.join("; ")
+            ),
+        });
+    }
+    let mut added = Vec::new();
+    for d in &pinned.dependencies {
+        let dep = read_cached(cache, &d.digest).map_err(|message| ChartError::Archive {
+            name: c.name.clone(),
+            what: format!("dependency {} {}", d.name, d.version),
+            message,
+        })?;
+        added.push((format!("{}-{}.tgz", d.name, d.version), dep));
+    }
+    archive::with_dependencies(&bytes, &added).map_err(|message| ChartError::Archive {
+        name: c.name.clone(),
+        what: "adding its dependencies".into(),
+        message,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(extra: &str) -> crate::spec::Appliance {
+        crate::spec::parse(&format!(
+            "apiVersion: sparkgap.dev/v1alpha1\nkind: Appliance\nmetadata: {{name: t}}\nspec:\n  k3s: {{version: v1.33.5+k3s1, binaryUrl: 'http://127.0.0.1:1/k3s'}}\n  namespaces: [{{name: obs}}]\n  charts: [{{name: tempo, repo: 'http://r.test', chart: tempo, version: 1.0.0, namespace: obs}}]\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn deployment(replicas: u64, cpu: &str, memory: &str) -> Map<String, Value> {
+        json!({"kind": "Deployment", "metadata": {"name": "d"}, "spec": {"replicas": replicas,
+            "template": {"spec": {"containers": [{"image": "r.test/tempo:2",
+                "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}}}})
+        .as_object()
+        .unwrap()
+        .clone()
+    }
+
+    #[test]
+    fn a_chart_that_outgrows_its_quota_is_named_with_the_numbers() {
+        let s = spec(
+            "  quotas: [{namespace: obs, hard: {requests.cpu: '2', requests.memory: 4Gi, pods: '3'}}]\n",
+        );
+        let w = quota_warnings(&s.spec, &s.spec.charts[0], &[deployment(4, "750m", "1Gi")]);
+        let text: Vec<String> = w.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            vec![
+                "chart tempo (namespace obs): its pods need pods 4 but the quota allows 3",
+                "chart tempo (namespace obs): its pods need requests.cpu 3 but the quota allows 2",
+            ]
+        );
+        assert!(
+            quota_warnings(&s.spec, &s.spec.charts[0], &[deployment(2, "500m", "1Gi")]).is_empty()
+        );
+    }
+
+    #[test]
+    fn containers_without_requests_are_flagged_only_without_a_default() {
+        let bare = json!({"kind": "Pod", "spec": {"containers": [{"image": "x"}]}})
+            .as_object()
+            .unwrap()
+            .clone();
+        let s = spec("  quotas: [{namespace: obs, hard: {requests.cpu: '2'}}]\n");
+        let w = quota_warnings(&s.spec, &s.spec.charts[0], std::slice::from_ref(&bare));
+        assert!(
+            w.len() == 1 && w[0].message.contains("set no CPU or memory request"),
+            "{w:?}"
+        );
+        let s = spec(
+            "  quotas: [{namespace: obs, hard: {requests.cpu: '2'}, limits: {defaultRequest: {cpu: 100m, memory: 64Mi}}}]\n",
+        );
+        assert!(quota_warnings(&s.spec, &s.spec.charts[0], &[bare]).is_empty());
+    }
+
+    #[test]
+    fn images_are_listed_once_in_order() {
+        let objects = vec![deployment(1, "1", "1Gi"), deployment(1, "1", "1Gi")];
+        assert_eq!(images(&objects), vec!["r.test/tempo:2"]);
+    }
+}
