@@ -82,7 +82,7 @@ fn semver_of(v: &str) -> Option<semver::Version> {
 /// Versions of `entries`, newest first (semver order; what does not parse, last).
 fn versions(entries: &[Entry]) -> Vec<String> {
     let mut v: Vec<&Entry> = entries.iter().collect();
-    v.sort_by(|a, b| semver_of(&b.version).cmp(&semver_of(&a.version)));
+    v.sort_by_key(|e| std::cmp::Reverse(semver_of(&e.version)));
     v.into_iter().map(|e| e.version.clone()).collect()
 }
 

@@ -487,16 +487,16 @@ fn show(milli: u64, cpu: bool, count: bool) -> String {
         return (milli / 1000).to_string();
     }
     if cpu {
-        return if milli % 1000 == 0 {
+        return if milli.is_multiple_of(1000) {
             (milli / 1000).to_string()
         } else {
             format!("{milli}m")
         };
     }
     let bytes = milli / 1000;
-    if bytes % (1 << 30) == 0 {
+    if bytes.is_multiple_of(1 << 30) {
         format!("{}Gi", bytes >> 30)
-    } else if bytes % (1 << 20) == 0 {
+    } else if bytes.is_multiple_of(1 << 20) {
         format!("{}Mi", bytes >> 20)
     } else {
         format!("{:.1}Gi", bytes as f64 / f64::from(1u32 << 30))

@@ -62,10 +62,52 @@ pub fn serve_release(
     bytes: impl Into<Arc<[u8]>>,
     images_txt: Option<String>,
 ) -> Result<(String, ServedFile)> {
-    let mut files: Vec<(&'static str, Arc<[u8]>)> = vec![(K3S_PATH, bytes.into())];
+    let mut files: Vec<(String, Arc<[u8]>)> = vec![(K3S_PATH.into(), bytes.into())];
     if let Some(text) = images_txt {
-        files.push((IMAGES_PATH, text.into_bytes().into()));
+        files.push((IMAGES_PATH.into(), text.into_bytes().into()));
     }
+    let mut served = serve_files(files)?;
+    served.url = format!("{}{K3S_PATH}", served.url);
+    Ok((served.url.clone(), served))
+}
+
+/// Serve `files` (absolute request path, bytes) on a loopback port until dropped; the
+/// `ServedFile`'s url is the server's base (`http://127.0.0.1:PORT`). A chart repository
+/// (`/index.yaml` and its archives) in the tests, k3s's release in the demo.
+pub fn serve_files(files: Vec<(String, Arc<[u8]>)>) -> Result<ServedFile> {
+    serve(Files::Static(files))
+}
+
+/// Serve the files under `dir` (read at each request, so files written after the server
+/// started are served too) on a loopback port until dropped; the url is the server's base.
+pub fn serve_dir(dir: impl Into<std::path::PathBuf>) -> Result<ServedFile> {
+    serve(Files::Dir(dir.into()))
+}
+
+enum Files {
+    Static(Vec<(String, Arc<[u8]>)>),
+    Dir(std::path::PathBuf),
+}
+
+impl Files {
+    fn get(&self, path: &str) -> Option<Arc<[u8]>> {
+        match self {
+            Files::Static(v) => v.iter().find(|(p, _)| p == path).map(|(_, b)| b.clone()),
+            Files::Dir(d) => {
+                let rel = path.trim_start_matches('/');
+                let safe = !rel.is_empty()
+                    && std::path::Path::new(rel)
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)));
+                safe.then(|| std::fs::read(d.join(rel)).ok())
+                    .flatten()
+                    .map(Into::into)
+            }
+        }
+    }
+}
+
+fn serve(files: Files) -> Result<ServedFile> {
     let files = Arc::new(files);
     let listener = TcpListener::bind("127.0.0.1:0")
         .map_err(|e| DemoError::io("cannot bind a loopback port for the k3s file server", e))?;
@@ -90,24 +132,16 @@ pub fn serve_release(
             }
         })
     };
-    let url = format!("http://{addr}{K3S_PATH}");
-    Ok((
-        url.clone(),
-        ServedFile {
-            url,
-            addr,
-            stop,
-            hits,
-            thread: Some(thread),
-        },
-    ))
+    Ok(ServedFile {
+        url: format!("http://{addr}"),
+        addr,
+        stop,
+        hits,
+        thread: Some(thread),
+    })
 }
 
-fn answer(
-    conn: TcpStream,
-    files: &[(&'static str, Arc<[u8]>)],
-    hits: &AtomicUsize,
-) -> std::io::Result<()> {
+fn answer(conn: TcpStream, files: &Files, hits: &AtomicUsize) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut request_line = String::new();
@@ -122,17 +156,17 @@ fn answer(
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let mut out = conn;
     let path = path.split('?').next().unwrap_or("");
-    let found = files.iter().find(|(p, _)| *p == path);
+    let found = files.get(path);
     match (method, found) {
-        ("GET" | "HEAD", Some((p, body))) => {
+        ("GET" | "HEAD", Some(body)) => {
             write!(
                 out,
                 "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             )?;
             if method == "GET" {
-                out.write_all(body)?;
-                if *p == K3S_PATH {
+                out.write_all(&body)?;
+                if path == K3S_PATH {
                     hits.fetch_add(1, Ordering::SeqCst);
                 }
             }
