@@ -61,8 +61,19 @@ pub enum ChartError {
     },
     #[error("chart {name}: {message}")]
     Render { name: String, message: String },
-    #[error(transparent)]
-    Fetch(#[from] OciError),
+    #[error("chart {name}: {source}")]
+    Fetch {
+        name: String,
+        #[source]
+        source: OciError,
+    },
+}
+
+fn fetch_err(name: &str) -> impl Fn(OciError) -> ChartError + '_ {
+    move |source| ChartError::Fetch {
+        name: name.to_string(),
+        source,
+    }
 }
 
 impl ChartError {
@@ -73,7 +84,7 @@ impl ChartError {
             | ChartError::Archive { .. }
             | ChartError::Render { .. } => FailureKind::Input,
             ChartError::Digest { .. } | ChartError::HelmMissing { .. } => FailureKind::Environment,
-            ChartError::Fetch(e) => e.kind(),
+            ChartError::Fetch { source, .. } => source.kind(),
         }
     }
 }
@@ -257,7 +268,10 @@ async fn pin(
             };
             let index_url = index_url(repo);
             progress.line(&format!("reading chart index {index_url}"));
-            let text = registry.get_document(&index_url, MAX_INDEX).await?;
+            let text = registry
+                .get_document(&index_url, MAX_INDEX)
+                .await
+                .map_err(fetch_err(&c.name))?;
             let release =
                 index::pick(&text, repo, chart, version).map_err(|e| pick_err(e.to_string()))?;
             let (bytes, digest) = download(
@@ -316,7 +330,8 @@ async fn download(
     progress.line(&format!("downloading {owner} from {}", release.url));
     let (digest, _) = registry
         .fetch_url(cache, &release.url, owner, progress)
-        .await?;
+        .await
+        .map_err(fetch_err(name))?;
     if let Some(expected) = &release.digest
         && *expected != digest
     {
@@ -369,7 +384,10 @@ async fn pin_dependency(
     }
     let index_url = index_url(repo);
     progress.line(&format!("reading chart index {index_url}"));
-    let text = registry.get_document(&index_url, MAX_INDEX).await?;
+    let text = registry
+        .get_document(&index_url, MAX_INDEX)
+        .await
+        .map_err(fetch_err(&c.name))?;
     let release = index::pick_range(&text, repo, &dep.name, &dep.version)
         .map_err(|e| bad(format!("{repo}: {e}")))?;
     let owner = format!("chart {} dependency {}", c.name, dep.name);

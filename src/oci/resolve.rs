@@ -278,20 +278,26 @@ impl Registry {
             url: url.to_string(),
             message,
         };
-        let body = self.get_limited(url, MAX_IMAGE_LIST).await.map_err(err)?;
+        let body = self
+            .get_limited(url, MAX_IMAGE_LIST)
+            .await
+            .map_err(|(m, attempts)| err(format!("{m} (after {attempts} attempt(s))")))?;
         String::from_utf8(body).map_err(|_| err("it is not UTF-8 text".into()))
     }
 
     /// GET a text document of at most `max` bytes (a chart repository's `index.yaml`),
     /// retrying what is transient; a failure is `OciError::Download` naming the URL.
     pub async fn get_document(&self, url: &str, max: usize) -> Result<String, OciError> {
-        let err = |message: String| OciError::Download {
+        let err = |message: String, attempts: u32| OciError::Download {
             url: url.to_string(),
-            attempts: 1,
+            attempts,
             message,
         };
-        let body = self.get_limited(url, max).await.map_err(err)?;
-        String::from_utf8(body).map_err(|_| err("it is not UTF-8 text".into()))
+        let body = self
+            .get_limited(url, max)
+            .await
+            .map_err(|(m, attempts)| err(m, attempts))?;
+        String::from_utf8(body).map_err(|_| err("it is not UTF-8 text".into(), 1))
     }
 
     /// Download `url` into the blob cache (verified against nothing: the caller compares the
@@ -320,18 +326,19 @@ impl Registry {
         Ok(got)
     }
 
-    async fn get_limited(&self, url: &str, max: usize) -> Result<Vec<u8>, String> {
+    /// GET `url` whole (at most `max` bytes); Err carries the reason and the attempts made.
+    async fn get_limited(&self, url: &str, max: usize) -> Result<Vec<u8>, (String, u32)> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let failure = match self.http.get(url).send().await {
                 Err(e) => error_chain(&e),
                 Ok(resp) if resp.status().is_success() => {
-                    let body = resp.bytes().await.map_err(|e| error_chain(&e))?;
+                    let body = resp.bytes().await.map_err(|e| (error_chain(&e), attempt))?;
                     if body.len() > max {
-                        return Err(format!(
-                            "it is {} bytes; at most {max} are read",
-                            body.len()
+                        return Err((
+                            format!("it is {} bytes; at most {max} are read", body.len()),
+                            attempt,
                         ));
                     }
                     return Ok(body.to_vec());
@@ -339,10 +346,10 @@ impl Registry {
                 Ok(resp) if status_is_transient(resp.status().as_u16()) => {
                     format!("HTTP {}", resp.status())
                 }
-                Ok(resp) => return Err(format!("HTTP {}", resp.status())),
+                Ok(resp) => return Err((format!("HTTP {}", resp.status()), attempt)),
             };
             if !self.retry.again(attempt) {
-                return Err(format!("{failure} (after {attempt} attempt(s))"));
+                return Err((failure, attempt));
             }
             tokio::time::sleep(self.retry.delay(attempt, None)).await;
         }
