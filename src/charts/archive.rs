@@ -169,10 +169,16 @@ pub fn with_dependencies(tgz: &[u8], add: &[(String, Vec<u8>)]) -> Result<Vec<u8
     for (name, bytes) in added {
         files.push((format!("{}/charts/{name}", meta.top), bytes));
     }
+    pack(&files)
+}
+
+/// A chart archive from (path, bytes) entries, written deterministically (as
+/// `with_dependencies` writes): same entries, same bytes. The demo's chart is made with it.
+pub fn pack(files: &[(String, Vec<u8>)]) -> Result<Vec<u8>, String> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut b = tar::Builder::new(gz);
     b.mode(tar::HeaderMode::Deterministic);
-    for (path, bytes) in &files {
+    for (path, bytes) in files {
         let mut h = tar::Header::new_gnu();
         h.set_size(bytes.len() as u64);
         h.set_mode(0o644);

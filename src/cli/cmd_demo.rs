@@ -81,8 +81,11 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
         )
     })?;
     steps.note(&k3s_url);
+    // A chart repository (index.yaml and one chart), so the lock pins a chart by its digest.
+    let chart_repo = steps.run("serve chart repository", demo::chart::serve_repository)?;
+    steps.note(chart_repo.url());
     let spec_path = steps.run("write spec", || {
-        demo::write_demo_spec(dir, &images, &k3s_url)
+        demo::write_demo_spec(dir, &images, &k3s_url, Some(chart_repo.url()))
     })?;
     steps.note(&spec_path.display().to_string());
 
@@ -104,14 +107,23 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
     let oci_registry = Registry::new(insecure.clone())?;
 
     let lock = steps.run("lock", || -> anyhow::Result<Lock> {
-        let tanka = crate::tanka::lock_images(&crate::tanka::render_all(&spec)?);
-        let lock = rt.block_on(oci::resolve(
-            &spec.appliance,
-            &tanka,
+        let mut found = crate::tanka::lock_images(&crate::tanka::render_all(&spec)?);
+        let charts = rt.block_on(crate::charts::lock(
+            &spec,
+            None,
             &oci_registry,
             &cache,
             &progress,
         ))?;
+        found.extend(charts.images);
+        let mut lock = rt.block_on(oci::resolve(
+            &spec.appliance,
+            &found,
+            &oci_registry,
+            &cache,
+            &progress,
+        ))?;
+        lock.charts = charts.charts;
         lock.write(&paths.lock)
             .with_context(|| format!("cannot write the lock {}", paths.lock.display()))?;
         Ok(lock)

@@ -10,6 +10,7 @@ use crate::failure::FailureKind;
 use std::path::PathBuf;
 
 pub mod bench;
+pub mod chart;
 pub mod fileserver;
 pub mod images;
 pub mod registry;

@@ -9,7 +9,27 @@ use super::{DemoError, Result};
 
 /// The spec text (pure; [`write_demo_spec`] writes it).
 pub fn demo_spec_yaml(images: &SeededImages, k3s_url: &str) -> String {
-    format!(
+    demo_spec_yaml_with(images, k3s_url, None)
+}
+
+/// The demo spec, with the demo chart from the repository at `chart_repo` when given
+/// (`sparkgap demo` serves one; `discoverImages: false`: its one image is the spec's `app`,
+/// so the demo needs no helm).
+pub fn demo_spec_yaml_with(
+    images: &SeededImages,
+    k3s_url: &str,
+    chart_repo: Option<&str>,
+) -> String {
+    let charts = match chart_repo {
+        None => String::new(),
+        Some(repo) => format!(
+            "  charts:\n    - {{ name: hello, repo: '{repo}', chart: {}, version: {}, namespace: demo-apps, values: 'image: {}', discoverImages: false }}\n",
+            super::chart::CHART,
+            super::chart::VERSION,
+            images.multiarch.reference
+        ),
+    };
+    let text = format!(
         r#"# Written by `sparkgap demo`: images come from a registry on loopback and the k3s binary
 # is a stand-in served on loopback, so the whole data path runs with no internet.
 apiVersion: sparkgap.dev/v1alpha1
@@ -84,7 +104,8 @@ spec:
         app = images.multiarch.reference,
         base_a = images.arm64_a.reference,
         base_b = images.arm64_b.reference,
-    )
+    );
+    text + &charts
 }
 
 /// A minimal spec carrying `images` (named `image-00`, ...): what the build benchmark locks
@@ -113,9 +134,17 @@ pub fn write_spec_text(dir: &Path, text: &str) -> Result<PathBuf> {
 }
 
 /// Write `dir/appliance.yaml` atomically (temp file in `dir`, fsync, rename); returns its path.
-pub fn write_demo_spec(dir: &Path, images: &SeededImages, k3s_url: &str) -> Result<PathBuf> {
+pub fn write_demo_spec(
+    dir: &Path,
+    images: &SeededImages,
+    k3s_url: &str,
+    chart_repo: Option<&str>,
+) -> Result<PathBuf> {
     let path = dir.join("appliance.yaml");
-    write_atomic(&path, demo_spec_yaml(images, k3s_url).as_bytes())?;
+    write_atomic(
+        &path,
+        demo_spec_yaml_with(images, k3s_url, chart_repo).as_bytes(),
+    )?;
     Ok(path)
 }
 
@@ -162,7 +191,8 @@ mod tests {
             system: Vec::new(),
         };
         let dir = tempfile::tempdir().unwrap();
-        let path = write_demo_spec(dir.path(), &images, "http://127.0.0.1:5001/k3s-arm64").unwrap();
+        let path =
+            write_demo_spec(dir.path(), &images, "http://127.0.0.1:5001/k3s-arm64", None).unwrap();
         let spec = crate::spec::SpecFile::read(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(spec.appliance.spec.images.len(), 3);
         assert_eq!(spec.appliance.spec.platform.to_string(), "linux/arm64");

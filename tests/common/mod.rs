@@ -123,7 +123,7 @@ impl Harness {
 
     /// Write the demo spec (all the arm64-capable images, the k3s stand-in) into `dir`.
     pub fn write_spec(&self, dir: &Path) -> PathBuf {
-        demo::write_demo_spec(dir, &self.images, self.k3s_url()).expect("write demo spec")
+        demo::write_demo_spec(dir, &self.images, self.k3s_url(), None).expect("write demo spec")
     }
 
     /// The demo spec text with the registry host replaced (e.g. by a fault proxy's address).
