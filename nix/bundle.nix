@@ -1,6 +1,7 @@
 # The airgap bundle from a committed lock: every blob of the lock is its own fixed-output
-# derivation (registry blobs through ./fetch-blob.nix, the k3s binary through fetchurl, each
-# hashed by its digest), linked into a blob cache laid out as `cache/sha256/<hex>` (src/oci/cache.rs),
+# derivation (registry blobs through ./fetch-blob.nix, the k3s binary and the chart archives of
+# charts from a repository, with their dependencies, through fetchurl; each hashed by its
+# digest), linked into a blob cache laid out as `cache/sha256/<hex>` (src/oci/cache.rs),
 # and one ordinary derivation runs `sparkgap build --offline` over that cache. The tool writes
 # the same bytes for the same lock wherever it runs, so `result/bundle.tar` equals what
 # `sparkgap build` writes on a connected machine (docs/nix.md says how to check).
@@ -23,9 +24,14 @@ let
 
   blobs = import ./lock-blobs.nix { lock = applianceDir + "/${lock}"; inherit lockName lockCommand; };
 
+  # Chart archives are named by digest, not by their URL's last component: a repository's
+  # index may give URLs whose tail is no valid store name (a query string), and an archive whose
+  # URL changes (its repository moved) stays the same store path.
   fetchOne = b:
     if b.kind == "k3s"
     then fetchurl { inherit (b) url; sha256 = b.hex; }
+    else if b.kind == "chart"
+    then fetchurl { inherit (b) url; sha256 = b.hex; name = "sparkgap-chart-${b.hex}.tgz"; }
     else fetchBlob b;
 
   cache = lib.concatMapStrings (b: "ln -s ${fetchOne b} cache/sha256/${b.hex}\n") blobs;

@@ -1,6 +1,7 @@
 # The blobs a sparkgap lock (`appliance.lock`, written by `sparkgap lock`) needs, one entry per
 # distinct digest, sorted by digest: exactly `Lock::all_blobs()` of src/lock.rs. The flake
-# fetches each entry as its own fixed-output derivation (nix/fetch-blob.nix, fetchurl for k3s).
+# fetches each entry as its own fixed-output derivation (nix/fetch-blob.nix for registry blobs,
+# fetchurl for the k3s binary and chart archives).
 #
 # Deliberately free of nixpkgs (builtins only) so that tests/nix.rs can evaluate it with a bare
 # `nix-instantiate --eval --strict --json` on a machine without a Nix store.
@@ -11,12 +12,17 @@
 #   lockCommand  the command that makes the lock, named in the error when the file is absent
 #
 # Each entry: { digest, hex, size, kind, mediaType, registry, repository, url }
-#   kind        "manifest" | "config" | "layer" | "k3s"
+#   kind        "manifest" | "config" | "layer" | "k3s" | "chart"
 #   registry    the registry host as written in the reference ("docker.io" for Docker Hub
-#               names); null for the k3s binary
-#   repository  the repository path ("library/busybox"); null for the k3s binary
-#   url         the k3s download URL; null for registry blobs
-# A blob shared by several images is listed once, under the first image (by name) holding it.
+#               names); null for the k3s binary and chart archives
+#   repository  the repository path ("library/busybox"); null for the k3s binary and charts
+#   url         the k3s or chart archive download URL; null for registry blobs
+# A blob shared by several images is listed once, under the first image (by name) holding it;
+# images come before the k3s binary, which comes before chart archives (charts by name, each
+# chart's own archive before its dependencies'), as in `Lock::all_blobs()`.
+# Chart archives are those of charts from a repository (`charts[].url`) and every dependency
+# the lock pins (`charts[].dependencies[]`); a local chart (`path`, no `url`) is in the source
+# tree, not fetched, so it is not listed.
 { lock
 , lockName ? null
 , lockCommand ? "sparkgap lock -f bundle/appliance.yaml -o bundle/appliance.lock"
@@ -46,8 +52,8 @@ let
   lockVersion = parsed.lockVersion or (fail "no lockVersion: not a sparkgap lock");
 
   checked =
-    if lockVersion != 2
-    then fail "lock version ${toJSON lockVersion} is not supported (this flake reads version 2)"
+    if lockVersion != 3
+    then fail "lock version ${toJSON lockVersion} is not supported (this flake reads version 3)"
     else parsed;
 
   checkDigest = field: d:
@@ -116,11 +122,43 @@ let
     url = k3s.url or (fail "k3s: no url");
   };
 
+  # `Lock::all_blobs()` lists chart archives under this media type (CHART_MEDIA_TYPE).
+  chartMediaType = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
+
+  chartEntry = label: a: url: {
+    digest = checkDigest "${label}.digest" (a.digest or null);
+    hex = hexOf a.digest;
+    size = checkSize label (a.size or null);
+    mediaType = chartMediaType;
+    kind = "chart";
+    registry = null;
+    repository = null;
+    inherit url;
+  };
+
+  # What `ChartLock::downloads()` gives: the archive when it has a url, then every dependency.
+  chartBlobs = c:
+    let
+      label = "charts[${c.name or "?"}]";
+      url = c.url or null;
+      deps = c.dependencies or [ ];
+      dep = i:
+        let
+          d = builtins.elemAt deps i;
+          dLabel = "${label}.dependencies[${toString i}]";
+        in
+        chartEntry dLabel d (d.url or (fail "${dLabel}: no url"));
+    in
+    (if url == null then [ ] else [ (chartEntry label c url) ])
+    ++ builtins.genList dep (length deps);
+
+  charts = builtins.sort (a: b: (a.name or "") < (b.name or "")) (checked.charts or [ ]);
+
   # Images in name order (as the tool writes them), so "first image holding a shared blob" is
   # the same whatever order the file lists them in.
   images = builtins.sort (a: b: (a.name or "") < (b.name or "")) (checked.images or [ ]);
 
-  all' = builtins.concatMap imageBlobs images ++ [ k3sBlob ];
+  all' = builtins.concatMap imageBlobs images ++ [ k3sBlob ] ++ builtins.concatMap chartBlobs charts;
 
   # listToAttrs keeps the first of duplicate names; attrValues returns them sorted by name,
   # i.e. by digest: deduplicated and sorted in one step.

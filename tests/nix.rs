@@ -9,7 +9,10 @@ mod skip;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use sparkgap::lock::{Descriptor, ImageLock, K3sLock, LOCK_VERSION, Lock};
+use sparkgap::lock::{
+    CHART_MEDIA_TYPE, ChartDependencyLock, ChartLock, Descriptor, ImageLock, K3sLock, LOCK_VERSION,
+    Lock,
+};
 use sparkgap::spec::Platform;
 
 fn repo() -> PathBuf {
@@ -58,8 +61,50 @@ fn image(name: &str, reference: &str, manifest: u8, config: u8, layers: &[u8]) -
     }
 }
 
+const CHARTS: &str = "https://charts.test/grafana";
+
+/// A chart dependency pinned from `CHARTS`, its archive's digest and size from `n`.
+fn dependency(name: &str, n: u8) -> ChartDependencyLock {
+    let d = desc(CHART_MEDIA_TYPE, n);
+    ChartDependencyLock {
+        name: name.into(),
+        version: "0.3.0".into(),
+        repo: CHARTS.into(),
+        url: format!("{CHARTS}/{name}-0.3.0.tgz"),
+        size: d.size,
+        digest: d.digest,
+    }
+}
+
+/// A chart from `CHARTS` (with a url) or, with `path`, a local archive (without one).
+fn chart(
+    name: &str,
+    path: Option<&str>,
+    n: u8,
+    dependencies: Vec<ChartDependencyLock>,
+) -> ChartLock {
+    let d = desc(CHART_MEDIA_TYPE, n);
+    ChartLock {
+        name: name.into(),
+        chart: name.into(),
+        version: "1.10.1".into(),
+        repo: path.is_none().then(|| CHARTS.into()),
+        path: path.map(str::to_string),
+        url: path
+            .is_none()
+            .then(|| format!("{CHARTS}/{name}-1.10.1.tgz")),
+        size: d.size,
+        digest: d.digest,
+        values_digest: None,
+        dependencies,
+        images: Vec::new(),
+    }
+}
+
 /// Three images: two share a base layer, one image's config is another image's layer (blobs
-/// are content, not roles), and one image lists the same layer twice.
+/// are content, not roles), and one image lists the same layer twice. Two charts: `tempo` from
+/// a repository with one dependency, and the local `app` (not fetched) whose one dependency is
+/// the same archive as tempo's.
 fn sample_lock() -> Lock {
     Lock {
         lock_version: LOCK_VERSION,
@@ -97,7 +142,15 @@ fn sample_lock() -> Lock {
                 &[0x02, 0x21],
             ),
         ],
-        charts: Vec::new(),
+        charts: vec![
+            chart(
+                "app",
+                Some("charts/app.tgz"),
+                0x42,
+                vec![dependency("common", 0x41)],
+            ),
+            chart("tempo", None, 0x40, vec![dependency("common", 0x41)]),
+        ],
     }
 }
 
@@ -137,22 +190,27 @@ fn lock_blobs_nix_lists_exactly_the_locks_blobs() {
     let blobs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json list");
 
     let want = lock.all_blobs();
-    let got: Vec<(&str, u64)> = blobs
+    let got: Vec<(&str, u64, &str)> = blobs
         .iter()
         .map(|b| {
             (
                 b["digest"].as_str().unwrap_or("?"),
                 b["size"].as_u64().unwrap_or(0),
+                b["mediaType"].as_str().unwrap_or("?"),
             )
         })
         .collect();
-    let want_pairs: Vec<(&str, u64)> = want.iter().map(|d| (d.digest.as_str(), d.size)).collect();
+    let want_triples: Vec<(&str, u64, &str)> = want
+        .iter()
+        .map(|d| (d.digest.as_str(), d.size, d.media_type.as_str()))
+        .collect();
     assert_eq!(
-        got, want_pairs,
-        "same digests, same sizes, same (digest) order"
+        got, want_triples,
+        "same digests, sizes and media types, same (digest) order"
     );
-    // The sample really exercises deduplication: 3 images list 13 blobs, 9 distinct, + k3s.
-    assert_eq!(want.len(), 10);
+    // The sample really exercises deduplication: 3 images list 13 blobs, 9 distinct, + k3s,
+    // + tempo's archive and the one dependency both charts share.
+    assert_eq!(want.len(), 12);
 
     let by_digest = |d: &str| {
         blobs
@@ -189,6 +247,24 @@ fn lock_blobs_nix_lists_exactly_the_locks_blobs() {
     );
     // 0x21 is registry's config and tool's layer: registry comes first by name.
     assert_eq!(by_digest(&digest(0x21))["kind"], "config");
+
+    // Chart archives are fetched by URL, like k3s: tempo's own and the shared dependency (once,
+    // under app, first by name). The local chart's archive is in the source tree, not fetched.
+    let tempo = by_digest(&digest(0x40));
+    let common = by_digest(&digest(0x41));
+    for (b, url) in [
+        (tempo, format!("{CHARTS}/tempo-1.10.1.tgz")),
+        (common, format!("{CHARTS}/common-0.3.0.tgz")),
+    ] {
+        assert_eq!(b["kind"], "chart", "{b}");
+        assert_eq!(b["url"], url.as_str(), "{b}");
+        assert_eq!(b["mediaType"], CHART_MEDIA_TYPE, "{b}");
+        assert!(b["registry"].is_null() && b["repository"].is_null(), "{b}");
+    }
+    assert!(
+        !blobs.iter().any(|b| b["digest"] == digest(0x42)),
+        "the local chart's archive must not be fetched"
+    );
 }
 
 #[test]
@@ -229,18 +305,54 @@ fn malformed_digest_is_refused_naming_the_field() {
 }
 
 #[test]
+fn malformed_chart_digest_is_refused_naming_the_field() {
+    let Some(nix) = nix_instantiate("malformed_chart_digest_is_refused_naming_the_field") else {
+        return;
+    };
+    let good = String::from_utf8(sample_lock().to_bytes()).expect("utf8");
+    // tempo's own archive; the shared dependency, first listed under app (charts by name).
+    for (n, field) in [
+        (0x40, "charts[tempo].digest"),
+        (0x41, "charts[app].dependencies[0].digest"),
+    ] {
+        assert!(good.contains(&digest(n)));
+        let text = good.replacen(&digest(n), "sha256:NOTHEX", 1);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = eval_blobs(&nix, &write_lock(dir.path(), text.as_bytes()));
+        assert!(
+            !out.status.success(),
+            "a bad chart digest must stop the evaluation"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(field), "{field}: {err}");
+        assert!(err.contains("sha256:NOTHEX"), "{err}");
+    }
+}
+
+#[test]
 fn unsupported_lock_version_is_refused() {
     let Some(nix) = nix_instantiate("unsupported_lock_version_is_refused") else {
         return;
     };
-    let text = String::from_utf8(sample_lock().to_bytes())
-        .expect("utf8")
-        .replacen("\"lockVersion\": 2", "\"lockVersion\": 99", 1);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = eval_blobs(&nix, &write_lock(dir.path(), text.as_bytes()));
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("lock version 99 is not supported"), "{err}");
+    let good = String::from_utf8(sample_lock().to_bytes()).expect("utf8");
+    let current = format!("\"lockVersion\": {LOCK_VERSION}");
+    assert!(good.contains(&current), "{good}");
+    // The version before (its locks have no charts) and one from the future.
+    for other in [LOCK_VERSION - 1, 99] {
+        let text = good.replacen(&current, &format!("\"lockVersion\": {other}"), 1);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = eval_blobs(&nix, &write_lock(dir.path(), text.as_bytes()));
+        assert!(!out.status.success(), "version {other} must be refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("lock version {other} is not supported")),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("this flake reads version {LOCK_VERSION}")),
+            "{err}"
+        );
+    }
 }
 
 fn nix_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -319,20 +431,21 @@ const STUB_PRELUDE: &str = r#"
   };
 "#;
 
-/// nix/bundle.nix over the stubs; fixed-output derivations show as `/fod/<hash>/<accept>/<url>`.
+/// nix/bundle.nix over the stubs; fixed-output derivations show as `/fod/<hash>/<accept>/<url>`,
+/// fetchurl as `/fetchurl/<sha256>/<url>` (`#<name>` appended when a name is given).
 fn bundle_stub() -> String {
     format!(
-        r#"{{ repo, applianceDir }}:
+        r##"{{ repo, applianceDir }}:
 let {STUB_PRELUDE}
 in
 import (repo + "/nix/bundle.nix") {{
   inherit lib applianceDir;
   runCommand = name: _: script: {{ inherit name script; }};
-  fetchurl = a: "/fetchurl/${{a.sha256}}/${{a.url}}";
+  fetchurl = a: "/fetchurl/${{a.sha256}}/${{a.url}}${{if a ? name then "#" + a.name else ""}}";
   callPackage = _: _: b: let d = fetchBlob b; in "/fod/${{d.outputHash}}/${{d.accept}}/${{d.url}}";
   sparkgap = "/sparkgap";
 }}
-"#
+"##
     )
 }
 
@@ -387,6 +500,13 @@ fn bundle_nix_puts_every_blob_in_the_cache_once_by_digest() {
     let links: Vec<&str> = script.lines().filter(|l| l.starts_with("ln -s ")).collect();
     let blobs = lock.all_blobs();
     assert_eq!(links.len(), blobs.len(), "{script}");
+    let chart_urls: Vec<(String, String)> = lock
+        .charts
+        .iter()
+        .flat_map(|c| c.downloads())
+        .map(|(_, url, _, digest)| (digest, url))
+        .collect();
+    let mut charts = 0;
     for (link, blob) in links.iter().zip(&blobs) {
         let hex = &blob.digest["sha256:".len()..];
         assert!(link.ends_with(&format!(" cache/sha256/{hex}")), "{link}");
@@ -395,6 +515,19 @@ fn bundle_nix_puts_every_blob_in_the_cache_once_by_digest() {
                 link.contains(&format!("/fetchurl/{hex}/{}", lock.k3s.url)),
                 "{link}"
             );
+        } else if blob.media_type == CHART_MEDIA_TYPE {
+            // Chart archives by fetchurl from their URL, the store name from the digest.
+            let (_, url) = chart_urls
+                .iter()
+                .find(|(d, _)| *d == blob.digest)
+                .expect("a chart blob is some chart's download");
+            assert!(
+                link.contains(&format!(
+                    "/fetchurl/{hex}/{url}#sparkgap-chart-{hex}.tgz cache/"
+                )),
+                "{link}"
+            );
+            charts += 1;
         } else {
             // The fixed-output hash is the digest itself; manifests by /manifests/ with their
             // media type accepted, everything else by /blobs/.
@@ -411,6 +544,10 @@ fn bundle_nix_puts_every_blob_in_the_cache_once_by_digest() {
             }
         }
     }
+    assert_eq!(
+        charts, 2,
+        "tempo's archive and the shared dependency: {script}"
+    );
     assert!(
         links
             .iter()
