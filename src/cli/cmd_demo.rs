@@ -214,6 +214,7 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
                 size: i.size,
             })
             .collect(),
+        charts: report.charts.clone(),
         steps: steps.done,
     };
     if g.output == Output::Json {
@@ -307,6 +308,8 @@ struct Summary {
     root: PathBuf,
     intact: bool,
     images: Vec<SummaryImage>,
+    /// Charts the bundle carries (from its lock, as `inspect` reads them).
+    charts: Vec<crate::bundle::read::InspectChart>,
     steps: Vec<StepTime>,
 }
 
@@ -339,6 +342,15 @@ impl Summary {
                 i.reference,
                 i.digest.get(..19).unwrap_or(&i.digest),
                 bundle::group_digits(i.size)
+            );
+        }
+        for c in &self.charts {
+            outln!(
+                "chart    {}: {} {} from a repository, pinned {}",
+                c.name,
+                c.chart,
+                c.version,
+                c.digest.get(..19).unwrap_or(&c.digest)
             );
         }
         outln!(
