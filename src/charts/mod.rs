@@ -65,14 +65,14 @@ pub enum ChartError {
     Fetch {
         name: String,
         #[source]
-        source: OciError,
+        source: Box<OciError>,
     },
 }
 
 fn fetch_err(name: &str) -> impl Fn(OciError) -> ChartError + '_ {
     move |source| ChartError::Fetch {
         name: name.to_string(),
-        source,
+        source: Box::new(source),
     }
 }
 
