@@ -17,18 +17,7 @@ use sha2::Digest as _;
 
 /// helm: `$SPARKGAP_HELM`, else what `scripts/helm --path` names.
 fn helm_binary() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("SPARKGAP_HELM").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/helm");
-    let out = Command::new(&script)
-        .arg("--path")
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    common::skip::go_peer("SPARKGAP_HELM", "helm")
 }
 
 fn run(c: &mut Command) -> String {

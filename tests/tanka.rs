@@ -16,18 +16,7 @@ fn fixtures() -> PathBuf {
 
 /// go-jsonnet's binary: `$SPARKGAP_JSONNET`, else what `scripts/jsonnet --path` names.
 fn jsonnet_binary() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("SPARKGAP_JSONNET").filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/jsonnet");
-    let out = Command::new(&script)
-        .arg("--path")
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    common::skip::go_peer("SPARKGAP_JSONNET", "jsonnet")
 }
 
 /// Numbers compared as f64: `3` and `3.0` are the same jsonnet value.

@@ -227,11 +227,7 @@ async fn pin(
             message: "needs `path` or `repo` + `chart` + `version`".into(),
         }),
         Some(ChartSource::Path(p)) => {
-            let file = spec.base_dir().join(p);
-            let bytes = std::fs::read(&file).map_err(|e| ChartError::Input {
-                field: format!("spec.charts[{i}].path"),
-                message: format!("cannot read {}: {e}", file.display()),
-            })?;
+            let (file, bytes) = read_local(spec, i, p)?;
             let meta = archive::read(&bytes).map_err(|message| ChartError::Archive {
                 name: c.name.clone(),
                 what: file.display().to_string(),
@@ -312,6 +308,16 @@ async fn pin(
             ))
         }
     }
+}
+
+/// A local chart archive (`spec.charts[i].path`), read relative to the spec.
+fn read_local(spec: &SpecFile, i: usize, p: &str) -> Result<(PathBuf, Vec<u8>), ChartError> {
+    let file = spec.base_dir().join(p);
+    let bytes = std::fs::read(&file).map_err(|e| ChartError::Input {
+        field: format!("spec.charts[{i}].path"),
+        message: format!("cannot read {}: {e}", file.display()),
+    })?;
+    Ok((file, bytes))
 }
 
 fn index_url(repo: &str) -> String {
@@ -565,11 +571,7 @@ pub fn archive_for_build(
         .map(|v| crate::digest::sha256_digest(v.as_bytes()));
     let (bytes, local_digest) = match c.source() {
         Some(ChartSource::Path(p)) => {
-            let file = spec.base_dir().join(p);
-            let bytes = std::fs::read(&file).map_err(|e| ChartError::Input {
-                field: format!("spec.charts[{i}].path"),
-                message: format!("cannot read {}: {e}", file.display()),
-            })?;
+            let (_, bytes) = read_local(spec, i, p)?;
             let d = crate::digest::sha256_digest(&bytes);
             (bytes, Some(d))
         }

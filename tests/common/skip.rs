@@ -48,3 +48,22 @@ pub fn tool_available(test: &str, tool: &str, package: &str) -> bool {
     }
     found
 }
+
+/// A Go-built test peer: `$<env>` when set, else what `scripts/<script> --path` names (the
+/// cache the script builds into). Err says why there is none.
+pub fn go_peer(env: &str, script: &str) -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os(env).filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(script);
+    let out = std::process::Command::new(&script)
+        .arg("--path")
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
