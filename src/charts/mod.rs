@@ -262,12 +262,7 @@ async fn pin(
                 repo: repo.to_string(),
                 message,
             };
-            let index_url = index_url(repo);
-            progress.line(&format!("reading chart index {index_url}"));
-            let text = registry
-                .get_document(&index_url, MAX_INDEX)
-                .await
-                .map_err(fetch_err(&c.name))?;
+            let text = read_index(registry, repo, &c.name, progress).await?;
             let release =
                 index::pick(&text, repo, chart, version).map_err(|e| pick_err(e.to_string()))?;
             let (bytes, digest) = download(
@@ -320,8 +315,19 @@ fn read_local(spec: &SpecFile, i: usize, p: &str) -> Result<(PathBuf, Vec<u8>), 
     Ok((file, bytes))
 }
 
-fn index_url(repo: &str) -> String {
-    format!("{}/index.yaml", repo.trim_end_matches('/'))
+/// The text of `<repo>/index.yaml`, for chart `name`'s messages.
+async fn read_index(
+    registry: &Registry,
+    repo: &str,
+    name: &str,
+    progress: &Progress,
+) -> Result<String, ChartError> {
+    let url = format!("{}/index.yaml", repo.trim_end_matches('/'));
+    progress.line(&format!("reading chart index {url}"));
+    registry
+        .get_document(&url, MAX_INDEX)
+        .await
+        .map_err(fetch_err(name))
 }
 
 /// Download a release into the cache and read it back; its digest must be the index's.
@@ -388,12 +394,7 @@ async fn pin_dependency(
              chart again"
         )));
     }
-    let index_url = index_url(repo);
-    progress.line(&format!("reading chart index {index_url}"));
-    let text = registry
-        .get_document(&index_url, MAX_INDEX)
-        .await
-        .map_err(fetch_err(&c.name))?;
+    let text = read_index(registry, repo, &c.name, progress).await?;
     let release = index::pick_range(&text, repo, &dep.name, &dep.version)
         .map_err(|e| bad(format!("{repo}: {e}")))?;
     let owner = format!("chart {} dependency {}", c.name, dep.name);
