@@ -286,34 +286,17 @@ fn read_named(spec: &SpecFile, field: &str, file: &Path) -> Result<Vec<u8>, Buil
     })
 }
 
-/// A k3s `HelmChart` (helm.cattle.io/v1) carrying the chart archive inline (`chartContent`,
-/// base64), so k3s's helm-controller installs it with no repository to reach.
+/// A k3s `HelmChart` as YAML (`charts::helm_chart`).
 fn helm_chart_yaml(
     chart: &crate::spec::ChartRef,
     tgz: &[u8],
     values: Option<&str>,
 ) -> Result<String, BuildError> {
-    use base64::Engine as _;
-    let mut spec = serde_json::json!({
-        "chartContent": base64::engine::general_purpose::STANDARD.encode(tgz),
-        "targetNamespace": chart.namespace,
-    });
-    if let Some(values) = values {
-        spec["valuesContent"] = serde_json::Value::String(values.to_string());
-    }
-    let doc = serde_json::json!({
-        "apiVersion": "helm.cattle.io/v1",
-        "kind": "HelmChart",
-        "metadata": {
-            "name": chart.name,
-            "namespace": "kube-system",
-            "labels": { "app.kubernetes.io/managed-by": "sparkgap" },
-        },
-        "spec": spec,
-    });
-    serde_saphyr::to_string(&doc).map_err(|e| BuildError::Chart {
-        chart: chart.name.clone(),
-        message: e.to_string(),
+    serde_saphyr::to_string(&charts::helm_chart(chart, tgz, values)).map_err(|e| {
+        BuildError::Chart {
+            chart: chart.name.clone(),
+            message: e.to_string(),
+        }
     })
 }
 

@@ -555,6 +555,39 @@ fn manifests_are_placed_only_when_the_spec_asks() {
 }
 
 #[test]
+fn charts_are_kept_for_the_charts_stage_never_placed_for_k3s_to_apply() {
+    // Even with autoDeployManifests: the charts stage applies the HelmCharts, and a second
+    // applier (k3s's deploy controller) of the same objects would fight it.
+    let d = tempfile::tempdir().unwrap();
+    let helm_chart = "apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata: {name: hello, namespace: kube-system}\nspec: {chartContent: H4sI, targetNamespace: default}\n";
+    let bundle = Fixture {
+        auto_deploy: true,
+        manifests: vec![
+            ("manifests/charts/hello.yaml", helm_chart),
+            ("manifests/charts-idle/idle.yaml", helm_chart),
+        ],
+        ..Default::default()
+    }
+    .build(d.path());
+    let root = d.path().join("root");
+    install(&bundle, &root, &[]).ok();
+    let placed: Vec<String> = fs::read_dir(root.join("var/lib/rancher/k3s/server/manifests"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!placed.iter().any(|p| p.contains("chart")), "{placed:?}");
+    let kept = root.join("var/lib/sparkgap/rendered/charts");
+    assert_eq!(
+        fs::read_to_string(kept.join("hello.yaml")).unwrap(),
+        helm_chart
+    );
+    assert!(
+        !kept.join("idle.yaml").exists(),
+        "an undeployed chart is not kept to apply"
+    );
+}
+
+#[test]
 fn image_archive_is_an_oci_archive_with_the_original_references() {
     let d = tempfile::tempdir().unwrap();
     let fx = Fixture::default();

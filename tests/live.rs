@@ -133,9 +133,27 @@ fn default_appliance_applies_and_its_api_checks_pass_on_a_live_api_server() {
         .expect("objects");
     assert_eq!(tanka.len(), 9, "{first}");
     assert!(tanka.iter().all(|o| o["result"] == "created"), "{first}");
+    // Then the charts stage, skipped whole: the spec's charts come from Grafana's repository,
+    // and only a bundle carries their archives (no HelmChart sent, none pruned).
+    let charts = stage(&first, "charts")["objects"]
+        .as_array()
+        .expect("objects");
+    assert_eq!(
+        charts.len(),
+        2,
+        "tempo and loki; mimir is not deployed: {first}"
+    );
+    assert!(
+        charts.iter().all(|o| o["result"] == "skipped"
+            && o["reason"]
+                .as_str()
+                .unwrap()
+                .contains("comes from a repository")),
+        "{first}"
+    );
     assert_eq!(
         first["stages"].as_array().unwrap().last().unwrap()["stage"],
-        "tanka"
+        "charts"
     );
 
     // Applying the same spec again changes nothing.
@@ -468,4 +486,243 @@ fn obi_collector_may_list_pods_and_a_missing_account_fails_rbac_on_a_live_api_se
             .contains("ServiceAccount mop-system/ghost does not exist"),
         "{rbac}"
     );
+}
+
+/// k3s's helm-controller: `$SPARKGAP_HELM_CONTROLLER`, else `scripts/helm-controller --path`.
+fn helm_controller() -> Result<PathBuf, String> {
+    common::skip::go_peer("SPARKGAP_HELM_CONTROLLER", "helm-controller")
+}
+
+/// PATCH (merge) `path` on the control plane.
+fn merge_patch(cp: &ControlPlane, path: &str, body: Value) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = sparkgap::cluster::connect(Some(&cp.kubeconfig))
+            .await
+            .unwrap();
+        let req = http::Request::patch(path)
+            .header("content-type", "application/merge-patch+json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap();
+        client
+            .request::<Value>(req)
+            .await
+            .unwrap_or_else(|e| panic!("PATCH {path}: {e}"));
+    })
+}
+
+/// Poll `f` every 250 ms until it gives Some, or panic after `secs` with `what` and the logs.
+fn wait_for<T>(cp: &ControlPlane, secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "{what}: not within {secs} s\nhelm-controller log:\n{}\nkube-controller-manager log:\n{}",
+                cp.log_tail("helm-controller"),
+                cp.log_tail("kube-controller-manager")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// `verify --only charts` against the control plane, with `timeout`: (exit code, report).
+fn verify_charts(cp: &ControlPlane, spec: &Path, timeout: &str) -> (i32, Value) {
+    let out = common::sparkgap()
+        .args(["--output", "json", "verify", "-f"])
+        .arg(spec)
+        .arg("--kubeconfig")
+        .arg(&cp.kubeconfig)
+        .args(["--only", "charts", "--timeout", timeout])
+        .output()
+        .expect("run sparkgap verify");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify JSON: {e}\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
+/// The default appliance as installed on a node: its charts' HelmCharts kept beside the spec
+/// copy (`rendered/charts/`, what install writes from the bundle), here each carrying the demo
+/// chart's archive with the spec's values. The charts stage applies them after the Tanka
+/// objects; k3s's real helm-controller, running against the control plane, takes them up and
+/// starts its install Jobs. With no kubelet here the test plays the node's part only: it marks
+/// each Job's pod finished, and the real Job controller completes the Job. Then `verify`'s
+/// `charts` check passes; a chart set to `deploy: false` is pruned.
+#[test]
+fn charts_and_tanka_reach_a_live_api_server_and_k3s_helm_controller_installs_them() {
+    let test = "charts_and_tanka_reach_a_live_api_server_and_k3s_helm_controller_installs_them";
+    let hc = match helm_controller() {
+        Ok(p) => p,
+        Err(why) => {
+            common::skip::skip(
+                test,
+                &format!("no helm-controller (scripts/helm-controller builds it): {why}"),
+            );
+            return;
+        }
+    };
+    let Some(mut cp) = ControlPlane::start_or_skip(test) else {
+        return;
+    };
+    cp.start_component(
+        "helm-controller",
+        &hc,
+        &[format!("--kubeconfig={}", cp.kubeconfig.display())],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = default_spec(dir.path());
+    let spec = sparkgap::spec::SpecFile::read(&spec_path).unwrap();
+    let archive = sparkgap::demo::chart::archive().unwrap();
+    let rendered = dir.path().join(sparkgap::charts::RENDERED_DIR);
+    std::fs::create_dir_all(&rendered).unwrap();
+    let deployed: Vec<_> = spec
+        .appliance
+        .spec
+        .charts
+        .iter()
+        .filter(|c| c.deploy)
+        .collect();
+    assert_eq!(
+        deployed.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["tempo", "loki"]
+    );
+    for (i, c) in spec.appliance.spec.charts.iter().enumerate() {
+        let values = c.values_text(&spec.base_dir(), i).ok().flatten();
+        // The bundle's HelmChart, with the demo chart standing in for Grafana's archive.
+        let doc = sparkgap::charts::helm_chart(c, &archive, values.as_deref());
+        let yaml = serde_saphyr::to_string(&doc).unwrap();
+        std::fs::write(rendered.join(format!("{}.yaml", c.name)), yaml).unwrap();
+    }
+    std::fs::create_dir_all(dir.path().join("values")).unwrap();
+    for f in ["tempo", "loki", "mimir"] {
+        std::fs::copy(
+            format!("bundle/values/{f}.yaml"),
+            dir.path().join(format!("values/{f}.yaml")),
+        )
+        .unwrap();
+    }
+
+    let report = apply(&cp, &spec_path, &[]);
+    let charts = stage(&report, "charts")["objects"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let created: Vec<&str> = charts
+        .iter()
+        .filter(|o| o["result"] == "created")
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(created, ["tempo", "loki"], "{report}");
+    assert!(
+        stage(&report, "tanka")["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["result"] == "created"),
+        "{report}"
+    );
+    // The real CRD kept what the stage sent.
+    let hc_obj = get(
+        &cp,
+        "/apis/helm.cattle.io/v1/namespaces/kube-system/helmcharts/tempo",
+    )
+    .expect("HelmChart tempo");
+    assert_eq!(hc_obj["spec"]["targetNamespace"], "mop-traces");
+    assert_eq!(hc_obj["metadata"]["labels"]["sparkgap.dev/stage"], "charts");
+
+    // Before the Jobs finish, the check fails saying so.
+    let (code, v) = verify_charts(&cp, &spec_path, "2s");
+    assert_ne!(code, 0, "{v}");
+
+    // helm-controller starts one install Job per chart; play the node: each Job's pod ends
+    // well, and the Job controller completes the Job.
+    for c in &deployed {
+        let job = finish_job(&cp, &format!("helm-install-{}", c.name));
+        let env = job["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+        assert!(
+            env.contains(&c.namespace),
+            "the Job installs into {}: {env}",
+            c.namespace
+        );
+    }
+    let (code, v) = verify_charts(&cp, &spec_path, "30s");
+    println!("verify --only charts: {v:#}");
+    assert_eq!(code, 0, "{v}");
+
+    // Applied again: unchanged. Loki set to deploy: false: its HelmChart is pruned (helm-
+    // controller then uninstalls the release).
+    let again = apply(&cp, &spec_path, &[]);
+    assert!(
+        stage(&again, "charts")["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["result"] == "unchanged"),
+        "{again}"
+    );
+    let text = std::fs::read_to_string(&spec_path).unwrap().replace(
+        "      valuesFile: values/loki.yaml\n",
+        "      valuesFile: values/loki.yaml\n      deploy: false\n",
+    );
+    std::fs::write(&spec_path, text).unwrap();
+    let pruned = apply(&cp, &spec_path, &[]);
+    assert_eq!(entry(&pruned, "HelmChart", "loki").0, "pruned", "{pruned}");
+    // Learned here: helm-controller holds a deleted HelmChart (its finalizer) until its
+    // helm-delete Job has uninstalled the release.
+    let loki = "/apis/helm.cattle.io/v1/namespaces/kube-system/helmcharts/loki";
+    let held = get(&cp, loki).expect("HelmChart loki, held by its finalizer");
+    assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held}");
+    finish_job(&cp, "helm-delete-loki");
+    wait_for(&cp, 60, "HelmChart loki gone after its uninstall", || {
+        get(&cp, loki).is_none().then_some(())
+    });
+}
+
+/// Wait for Job `name` in kube-system (helm-controller's), then do what the node would: mark
+/// the pod the Job controller made for it finished with exit 0, and wait until the real Job
+/// controller counts the Job succeeded. Returns the Job as first seen.
+fn finish_job(cp: &ControlPlane, name: &str) -> Value {
+    let job_path = format!("/apis/batch/v1/namespaces/kube-system/jobs/{name}");
+    let job = wait_for(cp, 60, &format!("helm-controller's Job {name}"), || {
+        get(cp, &job_path)
+    });
+    let uid = job["metadata"]["uid"].as_str().unwrap().to_string();
+    let pod = wait_for(
+        cp,
+        60,
+        &format!("the Job controller's pod for {name}"),
+        || {
+            let pods = get(
+                cp,
+                &format!(
+                    "/api/v1/namespaces/kube-system/pods?labelSelector=batch.kubernetes.io/controller-uid%3D{uid}"
+                ),
+            )?;
+            pods["items"].as_array()?.first().cloned()
+        },
+    );
+    let pod_name = pod["metadata"]["name"].as_str().unwrap();
+    let container = pod["spec"]["containers"][0]["name"].as_str().unwrap();
+    let now = "2026-11-29T00:00:00Z";
+    merge_patch(
+        cp,
+        &format!("/api/v1/namespaces/kube-system/pods/{pod_name}/status"),
+        serde_json::json!({"status": {"phase": "Succeeded", "startTime": now,
+            "containerStatuses": [{"name": container, "image": "x", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                "startedAt": now, "finishedAt": now}}}]}}),
+    );
+    wait_for(cp, 60, &format!("Job {name} complete"), || {
+        let j = get(cp, &job_path)?;
+        (j["status"]["succeeded"].as_i64()? > 0).then_some(())
+    });
+    job
 }

@@ -118,6 +118,16 @@ fn every_object_is_labelled_with_manager_and_its_stage() {
             let spec = SpecFile::read(Path::new("bundle/appliance.yaml")).unwrap();
             let envs = sparkgap::tanka::render_all(&spec).unwrap();
             stages::tanka_objects(envs.into_iter().flat_map(|e| e.objects)).unwrap()
+        } else if stage == Stage::Charts {
+            // The charts stage's objects are HelmCharts carrying the archives (any bytes here).
+            let spec = default_appliance();
+            stages::chart_objects(
+                spec.spec
+                    .charts
+                    .iter()
+                    .map(|c| sparkgap::charts::helm_chart(c, b"archive", None)),
+            )
+            .unwrap()
         } else {
             objects
         };
@@ -451,8 +461,12 @@ fn render_command_prints_the_whole_default_appliance() {
         .expect("the mop Tanka environment follows the stages");
     assert_eq!(stages_text, all_yaml(&default_appliance()));
     assert!(tanka_text.contains("name: mop-logs-config"), "{tanka_text}");
-    // Every stage but tanka, whose objects are printed per environment (above).
-    for st in Stage::ALL.into_iter().filter(|st| *st != Stage::Tanka) {
+    // Every stage but tanka, whose objects are printed per environment (above), and charts,
+    // whose HelmCharts carry archives only `build` pins (the bundle's manifests/charts/).
+    for st in Stage::ALL
+        .into_iter()
+        .filter(|st| !matches!(st, Stage::Tanka | Stage::Charts))
+    {
         assert!(text.contains(&format!("# stage: {st} (")));
     }
     let out = assert_cmd::Command::cargo_bin("sparkgap")

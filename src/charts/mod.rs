@@ -543,6 +543,77 @@ fn defaults_of(l: &crate::spec::ContainerLimits) -> Defaults {
     }
 }
 
+/// A k3s `HelmChart` (helm.cattle.io/v1, in kube-system) carrying the chart archive inline
+/// (`chartContent`, base64), so k3s's helm-controller installs it with no repository to
+/// reach: release `chart.name` in `chart.namespace`, with `values` as `valuesContent`.
+pub fn helm_chart(chart: &ChartRef, tgz: &[u8], values: Option<&str>) -> Map<String, Value> {
+    use base64::Engine as _;
+    let mut spec = serde_json::json!({
+        "chartContent": base64::engine::general_purpose::STANDARD.encode(tgz),
+        "targetNamespace": chart.namespace,
+    });
+    if let Some(values) = values {
+        spec["valuesContent"] = Value::String(values.to_string());
+    }
+    let doc = serde_json::json!({
+        "apiVersion": "helm.cattle.io/v1",
+        "kind": "HelmChart",
+        "metadata": {
+            "name": chart.name,
+            "namespace": "kube-system",
+            "labels": { "app.kubernetes.io/managed-by": "sparkgap" },
+        },
+        "spec": spec,
+    });
+    match doc {
+        Value::Object(m) => m,
+        _ => unreachable!("a JSON object literal"),
+    }
+}
+
+/// Where the node keeps the bundle's HelmCharts, relative to the spec copy's directory
+/// (install writes them there; `apply -f` of the spec copy applies them).
+pub const RENDERED_DIR: &str = "rendered/charts";
+
+/// The charts stage's objects for `apply -f <spec>`: each deployed chart's HelmChart, from
+/// the copy an install keeps beside the spec (`RENDERED_DIR`), else built from a local
+/// archive. `Err` says why the stage cannot run here: a chart from a repository whose archive
+/// only a bundle carries (the stage is then skipped whole, so nothing is pruned).
+pub fn objects_for_apply(spec: &SpecFile) -> Result<Vec<Map<String, Value>>, String> {
+    let base = spec.base_dir();
+    let mut out = Vec::new();
+    for (i, c) in spec.appliance.spec.charts.iter().enumerate() {
+        if !c.deploy {
+            continue;
+        }
+        let copy = base.join(RENDERED_DIR).join(format!("{}.yaml", c.name));
+        if copy.is_file() {
+            let text = std::fs::read_to_string(&copy)
+                .map_err(|e| format!("cannot read {}: {e}", copy.display()))?;
+            let doc: Map<String, Value> =
+                serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", copy.display()))?;
+            out.push(doc);
+            continue;
+        }
+        match c.source() {
+            Some(ChartSource::Path(p)) => {
+                let (_, tgz) = read_local(spec, i, p).map_err(|e| e.to_string())?;
+                let values = values_of(spec, i, c).map_err(|e| e.to_string())?;
+                out.push(helm_chart(c, &tgz, values.as_deref()));
+            }
+            _ => {
+                return Err(format!(
+                    "chart {} comes from a repository: its archive is in the bundle, not beside {}; \
+                     `sparkgap up <bundle>` applies it, as does `apply -f /var/lib/sparkgap/appliance.yaml` on the node",
+                    c.name,
+                    spec.path.display()
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// At build time: chart `i`'s archive as the bundle carries it (its dependencies added),
 /// from the blob cache (a repository's chart) or the spec's directory (a local one), after
 /// checking that what the lock's images were found from is unchanged.

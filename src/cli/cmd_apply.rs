@@ -10,7 +10,7 @@ use crate::stages::ApplyFlags;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  sudo sparkgap apply -f /var/lib/sparkgap/appliance.yaml --dry-run\n  sparkgap apply -f appliance.yaml --kubeconfig ~/.kube/spark.yaml --output json\n\nStages run in order: namespace, storage, network, registry, quota, rbac, tanka (server-side apply,\nfield manager sparkgap). Objects sparkgap created that left the spec are pruned; objects it\nadopted (k3s's local-path class, local-path-config) never are, Namespaces only with\n--prune-namespaces. A spec that changes an immutable field (a StorageClass's reclaimPolicy)\nstops the apply before anything changes, unless --replace.\nExit codes: 0 ok, 2 bad spec or immutable field changed, 3 API unreachable or refused."
+    after_help = "Examples:\n  sudo sparkgap apply -f /var/lib/sparkgap/appliance.yaml --dry-run\n  sparkgap apply -f appliance.yaml --kubeconfig ~/.kube/spark.yaml --output json\n\nStages run in order: namespace, storage, network, registry, quota, rbac, tanka, charts (server-side apply,\nfield manager sparkgap). Objects sparkgap created that left the spec are pruned; objects it\nadopted (k3s's local-path class, local-path-config) never are, Namespaces only with\n--prune-namespaces. A spec that changes an immutable field (a StorageClass's reclaimPolicy)\nstops the apply before anything changes, unless --replace.\nExit codes: 0 ok, 2 bad spec or immutable field changed, 3 API unreachable or refused."
 )]
 pub struct ApplyArgs {
     #[command(flatten)]
@@ -35,6 +35,12 @@ pub fn run(args: ApplyArgs, g: &Global) -> anyhow::Result<u8> {
     // read as installed from the bundle) before anything is sent: a broken environment
     // changes nothing on the cluster.
     let tanka = crate::stages::tanka_objects(crate::tanka::objects_for_apply(&spec)?)?;
+    // The charts' HelmCharts: as an install keeps them beside the spec copy, or built from a
+    // local archive; a chart only a bundle carries skips the stage (nothing pruned).
+    let (charts, charts_unavailable) = match crate::charts::objects_for_apply(&spec) {
+        Ok(objects) => (crate::stages::chart_objects(objects)?, None),
+        Err(why) => (Vec::new(), Some(why)),
+    };
     let report = crate::install::node::apply(
         args.cluster.kubeconfig.as_deref(),
         Path::new("/"),
@@ -44,7 +50,11 @@ pub fn run(args: ApplyArgs, g: &Global) -> anyhow::Result<u8> {
             prune_namespaces: args.prune_namespaces,
             replace: args.replace,
         },
-        tanka,
+        crate::stages::External {
+            tanka,
+            charts,
+            charts_unavailable,
+        },
     )?;
     if g.output == Output::Json {
         super::print_json(&report)?;

@@ -13,7 +13,8 @@ pub struct RenderArgs {
     #[command(flatten)]
     pub spec: SpecArg,
     /// Only this stage: namespace, storage, network, registry, quota, rbac, tanka (the
-    /// objects of the spec's Tanka environments).
+    /// objects of the spec's Tanka environments), charts (none: the HelmCharts carry the
+    /// charts' archives, which `build` pins; the bundle holds them in manifests/charts/).
     #[arg(long)]
     pub stage: Option<String>,
 }

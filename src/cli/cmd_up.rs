@@ -64,14 +64,19 @@ pub fn run(args: UpArgs, g: &Global) -> anyhow::Result<u8> {
                 .kubeconfig
                 .clone()
                 .unwrap_or_else(|| opts.root.join("etc/rancher/k3s/k3s.yaml"));
-            progress.line("apply: namespace, storage, network, registry, quota, rbac, tanka");
-            let tanka = crate::stages::tanka_objects_from_yaml(&installed.tanka)?;
+            progress
+                .line("apply: namespace, storage, network, registry, quota, rbac, tanka, charts");
+            let external = crate::stages::External {
+                tanka: crate::stages::tanka_objects_from_yaml(&installed.tanka)?,
+                charts: crate::stages::chart_objects_from_yaml(&installed.charts)?,
+                charts_unavailable: None,
+            };
             let report = install::node::apply(
                 Some(&kubeconfig),
                 &opts.root,
                 spec,
                 crate::stages::ApplyFlags::default(),
-                tanka,
+                external,
             )?;
             progress.line("verify");
             let verify_opts = VerifyOptions::for_spec(spec);

@@ -126,7 +126,8 @@ pub enum Command {
     Uninstall(cmd_install::UninstallArgs),
     /// Print every stage's Kubernetes objects as YAML (pure; no cluster needed).
     Render(cmd_render::RenderArgs),
-    /// Bring the cluster to the spec: namespace, storage, network, registry, quota, rbac, tanka.
+    /// Bring the cluster to the spec: namespace, storage, network, registry, quota, rbac, tanka,
+    /// charts.
     Apply(cmd_apply::ApplyArgs),
     /// Check every promise of the spec on the live cluster and report.
     Verify(cmd_verify::VerifyArgs),

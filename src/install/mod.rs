@@ -151,6 +151,10 @@ pub struct InstallReport {
     /// stage of `up`: the node has the rendered objects, not the jsonnet.
     #[serde(skip)]
     pub tanka: Vec<(String, Vec<u8>)>,
+    /// The bundle's HelmCharts of deployed charts (`manifests/charts/<name>.yaml`), for the
+    /// charts stage of `up`.
+    #[serde(skip)]
+    pub charts: Vec<(String, Vec<u8>)>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -374,7 +378,8 @@ pub fn install(
         &format!("{}/{}", bundle.display(), crate::bundle::LOCK_PATH),
         &staged.lock,
     )?;
-    let tanka = tanka_manifests(root, &staged)?;
+    let tanka = rendered_manifests(root, &staged, "tanka/")?;
+    let charts = rendered_manifests(root, &staged, "charts/")?;
     let archive = plan::image_archive(&images_src);
     let mut desired = desired_files(
         &spec,
@@ -385,13 +390,20 @@ pub fn install(
     )?;
     // The Tanka objects as built, beside the spec copy: `apply -f` of the spec copy on the
     // node applies them (the jsonnet is not carried).
-    for (name, bytes) in &tanka {
-        desired.push(plan::Desired {
-            path: format!("{}/{name}.yaml", plan::TANKA_COPY_DIR),
-            source: plan::Source::Bytes(bytes.clone()),
-            mode: 0o644,
-            k3s_reads: false,
-        });
+    // The HelmCharts likewise: the charts stage applies them (k3s's manifests directory
+    // does not get them).
+    for (dir, files) in [
+        (plan::TANKA_COPY_DIR, &tanka),
+        (plan::CHARTS_COPY_DIR, &charts),
+    ] {
+        for (name, bytes) in files {
+            desired.push(plan::Desired {
+                path: format!("{dir}/{name}.yaml"),
+                source: plan::Source::Bytes(bytes.clone()),
+                mode: 0o644,
+                k3s_reads: false,
+            });
+        }
     }
     let plan::Applied {
         changes: files,
@@ -462,19 +474,21 @@ pub fn install(
         unchanged,
         k3s,
         tanka,
+        charts,
     })
 }
 
-/// The bundle's `manifests/tanka/*` members, read back from staging (or from where an
-/// earlier install placed identical bytes).
-fn tanka_manifests(
+/// The bundle's `manifests/<prefix>*` members (`tanka/`, `charts/`), read back from staging
+/// (or from where an earlier install placed identical bytes).
+fn rendered_manifests(
     root: &Path,
     staged: &stage::Staged,
+    prefix: &str,
 ) -> Result<Vec<(String, Vec<u8>)>, InstallError> {
     let mut out = Vec::new();
     for (rel, f, _) in &staged.manifests {
         let Some(name) = rel
-            .strip_prefix("tanka/")
+            .strip_prefix(prefix)
             .and_then(|n| n.strip_suffix(".yaml"))
         else {
             continue;
@@ -485,7 +499,7 @@ fn tanka_manifests(
         };
         let bytes = std::fs::read(&path).map_err(|source| InstallError::Io {
             path: path.display().to_string(),
-            op: "read staged Tanka manifest",
+            op: "read a staged manifest",
             source,
         })?;
         out.push((name.to_string(), bytes));
@@ -594,13 +608,13 @@ fn desired_files(
         // (content already in containerd's store is not written again) and pins every image.
         out.push(file(archive_path, src, 0o644, true));
     }
-    // Charts always go where k3s deploys manifests: k3s applies their HelmChart objects and
-    // its helm-controller installs them from the inline archive with the carried klipper-helm
-    // image. The rest of the manifests only when the spec asks; never the charts the spec
-    // carries without deploying them (`charts-idle/`, `deploy: false`).
+    // The rest of the manifests go where k3s deploys them only when the spec asks; never the
+    // charts: the charts stage applies their HelmCharts (after the namespaces they target
+    // exist), and a second applier of the same objects would fight it.
     for (rel, f, member) in &staged.manifests {
-        let deploy = rel.starts_with("charts/")
-            || (a.spec.k3s.auto_deploy_manifests && !rel.starts_with("charts-idle/"));
+        let deploy = a.spec.k3s.auto_deploy_manifests
+            && !rel.starts_with("charts/")
+            && !rel.starts_with("charts-idle/");
         if deploy {
             let src = match f {
                 Some(f) => staged_src(f),

@@ -14,14 +14,15 @@ use crate::stages::{self, ApplyFlags, ApplyOptions, ApplyReport, HostRegistry, S
 /// Bring the cluster behind `kubeconfig` to `spec`, as seen from the host under `root`: the
 /// registry stage compares the spec's registries.yaml with this node's and, when sparkgap
 /// installed this host, rewrites it. One path for `sparkgap apply` (root `/`) and
-/// `sparkgap up` (its `--root`). `tanka` is the tanka stage's objects
-/// (`stages::tanka_objects*`): evaluated by `apply`, read from the bundle by `up`.
+/// `sparkgap up` (its `--root`). `external` holds the objects the spec does not render
+/// itself: the tanka and charts stages' (evaluated or read beside the spec by `apply`, read
+/// from the bundle by `up`).
 pub fn apply(
     kubeconfig: Option<&Path>,
     root: &Path,
     spec: &Appliance,
     flags: ApplyFlags,
-    tanka: Vec<stages::Object>,
+    external: stages::External,
 ) -> Result<ApplyReport, StageError> {
     let node = NodeRegistries::detect(root);
     let opts = ApplyOptions {
@@ -32,7 +33,9 @@ pub fn apply(
         registries_yaml: Some(
             String::from_utf8_lossy(&super::render::registries_yaml(spec)).into_owned(),
         ),
-        tanka,
+        tanka: external.tanka,
+        charts: external.charts,
+        charts_unavailable: external.charts_unavailable,
         ..ApplyOptions::default()
     };
     crate::runtime()

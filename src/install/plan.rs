@@ -49,6 +49,9 @@ pub const SPEC_COPY: &str = "var/lib/sparkgap/appliance.yaml";
 pub const LOCK_COPY: &str = "var/lib/sparkgap/appliance.lock";
 /// The bundle's `manifests/tanka/<name>.yaml`, beside the spec copy (`tanka::RENDERED_DIR`).
 pub const TANKA_COPY_DIR: &str = "var/lib/sparkgap/rendered/tanka";
+/// The bundle's `manifests/charts/<name>.yaml` (deployed charts' HelmCharts), beside the spec
+/// copy (`charts::RENDERED_DIR`).
+pub const CHARTS_COPY_DIR: &str = "var/lib/sparkgap/rendered/charts";
 
 /// What identifies a file's contents in the record.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -120,6 +120,12 @@ pub struct ApplyOptions<'a> {
     /// The tanka stage's objects (`stages::tanka_objects`): evaluated from the spec's Tanka
     /// environments, or read from the bundle on the node.
     pub tanka: Vec<Object>,
+    /// The charts stage's objects (`stages::chart_objects`): the HelmCharts of the deployed
+    /// charts, from the bundle (or a local archive beside the spec).
+    pub charts: Vec<Object>,
+    /// Why the charts stage cannot run here (a chart whose archive only a bundle carries): the
+    /// stage is reported skipped and nothing of it is applied or pruned.
+    pub charts_unavailable: Option<String>,
 }
 
 impl Default for ApplyOptions<'_> {
@@ -136,6 +142,8 @@ impl Default for ApplyOptions<'_> {
             host_registry: None,
             registries_yaml: None,
             tanka: Vec::new(),
+            charts: Vec::new(),
+            charts_unavailable: None,
         }
     }
 }
@@ -259,6 +267,7 @@ pub async fn apply(
         // The tanka stage's objects come from the Tanka environments, not the spec.
         .map(|(stage, objects)| match stage {
             Stage::Tanka => (stage, opts.tanka.clone()),
+            Stage::Charts => (stage, opts.charts.clone()),
             _ => (stage, objects),
         })
         .collect();
@@ -273,6 +282,12 @@ pub async fn apply(
     engine.preflight(&selected).await?;
     let mut stages = Vec::new();
     for (stage, objects) in &selected {
+        if *stage == Stage::Charts
+            && let Some(why) = &opts.charts_unavailable
+        {
+            stages.push(charts_skipped(spec, why));
+            continue;
+        }
         stages.push(engine.run_stage(*stage, objects).await?);
     }
     Ok(ApplyReport {
@@ -280,6 +295,40 @@ pub async fn apply(
         stages,
     })
 }
+
+/// The charts stage, not run: each deployed chart reported skipped with the reason.
+fn charts_skipped(spec: &Appliance, why: &str) -> StageReport {
+    StageReport {
+        stage: Stage::Charts,
+        objects: spec
+            .spec
+            .charts
+            .iter()
+            .filter(|c| c.deploy)
+            .map(|c| ObjectResult {
+                kind: "HelmChart".into(),
+                namespace: Some(super::storage::KUBE_SYSTEM.into()),
+                name: c.name.clone(),
+                result: Outcome::Skipped,
+                reason: Some(why.to_string()),
+            })
+            .collect(),
+    }
+}
+
+/// The objects of the stages that do not render from the spec alone.
+#[derive(Debug, Clone, Default)]
+pub struct External {
+    /// The tanka stage's (`stages::tanka_objects*`).
+    pub tanka: Vec<Object>,
+    /// The charts stage's (`stages::chart_objects*`).
+    pub charts: Vec<Object>,
+    /// Why the charts stage cannot run (`ApplyOptions::charts_unavailable`).
+    pub charts_unavailable: Option<String>,
+}
+
+/// k3s's HelmChart API group/version.
+pub const HELM_CHART_API: &str = "helm.cattle.io/v1";
 
 /// One API call, named for errors: `patch configmaps "x" in namespace kube-system`.
 struct Op {
@@ -507,6 +556,9 @@ impl Engine<'_, '_> {
         };
         if stage == Stage::Registry {
             report.objects.extend(self.host_registry().await?);
+        }
+        if stage == Stage::Charts && !objects.is_empty() {
+            self.helm_chart_api().await?;
         }
         let snapshots = stage == Stage::Storage && self.snapshots;
         for obj in objects {
@@ -909,6 +961,42 @@ impl Engine<'_, '_> {
         )))
     }
 
+    /// The HelmChart API (k3s's helm-controller registers it at start): waited for (bounded,
+    /// a fresh k3s registers it seconds after its API answers), then a clear error.
+    async fn helm_chart_api(&self) -> Result<(), StageError> {
+        let start = Instant::now();
+        loop {
+            let served = match self.client.list_api_group_resources(HELM_CHART_API).await {
+                Ok(l) => l.resources.iter().any(|r| r.name == "helmcharts"),
+                Err(kube::Error::Api(s)) if s.code == 404 => false,
+                Err(e) => {
+                    return Err(StageError::Unreachable {
+                        verb: "get".into(),
+                        resource: format!("/apis/{HELM_CHART_API}"),
+                        namespace: None,
+                        message: e.to_string(),
+                    });
+                }
+            };
+            if served {
+                return Ok(());
+            }
+            if start.elapsed() >= self.opts.wait_timeout {
+                return Err(StageError::Render {
+                    stage: Stage::Charts,
+                    field: "HelmChart".into(),
+                    message: format!(
+                        "the HelmChart API ({HELM_CHART_API}) is not served after {:?}: k3s's \
+                         helm-controller is not running (is helm-controller in \
+                         spec.k3s.disable?)",
+                        self.opts.wait_timeout
+                    ),
+                });
+            }
+            tokio::time::sleep(self.opts.poll_interval).await;
+        }
+    }
+
     /// After a k3s restart: wait (bounded) until the API server answers again.
     async fn wait_api(&self) -> Result<(), StageError> {
         let start = Instant::now();
@@ -946,6 +1034,10 @@ fn managed_kinds(stage: Stage, snapshots: bool, objects: &[Object]) -> Vec<ApiRe
             }
             v
         }
+        Stage::Charts => vec![ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("helm.cattle.io", "v1", "HelmChart"),
+            "helmcharts",
+        )],
         Stage::Namespace => vec![ApiResource::erase::<Namespace>(&())],
         Stage::Storage => {
             let mut v = vec![

@@ -1,4 +1,4 @@
-//! Cluster stages, in order: namespace, storage, network, registry, quota, rbac, tanka. Each
+//! Cluster stages, in order: namespace, storage, network, registry, quota, rbac, tanka, charts. Each
 //! renders typed objects from the spec (pure; the tanka stage's objects come from evaluated
 //! Tanka environments, handed over as JSON: `tanka_objects`); one apply engine (`engine`) sends them with server-side
 //! apply, waits where a later stage depends on an earlier one, and prunes what left the spec.
@@ -33,8 +33,8 @@ pub mod registry;
 pub mod storage;
 
 pub use engine::{
-    ApplyFlags, ApplyOptions, ApplyReport, HostRegistry, ObjectResult, Outcome, RetryPolicy,
-    StageReport, apply,
+    ApplyFlags, ApplyOptions, ApplyReport, External, HostRegistry, ObjectResult, Outcome,
+    RetryPolicy, StageReport, apply,
 };
 
 /// Label every object we manage carries; prune only ever considers objects with it.
@@ -58,10 +58,11 @@ pub enum Stage {
     Rbac,
     /// The objects of the spec's Tanka environments, after everything they may rely on.
     Tanka,
+    Charts,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Namespace,
         Stage::Storage,
         Stage::Network,
@@ -69,6 +70,7 @@ impl Stage {
         Stage::Quota,
         Stage::Rbac,
         Stage::Tanka,
+        Stage::Charts,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -80,6 +82,7 @@ impl Stage {
             Stage::Quota => "quota",
             Stage::Rbac => "rbac",
             Stage::Tanka => "tanka",
+            Stage::Charts => "charts",
         }
     }
 
@@ -355,6 +358,22 @@ fn dynamic_resource(o: &DynamicObject) -> ApiResource {
 pub fn tanka_objects(
     objects: impl IntoIterator<Item = serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Vec<Object>, StageError> {
+    external_objects(Stage::Tanka, objects)
+}
+
+/// The charts stage's objects: one k3s HelmChart per deployed chart (`charts::helm_chart`),
+/// labelled as ours.
+pub fn chart_objects(
+    objects: impl IntoIterator<Item = serde_json::Map<String, serde_json::Value>>,
+) -> Result<Vec<Object>, StageError> {
+    external_objects(Stage::Charts, objects)
+}
+
+/// Objects a stage does not render from the spec (Tanka output, HelmCharts), as JSON maps.
+fn external_objects(
+    stage: Stage,
+    objects: impl IntoIterator<Item = serde_json::Map<String, serde_json::Value>>,
+) -> Result<Vec<Object>, StageError> {
     objects
         .into_iter()
         .map(|o| {
@@ -369,12 +388,12 @@ pub fn tanka_objects(
             let d: DynamicObject =
                 serde_json::from_value(serde_json::Value::Object(o)).map_err(|e| {
                     StageError::Render {
-                        stage: Stage::Tanka,
+                        stage,
                         field: what,
                         message: format!("not a Kubernetes object: {e}"),
                     }
                 })?;
-            Ok(Object::Dynamic(Box::new(d)).label(Stage::Tanka))
+            Ok(Object::Dynamic(Box::new(d)).label(stage))
         })
         .collect()
 }
@@ -382,11 +401,24 @@ pub fn tanka_objects(
 /// The tanka stage's objects from a bundle's `manifests/tanka/<name>.yaml` files (name,
 /// YAML stream): what `up` applies on the node, where the jsonnet is not.
 pub fn tanka_objects_from_yaml(files: &[(String, Vec<u8>)]) -> Result<Vec<Object>, StageError> {
+    tanka_objects(objects_from_yaml(Stage::Tanka, files)?)
+}
+
+/// The charts stage's objects from a bundle's `manifests/charts/<name>.yaml` files (the
+/// HelmCharts of deployed charts): what `up` applies.
+pub fn chart_objects_from_yaml(files: &[(String, Vec<u8>)]) -> Result<Vec<Object>, StageError> {
+    chart_objects(objects_from_yaml(Stage::Charts, files)?)
+}
+
+fn objects_from_yaml(
+    stage: Stage,
+    files: &[(String, Vec<u8>)],
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, StageError> {
     let mut all = Vec::new();
     for (name, bytes) in files {
         let bad = |message: String| StageError::Render {
-            stage: Stage::Tanka,
-            field: format!("manifests/tanka/{name}.yaml"),
+            stage,
+            field: format!("manifests/{stage}/{name}.yaml"),
             message,
         };
         let text = std::str::from_utf8(bytes).map_err(|e| bad(e.to_string()))?;
@@ -394,7 +426,7 @@ pub fn tanka_objects_from_yaml(files: &[(String, Vec<u8>)]) -> Result<Vec<Object
             serde_saphyr::from_multiple(text).map_err(|e| bad(e.to_string()))?;
         all.extend(docs);
     }
-    tanka_objects(all)
+    Ok(all)
 }
 
 /// `ObjectMeta` with a name and, for namespaced objects, a namespace.
@@ -415,8 +447,9 @@ pub fn render(spec: &Appliance, stage: Stage) -> Result<Vec<Object>, StageError>
         Stage::Registry => registry::render(spec)?,
         Stage::Quota => quota::render(spec),
         Stage::Rbac => rbac::render(spec),
-        // Not from the spec alone: from its Tanka environments' files (`tanka_objects`).
-        Stage::Tanka => Vec::new(),
+        // Not from the spec alone: from its Tanka environments' files (`tanka_objects`) and
+        // its charts' archives (`chart_objects`).
+        Stage::Tanka | Stage::Charts => Vec::new(),
     };
     Ok(objects.into_iter().map(|o| o.label(stage)).collect())
 }
@@ -443,7 +476,7 @@ pub fn stages_to_yaml(stages: &[(Stage, Vec<Object>)]) -> Result<String, StageEr
     for (stage, objects) in stages {
         // The tanka stage renders nothing from the spec; its objects are printed per
         // environment by `render` (the tanka module evaluates them).
-        if *stage == Stage::Tanka && objects.is_empty() {
+        if matches!(stage, Stage::Tanka | Stage::Charts) && objects.is_empty() {
             continue;
         }
         if !out.is_empty() {

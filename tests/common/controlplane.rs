@@ -223,6 +223,12 @@ impl ControlPlane {
         cp
     }
 
+    /// Start another component against this control plane (a controller the test needs),
+    /// logging to `<dir>/<name>.log` and stopped with the rest (PR_SET_PDEATHSIG, and Drop).
+    pub fn start_component(&mut self, name: &str, bin: &Path, args: &[String]) {
+        self.run(name, bin, args);
+    }
+
     fn run(&mut self, name: &str, bin: &Path, args: &[String]) {
         let log = self.dir.path().join(format!("{name}.log"));
         let child = spawn(bin, args, &log);
