@@ -748,4 +748,44 @@ mod tests {
         let objects = vec![deployment(1, "1", "1Gi"), deployment(1, "1", "1Gi")];
         assert_eq!(images(&objects), vec!["r.test/tempo:2"]);
     }
+
+    #[test]
+    fn apply_takes_the_kept_helmchart_else_a_local_archive_else_says_why_not() {
+        let d = tempfile::tempdir().unwrap();
+        let write = |charts: &str| {
+            let p = d.path().join("appliance.yaml");
+            std::fs::write(
+                &p,
+                format!(
+                    "apiVersion: sparkgap.dev/v1alpha1\nkind: Appliance\nmetadata: {{name: t}}\nspec:\n  k3s: {{version: v1.33.5+k3s1, binaryUrl: 'http://127.0.0.1:1/k3s'}}\n  namespaces: [{{name: obs}}]\n  charts:\n{charts}"
+                ),
+            )
+            .unwrap();
+            SpecFile::read(&p).unwrap()
+        };
+        std::fs::write(d.path().join("app.tgz"), b"archive bytes").unwrap();
+        let spec = write(
+            "    - {name: app, path: app.tgz, namespace: obs, values: 'replicas: 2'}\n    - {name: idle, path: missing.tgz, namespace: obs, deploy: false}\n",
+        );
+        let objects = objects_for_apply(&spec).unwrap();
+        assert_eq!(objects.len(), 1, "an undeployed chart is not applied");
+        assert_eq!(objects[0]["spec"]["valuesContent"], "replicas: 2");
+        assert_eq!(objects[0]["spec"]["targetNamespace"], "obs");
+
+        let spec = write(
+            "    - {name: tempo, repo: 'https://r.test', chart: tempo, version: 1.0.0, namespace: obs}\n",
+        );
+        let why = objects_for_apply(&spec).unwrap_err();
+        assert!(why.contains("chart tempo comes from a repository"), "{why}");
+        // As installed on a node: the bundle's HelmChart beside the spec copy.
+        let kept = d.path().join(RENDERED_DIR);
+        std::fs::create_dir_all(&kept).unwrap();
+        let doc = helm_chart(&spec.appliance.spec.charts[0], b"tgz", None);
+        std::fs::write(
+            kept.join("tempo.yaml"),
+            serde_saphyr::to_string(&doc).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(objects_for_apply(&spec).unwrap(), vec![doc]);
+    }
 }
