@@ -43,7 +43,7 @@ pub enum BuildError {
         file: String,
         message: String,
     },
-    #[error("chart {chart}: cannot write its HelmChart: {message}")]
+    #[error("chart {chart}: cannot carry its HelmChart: {message}")]
     Chart { chart: String, message: String },
     #[error("SOURCE_DATE_EPOCH={value:?} is not a number of seconds since 1970")]
     SourceDateEpoch { value: String },
@@ -250,6 +250,12 @@ fn bundle_manifests_for(
                 });
             }
         };
+        if let Err(why) = charts::content_fits(tgz.len()) {
+            return Err(BuildError::Chart {
+                chart: chart.name.clone(),
+                message: why,
+            });
+        }
         let values = chart
             .values_text(&base, i)
             .map_err(|message| BuildError::Chart {

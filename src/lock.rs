@@ -64,7 +64,12 @@ pub struct ChartLock {
     pub size: u64,
     /// `sha256:<hex>` of the archive.
     pub digest: String,
-    /// `sha256:<hex>` of the values text the images were found with (absent: no values).
+    /// Whether `lock` rendered the chart to find its images (`spec.charts[].discoverImages`);
+    /// a spec that turns it on later makes the lock stale.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub discover_images: bool,
+    /// `sha256:<hex>` of the values text the images were found with (absent: no values, or
+    /// no discovery, where values do not change what the lock pins).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values_digest: Option<String>,
     /// Dependencies of `Chart.yaml` the archive does not vendor, pinned from their
@@ -86,6 +91,19 @@ pub struct ChartDependencyLock {
     pub url: String,
     pub size: u64,
     pub digest: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// A chart version without a leading `v` (Helm accepts either spelling).
+fn bare_version(v: &str) -> &str {
+    v.strip_prefix('v').unwrap_or(v)
 }
 
 impl ChartLock {
@@ -498,8 +516,7 @@ impl Lock {
                     version,
                 }) if l.repo.as_deref() != Some(repo)
                     || l.chart != chart
-                    || l.version != version.strip_prefix('v').unwrap_or(version)
-                        && l.version != version =>
+                    || bare_version(&l.version) != bare_version(version) =>
                 {
                     problems.push(format!(
                         "chart {:?} is {chart} {version} from {repo} in the spec but {} in the lock",
@@ -508,6 +525,12 @@ impl Lock {
                     ))
                 }
                 _ => {}
+            }
+            if c.discover_images != l.discover_images {
+                problems.push(format!(
+                    "chart {:?} has discoverImages: {} in the spec but was locked with {}",
+                    c.name, c.discover_images, l.discover_images
+                ));
             }
         }
         for l in &self.charts {
@@ -534,7 +557,7 @@ impl Lock {
             return Vec::new(); // `chart_mismatches` says it is missing
         };
         let mut problems = Vec::new();
-        if l.values_digest.as_deref() != values_digest {
+        if l.discover_images && l.values_digest.as_deref() != values_digest {
             problems.push(format!(
                 "chart {name:?}: its values changed since the lock found its images"
             ));
@@ -807,6 +830,7 @@ mod tests {
             url: repo.map(|r| format!("{r}/{name}-1.2.3.tgz")),
             size: 10,
             digest: format!("sha256:{}", hex::encode([7; 32])),
+            discover_images: true,
             values_digest: None,
             dependencies: vec![ChartDependencyLock {
                 name: "dep".into(),
@@ -871,7 +895,25 @@ mod tests {
             "{p:?}"
         );
 
+        // A `v` on either side is the same version (Helm reads both).
+        let mut v_spelled = l.clone();
+        v_spelled.charts[1].version = "v1.2.3".into();
+        assert_eq!(v_spelled.mismatches(&s), Vec::<String>::new());
+        // Discovery turned on after a lock without it: the chart's images are not pinned.
+        let mut undiscovered = l.clone();
+        undiscovered.charts[1].discover_images = false;
+        let p = undiscovered.mismatches(&s);
+        assert!(
+            p.len() == 1 && p[0].contains("discoverImages: true in the spec"),
+            "{p:?}"
+        );
+        // Without discovery the values do not matter to the lock.
         let values = format!("sha256:{}", hex::encode([3; 32]));
+        assert!(
+            undiscovered
+                .chart_input_mismatches("tempo", Some(&values), None)
+                .is_empty()
+        );
         let p = l.chart_input_mismatches("tempo", Some(&values), None);
         assert!(p.len() == 1 && p[0].contains("values changed"), "{p:?}");
         let p = l.chart_input_mismatches("app", None, Some(&values));

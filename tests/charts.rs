@@ -400,6 +400,24 @@ fn repository_charts_are_pinned_their_images_found_as_helm_renders_and_carried()
         "{report:#}"
     );
 
+    // Same lock, same bytes: the dependency added to the lean chart's archive included.
+    let out = s
+        .bed
+        .build(
+            &spec,
+            &spec.with_file_name("appliance.lock"),
+            "cache",
+            "again.tar",
+            h.addr(),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        std::fs::read(&bundle).unwrap() == std::fs::read(s.bed.path("again.tar")).unwrap(),
+        "two builds from one lock differ"
+    );
+
     // A values file changed after the lock: build refuses, naming the chart.
     std::fs::write(&web_values, format!("image: {}\n", h.multiarch_ref())).unwrap();
     let out = s

@@ -579,6 +579,14 @@ fn charts_and_tanka_reach_a_live_api_server_and_k3s_helm_controller_installs_the
     );
     let dir = tempfile::tempdir().unwrap();
     let spec_path = default_spec(dir.path());
+    std::fs::create_dir_all(dir.path().join("values")).unwrap();
+    for f in ["tempo", "loki", "mimir"] {
+        std::fs::copy(
+            format!("bundle/values/{f}.yaml"),
+            dir.path().join(format!("values/{f}.yaml")),
+        )
+        .unwrap();
+    }
     let spec = sparkgap::spec::SpecFile::read(&spec_path).unwrap();
     let archive = sparkgap::demo::chart::archive().unwrap();
     let rendered = dir.path().join(sparkgap::charts::RENDERED_DIR);
@@ -595,32 +603,55 @@ fn charts_and_tanka_reach_a_live_api_server_and_k3s_helm_controller_installs_the
         ["tempo", "loki"]
     );
     for (i, c) in spec.appliance.spec.charts.iter().enumerate() {
-        let values = c.values_text(&spec.base_dir(), i).ok().flatten();
+        let values = c.values_text(&spec.base_dir(), i).unwrap();
+        assert!(values.is_some(), "chart {} has a values file", c.name);
         // The bundle's HelmChart, with the demo chart standing in for Grafana's archive.
         let doc = sparkgap::charts::helm_chart(c, &archive, values.as_deref());
         let yaml = serde_saphyr::to_string(&doc).unwrap();
         std::fs::write(rendered.join(format!("{}.yaml", c.name)), yaml).unwrap();
     }
-    std::fs::create_dir_all(dir.path().join("values")).unwrap();
-    for f in ["tempo", "loki", "mimir"] {
-        std::fs::copy(
-            format!("bundle/values/{f}.yaml"),
-            dir.path().join(format!("values/{f}.yaml")),
-        )
-        .unwrap();
-    }
+
+    // Loki's HelmChart as an older sparkgap left it: placed by k3s from its manifests
+    // directory, labelled managed-by sparkgap, not marked as created by the charts stage.
+    wait_for(&cp, 60, "helm-controller's HelmChart CRD", || {
+        get(&cp, "/apis/helm.cattle.io/v1/helmcharts").map(|_| ())
+    });
+    let mut legacy = Value::Object(sparkgap::charts::helm_chart(
+        &spec.appliance.spec.charts[1],
+        &archive,
+        None,
+    ));
+    assert_eq!(legacy["metadata"]["name"], "loki");
+    legacy["metadata"]["labels"] = serde_json::json!({"app.kubernetes.io/managed-by": "sparkgap"});
+    create(
+        &cp,
+        "/apis/helm.cattle.io/v1/namespaces/kube-system/helmcharts",
+        legacy,
+    );
 
     let report = apply(&cp, &spec_path, &[]);
     let charts = stage(&report, "charts")["objects"]
         .as_array()
         .unwrap()
         .clone();
-    let created: Vec<&str> = charts
+    let results: Vec<(&str, &str)> = charts
         .iter()
-        .filter(|o| o["result"] == "created")
-        .map(|o| o["name"].as_str().unwrap())
+        .map(|o| (o["name"].as_str().unwrap(), o["result"].as_str().unwrap()))
         .collect();
-    assert_eq!(created, ["tempo", "loki"], "{report}");
+    assert_eq!(
+        results,
+        [("tempo", "created"), ("loki", "changed")],
+        "{report}"
+    );
+    let taken = get(
+        &cp,
+        "/apis/helm.cattle.io/v1/namespaces/kube-system/helmcharts/loki",
+    )
+    .unwrap();
+    assert_eq!(
+        taken["metadata"]["annotations"]["sparkgap.dev/created-by"], "sparkgap",
+        "the legacy HelmChart is taken over: {taken}"
+    );
     assert!(
         stage(&report, "tanka")["objects"]
             .as_array()
@@ -636,6 +667,14 @@ fn charts_and_tanka_reach_a_live_api_server_and_k3s_helm_controller_installs_the
     )
     .expect("HelmChart tempo");
     assert_eq!(hc_obj["spec"]["targetNamespace"], "mop-traces");
+    assert_eq!(
+        hc_obj["spec"]["valuesContent"].as_str(),
+        Some(
+            std::fs::read_to_string("bundle/values/tempo.yaml")
+                .unwrap()
+                .as_str()
+        )
+    );
     assert_eq!(hc_obj["metadata"]["labels"]["sparkgap.dev/stage"], "charts");
 
     // Before the Jobs finish, the check fails saying so.
@@ -657,8 +696,8 @@ fn charts_and_tanka_reach_a_live_api_server_and_k3s_helm_controller_installs_the
     println!("verify --only charts: {v:#}");
     assert_eq!(code, 0, "{v}");
 
-    // Applied again: unchanged. Loki set to deploy: false: its HelmChart is pruned (helm-
-    // controller then uninstalls the release).
+    // Applied again: unchanged. Loki set to deploy: false: its HelmChart, taken over from the
+    // older install, is pruned (helm-controller then uninstalls the release).
     let again = apply(&cp, &spec_path, &[]);
     assert!(
         stage(&again, "charts")["objects"]

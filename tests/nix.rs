@@ -95,6 +95,7 @@ fn chart(
             .then(|| format!("{CHARTS}/{name}-1.10.1.tgz")),
         size: d.size,
         digest: d.digest,
+        discover_images: true,
         values_digest: None,
         dependencies,
         images: Vec::new(),

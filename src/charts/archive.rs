@@ -64,16 +64,18 @@ impl ChartMeta {
 
 /// Every regular file of a `.tgz` as (path, bytes), in archive order, unpacked size capped.
 fn entries(tgz: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
+    entries_within(tgz, MAX_UNPACKED)
+}
+
+fn entries_within(tgz: &[u8], max: u64) -> Result<Vec<(String, Vec<u8>)>, String> {
     let gz = flate2::read::GzDecoder::new(tgz);
-    let mut limited = gz.take(MAX_UNPACKED + 1);
+    let mut limited = gz.take(max + 1);
     let mut raw = Vec::new();
     limited
         .read_to_end(&mut raw)
         .map_err(|e| format!("not a gzip'd tar archive: {e}"))?;
-    if raw.len() as u64 > MAX_UNPACKED {
-        return Err(format!(
-            "it unpacks to more than {MAX_UNPACKED} bytes; not a chart"
-        ));
+    if raw.len() as u64 > max {
+        return Err(format!("it unpacks to more than {max} bytes; not a chart"));
     }
     let mut out = Vec::new();
     let mut ar = tar::Archive::new(raw.as_slice());
@@ -107,6 +109,48 @@ fn entries(tgz: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
     Ok(out)
 }
 
+/// The name in a vendored archive's `<chart>/Chart.yaml`, streaming the archive only as far
+/// as that file and taking what it inflates from `budget`. Its own `charts/` are not read.
+fn nested_name(tgz: &[u8], budget: &mut u64) -> Result<String, String> {
+    let limited = flate2::read::GzDecoder::new(tgz).take(*budget + 1);
+    let mut ar = tar::Archive::new(limited);
+    let found = first_chart_name(&mut ar);
+    let left = ar.into_inner().limit();
+    // Past the budget the reader ends early, which tar reports as damage: say what it is.
+    if left == 0 {
+        return Err(
+            "its vendored charts unpack to more than the archive may; not a chart".to_string(),
+        );
+    }
+    *budget = left - 1;
+    found?.ok_or_else(|| "it has no <chart>/Chart.yaml; not a Helm chart archive".to_string())
+}
+
+/// The name in the first `<chart>/Chart.yaml` of a tar stream, reading no further.
+fn first_chart_name<R: Read>(ar: &mut tar::Archive<R>) -> Result<Option<String>, String> {
+    for e in ar
+        .entries()
+        .map_err(|e| format!("not a tar archive: {e}"))?
+    {
+        let mut e = e.map_err(|e| format!("damaged tar archive: {e}"))?;
+        let path = e
+            .path()
+            .map_err(|e| format!("damaged tar entry name: {e}"))?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
+        if path.matches('/').count() == 1 && path.ends_with("/Chart.yaml") {
+            let mut bytes = Vec::new();
+            (&mut e)
+                .take(1 << 20)
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("damaged tar entry {path}: {e}"))?;
+            return Ok(Some(chart_yaml(&bytes, &path)?.name));
+        }
+    }
+    Ok(None)
+}
+
 fn chart_yaml(text: &[u8], what: &str) -> Result<ChartYaml, String> {
     let text = std::str::from_utf8(text).map_err(|_| format!("{what} is not UTF-8"))?;
     serde_saphyr::from_str(text).map_err(|e| format!("{what}: {e}"))
@@ -114,7 +158,12 @@ fn chart_yaml(text: &[u8], what: &str) -> Result<ChartYaml, String> {
 
 /// Read the chart's metadata from its archive.
 pub fn read(tgz: &[u8]) -> Result<ChartMeta, String> {
-    let files = entries(tgz)?;
+    read_within(tgz, MAX_UNPACKED)
+}
+
+/// `read`, with the archive and its vendored archives each allowed `max` unpacked bytes.
+fn read_within(tgz: &[u8], max: u64) -> Result<ChartMeta, String> {
+    let files = entries_within(tgz, max)?;
     let (chart_path, chart_bytes) = files
         .iter()
         .filter(|(p, _)| p.matches('/').count() == 1 && p.ends_with("/Chart.yaml"))
@@ -134,6 +183,9 @@ pub fn read(tgz: &[u8]) -> Result<ChartMeta, String> {
     }
     let charts_dir = format!("{top}charts/");
     let mut vendored = Vec::new();
+    // One budget for every vendored archive together: a chart with a thousand small gzip
+    // bombs under charts/ is refused, not inflated a thousand times.
+    let mut budget = max;
     for (p, bytes) in &files {
         let Some(rest) = p.strip_prefix(&charts_dir) else {
             continue;
@@ -141,7 +193,7 @@ pub fn read(tgz: &[u8]) -> Result<ChartMeta, String> {
         if rest.matches('/').count() == 1 && rest.ends_with("/Chart.yaml") {
             vendored.push(chart_yaml(bytes, p)?.name);
         } else if !rest.contains('/') && rest.ends_with(".tgz") {
-            vendored.push(read(bytes).map_err(|e| format!("{p}: {e}"))?.name);
+            vendored.push(nested_name(bytes, &mut budget).map_err(|e| format!("{p}: {e}"))?);
         }
     }
     vendored.sort();
@@ -173,7 +225,7 @@ pub fn with_dependencies(tgz: &[u8], add: &[(String, Vec<u8>)]) -> Result<Vec<u8
 }
 
 /// A chart archive from (path, bytes) entries, written deterministically (as
-/// `with_dependencies` writes): same entries, same bytes. The demo's chart is made with it.
+/// `with_dependencies` writes): same entries, same bytes.
 pub fn pack(files: &[(String, Vec<u8>)]) -> Result<Vec<u8>, String> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut b = tar::Builder::new(gz);
@@ -270,6 +322,35 @@ pub(crate) mod tests {
         let top = unpack(&full, dir.path()).unwrap();
         assert!(top.join("charts/db-2.0.0.tgz").is_file());
         assert!(top.join("templates/x.yaml").is_file());
+    }
+
+    #[test]
+    fn vendored_archives_share_one_unpack_budget() {
+        // Three vendored charts, each 40 KiB of zeros before its Chart.yaml: 120 KiB in all.
+        let zeros = "\0".repeat(40 << 10);
+        let sub = |name: &str| {
+            tgz(&[
+                (&format!("{name}/padding"), zeros.as_str()),
+                (
+                    &format!("{name}/Chart.yaml"),
+                    &format!("name: {name}\nversion: 1.0.0\n"),
+                ),
+            ])
+        };
+        let mut files: Vec<(String, Vec<u8>)> = vec![(
+            "app/Chart.yaml".into(),
+            b"apiVersion: v2\nname: app\nversion: 1.0.0\n".to_vec(),
+        )];
+        for n in ["a", "b", "c"] {
+            files.push((format!("app/charts/{n}-1.0.0.tgz"), sub(n)));
+        }
+        let archive = pack(&files).unwrap();
+        assert_eq!(
+            read_within(&archive, 1 << 20).unwrap().vendored,
+            ["a", "b", "c"]
+        );
+        let err = read_within(&archive, 100 << 10).unwrap_err();
+        assert!(err.contains("vendored charts unpack to more"), "{err}");
     }
 
     #[test]

@@ -159,6 +159,19 @@ pub fn pick_range(text: &str, repo: &str, chart: &str, range: &str) -> Result<Re
             _ => parts.push(token.to_string()),
         }
     }
+    // A comparator without an operator is exact in Helm, its missing parts wildcards (`1.2`
+    // is 1.2.x); the semver crate would read it as a caret range (`^1.2`).
+    let parts: Vec<String> = parts
+        .into_iter()
+        .map(|p| {
+            let bare = p.strip_prefix('v').unwrap_or(&p);
+            if bare.starts_with(|c: char| c.is_ascii_digit()) && !bare.contains(['x', 'X', '*']) {
+                format!("={bare}")
+            } else {
+                p
+            }
+        })
+        .collect();
     let req = semver::VersionReq::parse(&parts.join(", ")).map_err(|e| {
         PickError::Entry(format!("version constraint {range:?} cannot be read: {e}"))
     })?;

@@ -98,6 +98,9 @@ pub struct Locked {
     pub images: Vec<FoundImage>,
     /// Per chart, where its rendered pods would not fit its namespace's quota.
     pub quota: Vec<QuotaWarning>,
+    /// Other things `lock` must say: an index that gives no digest, an archive too big for
+    /// helm-controller.
+    pub warnings: Vec<String>,
 }
 
 /// A chart whose pods ask more of its namespace than the quota (`spec.quotas[]`) allows.
@@ -135,12 +138,16 @@ pub async fn lock(
         Some(index) => Some(require_helm(helm, &charts[index].name, index)?),
     };
     let mut out = Locked::default();
+    let warnings = Warnings::default();
     for (i, c) in charts.iter().enumerate() {
         let values = values_of(spec, i, c)?;
-        let (mut pinned, bytes) = pin(spec, i, c, registry, cache, progress).await?;
-        pinned.values_digest = values
-            .as_deref()
-            .map(|v| crate::digest::sha256_digest(v.as_bytes()));
+        let (mut pinned, bytes) = pin(spec, i, c, registry, cache, progress, &warnings).await?;
+        pinned.discover_images = c.discover_images;
+        if c.discover_images {
+            pinned.values_digest = values
+                .as_deref()
+                .map(|v| crate::digest::sha256_digest(v.as_bytes()));
+        }
         let meta = archive::read(&bytes).map_err(|message| ChartError::Archive {
             name: c.name.clone(),
             what: pinned.describe(),
@@ -149,7 +156,7 @@ pub async fn lock(
         let mut added = Vec::new();
         for dep in meta.missing() {
             let (locked, dep_bytes) =
-                pin_dependency(c, &meta, dep, registry, cache, progress).await?;
+                pin_dependency(c, &meta, dep, registry, cache, progress, &warnings).await?;
             added.push((format!("{}-{}.tgz", locked.name, locked.version), dep_bytes));
             pinned.dependencies.push(locked);
         }
@@ -159,6 +166,11 @@ pub async fn lock(
                 what: "adding its dependencies".into(),
                 message,
             })?;
+        if let Err(why) = content_fits(full.len()) {
+            warnings
+                .borrow_mut()
+                .push(format!("chart {}: {why}; `build` will refuse it", c.name));
+        }
         if let Some(helm) = &helm
             && c.discover_images
         {
@@ -187,7 +199,26 @@ pub async fn lock(
         }
         out.charts.push(pinned);
     }
+    out.warnings = warnings.into_inner();
     Ok(out)
+}
+
+/// The largest chart archive k3s's helm-controller can install: it copies the HelmChart's
+/// base64 `chartContent` into a ConfigMap (`chart-content-<name>`), whose data the API server
+/// limits to 1 MiB (less a little for the key).
+pub const MAX_CHART_CONTENT: usize = (1 << 20) - 4096;
+
+/// Whether an archive of `len` bytes fits helm-controller's ConfigMap once base64'd.
+pub fn content_fits(len: usize) -> Result<(), String> {
+    let b64 = len.div_ceil(3).saturating_mul(4);
+    if b64 > MAX_CHART_CONTENT {
+        Err(format!(
+            "its archive is {len} bytes, {b64} in base64: more than the {MAX_CHART_CONTENT} bytes \
+             k3s's helm-controller can copy into its chart-content ConfigMap (1 MiB)"
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 fn require_helm(explicit: Option<&Path>, name: &str, index: usize) -> Result<PathBuf, ChartError> {
@@ -220,6 +251,7 @@ async fn pin(
     registry: &Registry,
     cache: &BlobCache,
     progress: &Progress,
+    warnings: &Warnings,
 ) -> Result<(ChartLock, Vec<u8>), ChartError> {
     match c.source() {
         None => Err(ChartError::Input {
@@ -243,6 +275,7 @@ async fn pin(
                     url: None,
                     size: bytes.len() as u64,
                     digest: crate::digest::sha256_digest(&bytes),
+                    discover_images: true,
                     values_digest: None,
                     dependencies: Vec::new(),
                     images: Vec::new(),
@@ -272,6 +305,7 @@ async fn pin(
                 &c.name,
                 &release,
                 progress,
+                warnings,
             )
             .await?;
             let meta = archive::read(&bytes).map_err(|message| ChartError::Archive {
@@ -295,6 +329,7 @@ async fn pin(
                     url: Some(release.url.clone()),
                     size: bytes.len() as u64,
                     digest,
+                    discover_images: true,
                     values_digest: None,
                     dependencies: Vec::new(),
                     images: Vec::new(),
@@ -330,7 +365,11 @@ async fn read_index(
         .map_err(fetch_err(name))
 }
 
-/// Download a release into the cache and read it back; its digest must be the index's.
+/// Warnings gathered while pinning (printed by `lock`).
+type Warnings = std::cell::RefCell<Vec<String>>;
+
+/// Download a release into the cache and read it back; its digest must be the index's (an
+/// index without one is warned about).
 async fn download(
     registry: &Registry,
     cache: &BlobCache,
@@ -338,21 +377,27 @@ async fn download(
     name: &str,
     release: &index::Release,
     progress: &Progress,
+    warnings: &Warnings,
 ) -> Result<(Vec<u8>, String), ChartError> {
     progress.line(&format!("downloading {owner} from {}", release.url));
     let (digest, _) = registry
         .fetch_url(cache, &release.url, owner, progress)
         .await
         .map_err(fetch_err(name))?;
-    if let Some(expected) = &release.digest
-        && *expected != digest
-    {
-        return Err(ChartError::Digest {
-            name: name.to_string(),
-            url: release.url.clone(),
-            expected: expected.clone(),
-            actual: digest,
-        });
+    match &release.digest {
+        Some(expected) if *expected != digest => {
+            return Err(ChartError::Digest {
+                name: name.to_string(),
+                url: release.url.clone(),
+                expected: expected.clone(),
+                actual: digest,
+            });
+        }
+        Some(_) => {}
+        None => warnings.borrow_mut().push(format!(
+            "{owner}: the repository's index gives no digest for {}; pinned as downloaded ({digest}), unchecked",
+            release.url
+        )),
     }
     let bytes = read_cached(cache, &digest).map_err(|message| ChartError::Archive {
         name: name.to_string(),
@@ -377,6 +422,7 @@ async fn pin_dependency(
     registry: &Registry,
     cache: &BlobCache,
     progress: &Progress,
+    warnings: &Warnings,
 ) -> Result<(ChartDependencyLock, Vec<u8>), ChartError> {
     let bad = |message: String| ChartError::Archive {
         name: c.name.clone(),
@@ -398,7 +444,10 @@ async fn pin_dependency(
     let release = index::pick_range(&text, repo, &dep.name, &dep.version)
         .map_err(|e| bad(format!("{repo}: {e}")))?;
     let owner = format!("chart {} dependency {}", c.name, dep.name);
-    let (bytes, digest) = download(registry, cache, &owner, &c.name, &release, progress).await?;
+    let (bytes, digest) = download(
+        registry, cache, &owner, &c.name, &release, progress, warnings,
+    )
+    .await?;
     Ok((
         ChartDependencyLock {
             name: dep.name.clone(),
@@ -572,46 +621,82 @@ pub fn helm_chart(chart: &ChartRef, tgz: &[u8], values: Option<&str>) -> Map<Str
 }
 
 /// Where the node keeps the bundle's HelmCharts, relative to the spec copy's directory
-/// (install writes them there; `apply -f` of the spec copy applies them).
+/// (install writes them there; `apply -f` of the spec copy applies them): deployed charts'.
 pub const RENDERED_DIR: &str = "rendered/charts";
+/// The same for charts carried with `deploy: false`, so a spec copy that turns one on can
+/// apply it.
+pub const RENDERED_IDLE_DIR: &str = "rendered/charts-idle";
 
-/// The charts stage's objects for `apply -f <spec>`: each deployed chart's HelmChart, from
-/// the copy an install keeps beside the spec (`RENDERED_DIR`), else built from a local
-/// archive. `Err` says why the stage cannot run here: a chart from a repository whose archive
-/// only a bundle carries (the stage is then skipped whole, so nothing is pruned).
-pub fn objects_for_apply(spec: &SpecFile) -> Result<Vec<Map<String, Value>>, String> {
+/// What `apply -f <spec>` can do with the spec's charts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ForApply {
+    /// Each deployed chart's HelmChart.
+    Objects(Vec<Map<String, Value>>),
+    /// The stage cannot run here, and why: a chart from a repository whose archive only a
+    /// bundle carries. The stage is then skipped whole, so nothing is pruned.
+    Unavailable(String),
+}
+
+/// The charts stage's objects for `apply -f <spec>`: each deployed chart's HelmChart. Its
+/// archive comes from the HelmChart an install keeps beside the spec copy (`RENDERED_DIR`,
+/// `RENDERED_IDLE_DIR`), else from a local archive; its target namespace and values from the
+/// spec as it is now (values kept from the bundle where the spec names a values file that is
+/// not beside it, as on the node). Unreadable files are errors, never a silent skip.
+pub fn objects_for_apply(spec: &SpecFile) -> Result<ForApply, ChartError> {
     let base = spec.base_dir();
     let mut out = Vec::new();
     for (i, c) in spec.appliance.spec.charts.iter().enumerate() {
         if !c.deploy {
             continue;
         }
-        let copy = base.join(RENDERED_DIR).join(format!("{}.yaml", c.name));
-        if copy.is_file() {
-            let text = std::fs::read_to_string(&copy)
-                .map_err(|e| format!("cannot read {}: {e}", copy.display()))?;
+        let kept = [RENDERED_DIR, RENDERED_IDLE_DIR]
+            .iter()
+            .map(|d| base.join(d).join(format!("{}.yaml", c.name)))
+            .find(|p| p.is_file());
+        if let Some(copy) = kept {
+            let bad = |message: String| ChartError::Input {
+                field: format!("spec.charts[{i}]"),
+                message: format!("the HelmChart kept at {}: {message}", copy.display()),
+            };
+            let text = std::fs::read_to_string(&copy).map_err(|e| bad(e.to_string()))?;
             let doc: Map<String, Value> =
-                serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", copy.display()))?;
-            out.push(doc);
+                serde_saphyr::from_str(&text).map_err(|e| bad(e.to_string()))?;
+            let kept_spec = doc.get("spec");
+            let content = kept_spec
+                .and_then(|s| s.get("chartContent"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("it has no spec.chartContent".into()))?;
+            let values = match (&c.values, &c.values_file) {
+                (Some(v), _) => Some(v.clone()),
+                (None, Some(f)) if base.join(f).is_file() => values_of(spec, i, c)?,
+                _ => kept_spec
+                    .and_then(|s| s.get("valuesContent"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            };
+            let mut object = helm_chart(c, &[], values.as_deref());
+            object["spec"]["chartContent"] = Value::String(content.to_string());
+            out.push(object);
             continue;
         }
         match c.source() {
             Some(ChartSource::Path(p)) => {
-                let (_, tgz) = read_local(spec, i, p).map_err(|e| e.to_string())?;
-                let values = values_of(spec, i, c).map_err(|e| e.to_string())?;
+                let (_, tgz) = read_local(spec, i, p)?;
+                let values = values_of(spec, i, c)?;
                 out.push(helm_chart(c, &tgz, values.as_deref()));
             }
             _ => {
-                return Err(format!(
+                return Ok(ForApply::Unavailable(format!(
                     "chart {} comes from a repository: its archive is in the bundle, not beside {}; \
-                     `sparkgap up <bundle>` applies it, as does `apply -f /var/lib/sparkgap/appliance.yaml` on the node",
+                     `sparkgap up <bundle>` applies it (and keeps it beside the spec copy, \
+                     /var/lib/sparkgap/appliance.yaml, for `apply -f` on the node)",
                     c.name,
                     spec.path.display()
-                ));
+                )));
             }
         }
     }
-    Ok(out)
+    Ok(ForApply::Objects(out))
 }
 
 /// At build time: chart `i`'s archive as the bundle carries it (its dependencies added),
@@ -757,7 +842,7 @@ mod tests {
             std::fs::write(
                 &p,
                 format!(
-                    "apiVersion: sparkgap.dev/v1alpha1\nkind: Appliance\nmetadata: {{name: t}}\nspec:\n  k3s: {{version: v1.33.5+k3s1, binaryUrl: 'http://127.0.0.1:1/k3s'}}\n  namespaces: [{{name: obs}}]\n  charts:\n{charts}"
+                    "apiVersion: sparkgap.dev/v1alpha1\nkind: Appliance\nmetadata: {{name: t}}\nspec:\n  k3s: {{version: v1.33.5+k3s1, binaryUrl: 'http://127.0.0.1:1/k3s'}}\n  namespaces: [{{name: obs}}, {{name: obs2}}]\n  charts:\n{charts}"
                 ),
             )
             .unwrap();
@@ -767,7 +852,9 @@ mod tests {
         let spec = write(
             "    - {name: app, path: app.tgz, namespace: obs, values: 'replicas: 2'}\n    - {name: idle, path: missing.tgz, namespace: obs, deploy: false}\n",
         );
-        let objects = objects_for_apply(&spec).unwrap();
+        let ForApply::Objects(objects) = objects_for_apply(&spec).unwrap() else {
+            panic!("local charts apply")
+        };
         assert_eq!(objects.len(), 1, "an undeployed chart is not applied");
         assert_eq!(objects[0]["spec"]["valuesContent"], "replicas: 2");
         assert_eq!(objects[0]["spec"]["targetNamespace"], "obs");
@@ -775,17 +862,42 @@ mod tests {
         let spec = write(
             "    - {name: tempo, repo: 'https://r.test', chart: tempo, version: 1.0.0, namespace: obs}\n",
         );
-        let why = objects_for_apply(&spec).unwrap_err();
+        let ForApply::Unavailable(why) = objects_for_apply(&spec).unwrap() else {
+            panic!("a repository chart needs its bundle")
+        };
         assert!(why.contains("chart tempo comes from a repository"), "{why}");
-        // As installed on a node: the bundle's HelmChart beside the spec copy.
+        // As installed on a node: the bundle's HelmChart beside the spec copy, its values
+        // from a values file the node does not have.
         let kept = d.path().join(RENDERED_DIR);
         std::fs::create_dir_all(&kept).unwrap();
-        let doc = helm_chart(&spec.appliance.spec.charts[0], b"tgz", None);
+        let doc = helm_chart(&spec.appliance.spec.charts[0], b"tgz", Some("from: bundle"));
         std::fs::write(
             kept.join("tempo.yaml"),
             serde_saphyr::to_string(&doc).unwrap(),
         )
         .unwrap();
-        assert_eq!(objects_for_apply(&spec).unwrap(), vec![doc]);
+        assert_eq!(
+            objects_for_apply(&spec).unwrap(),
+            ForApply::Objects(vec![doc.clone()])
+        );
+        // The spec copy edited on the node: its inline values and namespace win over the kept
+        // ones; the archive stays the bundle's.
+        let edited = write(
+            "    - {name: tempo, repo: 'https://r.test', chart: tempo, version: 1.0.0, namespace: obs2, values: 'edited: yes'}\n",
+        );
+        let ForApply::Objects(o) = objects_for_apply(&edited).unwrap() else {
+            panic!("kept")
+        };
+        assert_eq!(o[0]["spec"]["valuesContent"], "edited: yes");
+        assert_eq!(o[0]["spec"]["targetNamespace"], "obs2");
+        assert_eq!(o[0]["spec"]["chartContent"], doc["spec"]["chartContent"]);
+        // A damaged kept copy is an error, not a skip.
+        std::fs::write(kept.join("tempo.yaml"), "kind: HelmChart\n").unwrap();
+        let err = objects_for_apply(&spec).unwrap_err().to_string();
+        assert!(err.contains("no spec.chartContent"), "{err}");
+        // A local chart whose archive is missing: an error naming the field.
+        let spec = write("    - {name: app, path: gone.tgz, namespace: obs}\n");
+        let err = objects_for_apply(&spec).unwrap_err().to_string();
+        assert!(err.contains("spec.charts[0].path"), "{err}");
     }
 }

@@ -37,9 +37,9 @@ pub fn run(args: ApplyArgs, g: &Global) -> anyhow::Result<u8> {
     let tanka = crate::stages::tanka_objects(crate::tanka::objects_for_apply(&spec)?)?;
     // The charts' HelmCharts: as an install keeps them beside the spec copy, or built from a
     // local archive; a chart only a bundle carries skips the stage (nothing pruned).
-    let (charts, charts_unavailable) = match crate::charts::objects_for_apply(&spec) {
-        Ok(objects) => (crate::stages::chart_objects(objects)?, None),
-        Err(why) => (Vec::new(), Some(why)),
+    let (charts, charts_unavailable) = match crate::charts::objects_for_apply(&spec)? {
+        crate::charts::ForApply::Objects(objects) => (crate::stages::chart_objects(objects)?, None),
+        crate::charts::ForApply::Unavailable(why) => (Vec::new(), Some(why)),
     };
     let report = crate::install::node::apply(
         args.cluster.kubeconfig.as_deref(),

@@ -71,8 +71,12 @@ pub fn run(args: LockArgs, g: &Global) -> anyhow::Result<u8> {
     for w in &charts.quota {
         errln!("warning: {w}");
     }
+    for w in &charts.warnings {
+        errln!("warning: {w}");
+    }
     let mut summary = LockSummary::new(&args.out, &lock);
     summary.quota_warnings = charts.quota;
+    summary.warnings = charts.warnings;
     if g.output == Output::Json {
         super::print_json(&summary)?;
     } else {
@@ -91,6 +95,8 @@ struct LockSummary {
     charts: Vec<ChartSummary>,
     /// Charts whose rendered pods would not fit their namespace's quota.
     quota_warnings: Vec<crate::charts::QuotaWarning>,
+    /// Other warnings (an index without a digest, a chart too big for helm-controller).
+    warnings: Vec<String>,
     /// Distinct blobs (k3s included) and their total size.
     blobs: usize,
     bytes: u64,
@@ -180,6 +186,7 @@ impl LockSummary {
                 })
                 .collect(),
             quota_warnings: Vec::new(),
+            warnings: Vec::new(),
             blobs: all.len(),
             bytes: all.iter().map(|d| d.size).sum(),
         }

@@ -380,6 +380,7 @@ pub fn install(
     )?;
     let tanka = rendered_manifests(root, &staged, "tanka/")?;
     let charts = rendered_manifests(root, &staged, "charts/")?;
+    let idle_charts = rendered_manifests(root, &staged, "charts-idle/")?;
     let archive = plan::image_archive(&images_src);
     let mut desired = desired_files(
         &spec,
@@ -392,15 +393,18 @@ pub fn install(
     // node applies them (the jsonnet is not carried).
     // The HelmCharts likewise: the charts stage applies them (k3s's manifests directory
     // does not get them).
-    for (dir, files) in [
-        (plan::TANKA_COPY_DIR, &tanka),
-        (plan::CHARTS_COPY_DIR, &charts),
+    // Chart values may hold credentials: the HelmCharts are readable by root alone, as in
+    // k3s's manifests directory. Undeployed charts' too, so a spec copy can turn one on.
+    for (dir, files, mode) in [
+        (plan::TANKA_COPY_DIR, &tanka, 0o644),
+        (plan::CHARTS_COPY_DIR, &charts, 0o600),
+        (plan::CHARTS_IDLE_COPY_DIR, &idle_charts, 0o600),
     ] {
         for (name, bytes) in files {
             desired.push(plan::Desired {
                 path: format!("{dir}/{name}.yaml"),
                 source: plan::Source::Bytes(bytes.clone()),
-                mode: 0o644,
+                mode,
                 k3s_reads: false,
             });
         }

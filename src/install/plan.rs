@@ -52,6 +52,8 @@ pub const TANKA_COPY_DIR: &str = "var/lib/sparkgap/rendered/tanka";
 /// The bundle's `manifests/charts/<name>.yaml` (deployed charts' HelmCharts), beside the spec
 /// copy (`charts::RENDERED_DIR`).
 pub const CHARTS_COPY_DIR: &str = "var/lib/sparkgap/rendered/charts";
+/// `manifests/charts-idle/<name>.yaml` (charts carried with `deploy: false`), likewise.
+pub const CHARTS_IDLE_COPY_DIR: &str = "var/lib/sparkgap/rendered/charts-idle";
 
 /// What identifies a file's contents in the record.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -333,15 +333,22 @@ impl Registry {
             attempt += 1;
             let failure = match self.http.get(url).send().await {
                 Err(e) => error_chain(&e),
-                Ok(resp) if resp.status().is_success() => {
-                    let body = resp.bytes().await.map_err(|e| (error_chain(&e), attempt))?;
-                    if body.len() > max {
-                        return Err((
-                            format!("it is {} bytes; at most {max} are read", body.len()),
-                            attempt,
-                        ));
+                Ok(mut resp) if resp.status().is_success() => {
+                    // Read as it comes and stop at the first byte past `max`: a server that
+                    // sends without end cannot fill memory.
+                    let mut body = Vec::new();
+                    while let Some(chunk) =
+                        resp.chunk().await.map_err(|e| (error_chain(&e), attempt))?
+                    {
+                        body.extend_from_slice(&chunk);
+                        if body.len() > max {
+                            return Err((
+                                format!("it is more than {max} bytes, the most read"),
+                                attempt,
+                            ));
+                        }
                     }
-                    return Ok(body.to_vec());
+                    return Ok(body);
                 }
                 Ok(resp) if status_is_transient(resp.status().as_u16()) => {
                     format!("HTTP {}", resp.status())

@@ -422,6 +422,20 @@ fn created_by_us(obj: &DynamicObject) -> bool {
         == Some(MANAGER)
 }
 
+/// A HelmChart a bundle of sparkgap before the charts stage put in k3s's manifests directory:
+/// labelled managed-by sparkgap, never marked. Only sparkgap's bundles made those, so the
+/// charts stage takes them as its own (a chart that leaves the spec is then uninstalled).
+fn legacy_helm_chart(obj: &DynamicObject) -> bool {
+    obj.types.as_ref().is_some_and(|t| t.kind == "HelmChart")
+        && obj
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(MANAGED_BY))
+            .map(String::as_str)
+            == Some(MANAGER)
+}
+
 impl Engine<'_, '_> {
     async fn retry<T, F, Fut>(&self, mut f: F) -> Result<T, kube::Error>
     where
@@ -616,7 +630,10 @@ impl Engine<'_, '_> {
         // Mark what we create; keep the mark where it is (an apply without a field this
         // manager set removes it); never mark what existed without it (adopted).
         let mut body = obj.to_value();
-        if before.as_ref().is_none_or(created_by_us) {
+        if before
+            .as_ref()
+            .is_none_or(|b| created_by_us(b) || legacy_helm_chart(b))
+        {
             body["metadata"]["annotations"][CREATED_BY] = MANAGER.into();
         }
         if let Some(fields) = self.replace.get(&obj.describe()) {
