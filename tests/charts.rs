@@ -201,6 +201,16 @@ impl Setup {
         p
     }
 
+    /// `sparkgap build` of `spec` with its lock, into `<dir>/<out>`, run.
+    fn build(&self, spec: &Path, out: &str) -> std::process::Output {
+        let lock = spec.with_file_name("appliance.lock");
+        let addr = self.bed.h.addr();
+        self.bed
+            .build(spec, &lock, "cache", out, addr)
+            .output()
+            .unwrap()
+    }
+
     fn lock(&self, spec: &Path, helm: Option<&Path>) -> assert_cmd::Command {
         let mut c = self.bed.lock_cmd(
             spec,
@@ -336,17 +346,7 @@ fn repository_charts_are_pinned_their_images_found_as_helm_renders_and_carried()
     // build carries each chart inline; the lean one with its dependency added, as an archive
     // Helm renders the same images from; the undeployed one outside k3s's manifests.
     let bundle = s.bed.path("ok.tar");
-    let out = s
-        .bed
-        .build(
-            &spec,
-            &spec.with_file_name("appliance.lock"),
-            "cache",
-            "ok.tar",
-            h.addr(),
-        )
-        .output()
-        .unwrap();
+    let out = s.build(&spec, "ok.tar");
     assert!(out.status.success(), "{}", common::stderr(&out));
     let members = tar_members(&bundle);
     let content = |member: &str| -> Vec<u8> {
@@ -401,17 +401,7 @@ fn repository_charts_are_pinned_their_images_found_as_helm_renders_and_carried()
     );
 
     // Same lock, same bytes: the dependency added to the lean chart's archive included.
-    let out = s
-        .bed
-        .build(
-            &spec,
-            &spec.with_file_name("appliance.lock"),
-            "cache",
-            "again.tar",
-            h.addr(),
-        )
-        .output()
-        .unwrap();
+    let out = s.build(&spec, "again.tar");
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert!(
         std::fs::read(&bundle).unwrap() == std::fs::read(s.bed.path("again.tar")).unwrap(),
@@ -420,17 +410,7 @@ fn repository_charts_are_pinned_their_images_found_as_helm_renders_and_carried()
 
     // A values file changed after the lock: build refuses, naming the chart.
     std::fs::write(&web_values, format!("image: {}\n", h.multiarch_ref())).unwrap();
-    let out = s
-        .bed
-        .build(
-            &spec,
-            &spec.with_file_name("appliance.lock"),
-            "cache",
-            "stale.tar",
-            h.addr(),
-        )
-        .output()
-        .unwrap();
+    let out = s.build(&spec, "stale.tar");
     assert_eq!(out.status.code(), Some(2), "{}", common::stderr(&out));
     let err = common::stderr(&out);
     assert!(err.contains("chart \"web\": its values changed"), "{err}");

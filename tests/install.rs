@@ -537,6 +537,14 @@ fn version_1_record_is_read_and_upgraded() {
     assert_eq!(now, v2, "the record is rewritten as version 2");
 }
 
+/// The files install placed in k3s's manifests directory under `root`.
+fn k3s_manifests(root: &Path) -> Vec<String> {
+    fs::read_dir(root.join("var/lib/rancher/k3s/server/manifests"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 #[test]
 fn manifests_are_placed_only_when_the_spec_asks() {
     let d = tempfile::tempdir().unwrap();
@@ -547,10 +555,7 @@ fn manifests_are_placed_only_when_the_spec_asks() {
     .build(d.path());
     let root = d.path().join("root");
     install(&bundle, &root, &[]).ok();
-    let placed: Vec<String> = fs::read_dir(root.join("var/lib/rancher/k3s/server/manifests"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let placed = k3s_manifests(&root);
     assert_eq!(placed, ["local-storage.yaml.skip"], "only the skip file");
 }
 
@@ -571,10 +576,7 @@ fn charts_are_kept_for_the_charts_stage_never_placed_for_k3s_to_apply() {
     .build(d.path());
     let root = d.path().join("root");
     install(&bundle, &root, &[]).ok();
-    let placed: Vec<String> = fs::read_dir(root.join("var/lib/rancher/k3s/server/manifests"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let placed = k3s_manifests(&root);
     assert!(!placed.iter().any(|p| p.contains("chart")), "{placed:?}");
     let kept = root.join("var/lib/sparkgap/rendered/charts");
     assert_eq!(

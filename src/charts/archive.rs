@@ -85,12 +85,7 @@ fn entries_within(tgz: &[u8], max: u64) -> Result<Vec<(String, Vec<u8>)>, String
     {
         let mut e = e.map_err(|e| format!("damaged tar archive: {e}"))?;
         let kind = e.header().entry_type();
-        let path = e
-            .path()
-            .map_err(|e| format!("damaged tar entry name: {e}"))?
-            .to_string_lossy()
-            .trim_start_matches("./")
-            .to_string();
+        let path = entry_path(&e)?;
         if !(kind.is_file() || kind == tar::EntryType::Continuous) {
             continue;
         }
@@ -133,12 +128,7 @@ fn first_chart_name<R: Read>(ar: &mut tar::Archive<R>) -> Result<Option<String>,
         .map_err(|e| format!("not a tar archive: {e}"))?
     {
         let mut e = e.map_err(|e| format!("damaged tar archive: {e}"))?;
-        let path = e
-            .path()
-            .map_err(|e| format!("damaged tar entry name: {e}"))?
-            .to_string_lossy()
-            .trim_start_matches("./")
-            .to_string();
+        let path = entry_path(&e)?;
         if path.matches('/').count() == 1 && path.ends_with("/Chart.yaml") {
             let mut bytes = Vec::new();
             (&mut e)
@@ -149,6 +139,15 @@ fn first_chart_name<R: Read>(ar: &mut tar::Archive<R>) -> Result<Option<String>,
         }
     }
     Ok(None)
+}
+
+/// A tar entry's path, without a leading `./`.
+fn entry_path<R: Read>(e: &tar::Entry<'_, R>) -> Result<String, String> {
+    Ok(e.path()
+        .map_err(|e| format!("damaged tar entry name: {e}"))?
+        .to_string_lossy()
+        .trim_start_matches("./")
+        .to_string())
 }
 
 fn chart_yaml(text: &[u8], what: &str) -> Result<ChartYaml, String> {
