@@ -520,6 +520,26 @@ fn bad_chart_input_fails_clearly_and_writes_no_lock() {
         ],
     );
 
+    // A repository that sends without end: the download stops past the archive cap.
+    let big = s.repo.dir.join("big");
+    std::fs::create_dir_all(&big).unwrap();
+    let cap = sparkgap::charts::MAX_ARCHIVE as usize;
+    std::fs::write(big.join("web-0.1.0.tgz"), vec![0u8; cap + 1]).unwrap();
+    std::fs::write(
+        big.join("index.yaml"),
+        "apiVersion: v1\nentries:\n  web:\n    - {name: web, version: 0.1.0, urls: [web-0.1.0.tgz]}\n",
+    )
+    .unwrap();
+    fails(
+        "too-big",
+        format!(
+            "    - {{name: web, repo: '{repo}/big', chart: web, version: 0.1.0, namespace: apps, discoverImages: false}}\n"
+        ),
+        helm,
+        3,
+        &[&format!("more than {cap} bytes")],
+    );
+
     // Without discovery no helm is needed: the chart is pinned, its images are the spec's job.
     let spec = s.spec(
         "no-discovery",

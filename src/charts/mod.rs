@@ -21,6 +21,10 @@ pub mod archive;
 pub mod index;
 pub mod render;
 
+/// A chart archive is downloaded up to this size (helm-controller installs none over 768 KiB,
+/// so this only stops a server that sends without end).
+pub const MAX_ARCHIVE: u64 = 16 << 20;
+
 /// A repository index is read whole; Grafana's is ~15 MiB. Past this it is refused.
 pub const MAX_INDEX: usize = 128 << 20;
 
@@ -381,7 +385,7 @@ async fn download(
 ) -> Result<(Vec<u8>, String), ChartError> {
     progress.line(&format!("downloading {owner} from {}", release.url));
     let (digest, _) = registry
-        .fetch_url(cache, &release.url, owner, progress)
+        .fetch_url(cache, &release.url, MAX_ARCHIVE, owner, progress)
         .await
         .map_err(fetch_err(name))?;
     match &release.digest {

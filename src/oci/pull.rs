@@ -30,6 +30,9 @@ pub enum Source {
     Blob(Reference),
     /// A plain file (the k3s binary).
     Url(String),
+    /// A plain file of at most this many bytes (a chart archive): a server that sends more is
+    /// stopped at the first byte past it.
+    UrlAtMost(String, u64),
 }
 
 /// One blob the bundle needs.
@@ -201,7 +204,7 @@ pub fn needed_blobs(lock: &Lock) -> Result<Vec<NeededBlob>, OciError> {
                         size,
                     },
                     owner,
-                    source: Source::Url(url),
+                    source: Source::UrlAtMost(url, size),
                 });
             }
         }
@@ -435,7 +438,7 @@ impl Registry {
         message: String,
     ) -> OciError {
         match source {
-            Source::Url(url) => OciError::Download {
+            Source::Url(url) | Source::UrlAtMost(url, _) => OciError::Download {
                 url: url.clone(),
                 attempts,
                 message,
@@ -472,7 +475,11 @@ impl Registry {
                 let r = self.locate(r);
                 (self.v2_url(&r, "blobs", digest_of(&r)), Some(r))
             }
-            Source::Url(u) => (u.clone(), None),
+            Source::Url(u) | Source::UrlAtMost(u, _) => (u.clone(), None),
+        };
+        let cap = match source {
+            Source::UrlAtMost(_, max) => Some(*max),
+            _ => None,
         };
         let mut req = self.http.get(&url);
         if let Source::Manifest(_) = source {
@@ -555,6 +562,13 @@ impl Registry {
                     actual: "more bytes than the descriptor lists".into(),
                     actual_size: n,
                 });
+            }
+            if let Some(max) = cap
+                && n > max
+            {
+                return Err(Failure::Permanent(format!(
+                    "GET {url}: more than {max} bytes, the most accepted for this file"
+                )));
             }
             hasher.update(&chunk);
             out.write_all(&chunk).await.map_err(Failure::Cache)?;

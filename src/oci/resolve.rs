@@ -300,12 +300,14 @@ impl Registry {
         String::from_utf8(body).map_err(|_| err("it is not UTF-8 text".into(), 1))
     }
 
-    /// Download `url` into the blob cache (verified against nothing: the caller compares the
-    /// digest it returns), with a byte-counting progress task. Returns (digest, size).
+    /// Download `url` (at most `max` bytes) into the blob cache (verified against nothing:
+    /// the caller compares the digest it returns), with a byte-counting progress task.
+    /// Returns (digest, size).
     pub async fn fetch_url(
         &self,
         cache: &BlobCache,
         url: &str,
+        max: u64,
         owner: &str,
         progress: &Progress,
     ) -> Result<(String, u64), OciError> {
@@ -316,7 +318,7 @@ impl Registry {
         let got = self
             .fetch(
                 cache,
-                &super::Source::Url(url.to_string()),
+                &super::Source::UrlAtMost(url.to_string(), max),
                 owner,
                 None,
                 &task,
