@@ -685,7 +685,19 @@ pub fn objects_for_apply(spec: &SpecFile) -> Result<ForApply, ChartError> {
         }
         match c.source() {
             Some(ChartSource::Path(p)) => {
-                let (_, tgz) = read_local(spec, i, p)?;
+                let (file, tgz) = read_local(spec, i, p)?;
+                let meta = archive::read(&tgz).map_err(|message| ChartError::Archive {
+                    name: c.name.clone(),
+                    what: file.display().to_string(),
+                    message,
+                })?;
+                if let Some(dep) = meta.missing().first() {
+                    return Ok(ForApply::Unavailable(format!(
+                        "chart {}: {} does not vendor its dependency {}; the lock pins it and \
+                         the bundle carries it added (`sparkgap up <bundle>`)",
+                        c.name, p, dep.name
+                    )));
+                }
                 let values = values_of(spec, i, c)?;
                 out.push(helm_chart(c, &tgz, values.as_deref()));
             }
@@ -852,7 +864,24 @@ mod tests {
             .unwrap();
             SpecFile::read(&p).unwrap()
         };
-        std::fs::write(d.path().join("app.tgz"), b"archive bytes").unwrap();
+        std::fs::write(
+            d.path().join("app.tgz"),
+            archive::pack(&[(
+                "app/Chart.yaml".into(),
+                b"apiVersion: v2\nname: app\nversion: 0.1.0\n".to_vec(),
+            )])
+            .unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("lean.tgz"),
+            archive::pack(&[(
+                "lean/Chart.yaml".into(),
+                b"apiVersion: v2\nname: lean\nversion: 0.1.0\ndependencies: [{name: db, version: 1.0.0, repository: 'https://r.test'}]\n".to_vec(),
+            )])
+            .unwrap(),
+        )
+        .unwrap();
         let spec = write(
             "    - {name: app, path: app.tgz, namespace: obs, values: 'replicas: 2'}\n    - {name: idle, path: missing.tgz, namespace: obs, deploy: false}\n",
         );
@@ -899,6 +928,12 @@ mod tests {
         std::fs::write(kept.join("tempo.yaml"), "kind: HelmChart\n").unwrap();
         let err = objects_for_apply(&spec).unwrap_err().to_string();
         assert!(err.contains("no spec.chartContent"), "{err}");
+        // A local archive published without its dependency: only the bundle has it added.
+        let spec = write("    - {name: lean, path: lean.tgz, namespace: obs}\n");
+        let ForApply::Unavailable(why) = objects_for_apply(&spec).unwrap() else {
+            panic!("the dependency is missing")
+        };
+        assert!(why.contains("does not vendor its dependency db"), "{why}");
         // A local chart whose archive is missing: an error naming the field.
         let spec = write("    - {name: app, path: gone.tgz, namespace: obs}\n");
         let err = objects_for_apply(&spec).unwrap_err().to_string();
