@@ -223,19 +223,26 @@ fn get(cp: &ControlPlane, path: &str) -> Option<Value> {
 
 /// Create an object as another tool (k3s) would: POST, no sparkgap labels or mark.
 fn create(cp: &ControlPlane, collection: &str, body: Value) {
+    send(cp, http::Method::POST, collection, "application/json", body);
+}
+
+/// `method` `path` on the control plane with a JSON `body` of `content_type`; panics on error.
+fn send(cp: &ControlPlane, method: http::Method, path: &str, content_type: &str, body: Value) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = sparkgap::cluster::connect(Some(&cp.kubeconfig))
             .await
             .unwrap();
-        let req = http::Request::post(collection)
-            .header("content-type", "application/json")
+        let req = http::Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header("content-type", content_type)
             .body(serde_json::to_vec(&body).unwrap())
             .unwrap();
         client
             .request::<Value>(req)
             .await
-            .unwrap_or_else(|e| panic!("POST {collection}: {e}"));
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     })
 }
 
@@ -495,20 +502,13 @@ fn helm_controller() -> Result<PathBuf, String> {
 
 /// PATCH (merge) `path` on the control plane.
 fn merge_patch(cp: &ControlPlane, path: &str, body: Value) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let client = sparkgap::cluster::connect(Some(&cp.kubeconfig))
-            .await
-            .unwrap();
-        let req = http::Request::patch(path)
-            .header("content-type", "application/merge-patch+json")
-            .body(serde_json::to_vec(&body).unwrap())
-            .unwrap();
-        client
-            .request::<Value>(req)
-            .await
-            .unwrap_or_else(|e| panic!("PATCH {path}: {e}"));
-    })
+    send(
+        cp,
+        http::Method::PATCH,
+        path,
+        "application/merge-patch+json",
+        body,
+    );
 }
 
 /// Poll `f` every 250 ms until it gives Some, or panic after `secs` with `what` and the logs.
