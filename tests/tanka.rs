@@ -34,7 +34,10 @@ fn evaluation_equals_go_jsonnet_on_every_fixture() {
     let bin = match jsonnet_binary() {
         Ok(b) => b,
         Err(why) => {
-            println!("SKIP evaluation_equals_go_jsonnet_on_every_fixture: no go-jsonnet: {why}");
+            common::skip::skip(
+                "evaluation_equals_go_jsonnet_on_every_fixture",
+                &format!("no go-jsonnet (scripts/jsonnet builds it): {why}"),
+            );
             return;
         }
     };
