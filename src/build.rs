@@ -235,12 +235,19 @@ fn bundle_manifests_for(
         out.push((format!("manifests/extra/{}", m.path), bytes));
     }
     for (i, chart) in spec.appliance.spec.charts.iter().enumerate() {
-        let tgz = match (lock, chart.source()) {
+        let (tgz, values) = match (lock, chart.source()) {
             (Some((lock, path, cache)), _) => {
                 charts::archive_for_build(spec, i, chart, lock, path, cache)?
             }
             (None, Some(crate::spec::ChartSource::Path(p))) => {
-                read_named(spec, &format!("spec.charts[{i}].path"), &base.join(p))?
+                let tgz = read_named(spec, &format!("spec.charts[{i}].path"), &base.join(p))?;
+                let values = chart
+                    .values_text(&base, i)
+                    .map_err(|message| BuildError::Chart {
+                        chart: chart.name.clone(),
+                        message,
+                    })?;
+                (tgz, values)
             }
             (None, _) => {
                 return Err(BuildError::Chart {
@@ -256,13 +263,7 @@ fn bundle_manifests_for(
                 message: why,
             });
         }
-        let values = chart
-            .values_text(&base, i)
-            .map_err(|message| BuildError::Chart {
-                chart: chart.name.clone(),
-                message,
-            })?;
-        // Carried either way; installed (in k3s's manifests directory) only when deployed.
+        // Carried either way; applied by the charts stage only when deployed.
         let dir = if chart.deploy {
             "charts"
         } else {

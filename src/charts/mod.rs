@@ -715,7 +715,7 @@ pub fn objects_for_apply(spec: &SpecFile) -> Result<ForApply, ChartError> {
     Ok(ForApply::Objects(out))
 }
 
-/// At build time: chart `i`'s archive as the bundle carries it (its dependencies added),
+/// At build time: chart `i`'s archive as the bundle carries it, and its values (its dependencies added),
 /// from the blob cache (a repository's chart) or the spec's directory (a local one), after
 /// checking that what the lock's images were found from is unchanged.
 pub fn archive_for_build(
@@ -725,7 +725,7 @@ pub fn archive_for_build(
     lock: &Lock,
     lock_path: &Path,
     cache: &BlobCache,
-) -> Result<Vec<u8>, ChartError> {
+) -> Result<(Vec<u8>, Option<String>), ChartError> {
     let pinned = lock
         .charts
         .iter()
@@ -779,11 +779,13 @@ pub fn archive_for_build(
         })?;
         added.push((format!("{}-{}.tgz", d.name, d.version), dep));
     }
-    archive::with_dependencies(&bytes, &added).map_err(|message| ChartError::Archive {
-        name: c.name.clone(),
-        what: "adding its dependencies".into(),
-        message,
-    })
+    let archive =
+        archive::with_dependencies(&bytes, &added).map_err(|message| ChartError::Archive {
+            name: c.name.clone(),
+            what: "adding its dependencies".into(),
+            message,
+        })?;
+    Ok((archive, values))
 }
 
 #[cfg(test)]

@@ -366,7 +366,7 @@ pub struct ChartRef {
     /// lock them. With `false`, list them under `spec.images` yourself.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub discover_images: bool,
-    /// Install the chart (a HelmChart in k3s's manifests directory). With `false` the chart
+    /// Install the chart (its HelmChart applied by the charts stage). With `false` the chart
     /// and its images are carried in the bundle but not installed.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub deploy: bool,

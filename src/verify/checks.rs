@@ -742,7 +742,7 @@ pub fn charts(states: &[Result<ChartState, String>]) -> CheckResult {
         match st {
             Err(e) => problems.push(e.clone()),
             Ok(c) if !c.exists => problems.push(format!(
-                "chart {}: no HelmChart kube-system/{} (k3s applies it from its manifests directory, where install places it)",
+                "chart {}: no HelmChart kube-system/{} (the charts stage of `up` or `apply` applies it)",
                 c.chart, c.chart
             )),
             Ok(c) if c.succeeded > 0 => evidence.push(format!(

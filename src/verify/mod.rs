@@ -505,9 +505,9 @@ pub const NODE_METRICS_PATH: &str = "/apis/metrics.k8s.io/v1beta1/nodes";
 /// Where k3s keeps HelmCharts and runs their install jobs.
 const HELM_NAMESPACE: &str = "kube-system";
 
-/// `charts`: each carried chart's HelmChart exists and its helm install Job succeeded, waiting
-/// (until the overall deadline) while the Job is still running: helm-controller starts it when
-/// k3s has applied the chart from its manifests directory, which can be after `apply`.
+/// `charts`: each deployed chart's HelmChart exists and its helm install Job succeeded, waiting
+/// (until the overall deadline) while the Job is still running: helm-controller starts it
+/// after the charts stage applied the HelmChart, and it runs for a while.
 async fn charts(ctx: &Ctx<'_>) -> CheckResult {
     let name = "charts";
     let s = &ctx.spec.spec;
