@@ -1,0 +1,219 @@
+package containerd
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+)
+
+func registry(t *testing.T, content string) *Registry {
+	t.Helper()
+	r := &Registry{}
+	if err := yaml.Unmarshal([]byte(content), r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+type hostWant struct {
+	def       string
+	endpoints []string
+	override  []bool
+}
+
+func summarize(h map[string]HostConfig) map[string]hostWant {
+	out := map[string]hostWant{}
+	for k, v := range h {
+		w := hostWant{def: urlString(v.Default)}
+		for _, e := range v.Endpoints {
+			w.endpoints = append(w.endpoints, e.URL.String())
+			w.override = append(w.override, e.OverridePath)
+		}
+		out[k] = w
+	}
+	return out
+}
+
+// Cases of k3s's own table (k3s: pkg/agent/containerd/config_test.go Test_UnitGetHostConfigs).
+func TestHostConfigs(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want map[string]hostWant
+	}{
+		{"no registries", "", map[string]hostWant{}},
+		{"default endpoint only", "mirrors:\n  docker.io:\n", map[string]hostWant{}},
+		{"default endpoint listed", "mirrors:\n  docker.io:\n    endpoint: [docker.io]\n", map[string]hostWant{}},
+		{"only creds", "configs:\n  docker.io:\n    auth: {username: u, password: p}\n",
+			map[string]hostWant{"docker.io": {def: "https://registry-1.docker.io/v2"}}},
+		{"full URL with override path", "mirrors:\n  docker.io:\n    endpoint: [\"https://registry.example.com/prefix/v2\"]\n",
+			map[string]hostWant{"docker.io": {def: "https://registry-1.docker.io/v2", endpoints: []string{"https://registry.example.com/prefix/v2"}, override: []bool{true}}}},
+		{"hostname with default path", "mirrors:\n  docker.io:\n    endpoint: [registry.example.com/v2]\n",
+			map[string]hostWant{"docker.io": {def: "https://registry-1.docker.io/v2", endpoints: []string{"https://registry.example.com/v2"}, override: []bool{false}}}},
+		{"URL without path", "mirrors:\n  docker.io:\n    endpoint: [\"https://registry.example.com\"]\n",
+			map[string]hostWant{"docker.io": {def: "https://registry-1.docker.io/v2", endpoints: []string{"https://registry.example.com/v2"}, override: []bool{false}}}},
+		{"host and port", "mirrors:\n  docker.io:\n    endpoint: [\"registry.example.com:443\"]\n",
+			map[string]hostWant{"docker.io": {def: "https://registry-1.docker.io/v2", endpoints: []string{"https://registry.example.com:443/v2"}, override: []bool{false}}}},
+		{"duplicates in different forms", "mirrors:\n  docker.io:\n    endpoint: [registry.example.com, \"https://registry.example.com\", \"https://registry.example.com/v2\"]\n",
+			map[string]hostWant{"docker.io": {def: "https://registry-1.docker.io/v2", endpoints: []string{"https://registry.example.com/v2"}, override: []bool{false}}}},
+		{"localhost on a port is http", "mirrors:\n  docker.io:\n    endpoint: [\"localhost:5000\", \"127.0.0.1:5000\", \"https://127.0.0.1:5001\"]\n",
+			map[string]hostWant{"docker.io": {def: "https://registry-1.docker.io/v2",
+				endpoints: []string{"http://localhost:5000/v2", "http://127.0.0.1:5000/v2", "https://127.0.0.1:5001/v2"}, override: []bool{false, false, false}}}},
+		{"last endpoint is the default", "mirrors:\n  docker.io:\n    endpoint: [\"https://docker.nju.edu.cn/\", \"https://registry-1.docker.io\"]\n",
+			map[string]hostWant{"docker.io": {def: "https://registry-1.docker.io/v2", endpoints: []string{"https://docker.nju.edu.cn/v2"}, override: []bool{false}}}},
+		{"wildcard", "mirrors:\n  \"*\":\n    endpoint: [\"http://127.0.0.1:30500\"]\n",
+			map[string]hostWant{"_default": {def: "", endpoints: []string{"http://127.0.0.1:30500/v2"}, override: []bool{false}}}},
+		{"localhost registry with tls config", "mirrors:\n  localhost:5000:\n    endpoint: [\"https://localhost:5000\"]\nconfigs:\n  localhost:5000:\n    tls: {insecure_skip_verify: true}\n",
+			map[string]hostWant{"localhost:5000": {def: "http://localhost:5000/v2", endpoints: []string{"https://localhost:5000/v2"}, override: []bool{false}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := summarize(HostConfigs(registry(t, tt.yaml), false, func(string) {}))
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("got  %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestHostConfigsConfigsAndRewrites(t *testing.T) {
+	r := registry(t, `mirrors:
+  docker.io:
+    endpoint: ["https://registry.example.com/v2"]
+    rewrite:
+      "^rancher/(.*)": "mirrored/rancher/$1"
+configs:
+  registry.example.com:
+    tls: {ca_file: /ca.pem, cert_file: /c.pem, key_file: /k.pem}
+`)
+	h := HostConfigs(r, false, func(string) {})
+	ep := h["docker.io"].Endpoints[0]
+	if ep.Config.TLS == nil || ep.Config.TLS.CAFile != "/ca.pem" || ep.Rewrites["^rancher/(.*)"] != "mirrored/rancher/$1" {
+		t.Fatalf("endpoint %+v", ep)
+	}
+	if _, ok := h["registry.example.com"]; !ok {
+		t.Fatal("a configs entry with TLS gets its own hosts.toml")
+	}
+	got := RenderHostsToml(h["docker.io"])
+	want := `# File generated by k3s. DO NOT EDIT.
+
+server = "https://registry-1.docker.io/v2"
+capabilities = ["pull", "resolve", "push"]
+
+[host]
+[host."https://registry.example.com/v2"]
+  capabilities = ["pull", "resolve"]
+  ca = ["/ca.pem"]
+  client = [["/c.pem", "/k.pem"]]
+  [host."https://registry.example.com/v2".rewrite]
+    "^rancher/(.*)" = "mirrored/rancher/$1"
+
+`
+	if got != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+	noDefault := HostConfigs(r, true, func(string) {})
+	if noDefault["docker.io"].Default != nil || strings.Contains(RenderHostsToml(noDefault["docker.io"]), "server =") {
+		t.Fatal("--disable-default-registry-endpoint leaves no server")
+	}
+}
+
+// The hosts.toml k3s wrote for this registries.yaml, as shown in a public k3s walkthrough.
+func TestRenderMatchesK3sOutput(t *testing.T) {
+	r := registry(t, "mirrors:\n  \"docker.io\":\n    endpoint:\n      - \"https://docker.nju.edu.cn/\"\n      - \"https://registry-1.docker.io\"\n")
+	got := RenderHostsToml(HostConfigs(r, false, func(string) {})["docker.io"])
+	want := "# File generated by k3s. DO NOT EDIT.\n\nserver = \"https://registry-1.docker.io/v2\"\ncapabilities = [\"pull\", \"resolve\", \"push\"]\n\n[host]\n[host.\"https://docker.nju.edu.cn/v2\"]\n  capabilities = [\"pull\", \"resolve\"]\n\n"
+	if got != want {
+		t.Fatalf("got\n%q\nwant\n%q", got, want)
+	}
+}
+
+func TestWriteHostsCleansOnlyItsOwn(t *testing.T) {
+	dir := t.TempDir()
+	own := filepath.Join(dir, "old.example", "hosts.toml")
+	foreign := filepath.Join(dir, "mine.example", "hosts.toml")
+	for p, content := range map[string]string{own: HostsTomlHeader + "server = \"x\"\n", foreign: "server = \"y\"\n"} {
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(content), 0o644)
+	}
+	r := registry(t, "mirrors:\n  docker.io:\n    endpoint: [\"http://127.0.0.1:30500\"]\n")
+	if err := WriteHosts(dir, HostConfigs(r, false, func(string) {})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(own); !os.IsNotExist(err) {
+		t.Error("a k3s-written host directory that is no longer configured is removed")
+	}
+	if _, err := os.Stat(foreign); err != nil {
+		t.Error("a directory k3s did not write is kept")
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "docker.io", "hosts.toml"))
+	if err != nil || !strings.Contains(string(data), `[host."http://127.0.0.1:30500/v2"]`) {
+		t.Fatalf("%s %v", data, err)
+	}
+}
+
+func TestReadRegistriesSparkgapFile(t *testing.T) {
+	// The shape src/install/render.rs registries_yaml writes.
+	path := filepath.Join(t.TempDir(), "registries.yaml")
+	os.WriteFile(path, []byte(`# k3s private registry configuration, written by sparkgap install
+mirrors:
+  "docker.io":
+    endpoint:
+      - "http://127.0.0.1:30500"
+    rewrite:
+      "^library/(.*)": "mirror/$1"
+configs:
+  "registry.spark.local:5000":
+    tls:
+      insecure_skip_verify: true
+`), 0o644)
+	r, err := ReadRegistries(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := HostConfigs(r, false, func(string) {})
+	if len(h) != 2 || !h["registry.spark.local:5000"].Default.Config.TLS.InsecureSkipVerify {
+		t.Fatalf("%+v", h)
+	}
+	if !strings.Contains(RenderHostsToml(h["registry.spark.local:5000"]), "skip_verify = true") {
+		t.Fatal("insecure_skip_verify becomes skip_verify")
+	}
+	if r, err := ReadRegistries(filepath.Join(t.TempDir(), "none")); err != nil || len(r.Mirrors) != 0 {
+		t.Fatalf("a missing registries.yaml is empty: %v", err)
+	}
+}
+
+func TestRenderConfig(t *testing.T) {
+	r := registry(t, "configs:\n  reg.example:\n    auth: {username: u, password: \"p\\\"w\"}\n")
+	got := Render(Config{
+		Paths:       Layout("/var/lib/rancher/k3s"),
+		PauseImage:  "docker.io/rancher/mirrored-pause:3.6",
+		Snapshotter: "overlayfs",
+		CNIBinDir:   "/parts/bin/cni",
+		CNIConfDir:  "/var/lib/rancher/k3s/agent/etc/cni/net.d",
+		RuncBinary:  "/parts/bin/runc",
+		Registries:  r,
+	})
+	for _, want := range []string{
+		"version = 3\n",
+		"root = \"/var/lib/rancher/k3s/agent/containerd\"\n",
+		"state = \"/run/k3s/containerd\"\n",
+		"[grpc]\n  address = \"/run/k3s/containerd/containerd.sock\"\n",
+		"  snapshotter = \"overlayfs\"\n",
+		"[plugins.'io.containerd.cri.v1.images'.pinned_images]\n  sandbox = \"docker.io/rancher/mirrored-pause:3.6\"\n",
+		"  restrict_oom_score_adj = true\n",
+		"  bin_dirs = [\"/parts/bin/cni\"]\n  conf_dir = \"/var/lib/rancher/k3s/agent/etc/cni/net.d\"\n",
+		"  runtime_type = \"io.containerd.runc.v2\"\n",
+		"  SystemdCgroup = false\n  BinaryName = \"/parts/bin/runc\"\n",
+		"config_path = \"/var/lib/rancher/k3s/agent/etc/containerd/certs.d\"\n",
+		"[plugins.'io.containerd.cri.v1.images'.registry.configs.\"reg.example\".auth]\n  username = \"u\"\n  password = \"p\\\"w\"\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in\n%s", want, got)
+		}
+	}
+}
