@@ -154,6 +154,7 @@ func mountNode(cfg initConfig) error {
 		{"mount the overlays", func() error { return mountOverlays(cfg.Dir) }},
 		{"bind the disk dirs", func() error { return bindDisks(cfg.Dir) }},
 		{"bind the sysctls", func() error { return bindSysctls(cfg.Dir) }},
+		{"make the host's root file system read-only", func() error { return protectRoot(cfg.Dir) }},
 		{"make /run's dirs", func() error {
 			for _, d := range []string{"/run/netns", "/run/k3s", "/run/lock"} {
 				if err := os.MkdirAll(d, 0o755); err != nil {
@@ -192,6 +193,32 @@ func mountSys() error {
 		return fmt.Errorf("move the cgroups to %s: %w", CgroupBase, err)
 	}
 	return os.Remove(keep)
+}
+
+// protectRoot makes the mount of / read-only inside the node, so that nothing of the node
+// writes to the host's file system outside its own mounts (overlays, tmpfs, disk dirs), /tmp
+// and the sandbox directory, which keep writable mounts of their own. The flag is the node's
+// mount's only: the host's / stays as it is.
+func protectRoot(dir string) error {
+	for _, d := range append(append([]string(nil), writableHost...), dir) {
+		if err := unix.Mount(d, d, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("keep %s writable: %w", d, err)
+		}
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs("/", &st); err != nil {
+		return err
+	}
+	flags := uintptr(unix.MS_REMOUNT | unix.MS_BIND | unix.MS_RDONLY)
+	for _, f := range []struct{ st, ms int64 }{
+		{unix.ST_NOSUID, unix.MS_NOSUID}, {unix.ST_NODEV, unix.MS_NODEV}, {unix.ST_NOEXEC, unix.MS_NOEXEC},
+		{unix.ST_NOATIME, unix.MS_NOATIME}, {unix.ST_NODIRATIME, unix.MS_NODIRATIME}, {unix.ST_RELATIME, unix.MS_RELATIME},
+	} {
+		if st.Flags&f.st != 0 {
+			flags |= uintptr(f.ms)
+		}
+	}
+	return unix.Mount("", "/", "", flags, "")
 }
 
 // mountOverlays puts an overlay over each of overlayDirs, its upper layer in DIR/overlay.

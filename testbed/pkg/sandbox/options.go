@@ -90,13 +90,21 @@ func ParseFile(s string) (File, error) {
 }
 
 // overlayDirs are the host directories the node sees through an overlay whose upper layer is
-// in the sandbox directory; name is the layer's directory under DIR/overlay.
+// in the sandbox directory; name is the layer's directory under DIR/overlay. /usr whole, not
+// only /usr/local: the kubelet creates /usr/libexec/kubernetes/kubelet-plugins. /root: HOME of
+// the unit and of `sandbox exec` (kubectl's and helm's caches).
 var overlayDirs = []struct{ Path, Name string }{
 	{"/etc", "etc"},
-	{"/usr/local", "usr-local"},
+	{"/usr", "usr"},
 	{"/var", "var"},
 	{"/opt", "opt"},
+	{"/root", "root"},
 }
+
+// writableHost are the host directories the node may write besides its own mounts: /tmp, the
+// host's by design (the test hands files over there). The rest of the host's root file system
+// is read-only inside the node.
+var writableHost = []string{"/tmp"}
 
 // diskDirs are real directories of the sandbox directory bound over the /var overlay:
 // containerd's overlay snapshots and the kubelet's volumes need a file system that is not an
