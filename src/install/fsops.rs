@@ -51,11 +51,39 @@ pub fn write_atomic(target: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     fsync_dir(target.parent().unwrap_or(Path::new("/")))
 }
 
-/// Move an already fsynced staged file into place (same filesystem: a rename).
+/// Move an already fsynced staged file into place: a rename when staging and target share a
+/// filesystem; otherwise (a host whose `/var` is its own partition, so staging under
+/// `/var/lib/sparkgap` and `/usr/local/bin/k3s` are on different devices: `EXDEV`) a copy to the
+/// target's temp name, fsync, rename over the target, then the staged file is removed. Either
+/// way the target changes in one step.
 pub fn rename_into_place(staged: &Path, target: &Path, mode: u32) -> io::Result<()> {
     fs::set_permissions(staged, fs::Permissions::from_mode(mode))?;
-    fs::rename(staged, target)?;
+    match fs::rename(staged, target) {
+        Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+            copy_into_place(staged, target, mode)?
+        }
+        other => other?,
+    }
     fsync_dir(target.parent().unwrap_or(Path::new("/")))
+}
+
+/// The cross-filesystem half of [`rename_into_place`]: copy through the target's temp name
+/// (which a killed run leaves for the next to remove), rename it over the target, then remove
+/// the staged file.
+fn copy_into_place(staged: &Path, target: &Path, mode: u32) -> io::Result<()> {
+    let tmp = temp_path(target);
+    let result = (|| {
+        let mut out = create(&tmp, mode)?;
+        io::copy(&mut File::open(staged)?, &mut out.file)?;
+        out.file.sync_all()?;
+        drop(out);
+        fs::rename(&tmp, target)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result?;
+    fs::remove_file(staged)
 }
 
 /// Point the symlink `target` at `to`, atomically (symlink at the temp name, rename over).
@@ -350,5 +378,24 @@ mod tests {
             fs::read_link(d.path().join("link")).unwrap(),
             Path::new("config.yaml")
         );
+    }
+
+    /// The path a host with `/var` on its own filesystem takes (staging and target on two
+    /// devices): the target gets the bytes and the mode, the staged file and the temp go.
+    #[test]
+    fn copy_into_place_replaces_the_target_and_removes_the_staged_file() {
+        let d = tempfile::tempdir().unwrap();
+        let staged = d.path().join("staged");
+        let target = d.path().join("k3s");
+        fs::write(&staged, b"new binary").unwrap();
+        fs::write(&target, b"old binary").unwrap();
+        copy_into_place(&staged, &target, 0o755).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"new binary");
+        assert_eq!(
+            fs::metadata(&target).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
+        assert!(!staged.exists());
+        assert!(!temp_path(&target).exists());
     }
 }
