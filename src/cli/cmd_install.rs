@@ -110,6 +110,24 @@ pub fn run_uninstall(args: UninstallArgs, g: &Global) -> anyhow::Result<u8> {
                 format!(" ({} were already gone)", report.missing.len())
             }
         );
+        if let Some(k) = &report.killed {
+            outln!(
+                "stopped k3s{}: {} container processes, {} mounts, {} interfaces, {} firewall lines, {} ipsets",
+                if report.stopped {
+                    ""
+                } else {
+                    " (its unit was already gone)"
+                },
+                k.processes,
+                k.unmounted.len(),
+                k.interfaces.len(),
+                k.firewall_lines,
+                k.ipsets.len()
+            );
+            for p in &k.problems {
+                errln!("warning: {p}");
+            }
+        }
         if report.data_removed.is_empty() {
             outln!("k3s data kept");
         } else {

@@ -35,7 +35,45 @@ struct UpReport<'a> {
     install: &'a InstallReport,
     apply: ApplyStep,
     verify: &'a Report,
+    timings: Timings,
     exit_code: u8,
+}
+
+/// Where the time of `up` went, in milliseconds: placing the bundle's files, k3s from its
+/// (re)start to the API answering and to the node Ready (absent when k3s was not started),
+/// apply, verify, and the whole run.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Timings {
+    files_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    k3s_api_ready_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    k3s_node_ready_ms: Option<u64>,
+    apply_ms: u64,
+    verify_ms: u64,
+    total_ms: u64,
+}
+
+impl std::fmt::Display for Timings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
+        write!(f, "took {}: files {}", s(self.total_ms), s(self.files_ms))?;
+        if let (Some(api), Some(node)) = (self.k3s_api_ready_ms, self.k3s_node_ready_ms) {
+            write!(
+                f,
+                ", k3s API up after {}, node Ready after {}",
+                s(api),
+                s(node)
+            )?;
+        }
+        write!(
+            f,
+            ", apply {}, verify {}",
+            s(self.apply_ms),
+            s(self.verify_ms)
+        )
+    }
 }
 
 #[derive(Serialize)]
@@ -46,12 +84,15 @@ enum ApplyStep {
 }
 
 pub fn run(args: UpArgs, g: &Global) -> anyhow::Result<u8> {
+    let started = std::time::Instant::now();
     let opts = args.target.options()?;
     let progress = super::progress::for_terminal(g);
     progress.line(&format!("install {}", args.bundle.display()));
     let installed = install::install(&args.bundle, &opts, &progress)?;
     let spec = &installed.spec.appliance;
 
+    let mut apply_ms = 0;
+    let mut verify_ms = 0;
     let (apply, verify) = match no_cluster_reason(&installed) {
         Some(reason) => (
             ApplyStep::Skipped {
@@ -71,6 +112,7 @@ pub fn run(args: UpArgs, g: &Global) -> anyhow::Result<u8> {
                 charts: crate::stages::chart_objects_from_yaml(&installed.charts)?,
                 charts_unavailable: None,
             };
+            let apply_start = std::time::Instant::now();
             let report = install::node::apply(
                 Some(&kubeconfig),
                 &opts.root,
@@ -78,20 +120,32 @@ pub fn run(args: UpArgs, g: &Global) -> anyhow::Result<u8> {
                 crate::stages::ApplyFlags::default(),
                 external,
             )?;
+            apply_ms = apply_start.elapsed().as_millis() as u64;
             progress.line("verify");
+            let verify_start = std::time::Instant::now();
             let verify_opts = VerifyOptions::for_spec(spec);
             let checks =
                 verify::run_blocking(Some(&kubeconfig), spec, Some(&installed.lock), &verify_opts)?;
+            verify_ms = verify_start.elapsed().as_millis() as u64;
             (ApplyStep::Done { report }, checks)
         }
     };
 
     let exit_code = super::exit::of_outcome(verify.failure());
+    let timings = Timings {
+        files_ms: installed.files_ms,
+        k3s_api_ready_ms: installed.k3s.api_ready_ms,
+        k3s_node_ready_ms: installed.k3s.node_ready_ms,
+        apply_ms,
+        verify_ms,
+        total_ms: started.elapsed().as_millis() as u64,
+    };
     match g.output {
         Output::Json => super::print_json(&UpReport {
             install: &installed,
             apply,
             verify: &verify,
+            timings,
             exit_code,
         })?,
         Output::Junit => out!("{}", verify.to_junit()),
@@ -102,6 +156,7 @@ pub fn run(args: UpArgs, g: &Global) -> anyhow::Result<u8> {
                 ApplyStep::Skipped { reason } => outln!("apply: skipped: {reason}"),
             }
             out!("{}", verify.to_text());
+            outln!("{timings}");
         }
     }
     Ok(exit_code)

@@ -20,6 +20,7 @@ use crate::progress::Progress;
 use crate::spec::{SpecError, SpecFile};
 
 mod fsops;
+pub mod killall;
 pub mod node;
 pub mod plan;
 pub mod platform;
@@ -147,6 +148,8 @@ pub struct InstallReport {
     pub unchanged: bool,
     pub k3s: K3sOutcome,
     pub warnings: Vec<String>,
+    /// Milliseconds spent verifying the bundle and placing its files (before k3s is started).
+    pub files_ms: u64,
     /// The bundle's Tanka objects (`manifests/tanka/<name>.yaml`: name, YAML), for the tanka
     /// stage of `up`: the node has the rendered objects, not the jsonnet.
     #[serde(skip)]
@@ -168,6 +171,12 @@ pub struct K3sOutcome {
     pub ready_node: Option<String>,
     /// Why starting was skipped, when it was.
     pub skipped: Option<String>,
+    /// Milliseconds from (re)starting k3s until its API answered, when this run waited for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_ready_ms: Option<u64>,
+    /// Milliseconds from (re)starting k3s until the node was Ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_ready_ms: Option<u64>,
 }
 
 fn spec_summary<S: serde::Serializer>(spec: &SpecFile, s: S) -> Result<S::Ok, S::Error> {
@@ -306,6 +315,7 @@ pub fn install(
     opts: &InstallOptions,
     progress: &Progress,
 ) -> Result<InstallReport, InstallError> {
+    let started = std::time::Instant::now();
     let root = opts.root.as_path();
     let at_slash = is_system_root(root);
     if at_slash {
@@ -444,6 +454,7 @@ pub fn install(
         config_changed,
         ..Default::default()
     };
+    let files_ms = started.elapsed().as_millis() as u64;
     if opts.no_start {
         k3s.skipped = Some("--no-start".into());
     } else if !at_slash {
@@ -453,14 +464,19 @@ pub fn install(
         ));
     } else {
         progress.line("starting k3s (systemd)");
+        let k3s_start = std::time::Instant::now();
         k3s.restarted = start::start(config_changed)?;
         let kubeconfig = root.join(crate::cluster::K3S_KUBECONFIG.trim_start_matches('/'));
-        k3s.ready_node = Some(start::wait(
+        let ready = start::wait(
             &kubeconfig,
             spec.appliance.spec.k3s.node_name.as_deref(),
             opts.wait,
             progress,
-        )?);
+            k3s_start,
+        )?;
+        k3s.api_ready_ms = Some(ready.api_after.as_millis() as u64);
+        k3s.node_ready_ms = Some(ready.node_after.as_millis() as u64);
+        k3s.ready_node = Some(ready.node);
     }
     Ok(InstallReport {
         bundle: bundle.to_path_buf(),
@@ -477,6 +493,7 @@ pub fn install(
         removed,
         unchanged,
         k3s,
+        files_ms,
         tanka,
         charts,
     })
@@ -669,6 +686,10 @@ pub struct UninstallReport {
     pub missing: Vec<String>,
     pub data_removed: Vec<String>,
     pub stopped: bool,
+    /// What k3s left running and was stopped (at `/` only): its containers, their mounts, the
+    /// pod network, the firewall rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub killed: Option<killall::Killed>,
 }
 
 /// Directories never removed even when uninstall leaves them empty.
@@ -702,6 +723,10 @@ pub fn uninstall(root: &Path, keep_data: bool) -> Result<UninstallReport, Instal
     if at_slash {
         // The unit may already be gone (a half-finished uninstall): not an error.
         report.stopped = start::systemctl(&["disable", "--now", "k3s"]).is_ok();
+        // KillMode=process left the containers running, with their mounts under k3s's and the
+        // kubelet's directories: stop them as k3s's own k3s-killall.sh does, before anything
+        // is deleted.
+        report.killed = Some(killall::killall());
     }
     if !keep_data {
         for d in DATA_DIRS {

@@ -95,21 +95,42 @@ pub async fn poll(client: &kube::Client, node: Option<&str>) -> Readiness {
     }
 }
 
-/// Poll until Ready or `timeout`; reports each change of state through `progress`.
+/// A node that became Ready, and when (from the `since` given to the wait).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    pub node: String,
+    /// When the API first answered.
+    pub api_after: Duration,
+    /// When the node was Ready.
+    pub node_after: Duration,
+}
+
+/// Poll until Ready or `timeout`; reports each change of state through `progress`. Times in
+/// the result are measured from `since`.
 pub async fn wait_with(
     client: &kube::Client,
     node: Option<&str>,
     timeout: Duration,
     every: Duration,
     progress: &Progress,
-) -> Result<String, InstallError> {
+    since: Instant,
+) -> Result<Ready, InstallError> {
     let start = Instant::now();
     let mut last = None;
+    let mut api_after = None;
     loop {
         let r = poll(client, node).await;
+        if !matches!(r, Readiness::NoApi(_)) && api_after.is_none() {
+            api_after = Some(since.elapsed());
+        }
         if let Readiness::Ready(name) = r {
             progress.line(&format!("node {name} is Ready"));
-            return Ok(name);
+            let node_after = since.elapsed();
+            return Ok(Ready {
+                node: name,
+                api_after: api_after.unwrap_or(node_after),
+                node_after,
+            });
         }
         if last.as_ref() != Some(&r) {
             progress.line(&format!("waiting for k3s: {}", describe(&r)));
@@ -134,13 +155,15 @@ fn describe(r: &Readiness) -> String {
     }
 }
 
-/// Wait for k3s on this host: its kubeconfig appears once the API is up, then the node.
+/// Wait for k3s on this host: its kubeconfig appears once the API is up, then the node. Times
+/// in the result are measured from `since` (when k3s was started).
 pub fn wait(
     kubeconfig: &Path,
     node: Option<&str>,
     timeout: Duration,
     progress: &Progress,
-) -> Result<String, InstallError> {
+    since: Instant,
+) -> Result<Ready, InstallError> {
     // Own thread and runtime: callers may already be inside a tokio runtime.
     let kubeconfig = kubeconfig.to_path_buf();
     let node = node.map(str::to_string);
@@ -158,8 +181,15 @@ pub fn wait(
                     match crate::cluster::connect(Some(&kubeconfig)).await {
                         Ok(client) => {
                             let left = timeout.saturating_sub(start.elapsed());
-                            return wait_with(&client, node.as_deref(), left, every, &progress)
-                                .await;
+                            return wait_with(
+                                &client,
+                                node.as_deref(),
+                                left,
+                                every,
+                                &progress,
+                                since,
+                            )
+                            .await;
                         }
                         Err(e) if start.elapsed() + every > timeout => {
                             return Err(InstallError::NotReady {
@@ -207,16 +237,18 @@ mod tests {
         fake.on("GET", "/version", 200, VERSION);
         fake.on("GET", "/api/v1/nodes", 200, nodes("False"));
         fake.on("GET", "/api/v1/nodes", 200, nodes("True"));
-        let name = wait_with(
+        let ready = wait_with(
             &fake.client(),
             Some("spark"),
             Duration::from_secs(5),
             Duration::from_millis(10),
             &Progress::hidden(),
+            Instant::now(),
         )
         .await
         .unwrap();
-        assert_eq!(name, "spark");
+        assert_eq!(ready.node, "spark");
+        assert!(ready.api_after <= ready.node_after, "{ready:?}");
         assert!(fake.seen().len() >= 4);
     }
 
@@ -231,6 +263,7 @@ mod tests {
             Duration::from_millis(50),
             Duration::from_millis(10),
             &Progress::hidden(),
+            Instant::now(),
         )
         .await
         .unwrap_err();
