@@ -214,6 +214,10 @@ fn healthy_node() -> NodeShape {
                 "docker.io/rancher/mirrored-coredns-coredns@sha256:82979ddf442c593027a57239ad90616deb874e90c365d1a96ad508c2104bdea5".into(),
                 "docker.io/rancher/mirrored-coredns-coredns:1.12.3".into(),
             ],
+            vec![
+                "docker.io/rancher/mirrored-pause@sha256:74bf6fc6be13c4ec53a86a5acf9fdbc6787b176db0693659ad6ac89f115e182c".into(),
+                "docker.io/rancher/mirrored-pause:3.6".into(),
+            ],
         ],
     }
 }
@@ -784,6 +788,8 @@ fn opts(only: &[&str], timeout: Duration) -> VerifyOptions {
     let mut o = VerifyOptions::new(timeout);
     o.only = only.iter().map(|s| s.to_string()).collect();
     o.run_id = RUN.into();
+    // The canned cluster never settles by itself: a failing system-pods or metrics fails at once.
+    o.settle = Duration::ZERO;
     o
 }
 
@@ -969,6 +975,32 @@ async fn system_pods_pass_fail_skip() {
     let (r, _) = check("system-pods", &c, &spec(), None).await;
     assert_status(&r, Status::Fail, "coredns: no Ready pod");
 
+    // A sandbox the node cannot create (its pause image is missing): the kubelet's event says
+    // so, and the check passes the kubelet's words on, naming the image.
+    c.set(
+        "GET",
+        "/api/v1/namespaces/kube-system/events",
+        200,
+        list(
+            "EventList",
+            "v1",
+            vec![json!({
+                "kind": "Event", "apiVersion": "v1",
+                "metadata": {"name": "coredns-64fd4b4794-x7q2v.1", "namespace": "kube-system"},
+                "involvedObject": {"kind": "Pod", "namespace": "kube-system", "name": "coredns-64fd4b4794-x7q2v", "uid": "uid-coredns-64fd4b4794-x7q2v"},
+                "reason": "FailedCreatePodSandBox", "type": "Warning", "count": 7,
+                "lastTimestamp": "2025-11-20T09:14:05Z",
+                "message": "Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox image \"docker.io/rancher/mirrored-pause:3.6\": failed to pull image"
+            })],
+        ),
+    );
+    let (r, _) = check("system-pods", &c, &spec(), None).await;
+    assert_status(
+        &r,
+        Status::Fail,
+        "coredns: no Ready pod (coredns-64fd4b4794-x7q2v: FailedCreatePodSandBox: Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox image \"docker.io/rancher/mirrored-pause:3.6\"",
+    );
+
     // metrics-server disabled in the spec: not expected even when absent.
     c.set(
         "GET",
@@ -1034,7 +1066,27 @@ async fn images_pass_fail_skip() {
     assert_status(
         &r,
         Status::Fail,
-        &format!("1 of 2 locked images not on the node: registry ({REGISTRY}@{REGISTRY_MANIFEST})"),
+        &format!(
+            "1 image not on the node (the lock has 2): registry ({REGISTRY}@{REGISTRY_MANIFEST})"
+        ),
+    );
+
+    // A lock without k3s's sandbox image (its release's list did not name it) on a node that
+    // does not have it either: no pod can start, and the check names the image.
+    let mut c = Cluster::healthy();
+    let mut n = healthy_node();
+    n.images.pop();
+    c.set(
+        "GET",
+        "/api/v1/nodes",
+        200,
+        list("NodeList", "v1", vec![node(&n)]),
+    );
+    let (r, _) = check("images", &c, &spec(), Some(&lock())).await;
+    assert_status(
+        &r,
+        Status::Fail,
+        "1 image not on the node (the lock has 2): k3s's sandbox image docker.io/rancher/mirrored-pause:3.6",
     );
 
     let (r, fake) = check("images", &Cluster::healthy(), &spec(), None).await;

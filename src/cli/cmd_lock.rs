@@ -66,17 +66,22 @@ pub fn run(args: LockArgs, g: &Global) -> anyhow::Result<u8> {
         &progress,
     ))?;
     lock.charts = charts.charts;
+    let mut warnings = charts.warnings;
+    warnings.extend(crate::lock::system::missing_pause_warning(
+        &lock.k3s.image_list,
+        &lock.k3s.images_url,
+    ));
     lock.write(&args.out)
         .with_context(|| format!("cannot write the lock {}", args.out.display()))?;
     for w in &charts.quota {
         errln!("warning: {w}");
     }
-    for w in &charts.warnings {
+    for w in &warnings {
         errln!("warning: {w}");
     }
     let mut summary = LockSummary::new(&args.out, &lock);
     summary.quota_warnings = charts.quota;
-    summary.warnings = charts.warnings;
+    summary.warnings = warnings;
     if g.output == Output::Json {
         super::print_json(&summary)?;
     } else {

@@ -104,6 +104,36 @@ pub fn same_image(a: &str, b: &str) -> bool {
     a == b || norm(a) == norm(b)
 }
 
+/// k3s's sandbox image, the default of its `--pause-image` flag for v1.33 (the list of every
+/// k3s v1.33 release carries it): the first container of every pod. Without it on the node no
+/// pod starts offline, whatever else the bundle carries.
+pub const PAUSE_IMAGE: &str = "docker.io/rancher/mirrored-pause:3.6";
+
+/// The repository of [`PAUSE_IMAGE`], whatever the tag or registry a list names it with.
+pub const PAUSE_REPOSITORY: &str = "rancher/mirrored-pause";
+
+/// Whether `reference` is k3s's pause image (any tag, any registry).
+pub fn is_pause(reference: &str) -> bool {
+    let name = reference.split('@').next().unwrap_or(reference);
+    let name = match (name.rfind(':'), name.rfind('/')) {
+        (Some(c), Some(s)) if c > s => &name[..c],
+        _ => name,
+    };
+    name == PAUSE_REPOSITORY || name.ends_with(&format!("/{PAUSE_REPOSITORY}"))
+}
+
+/// A warning when a release's image list carries no pause image: the bundle would install,
+/// and no pod could start on an air-gapped node.
+pub fn missing_pause_warning(list: &[String], list_url: &str) -> Option<String> {
+    (!list.iter().any(|r| is_pause(r))).then(|| {
+        format!(
+            "k3s's image list {list_url} names no pause image ({PAUSE_REPOSITORY}): the bundle \
+             will not carry k3s's sandbox image {PAUSE_IMAGE}, and no pod can start on an \
+             air-gapped node (verify's images check fails naming it)"
+        )
+    })
+}
+
 /// The lock name of a system image: `k3s/` + the last path segment of its repository.
 pub fn system_name(reference: &str) -> String {
     let no_digest = reference.split('@').next().unwrap_or(reference);
@@ -205,6 +235,21 @@ mod tests {
             "docker.io/library/busybox:1.36.1"
         ));
         assert!(!same_image("busybox:1.36.1", "busybox:1.37.0"));
+    }
+
+    #[test]
+    fn a_list_without_the_pause_image_is_warned_about() {
+        let list = parse_image_list(V1_33);
+        assert!(missing_pause_warning(&list, "http://x/k3s-images.txt").is_none());
+        let without: Vec<String> = list.into_iter().filter(|r| !is_pause(r)).collect();
+        assert_eq!(without.len(), 7);
+        let w = missing_pause_warning(&without, "http://x/k3s-images.txt").unwrap();
+        assert!(
+            w.contains(PAUSE_IMAGE) && w.contains("http://x/k3s-images.txt"),
+            "{w}"
+        );
+        assert!(is_pause("127.0.0.1:5000/rancher/mirrored-pause@sha256:00"));
+        assert!(!is_pause("docker.io/rancher/mirrored-pause-x:3.6"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use k8s_openapi::api::authorization::v1::{
     NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
     SubjectAccessReviewStatus,
 };
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, Node, Pod, ResourceQuota};
+use k8s_openapi::api::core::v1::{Event, LimitRange, Namespace, Node, Pod, ResourceQuota};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -222,8 +222,64 @@ fn pod_ready(p: &Pod) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// `system-pods`: each component the spec keeps has at least one Ready pod in kube-system.
-pub fn system_pods(spec: &ApplianceSpec, kube_system_pods: &[Pod]) -> CheckResult {
+/// Why a pod is not Ready, from what the kubelet reports: its waiting containers' reasons and
+/// messages, else the newest Warning event about it (e.g. `FailedCreatePodSandBox: ... failed to
+/// pull image "docker.io/rancher/mirrored-pause:3.6" ...`).
+pub fn not_ready_why(p: &Pod, events: &[Event]) -> Option<String> {
+    let waiting: Vec<String> = p
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            let w = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = w.reason.as_deref().unwrap_or("waiting");
+            // ContainerCreating says nothing the events do not say better.
+            if reason == "ContainerCreating" {
+                return None;
+            }
+            Some(match &w.message {
+                Some(m) => format!("{}: {reason}: {m}", c.name),
+                None => format!("{}: {reason}", c.name),
+            })
+        })
+        .collect();
+    if !waiting.is_empty() {
+        return Some(waiting.join("; "));
+    }
+    let uid = p.metadata.uid.as_deref();
+    let name = p.metadata.name.as_deref();
+    events
+        .iter()
+        .filter(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.involved_object.kind.as_deref() == Some("Pod")
+                && match (uid, e.involved_object.uid.as_deref()) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => e.involved_object.name.as_deref() == name,
+                }
+        })
+        .max_by_key(|e| {
+            e.last_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .or_else(|| e.event_time.as_ref().map(|t| t.0))
+        })
+        .map(|e| {
+            let msg = e.message.as_deref().unwrap_or("");
+            let msg: String = msg.chars().take(400).collect();
+            format!("{}: {msg}", e.reason.as_deref().unwrap_or("Warning"))
+        })
+}
+
+/// `system-pods`: each component the spec keeps has at least one Ready pod in kube-system. A
+/// component without one says why, from `events` (kube-system's, when the caller read them).
+pub fn system_pods(
+    spec: &ApplianceSpec,
+    kube_system_pods: &[Pod],
+    events: &[Event],
+) -> CheckResult {
     let name = "system-pods";
     let mut evidence = Vec::new();
     let mut problems = Vec::new();
@@ -273,7 +329,18 @@ pub fn system_pods(spec: &ApplianceSpec, kube_system_pods: &[Pod]) -> CheckResul
                 c.name, c.label.0, c.label.1
             ));
         } else if !pods.iter().any(|p| pod_ready(p)) {
-            problems.push(format!("{}: no Ready pod", c.name));
+            let why: Vec<String> = pods
+                .iter()
+                .filter_map(|p| {
+                    not_ready_why(p, events)
+                        .map(|w| format!("{}: {w}", p.metadata.name.as_deref().unwrap_or("?")))
+                })
+                .collect();
+            if why.is_empty() {
+                problems.push(format!("{}: no Ready pod", c.name));
+            } else {
+                problems.push(format!("{}: no Ready pod ({})", c.name, why.join("; ")));
+            }
         }
         if !described.is_empty() {
             evidence.push(format!("{}: {}", c.name, described.join(", ")));
@@ -314,6 +381,25 @@ pub fn images(spec: &ApplianceSpec, lock: &Lock, nodes: &[Node]) -> CheckResult 
         on_node.len()
     )];
     let mut missing = Vec::new();
+    // k3s's sandbox image: carried by the bundle when the release's list names it (then it is
+    // one of the lock's images below); if the lock has none, no pod can start unless the node
+    // has it from elsewhere.
+    if !lock
+        .images
+        .iter()
+        .any(|i| crate::lock::system::is_pause(&i.reference))
+    {
+        let pause = crate::lock::system::PAUSE_IMAGE;
+        if on_node.contains(&pause) {
+            evidence.push(format!(
+                "sandbox image {pause}: not in the lock, present on the node"
+            ));
+        } else {
+            missing.push(format!(
+                "k3s's sandbox image {pause} (not in the lock: the release's k3s-images.txt did not name it; every pod needs it)"
+            ));
+        }
+    }
     for img in &lock.images {
         let repo = repository_of(&img.image_name);
         let candidates = [
@@ -338,8 +424,9 @@ pub fn images(spec: &ApplianceSpec, lock: &Lock, nodes: &[Node]) -> CheckResult 
         CheckResult::fail(
             name,
             format!(
-                "{} of {} locked images not on the node: {}",
+                "{} image{} not on the node (the lock has {}): {}",
                 missing.len(),
+                if missing.len() == 1 { "" } else { "s" },
                 lock.images.len(),
                 missing.join(", ")
             ),

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authorization::v1::SubjectAccessReview;
-use k8s_openapi::api::core::v1::{LimitRange, Namespace, Node, Pod, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Event, LimitRange, Namespace, Node, Pod, ResourceQuota, ServiceAccount,
+};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::api::{Api, ListParams, PostParams};
 use tokio_util::sync::CancellationToken;
@@ -41,6 +43,9 @@ pub const WORKLOAD_CHECKS: &[&str] = &[
 
 /// Start of the `api` failure that makes every later check pointless.
 const API_UNREACHABLE: &str = "API server not reachable";
+
+/// Default of [`VerifyOptions::settle`].
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(150);
 
 /// How long cleanup may take after the checks, whatever stopped them.
 pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -77,6 +82,10 @@ pub struct VerifyOptions {
     pub cancel: CancellationToken,
     /// Suffix of the throwaway namespace `sparkgap-verify-<run_id>`; random by default.
     pub run_id: String,
+    /// How long the checks of what the cluster brings up by itself (`system-pods`, `metrics`)
+    /// wait for it to settle before failing: right after `up` starts k3s, CoreDNS and
+    /// metrics-server are still starting. Within the overall timeout.
+    pub settle: Duration,
 }
 
 impl VerifyOptions {
@@ -86,6 +95,7 @@ impl VerifyOptions {
             timeout,
             cancel: CancellationToken::new(),
             run_id: random_id(),
+            settle: DEFAULT_SETTLE,
         }
     }
 
@@ -196,6 +206,7 @@ pub async fn run(
         workloads: &workloads,
         deadline,
         timeout: opts.timeout,
+        settle: opts.settle,
     };
     let interrupted: Option<String> = tokio::select! {
         _ = run_all(&ctx, &planned, &progress) => None,
@@ -274,9 +285,20 @@ struct Ctx<'a> {
     workloads: &'a Workloads<'a>,
     deadline: Instant,
     timeout: Duration,
+    settle: Duration,
 }
 
 impl Ctx<'_> {
+    /// Until when a settling check may wait: its settle time, within the overall timeout less
+    /// the tenth kept for the checks after it.
+    fn settle_until(&self) -> Instant {
+        let limit = self
+            .deadline
+            .checked_sub(self.timeout / 10)
+            .unwrap_or(self.deadline);
+        (Instant::now() + self.settle).min(limit)
+    }
+
     /// This workload check's share: what is left (less a tenth of the timeout kept for the
     /// API-only checks after it) divided among the workload checks still to run.
     fn budget(&self, workloads_left: usize) -> Budget {
@@ -338,19 +360,7 @@ async fn run_one(ctx: &Ctx<'_>, name: &'static str, workloads_left: usize) -> Ch
             Ok(n) => checks::node_ready(s, &n),
             Err(e) => CheckResult::fail(name, e, vec![]),
         },
-        "system-pods" => {
-            match Api::<Pod>::namespaced(ctx.client.clone(), "kube-system")
-                .list(&ListParams::default())
-                .await
-            {
-                Ok(l) => checks::system_pods(s, &l.items),
-                Err(e) => CheckResult::fail(
-                    name,
-                    format!("cannot list pods in kube-system: {}", err(&e)),
-                    vec![],
-                ),
-            }
-        }
+        "system-pods" => system_pods(ctx).await,
         "images" => match ctx.lock {
             None => CheckResult::skipped(
                 name,
@@ -593,7 +603,53 @@ async fn charts(ctx: &Ctx<'_>) -> CheckResult {
     }
 }
 
+/// `system-pods`, waiting (up to the settle time) for k3s's components to become Ready; when
+/// they do not, each not-Ready pod's latest warning event says why (a sandbox that cannot be
+/// created names the pause image it could not get).
+async fn system_pods(ctx: &Ctx<'_>) -> CheckResult {
+    let until = ctx.settle_until();
+    let pods_api = Api::<Pod>::namespaced(ctx.client.clone(), "kube-system");
+    loop {
+        let pods = match pods_api.list(&ListParams::default()).await {
+            Ok(l) => l.items,
+            Err(e) => {
+                return CheckResult::fail(
+                    "system-pods",
+                    format!("cannot list pods in kube-system: {}", err(&e)),
+                    vec![],
+                );
+            }
+        };
+        let result = checks::system_pods(&ctx.spec.spec, &pods, &[]);
+        if result.status != report::Status::Fail || Instant::now() + Duration::from_secs(2) >= until
+        {
+            if result.status != report::Status::Fail {
+                return result;
+            }
+            let events = Api::<Event>::namespaced(ctx.client.clone(), "kube-system")
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default();
+            return checks::system_pods(&ctx.spec.spec, &pods, &events);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 async fn metrics(ctx: &Ctx<'_>) -> CheckResult {
+    let until = ctx.settle_until();
+    loop {
+        let result = metrics_once(ctx).await;
+        if result.status != report::Status::Fail || Instant::now() + Duration::from_secs(3) >= until
+        {
+            return result;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+}
+
+async fn metrics_once(ctx: &Ctx<'_>) -> CheckResult {
     let name = "metrics";
     let s = &ctx.spec.spec;
     if !s.k3s.metrics_server || s.k3s.disable.iter().any(|d| d == "metrics-server") {
