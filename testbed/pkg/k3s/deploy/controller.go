@@ -116,6 +116,7 @@ func Run(ctx context.Context, cfg Config) error {
 	host, _ := os.Hostname()
 	manager := "deploy@" + host
 	rc.UserAgent = manager + "/sparkgap-testbed"
+	rc.QPS = -1 // no client-side rate limit: a forced pass applies every object at once
 	dyn, err := dynamic.NewForConfig(rc)
 	if err != nil {
 		return fmt.Errorf("deploy: %w", err)
@@ -465,7 +466,7 @@ func (c *controller) applySet(ctx context.Context, name string, objs []*unstruct
 	}
 	selector := labelHash + "=" + labels[labelHash]
 	seen := map[schema.GroupVersionKind]bool{}
-	for _, gvk := range gvks {
+	for _, gvk := range pruneOrder(gvks) {
 		if seen[gvk] {
 			continue
 		}
@@ -478,6 +479,9 @@ func (c *controller) applySet(ctx context.Context, name string, objs []*unstruct
 			return err
 		}
 		list, err := c.dyn.Resource(mapping.Resource).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if apierrors.IsNotFound(err) {
+			continue // its CRD went moments ago (discovery is cached)
+		}
 		if err != nil {
 			return err
 		}
@@ -526,6 +530,23 @@ func ordered(objs []*unstructured.Unstructured) []*unstructured.Unstructured {
 		return 2
 	}
 	out := append([]*unstructured.Unstructured(nil), objs...)
+	sort.SliceStable(out, func(i, j int) bool { return rank(out[i]) < rank(out[j]) })
+	return out
+}
+
+// pruneOrder is the reverse of the apply order: the objects of a kind go before the CRD that
+// defines it, and before the Namespaces holding them.
+func pruneOrder(gvks []schema.GroupVersionKind) []schema.GroupVersionKind {
+	rank := func(g schema.GroupVersionKind) int {
+		switch g.GroupKind() {
+		case crdGK:
+			return 2
+		case nsGK:
+			return 1
+		}
+		return 0
+	}
+	out := append([]schema.GroupVersionKind(nil), gvks...)
 	sort.SliceStable(out, func(i, j int) bool { return rank(out[i]) < rank(out[j]) })
 	return out
 }

@@ -396,3 +396,13 @@ func TestUnknownKindFailsTheFileAndIsRetried(t *testing.T) {
 		t.Error("not applied once its kind was served")
 	}
 }
+
+func TestPruneOrderDeletesObjectsBeforeTheirCRDAndNamespace(t *testing.T) {
+	crd := schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"}
+	ns := schema.GroupVersionKind{Version: "v1", Kind: "Namespace"}
+	widget := schema.GroupVersionKind{Group: "example.com", Version: "v1", Kind: "Widget"}
+	got := pruneOrder([]schema.GroupVersionKind{crd, ns, widget, cmGVK})
+	if got[0] != widget || got[1] != cmGVK || got[2] != ns || got[3] != crd {
+		t.Errorf("prune order %v", got)
+	}
+}
