@@ -17,7 +17,10 @@ import (
 	"strings"
 )
 
-// Config is what the k3s role passes from its flags.
+// Config is what the k3s role passes from its flags. Vars are keyed by bare name (CLUSTER_DNS)
+// or as k3s's placeholder (%{CLUSTER_DNS}%); SYSTEM_DEFAULT_REGISTRY may be given with or
+// without its trailing slash, or only as SYSTEM_DEFAULT_REGISTRY_RAW. Disabled should hold
+// "ccm" when the cloud controller is disabled, as k3s adds it for --disable-cloud-controller.
 type Config struct {
 	DataDir    string            // /var/lib/rancher/k3s
 	Disabled   []string          // values of --disable (traefik, metrics-server, local-storage, coredns, servicelb, runtimes...)
@@ -63,9 +66,15 @@ func templateVars(vars map[string]string) map[string]string {
 		}
 	}
 	if raw := out["%{SYSTEM_DEFAULT_REGISTRY_RAW}%"]; raw != "" {
-		def("%{SYSTEM_DEFAULT_REGISTRY}%", strings.TrimSuffix(raw, "/")+"/")
+		def("%{SYSTEM_DEFAULT_REGISTRY}%", raw)
 	}
-	def("%{SYSTEM_DEFAULT_REGISTRY}%", "")
+	// The prefix of image names: empty, or the registry and a slash (k3s: registryTemplate),
+	// whichever way the caller spelled it.
+	if r := strings.TrimSuffix(out["%{SYSTEM_DEFAULT_REGISTRY}%"], "/"); r != "" {
+		out["%{SYSTEM_DEFAULT_REGISTRY}%"] = r + "/"
+	} else {
+		out["%{SYSTEM_DEFAULT_REGISTRY}%"] = ""
+	}
 	def("%{SYSTEM_DEFAULT_REGISTRY_RAW}%", strings.TrimSuffix(out["%{SYSTEM_DEFAULT_REGISTRY}%"], "/"))
 	if dns, ok := out["%{CLUSTER_DNS}%"]; ok {
 		def("%{CLUSTER_DNS_LIST}%", "["+dns+"]")

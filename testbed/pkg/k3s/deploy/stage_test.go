@@ -243,4 +243,8 @@ func TestTemplateVars(t *testing.T) {
 	if v := templateVars(nil); v["%{SYSTEM_DEFAULT_REGISTRY}%"] != "" || v["%{SYSTEM_DEFAULT_REGISTRY_RAW}%"] != "" {
 		t.Errorf("empty registry: %v", v)
 	}
+	if v := templateVars(map[string]string{"SYSTEM_DEFAULT_REGISTRY": "r.local"}); v["%{SYSTEM_DEFAULT_REGISTRY}%"] != "r.local/" ||
+		v["%{SYSTEM_DEFAULT_REGISTRY_RAW}%"] != "r.local" {
+		t.Errorf("registry without its slash: %v", v)
+	}
 }
