@@ -71,12 +71,11 @@ pub fn killall() -> Killed {
     unmount(&mut k);
     // k3s's runtime state (k3s-uninstall.sh removes it too); only once nothing is mounted
     // below it, so the removal cannot reach into a live mount.
-    if k.problems.is_empty() {
-        if let Err(e) = std::fs::remove_dir_all(RUN_DIR)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            k.problems.push(format!("{RUN_DIR}: cannot remove: {e}"));
-        }
+    if k.problems.is_empty()
+        && let Err(e) = std::fs::remove_dir_all(RUN_DIR)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        k.problems.push(format!("{RUN_DIR}: cannot remove: {e}"));
     }
     remove_interfaces(&mut k);
     if let Err(e) = std::fs::remove_dir_all("/var/lib/cni")
