@@ -108,10 +108,12 @@ var writableHost = []string{"/tmp"}
 
 // diskDirs are real directories of the sandbox directory bound over the /var overlay:
 // containerd's overlay snapshots and the kubelet's volumes need a file system that is not an
-// overlay.
+// overlay. All of /var/lib, not /var/lib/rancher and /var/lib/kubelet each: on a real machine
+// those are plain directories, and sparkgap's uninstall refuses to delete k3s's data
+// directories while a mount point is at or below them. The host's /var/lib (dpkg, apt, ...)
+// is not seen inside the node.
 var diskDirs = []struct{ Path, Name string }{
-	{"/var/lib/rancher", "rancher"},
-	{"/var/lib/kubelet", "kubelet"},
+	{"/var/lib", "lib"},
 }
 
 // ownMounts are the mounts of the node whose content lives in the sandbox (overlays, tmpfs,
