@@ -36,30 +36,38 @@ func Env(environ []string) (env, extraArgs []string) {
 
 // Start runs containerd from binary with Pdeathsig, so it dies with the k3s role while the runc
 // shims it started (they detach) keep the containers running, and waits until its socket
-// answers. The log goes to agent/containerd/containerd.log as k3s's does; logDir gets a link to it
-// so every component's log is found in one place.
-func Start(ctx context.Context, binary string, p Paths, logDir string) (*proc.Process, error) {
+// answers. Its log is logDir/containerd.log, with every other component's; k3s's place for it,
+// agent/containerd/containerd.log, links there. It returns the log's path.
+func Start(ctx context.Context, binary string, p Paths, logDir string) (*proc.Process, string, error) {
 	env, extra := Env(os.Environ())
 	if err := os.MkdirAll(p.State, 0o711); err != nil {
-		return nil, err
+		return nil, "", err
+	}
+	if logDir == "" {
+		logDir = filepath.Dir(p.Log)
+	}
+	logFile := filepath.Join(logDir, "containerd.log")
+	if logFile != p.Log {
+		if err := os.MkdirAll(filepath.Dir(p.Log), 0o700); err != nil {
+			return nil, "", err
+		}
+		if target, err := os.Readlink(p.Log); err != nil || target != logFile {
+			_ = os.Remove(p.Log)
+			if err := os.Symlink(logFile, p.Log); err != nil {
+				return nil, "", err
+			}
+		}
 	}
 	// A socket left by a containerd that died with an earlier k3s role.
 	_ = os.Remove(p.Address)
-	c, err := proc.Start(filepath.Dir(p.Log), "containerd", binary, append(Args(p), extra...), env)
+	c, err := proc.Start(logDir, "containerd", binary, append(Args(p), extra...), env)
 	if err != nil {
-		return nil, err
-	}
-	if logDir != "" && logDir != filepath.Dir(p.Log) {
-		link := filepath.Join(logDir, "containerd.log")
-		if target, err := os.Readlink(link); err != nil || target != p.Log {
-			_ = os.Remove(link)
-			_ = os.Symlink(p.Log, link)
-		}
+		return nil, "", err
 	}
 	if err := WaitForSocket(ctx, p.Address, c.Done()); err != nil {
-		return c, err
+		return c, logFile, err
 	}
-	return c, nil
+	return c, logFile, nil
 }
 
 // WaitForSocket waits until a unix socket accepts connections (k3s: pkg/agent/cri

@@ -1,0 +1,106 @@
+package server
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"sparkgap.dev/testbed/pkg/proc"
+)
+
+// supervisor keeps the node's child processes. A child that exits while the k3s role is not
+// stopping is fatal, as a component dying inside k3s's own process kills k3s: the role exits
+// non-zero and the service manager's Restart=always starts it again.
+type supervisor struct {
+	logDir   string
+	mu       sync.Mutex
+	procs    []managed
+	stopping atomic.Bool
+	exits    chan error
+}
+
+type managed struct {
+	p       *proc.Process
+	logFile string
+	stop    bool // stopped at shutdown (containerd is not: it dies by Pdeathsig, as in k3s)
+}
+
+func newSupervisor(logDir string) *supervisor {
+	return &supervisor{logDir: logDir, exits: make(chan error, 16)}
+}
+
+// start runs a component with its log in logDir/<name>.log and watches it.
+func (s *supervisor) start(name, binary string, args, env []string) (*proc.Process, error) {
+	p, err := proc.Start(s.logDir, name, binary, args, env)
+	if err != nil {
+		return nil, err
+	}
+	s.watch(p, filepath.Join(s.logDir, name+".log"), true)
+	return p, nil
+}
+
+// watch reports p's exit as fatal unless the role is stopping.
+func (s *supervisor) watch(p *proc.Process, logFile string, stop bool) {
+	s.mu.Lock()
+	s.procs = append(s.procs, managed{p: p, logFile: logFile, stop: stop})
+	s.mu.Unlock()
+	go func() {
+		<-p.Done()
+		if s.stopping.Load() {
+			return
+		}
+		s.exits <- fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.Name, p.Err(), logFile, tail(logFile, 25))
+	}()
+}
+
+// stopAll stops the components in the reverse order of their start, each with SIGTERM and
+// SIGKILL after grace; never their process groups, so containerd's shims and the containers they
+// run outlive the role (the unit's KillMode=process, k3s: install.sh).
+func (s *supervisor) stopAll(grace time.Duration) {
+	s.stopping.Store(true)
+	s.mu.Lock()
+	procs := append([]managed(nil), s.procs...)
+	s.mu.Unlock()
+	for i := len(procs) - 1; i >= 0; i-- {
+		m := procs[i]
+		if !m.stop {
+			continue
+		}
+		timer := make(chan struct{})
+		t := time.AfterFunc(grace, func() { close(timer) })
+		m.p.Stop(timer)
+		t.Stop()
+	}
+}
+
+// tail is the last n lines of a log file, for the error that reports a component's exit.
+func tail(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "  (no log: " + err.Error() + ")"
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	const max = 64 << 10
+	off := st.Size() - max
+	if off < 0 {
+		off = 0
+	}
+	buf := make([]byte, st.Size()-off)
+	if _, err := f.ReadAt(buf, off); err != nil && len(buf) == 0 {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(bytes.ToValidUTF8(buf, []byte("?"))), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return "  " + strings.Join(lines, "\n  ")
+}
