@@ -1,23 +1,34 @@
 package images
 
 import (
+	"bytes"
 	"fmt"
+	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 )
 
-// WgetWrapper stands at /bin/wget in every busybox image. Debian's busybox-static (1.35) is
-// built without FEATURE_WGET_TIMEOUT, and `wget -T N` then writes through a NULL pointer and
-// dies with SIGSEGV (fixed in Debian's 1.36.1-5; the images it plays, busybox 1.36.1 and
-// 1.37.0 from Docker Hub, have the option). sparkgap's probes run `wget -q -T 5 ...`, so the
-// wrapper takes -T N (also -TN and --timeout=N) off the arguments and runs busybox's wget under
-// busybox's `timeout N` instead; every other argument passes through unchanged. A wget killed
-// by the timeout exits non-zero, as a timed-out wget does.
+// WgetApplet is the name the wget applet has in the images' busybox. Debian's busybox-static
+// (1.35) is built without FEATURE_WGET_TIMEOUT, and `wget -T N` then writes through a NULL
+// pointer and dies with SIGSEGV (fixed in Debian's 1.36.1-5; the images it plays, busybox
+// 1.36.1 and 1.37.0 from Docker Hub, have the option). sparkgap's probes run
+// `sh -c 'wget -q -T 5 ...'`, and that build's sh runs its own applets before looking at PATH
+// (FEATURE_SH_STANDALONE), so a /bin/wget wrapper alone is never reached: the images' copy of
+// busybox has the applet renamed (one byte of its applet name table, order kept), so "wget" is
+// no applet, sh finds /bin/wget (WgetWrapper), and the wrapper runs the applet by its new name.
+const WgetApplet = "wgeT"
+
+// WgetWrapper stands at /bin/wget in every busybox image: it takes -T N (also -TN and
+// --timeout=N) off the arguments and runs busybox's wget applet under busybox's `timeout N`;
+// every other argument passes through unchanged. A wget killed by the timeout exits non-zero,
+// as a timed-out wget does. Its messages start "wgeT:" instead of "wget:".
 const WgetWrapper = `#!/bin/sh
 # sparkgap test bed: Debian's busybox-static crashes on "wget -T N" (built without
-# FEATURE_WGET_TIMEOUT); run busybox wget under "timeout N" instead.
+# FEATURE_WGET_TIMEOUT); run its wget applet (renamed ` + WgetApplet + ` in this image's busybox)
+# under "timeout N" instead.
 bb=${0%/*}/busybox
 t=
 n=$#
@@ -44,9 +55,9 @@ while [ "$n" -gt 0 ]; do
 	set -- "$@" "$a"
 done
 if [ -n "$t" ]; then
-	exec "$bb" timeout "$t" "$bb" wget "$@"
+	exec "$bb" timeout "$t" "$bb" ` + WgetApplet + ` "$@"
 fi
-exec "$bb" wget "$@"
+exec "$bb" ` + WgetApplet + ` "$@"
 `
 
 // Busybox is a host busybox binary and what it says of itself.
@@ -54,6 +65,8 @@ type Busybox struct {
 	Path    string
 	Version string // e.g. "v1.35.0 (Debian 1:1.35.0-4+deb12u1+b1)"
 	Applets []string
+	// Patched is the binary the images carry: wget renamed WgetApplet.
+	Patched []byte
 }
 
 var busyboxBanner = regexp.MustCompile(`^BusyBox (v\S+(?: \([^)]*\))?)`)
@@ -89,16 +102,62 @@ func ProbeBusybox(path string) (*Busybox, error) {
 			return nil, fmt.Errorf("%s has no %q applet (the test images need %s)", path, a, strings.Join(need, ", "))
 		}
 	}
-	return &Busybox{Path: path, Version: m[1], Applets: applets}, nil
+	patched, err := renameWget(path, strings.Fields(string(out)))
+	if err != nil {
+		return nil, err
+	}
+	return &Busybox{Path: path, Version: m[1], Applets: applets, Patched: patched}, nil
+}
+
+// renameWget returns the binary at path with its wget applet renamed WgetApplet: the applet
+// name table holds the names NUL-separated in --list order, so "\0<prev>\0wget\0<next>\0" must
+// occur exactly once; the new name sorts between the same neighbours. The result is checked by
+// running it.
+func renameWget(path string, order []string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	i := slices.Index(order, "wget")
+	if i <= 0 || i == len(order)-1 {
+		return nil, fmt.Errorf("%s --list: wget has no neighbours", path)
+	}
+	prev, next := order[i-1], order[i+1]
+	if !(prev < WgetApplet && WgetApplet < next) {
+		return nil, fmt.Errorf("%s: renaming wget to %s would break the applet order (%s, %s)", path, WgetApplet, prev, next)
+	}
+	old := []byte("\x00" + prev + "\x00wget\x00" + next + "\x00")
+	if n := bytes.Count(data, old); n != 1 {
+		return nil, fmt.Errorf("%s: the applet name table (%q) occurs %d times, want once", path, old, n)
+	}
+	out := bytes.Replace(data, old, []byte("\x00"+prev+"\x00"+WgetApplet+"\x00"+next+"\x00"), 1)
+	// Check: the renamed binary lists WgetApplet and no wget.
+	tmp, err := os.CreateTemp("", "busybox-*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(out); err != nil {
+		return nil, err
+	}
+	tmp.Chmod(0o755)
+	tmp.Close()
+	list, err := exec.Command(tmp.Name(), "--list").Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s with wget renamed: --list: %w", path, err)
+	}
+	names := strings.Fields(string(list))
+	if slices.Contains(names, "wget") || !slices.Contains(names, WgetApplet) {
+		return nil, fmt.Errorf("%s with wget renamed: --list still has wget or lacks %s", path, WgetApplet)
+	}
+	return out, nil
 }
 
 // Tree adds /bin/busybox with a symlink per applet under /bin (the Docker Hub busybox image
 // puts every applet in /bin), /bin/wget as WgetWrapper, and the directories the busybox
 // image has: /tmp (1777), /root (0700), /home, /usr/bin, /usr/sbin, /var/www.
 func (b *Busybox) Tree(t *Tree) error {
-	if err := t.FileFrom("/bin/busybox", 0o755, b.Path); err != nil {
-		return err
-	}
+	t.File("/bin/busybox", 0o755, b.Patched)
 	for _, a := range b.Applets {
 		t.Symlink("/bin/"+a, "busybox")
 	}

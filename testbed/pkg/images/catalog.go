@@ -324,7 +324,7 @@ func busyboxLayer(in *Inputs) (*Tree, *Busybox, error) {
 }
 
 func busyboxFrom(bb *Busybox) string {
-	return fmt.Sprintf("Debian busybox-static %s with its applets linked in /bin; /bin/wget wraps -T (Debian's build lacks it)", bb.Version)
+	return fmt.Sprintf("Debian busybox-static %s with its applets linked in /bin; its wget applet renamed %s and /bin/wget a wrapper taking -T (Debian's build crashes on it)", bb.Version, WgetApplet)
 }
 
 func busybox(tag string) recipe {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,10 +188,10 @@ func TestWgetWrapperTakesTimeoutOff(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "wget"), []byte(WgetWrapper), 0o755)
 	fakeBin(t, filepath.Join(dir, "busybox"), `for a in "$@"; do printf '[%s]' "$a"; done; echo`)
 	for args, want := range map[string]string{
-		"-q -T 5 -O - http://h:1/":         "[timeout][5][" + dir + "/busybox][wget][-q][-O][-][http://h:1/]",
-		"-S -T5 -O /dev/null http://h/v2/": "[timeout][5][" + dir + "/busybox][wget][-S][-O][/dev/null][http://h/v2/]",
-		"--timeout=7 http://h/":            "[timeout][7][" + dir + "/busybox][wget][http://h/]",
-		"-q -O - http://h/":                "[wget][-q][-O][-][http://h/]",
+		"-q -T 5 -O - http://h:1/":         "[timeout][5][" + dir + "/busybox][wgeT][-q][-O][-][http://h:1/]",
+		"-S -T5 -O /dev/null http://h/v2/": "[timeout][5][" + dir + "/busybox][wgeT][-S][-O][/dev/null][http://h/v2/]",
+		"--timeout=7 http://h/":            "[timeout][7][" + dir + "/busybox][wgeT][http://h/]",
+		"-q -O - http://h/":                "[wgeT][-q][-O][-][http://h/]",
 	} {
 		out, err := exec.Command(filepath.Join(dir, "wget"), strings.Fields(args)...).CombinedOutput()
 		if err != nil {
@@ -202,7 +203,7 @@ func TestWgetWrapperTakesTimeoutOff(t *testing.T) {
 	}
 	// An argument with spaces stays one argument.
 	out, _ := exec.Command(filepath.Join(dir, "wget"), "-O", "a b", "-T", "3", "u").CombinedOutput()
-	if got := strings.TrimSpace(string(out)); got != "[timeout][3]["+dir+"/busybox][wget][-O][a b][u]" {
+	if got := strings.TrimSpace(string(out)); got != "[timeout][3]["+dir+"/busybox][wgeT][-O][a b][u]" {
 		t.Errorf("spaces: %s", got)
 	}
 }
@@ -242,6 +243,32 @@ func TestBusyboxImage(t *testing.T) {
 	}
 	if have["tmp/"] == nil || have["etc/passwd"] == nil {
 		t.Error("no /tmp or /etc/passwd")
+	}
+}
+
+// The image's busybox, on the host: sh -c 'wget -T 5 ...' reaches the wrapper (the renamed
+// applet leaves PATH to decide) and fetches, where Debian's own binary crashes.
+func TestBusyboxShellRunsTheWgetWrapper(t *testing.T) {
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Skip("no /bin/busybox")
+	}
+	bb, err := ProbeBusybox("/bin/busybox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "busybox"), bb.Patched, 0o755)
+	for _, a := range []string{"sh", "timeout"} {
+		os.Symlink("busybox", filepath.Join(dir, a))
+	}
+	os.WriteFile(filepath.Join(dir, "wget"), []byte(WgetWrapper), 0o755)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "tok\n") }))
+	defer srv.Close()
+	cmd := exec.Command(filepath.Join(dir, "sh"), "-c", "wget -q -T 5 -O - "+srv.URL+"/; echo rc=$?")
+	cmd.Env = []string{"PATH=" + dir}
+	out, err := cmd.CombinedOutput()
+	if err != nil || string(out) != "tok\nrc=0\n" {
+		t.Fatalf("%v: %q", err, out)
 	}
 }
 
