@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 
 	"sparkgap.dev/testbed/pkg/k3s/config"
@@ -124,7 +125,10 @@ func serve(argv []string) {
 		if errors.As(err, &ue) {
 			fmt.Fprintln(os.Stderr, ue.Error())
 		} else {
-			log.Error.Print(err)
+			// One log line per line of the error: a component's log tail stays readable.
+			for _, line := range strings.Split(err.Error(), "\n") {
+				log.Error.Print(line)
+			}
 		}
 		os.Exit(1)
 	}

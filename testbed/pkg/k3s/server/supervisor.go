@@ -54,7 +54,11 @@ func (s *supervisor) watch(p *proc.Process, logFile string, stop bool) {
 		if s.stopping.Load() {
 			return
 		}
-		s.exits <- fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.Name, p.Err(), logFile, tail(logFile, 25))
+		how := "with status 0"
+		if err := p.Err(); err != nil {
+			how = "with " + err.Error()
+		}
+		s.exits <- fmt.Errorf("%s exited %s; last lines of %s:\n%s", p.Name, how, logFile, tail(logFile, 25))
 	}()
 }
 
