@@ -124,7 +124,7 @@ func serve(argv []string) {
 		var ue *config.UsageError
 		if errors.As(err, &ue) {
 			fmt.Fprintln(os.Stderr, ue.Error())
-		} else {
+		} else if !errors.Is(err, server.ErrFailed) {
 			// One log line per line of the error: a component's log tail stays readable.
 			for _, line := range strings.Split(err.Error(), "\n") {
 				log.Error.Print(line)

@@ -103,14 +103,25 @@ func Run(ctx context.Context, args []string, env Env, log *Logger) error {
 	log.Info.Printf("Starting k3s %s (sparkgap test bed: upstream parts from %s)", Version, env.Parts)
 
 	err = n.run(ctx)
-	grace := 15 * time.Second
-	n.sup.stopAll(grace)
-	if err != nil && ctx.Err() == nil {
-		return err
+	failed := err != nil && ctx.Err() == nil
+	if failed {
+		// Said before the shutdown, so the cause leads the log; one line per line of it, so a
+		// component's log tail stays readable.
+		for _, line := range strings.Split(err.Error(), "\n") {
+			log.Error.Print(line)
+		}
+	}
+	n.sup.killed = func(name string) { log.Info.Printf("%s did not stop within the grace period; killed", name) }
+	n.sup.stopAll(5 * time.Second)
+	if failed {
+		return ErrFailed
 	}
 	log.Info.Printf("k3s stopped; containers keep running in their shims")
 	return nil
 }
+
+// ErrFailed is returned by Run when a component failed; the cause is already logged.
+var ErrFailed = errors.New("k3s failed")
 
 func (n *node) run(ctx context.Context) error {
 	r, log := n.cfg, n.log

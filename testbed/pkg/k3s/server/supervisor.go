@@ -22,6 +22,8 @@ type supervisor struct {
 	procs    []managed
 	stopping atomic.Bool
 	exits    chan error
+	// killed is told the components that were still running when the grace ended.
+	killed func(name string)
 }
 
 type managed struct {
@@ -62,22 +64,37 @@ func (s *supervisor) watch(p *proc.Process, logFile string, stop bool) {
 	}()
 }
 
-// stopAll stops the components in the reverse order of their start, each with SIGTERM and
-// SIGKILL after grace; never their process groups, so containerd's shims and the containers they
-// run outlive the role (the unit's KillMode=process, k3s: install.sh).
+// stopAll stops the components: every one but etcd at once, then etcd, so the apiserver never
+// loses its storage while it drains. Each gets SIGTERM and SIGKILL when grace ends; never their
+// process groups, so containerd's shims and the containers they run outlive the role (the unit's
+// KillMode=process, k3s: install.sh). containerd is left to its Pdeathsig, as in k3s.
 func (s *supervisor) stopAll(grace time.Duration) {
 	s.stopping.Store(true)
 	s.mu.Lock()
 	procs := append([]managed(nil), s.procs...)
 	s.mu.Unlock()
-	for i := len(procs) - 1; i >= 0; i-- {
-		m := procs[i]
-		if !m.stop {
-			continue
-		}
+	for _, last := range []bool{false, true} {
 		timer := make(chan struct{})
 		t := time.AfterFunc(grace, func() { close(timer) })
-		m.p.Stop(timer)
+		var wg sync.WaitGroup
+		for _, m := range procs {
+			if !m.stop || (m.p.Name == "etcd") != last {
+				continue
+			}
+			wg.Add(1)
+			go func(m managed) {
+				defer wg.Done()
+				m.p.Stop(timer)
+				select {
+				case <-timer:
+					if s.killed != nil {
+						s.killed(m.p.Name)
+					}
+				default:
+				}
+			}(m)
+		}
+		wg.Wait()
 		t.Stop()
 	}
 }
