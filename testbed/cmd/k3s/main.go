@@ -117,6 +117,14 @@ func serve(argv []string) {
 			break
 		}
 	}
+	// Run by hand rather than by the service manager, the knobs come from the unit's
+	// environment file all the same.
+	file := server.ReadEnvFile(envFile)
+	for _, k := range []string{"K3S_TESTBED_PARTS", "K3S_TESTBED_HELM_CONTROLLER", "K3S_TESTBED_CGROUP_ROOT", "K3S_TESTBED_LOG_DIR"} {
+		if os.Getenv(k) == "" && file[k] != "" {
+			os.Setenv(k, file[k])
+		}
+	}
 	env := server.EnvFromOS()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
