@@ -250,9 +250,6 @@ func (im *Importer) ImportFile(ctx context.Context, path string) ([]Image, error
 				targets = append(targets, n)
 			}
 		}
-		// Test bed: also name@digest, the repo digest a CRI pull records, so the kubelet reports
-		// the image under its digest name too.
-		targets = append(targets, repo+"@"+img.Digest)
 		for _, t := range targets {
 			if _, err := im.ctr(ctx, nil, "images", "tag", "--local", "--force", img.Name, t); err != nil {
 				errs = append(errs, "failed to tag image "+t+": "+err.Error())
