@@ -26,21 +26,101 @@ var NamePattern = regexp.MustCompile(`^sparkgap-node-([0-9]+)-[A-Za-z0-9_.-]+$`)
 // Hierarchies lists the mount points of every cgroup hierarchy (v1 and v2) mounted under
 // CgroupBase, as this process's mount namespace sees them.
 func Hierarchies() ([]string, error) {
+	ms, err := hierarchyMounts()
+	if err != nil {
+		return nil, err
+	}
+	hs := make([]string, len(ms))
+	for i, m := range ms {
+		hs[i] = m.Point
+	}
+	return hs, nil
+}
+
+func hierarchyMounts() ([]mount, error) {
 	mounts, err := readMountInfo("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
-	var hs []string
+	var hs []mount
 	for _, m := range mounts {
 		if (m.FSType == "cgroup" || m.FSType == "cgroup2") && strings.HasPrefix(m.Point, CgroupBase+"/") {
-			hs = append(hs, m.Point)
+			hs = append(hs, m)
 		}
 	}
 	if len(hs) == 0 {
 		return nil, fmt.Errorf("no cgroup hierarchy mounted under %s", CgroupBase)
 	}
-	sort.Strings(hs)
+	sort.Slice(hs, func(i, j int) bool { return hs[i].Point < hs[j].Point })
 	return hs, nil
+}
+
+// hierarchyOptions are the options that select hierarchy m when mounting it again: its
+// controllers and name= for cgroup v1, its flags but rw for cgroup2.
+func hierarchyOptions(m mount) string {
+	var keep []string
+	for _, o := range strings.Split(m.Options, ",") {
+		switch {
+		case o == "rw" || o == "ro" || o == "":
+		case m.FSType == "cgroup2":
+			keep = append(keep, o)
+		case o == "noprefix" || o == "xattr" || o == "clone_children" || o == "cpuset_v2_mode" ||
+			strings.HasPrefix(o, "release_agent="):
+		default:
+			keep = append(keep, o)
+		}
+	}
+	return strings.Join(keep, ",")
+}
+
+// OwnCgroups maps each hierarchy of hs to the cgroup this process is in there
+// (/proc/self/cgroup, matched to the hierarchy by its controllers, or "0::" for cgroup2).
+func OwnCgroups(hs []string) (map[string]string, error) {
+	ms, err := hierarchyMounts()
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	own := map[string]string{}
+	for _, m := range ms {
+		want := hierarchyOptions(m)
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			f := strings.SplitN(l, ":", 3)
+			if len(f) != 3 {
+				continue
+			}
+			if m.FSType == "cgroup2" && f[0] == "0" && f[1] == "" || m.FSType == "cgroup" && sameSet(f[1], want) {
+				own[m.Point] = f[2]
+			}
+		}
+	}
+	for _, h := range hs {
+		if _, ok := own[h]; !ok {
+			return nil, fmt.Errorf("cannot tell this process's cgroup in %s", h)
+		}
+	}
+	return own, nil
+}
+
+func sameSet(a, b string) bool {
+	as, bs := strings.Split(a, ","), strings.Split(b, ",")
+	sort.Strings(as)
+	sort.Strings(bs)
+	return strings.Join(as, ",") == strings.Join(bs, ",")
+}
+
+// MoveTo puts process pid back into the cgroups of own (as OwnCgroups returned them).
+func MoveTo(own map[string]string, pid int) error {
+	for h, p := range own {
+		f := filepath.Join(h, p, "cgroup.procs")
+		if err := os.WriteFile(f, []byte(strconv.Itoa(pid)), 0o644); err != nil {
+			return fmt.Errorf("move back to %s: %w", f, err)
+		}
+	}
+	return nil
 }
 
 // CreateCgroup makes name in every hierarchy. A cpuset cgroup gets its parent's cpus and mems:
@@ -246,9 +326,10 @@ func SweepCgroups(hs []string, logf func(string, ...any)) {
 
 // mount is one line of a mountinfo file.
 type mount struct {
-	Point  string
-	FSType string
-	Source string
+	Point   string
+	FSType  string
+	Source  string
+	Options string // the super block's options
 }
 
 // readMountInfo parses a mountinfo file (proc(5)): field 5 is the mount point, the fields after
@@ -273,7 +354,11 @@ func readMountInfo(path string) ([]mount, error) {
 		if len(fa) < 5 || len(fb) < 2 {
 			continue
 		}
-		ms = append(ms, mount{Point: unescapeOctal(fa[4]), FSType: fb[0], Source: unescapeOctal(fb[1])})
+		m := mount{Point: unescapeOctal(fa[4]), FSType: fb[0], Source: unescapeOctal(fb[1])}
+		if len(fb) > 2 {
+			m.Options = fb[2]
+		}
+		ms = append(ms, m)
 	}
 	return ms, sc.Err()
 }

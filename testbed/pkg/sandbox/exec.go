@@ -52,7 +52,7 @@ func OpenNode(dir string) (Node, error) {
 }
 
 // Exec is `sandbox exec`: it joins the node's cgroups and execs util-linux nsenter into the
-// node's mount, network, PID, UTS and IPC namespaces to run argv there, with PATH = ExecPath.
+// node's mount, network, PID, UTS, IPC and cgroup namespaces to run argv there, with PATH = ExecPath.
 // In the node the working directory is / unless wd is given. stdin, stdout, stderr and the exit
 // code pass through (nsenter forks into the PID namespace and exits as its child did).
 // Returns only on failure.
@@ -76,7 +76,7 @@ func Exec(dir, wd string, argv []string) error {
 		return err
 	}
 	args := []string{"nsenter", "--target", strconv.Itoa(n.InitPid),
-		"--mount", "--net", "--pid", "--uts", "--ipc", "--"}
+		"--mount", "--net", "--pid", "--uts", "--ipc", "--cgroup", "--"}
 	if wd != "" {
 		// nsenter --wd=DIR would open DIR on the host, before entering: env -C changes into
 		// it inside the node.

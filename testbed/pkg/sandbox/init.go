@@ -173,15 +173,13 @@ func mountNode(cfg initConfig) error {
 }
 
 // mountSys gives the node a sysfs of its own network namespace (so /sys/class/net lists the
-// node's interfaces, as the CNI plugins and kube-router expect), with the host's cgroup
-// hierarchies carried over to it.
+// node's interfaces, as the CNI plugins and kube-router expect), and the host's cgroup
+// hierarchies mounted again from inside the node's cgroup namespace: their root is the node's
+// cgroup.
 func mountSys() error {
-	keep := "/run/.sandbox-cgroup"
-	if err := os.Mkdir(keep, 0o700); err != nil {
+	cgs, err := hierarchyMounts()
+	if err != nil {
 		return err
-	}
-	if err := unix.Mount(CgroupBase, keep, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("rbind %s: %w", CgroupBase, err)
 	}
 	if err := unix.Unmount("/sys", unix.MNT_DETACH); err != nil {
 		return fmt.Errorf("detach the host's /sys: %w", err)
@@ -189,10 +187,19 @@ func mountSys() error {
 	if err := unix.Mount("sysfs", "/sys", "sysfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return err
 	}
-	if err := unix.Mount(keep, CgroupBase, "", unix.MS_MOVE, ""); err != nil {
-		return fmt.Errorf("move the cgroups to %s: %w", CgroupBase, err)
+	if err := unix.Mount("tmpfs", CgroupBase, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0755"); err != nil {
+		return err
 	}
-	return os.Remove(keep)
+	for _, m := range cgs {
+		if err := os.MkdirAll(m.Point, 0o755); err != nil {
+			return err
+		}
+		opts := hierarchyOptions(m)
+		if err := unix.Mount("cgroup", m.Point, m.FSType, unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, opts); err != nil {
+			return fmt.Errorf("mount %s (%s %s): %w", m.Point, m.FSType, opts, err)
+		}
+	}
+	return nil
 }
 
 // protectRoot makes the mount of / read-only inside the node, so that nothing of the node

@@ -104,7 +104,7 @@ func Run(o Options, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	pid := k.init.Process.Pid
-	for _, n := range []string{"mnt", "net", "pid", "uts", "ipc"} {
+	for _, n := range nsKinds {
 		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, n)); err == nil {
 			k.ns = append(k.ns, l)
 		}
@@ -211,11 +211,26 @@ func (k *keeper) start(cfg initConfig) (string, error) {
 	cmd.ExtraFiles = []*os.File{ctlR, readyW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWNS | syscall.CLONE_NEWNET | syscall.CLONE_NEWPID |
-			syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC,
+			syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWCGROUP,
 		Pdeathsig: syscall.SIGKILL,
 		Setpgid:   true,
 	}
+	// The init is born in the node's cgroups, with a cgroup namespace rooted there: the keeper
+	// joins them for the clone and goes back to its own cgroups right after. Inside the node,
+	// its cgroup is "/" in every hierarchy, so nothing of the node (a kubelet with k3s's
+	// default cgroup root, a container without a cgroup path) can make a cgroup outside it.
+	own, err := OwnCgroups(k.hs)
+	if err != nil {
+		ctlW.Close()
+		return "", err
+	}
+	if err := JoinCgroup(k.hs, k.o.Cgroup, os.Getpid()); err != nil {
+		_ = MoveTo(own, os.Getpid())
+		ctlW.Close()
+		return "", err
+	}
 	err = cmd.Start()
+	backErr := MoveTo(own, os.Getpid())
 	ctlR.Close()
 	readyW.Close()
 	if err != nil {
@@ -227,11 +242,11 @@ func (k *keeper) start(cfg initConfig) (string, error) {
 		_ = cmd.Wait()
 		close(k.exited)
 	}()
-	// Until the config arrives the init waits: every process of the node starts in its cgroups.
-	if err := JoinCgroup(k.hs, k.o.Cgroup, cmd.Process.Pid); err != nil {
+	if backErr != nil {
 		ctlW.Close()
-		return "", err
+		return "", backErr
 	}
+	// The init waits for its config before it does anything.
 	err = json.NewEncoder(ctlW).Encode(cfg)
 	ctlW.Close()
 	if err != nil {
@@ -298,6 +313,9 @@ func (k *keeper) teardown() int {
 	return 0
 }
 
+// nsKinds are the namespaces of the node.
+var nsKinds = []string{"mnt", "net", "pid", "uts", "ipc", "cgroup"}
+
 // nsHolders lists the processes that still hold one of the namespaces ns, waiting up to
 // timeout for them to go.
 func nsHolders(ns []string, timeout time.Duration) []string {
@@ -316,7 +334,7 @@ func nsHolders(ns []string, timeout time.Duration) []string {
 			if _, err := strconv.Atoi(p.Name()); err != nil {
 				continue
 			}
-			for _, n := range []string{"mnt", "net", "pid", "uts", "ipc"} {
+			for _, n := range nsKinds {
 				if l, err := os.Readlink(filepath.Join("/proc", p.Name(), "ns", n)); err == nil && want[l] {
 					holders = append(holders, fmt.Sprintf("pid %s (%s)", p.Name(), l))
 				}

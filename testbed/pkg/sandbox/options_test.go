@@ -53,3 +53,23 @@ func TestUnescapeOctal(t *testing.T) {
 		t.Fatalf("%q", got)
 	}
 }
+
+func TestHierarchyOptions(t *testing.T) {
+	for _, c := range []struct {
+		m    mount
+		want string
+	}{
+		{mount{FSType: "cgroup", Options: "rw,cpu"}, "cpu"},
+		{mount{FSType: "cgroup", Options: "rw,cpu,cpuacct"}, "cpu,cpuacct"},
+		{mount{FSType: "cgroup", Options: "rw,xattr,release_agent=/x,name=systemd"}, "name=systemd"},
+		{mount{FSType: "cgroup2", Options: "rw,nsdelegate,memory_recursiveprot"}, "nsdelegate,memory_recursiveprot"},
+		{mount{FSType: "cgroup2", Options: "rw"}, ""},
+	} {
+		if got := hierarchyOptions(c.m); got != c.want {
+			t.Errorf("%+v: %q, want %q", c.m, got, c.want)
+		}
+	}
+	if !sameSet("cpuacct,cpu", "cpu,cpuacct") || sameSet("cpu", "cpu,cpuacct") {
+		t.Fatal("sameSet")
+	}
+}
