@@ -97,6 +97,18 @@ func Run(o Options, stdin io.Reader, stdout, stderr io.Writer) int {
 		k.teardown()
 		return 1
 	}
+	// Inside the node's cgroup namespace its cgroup is "/"; a cgroup NAME inside it makes the
+	// host's name for it, /NAME (K3S_TESTBED_CGROUP_ROOT, testbed/README.md), resolve inside
+	// too, still below the node's cgroup.
+	alias := make([]string, len(hs))
+	for i, h := range hs {
+		alias[i] = filepath.Join(h, k.o.Cgroup)
+	}
+	if err := CreateCgroup(alias, k.o.Cgroup); err != nil {
+		k.logf("create cgroups: %v", err)
+		k.teardown()
+		return 1
+	}
 	siteNS, err := k.start(cfg)
 	if err != nil {
 		k.logf("%v", err)
