@@ -12,10 +12,19 @@ fn main() -> ExitCode {
         1 => "debug",
         _ => "trace",
     };
+    // kube's client logs every failed request at ERROR, also those our own code expects and
+    // reports (the wait for k3s's API polls until it answers): shown with -v only.
+    let kube = if args.global.verbose == 0 {
+        "off"
+    } else {
+        level
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SPARKGAP_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(format!("sparkgap={level},warn"))
+                tracing_subscriber::EnvFilter::new(format!(
+                    "sparkgap={level},kube_client={kube},warn"
+                ))
             }),
         )
         .with_writer(std::io::stderr)
