@@ -16,6 +16,7 @@
 
 pub mod bed;
 pub mod controlplane;
+pub mod node;
 pub mod proxy;
 pub mod skip;
 

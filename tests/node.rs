@@ -1,0 +1,757 @@
+//! `sparkgap up` on a live node: the CI-sized appliance (tests/fixtures/node) locked and built
+//! against a loopback registry and release as on a connected machine, carried to a k3s-like
+//! node built from the upstream parts k3s embeds (`scripts/testbed`, testbed/README.md), and
+//! brought up there at root `/` inside namespaces the test creates. Every node-side check runs
+//! for real: pods, the image import, CoreDNS, NetworkPolicy enforcement, PVCs, the registry
+//! mirror, metrics, helm-controller's install Job.
+//!
+//! One node at a time (2 cores). The tests that need an appliance already up share one node,
+//! each leaving it as it found it; the two that need a fresh one (a bundle without the pause
+//! image, uninstall) boot their own after the shared node is gone.
+
+mod common;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
+use std::time::Instant;
+
+use common::node::{Node, Parts, Site, describe, k3s_images_txt};
+use serde_json::Value;
+
+/// One node at a time on this machine.
+static NODE_LOCK: Mutex<()> = Mutex::new(());
+/// The node the `shared_*` tests use, booted by the first of them.
+static SHARED: Mutex<Option<Shared>> = Mutex::new(None);
+/// `shared_*` tests that have finished; the last one tears the node down.
+static SHARED_DONE: AtomicUsize = AtomicUsize::new(0);
+const SHARED_TESTS: usize = 6;
+static AT_EXIT: Once = Once::new();
+
+const PAUSE: &str = "docker.io/rancher/mirrored-pause:3.6";
+const SPEC_COPY: &str = "/var/lib/sparkgap/appliance.yaml";
+
+struct Shared {
+    node: Node,
+    /// Bundles, keys and layouts (the site's files).
+    /// Kept for its files (bundles, keys, layouts); removed when the node goes.
+    _files: tempfile::TempDir,
+    bundle: PathBuf,
+    /// The same appliance with gitea.spark.local moved to another address.
+    dns_bundle: PathBuf,
+    pubkey: PathBuf,
+    /// The app image that only the in-cluster registry will hold (`oci:DIR:NAME`).
+    app_layout: String,
+    /// The first `up` of the node: its report and output.
+    first: (Option<Value>, Output),
+}
+
+extern "C" fn drop_shared_at_exit() {
+    if let Ok(mut s) = SHARED.try_lock() {
+        drop(s.take());
+    }
+}
+
+fn lock<T>(m: &'static Mutex<T>) -> std::sync::MutexGuard<'static, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `sparkgap up BUNDLE --pubkey KEY --output json` inside the node: the report (None when
+/// stdout is not JSON) and the output.
+fn up(node: &Node, bundle: &Path, pubkey: &Path) -> (Option<Value>, Output) {
+    let out = node
+        .sparkgap(&[
+            "up".as_ref(),
+            bundle.as_os_str(),
+            "--pubkey".as_ref(),
+            pubkey.as_os_str(),
+            "--output".as_ref(),
+            "json".as_ref(),
+        ])
+        .output()
+        .expect("run sparkgap up in the node");
+    (serde_json::from_slice(&out.stdout).ok(), out)
+}
+
+/// `sparkgap verify -f SPEC_COPY [--only ...] --output json` inside the node.
+fn verify(node: &Node, only: &[&str]) -> (Option<Value>, Output) {
+    let mut args = vec!["verify", "-f", SPEC_COPY, "--output", "json"];
+    if !only.is_empty() {
+        args.push("--only");
+        args.extend_from_slice(only);
+    }
+    let out = node.sparkgap(&args).output().expect("run sparkgap verify");
+    (serde_json::from_slice(&out.stdout).ok(), out)
+}
+
+/// The checks of a verify report (`up`'s under `verify`), name → (status, reason, evidence).
+fn checks(report: &Value) -> Vec<(String, String, String, Vec<String>)> {
+    let v = report.get("verify").unwrap_or(report);
+    v["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap_or("").to_string(),
+                c["status"].as_str().unwrap_or("").to_string(),
+                c["reason"].as_str().unwrap_or("").to_string(),
+                c["evidence"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.as_str().map(str::to_string))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn check<'a>(
+    all: &'a [(String, String, String, Vec<String>)],
+    name: &str,
+) -> &'a (String, String, String, Vec<String>) {
+    all.iter()
+        .find(|c| c.0 == name)
+        .unwrap_or_else(|| panic!("no check {name} in the report: {all:#?}"))
+}
+
+/// The failure message of a report: each check that did not pass, and the node's logs.
+fn explain(node: &Node, report: &Option<Value>, out: &Output) -> String {
+    let mut s = String::new();
+    if let Some(r) = report {
+        for (name, status, reason, evidence) in checks(r) {
+            if status != "pass" {
+                s.push_str(&format!(
+                    "  {name}: {status}: {reason}\n    {}\n",
+                    evidence.join("\n    ")
+                ));
+            }
+        }
+    }
+    format!("{s}\n{}\n{}", describe(out), node.logs())
+}
+
+/// Every check passed but gpu, skipped because the CI machine has none.
+fn assert_all_green(node: &Node, report: &Option<Value>, out: &Output) {
+    let Some(r) = report else {
+        panic!("up printed no JSON report: {}", explain(node, report, out));
+    };
+    let all = checks(r);
+    let bad: Vec<_> = all
+        .iter()
+        .filter(|(name, status, _, _)| {
+            !(status == "pass" || (name == "gpu" && status == "skipped"))
+        })
+        .collect();
+    assert!(
+        out.status.success() && bad.is_empty() && !all.is_empty(),
+        "up did not come up green: {}",
+        explain(node, report, out)
+    );
+    let gpu = check(&all, "gpu");
+    assert_eq!(gpu.1, "skipped", "{gpu:?}");
+    assert!(gpu.2.contains("gpu"), "gpu is skipped saying why: {gpu:?}");
+}
+
+/// The phase timings of an `up` report, as one line for the test log.
+fn timings(report: &Value) -> String {
+    let t = &report["timings"];
+    let s = |k: &str| {
+        t[k].as_u64()
+            .map(|ms| format!("{:.1} s", ms as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into())
+    };
+    let mut line = format!(
+        "files {}, k3s API {}, node Ready {}, apply {}, verify {}, total {}",
+        s("filesMs"),
+        s("k3sApiReadyMs"),
+        s("k3sNodeReadyMs"),
+        s("applyMs"),
+        s("verifyMs"),
+        s("totalMs")
+    );
+    for (name, status, _, _) in checks(report) {
+        let ms = report["verify"]["checks"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["name"] == name.as_str()))
+            .and_then(|c| c["duration_ms"].as_u64())
+            .unwrap_or(0);
+        line.push_str(&format!("; {name} {status} {:.1} s", ms as f64 / 1000.0));
+    }
+    line
+}
+
+impl Shared {
+    fn boot(parts: &Parts) -> Shared {
+        let t0 = Instant::now();
+        let site = Site::start(parts, &k3s_images_txt());
+        let spec = site.spec("base", |s| s);
+        let bundle = site.bundle(&spec, "base");
+        let dns_spec = site.spec("dns", |s| {
+            let moved = s.replace("- ip: 10.43.200.11", "- ip: 10.43.200.12");
+            assert_ne!(moved, s, "the fixture names gitea at 10.43.200.11");
+            moved
+        });
+        let dns_bundle = site.bundle(&dns_spec, "dns");
+        let pubkey = site.pubkey.clone();
+        let app_layout = site.layout_reference("docker.io/sparkgap-testbed/hello:1");
+        let files = site.into_files();
+        eprintln!(
+            "shared node: bundles locked and built in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+        let node = Node::boot(parts);
+        let first = up(&node, &bundle, &pubkey);
+        if let Some(r) = &first.0 {
+            eprintln!("first up: {}", timings(r));
+        }
+        Shared {
+            node,
+            _files: files,
+            bundle,
+            dns_bundle,
+            pubkey,
+            app_layout,
+            first,
+        }
+    }
+
+    fn first_up_green(&self) -> bool {
+        let (r, out) = &self.first;
+        out.status.success()
+            && r.as_ref().is_some_and(|r| {
+                checks(r)
+                    .iter()
+                    .all(|(n, s, _, _)| s == "pass" || (n == "gpu" && s == "skipped"))
+            })
+    }
+}
+
+/// Run `f` on the shared node (booting it when needed). A test that panics takes the node
+/// with it (its state is unknown); the next test boots a fresh one.
+fn with_shared(test: &str, f: impl FnOnce(&mut Shared)) {
+    let Some(parts) = Parts::find_or_skip(test) else {
+        return;
+    };
+    let _one = lock(&NODE_LOCK);
+    let mut guard = lock(&SHARED);
+    if guard.is_none() {
+        AT_EXIT.call_once(|| unsafe {
+            libc::atexit(drop_shared_at_exit);
+        });
+        *guard = Some(Shared::boot(&parts));
+    }
+    let shared = guard.as_mut().expect("booted");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(shared)));
+    let done = SHARED_DONE.fetch_add(1, Ordering::SeqCst) + 1;
+    if result.is_err() || done >= SHARED_TESTS {
+        drop(guard.take());
+    }
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// Run `f` with a node of its own, after the shared node (if any) is gone.
+fn with_own_node(test: &str, f: impl FnOnce(&Parts)) {
+    let Some(parts) = Parts::find_or_skip(test) else {
+        return;
+    };
+    let _one = lock(&NODE_LOCK);
+    drop(lock(&SHARED).take());
+    f(&parts);
+}
+
+fn kubectl_ok(node: &Node, args: &[&str]) -> String {
+    let out = node.kubectl(args);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}\n{}",
+        describe(&out),
+        node.logs()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `kubectl apply -f -` of `yaml` inside the node.
+fn kubectl_apply(node: &Node, yaml: &str) {
+    let mut child = node
+        .cmd(&["/usr/local/bin/kubectl", "apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl apply");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "kubectl apply: {}", describe(&out));
+}
+
+// ---- the shared node ------------------------------------------------------------------------
+
+/// The acceptance run: lock, build --sign-key, then `up --pubkey` on the node exits 0 and every
+/// check passes except gpu (no GPU here), with the phase timings in the log.
+#[test]
+fn shared_1_up_brings_the_appliance_up_and_every_check_passes() {
+    with_shared(
+        "shared_1_up_brings_the_appliance_up_and_every_check_passes",
+        |s| {
+            let (report, out) = &s.first;
+            assert_all_green(&s.node, report, out);
+            let r = report.as_ref().unwrap();
+            eprintln!("TIMINGS first up of the CI appliance: {}", timings(r));
+            assert_eq!(r["install"]["signed"], true, "the bundle was signed");
+            assert_eq!(r["install"]["k3s"]["restarted"], true);
+            // The image archive went to where k3s imports from, and was imported and pinned.
+            let pinned = s
+                .node
+                .ok(&["/usr/local/bin/ctr", "-n", "k8s.io", "images", "ls"]);
+            let pause_line = pinned
+                .lines()
+                .find(|l| l.starts_with(&format!("{PAUSE} ")))
+                .unwrap_or_else(|| panic!("{PAUSE} not in containerd:\n{pinned}"));
+            assert!(
+                pause_line.contains("io.cri-containerd.pinned=pinned"),
+                "{pause_line}"
+            );
+        },
+    );
+}
+
+/// `up` of the same bundle again: nothing to install, k3s left running, every object
+/// unchanged, every check passes.
+#[test]
+fn shared_2_up_again_changes_nothing_and_passes() {
+    with_shared("shared_2_up_again_changes_nothing_and_passes", |s| {
+        assert!(
+            s.first_up_green(),
+            "the shared node's first up failed (see shared_1)"
+        );
+        let (report, out) = up(&s.node, &s.bundle, &s.pubkey);
+        assert_all_green(&s.node, &report, &out);
+        let r = report.unwrap();
+        eprintln!("TIMINGS second up (unchanged): {}", timings(&r));
+        assert_eq!(
+            r["install"]["unchanged"], true,
+            "{:#}",
+            r["install"]["files"]
+        );
+        assert_eq!(r["install"]["k3s"]["restarted"], false);
+        let stages = r["apply"]["report"]["stages"].as_array().unwrap();
+        let changed: Vec<&Value> = stages
+            .iter()
+            .flat_map(|st| st["objects"].as_array().unwrap())
+            .filter(|o| o["result"] != "unchanged" && o["result"] != "skipped")
+            .collect();
+        assert!(
+            changed.is_empty(),
+            "a second up changed objects: {changed:#?}"
+        );
+    });
+}
+
+/// An allow-all NetworkPolicy added by hand in an isolated namespace: network-policy fails,
+/// naming the source that got in and the target; removing it makes the check pass again.
+#[test]
+fn shared_3_network_policy_fails_when_an_allow_all_policy_is_added() {
+    with_shared(
+        "shared_3_network_policy_fails_when_an_allow_all_policy_is_added",
+        |s| {
+            assert!(
+                s.first_up_green(),
+                "the shared node's first up failed (see shared_1)"
+            );
+            kubectl_apply(
+                &s.node,
+                "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: allow-all-by-hand\n  namespace: monitoring\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n  ingress: [{}]\n",
+            );
+            let (report, out) = verify(&s.node, &["network-policy"]);
+            kubectl_ok(
+                &s.node,
+                &[
+                    "delete",
+                    "networkpolicy",
+                    "-n",
+                    "monitoring",
+                    "allow-all-by-hand",
+                ],
+            );
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{}",
+                explain(&s.node, &report, &out)
+            );
+            let all = checks(report.as_ref().unwrap());
+            let (_, status, reason, evidence) = check(&all, "network-policy");
+            assert_eq!(status, "fail");
+            let text = format!("{reason}\n{}", evidence.join("\n"));
+            assert!(
+                text.contains("sparkgap-verify-") && text.contains("monitoring"),
+                "the failure names the source (the throwaway namespace) and the target: {text}"
+            );
+            let (report, out) = verify(&s.node, &["network-policy"]);
+            assert!(out.status.success(), "{}", explain(&s.node, &report, &out));
+        },
+    );
+}
+
+/// A DNS host moved in the spec resolves to its new address after a second `up` (the CoreDNS
+/// restart path); the first bundle brings the old one back.
+#[test]
+fn shared_4_a_changed_dns_host_resolves_to_its_new_address_after_up() {
+    with_shared(
+        "shared_4_a_changed_dns_host_resolves_to_its_new_address_after_up",
+        |s| {
+            assert!(
+                s.first_up_green(),
+                "the shared node's first up failed (see shared_1)"
+            );
+            let (report, out) = up(&s.node, &s.dns_bundle, &s.pubkey);
+            assert_all_green(&s.node, &report, &out);
+            let all = checks(report.as_ref().unwrap());
+            let (_, _, _, evidence) = check(&all, "dns");
+            assert!(
+                evidence
+                    .iter()
+                    .any(|e| e.contains("gitea.spark.local") && e.contains("10.43.200.12")),
+                "{evidence:#?}"
+            );
+            let (report, out) = up(&s.node, &s.bundle, &s.pubkey);
+            assert_all_green(&s.node, &report, &out);
+            let all = checks(report.as_ref().unwrap());
+            let (_, _, _, evidence) = check(&all, "dns");
+            assert!(
+                evidence
+                    .iter()
+                    .any(|e| e.contains("gitea.spark.local") && e.contains("10.43.200.11")),
+                "{evidence:#?}"
+            );
+        },
+    );
+}
+
+/// A pod whose image only the in-cluster registry holds starts: containerd pulls it through
+/// the mirror endpoint registries.yaml names (the registry's NodePort on loopback).
+#[test]
+fn shared_5_a_pod_pulls_an_image_only_the_in_cluster_registry_has() {
+    with_shared(
+        "shared_5_a_pod_pulls_an_image_only_the_in_cluster_registry_has",
+        |s| {
+            assert!(
+                s.first_up_green(),
+                "the shared node's first up failed (see shared_1)"
+            );
+            let hosts = std::fs::read_to_string(
+                s.node
+                    .path("/var/lib/rancher/k3s/agent/etc/containerd/certs.d/docker.io/hosts.toml"),
+            )
+            .expect("k3s wrote hosts.toml for docker.io from registries.yaml");
+            assert!(hosts.contains("http://127.0.0.1:30500"), "{hosts}");
+            let dest = "docker://127.0.0.1:30500/sparkgap-testbed/hello:1";
+            // --all keeps the index (and its digest) as pushed.
+            s.node.ok(&[
+                "skopeo",
+                "copy",
+                "--all",
+                "--dest-tls-verify=false",
+                &s.app_layout,
+                dest,
+            ]);
+            kubectl_apply(
+                &s.node,
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: from-the-mirror\n  namespace: ci\nspec:\n  containers:\n  - name: hello\n    image: docker.io/sparkgap-testbed/hello:1\n    imagePullPolicy: Always\n",
+            );
+            let waited = s.node.kubectl(&[
+                "wait",
+                "-n",
+                "ci",
+                "--for=condition=Ready",
+                "pod/from-the-mirror",
+                "--timeout=180s",
+            ]);
+            let pod = s
+                .node
+                .kubectl(&["get", "pod", "-n", "ci", "from-the-mirror", "-o", "yaml"]);
+            let events = s.node.kubectl(&[
+                "get",
+                "events",
+                "-n",
+                "ci",
+                "--field-selector",
+                "involvedObject.name=from-the-mirror",
+            ]);
+            kubectl_ok(
+                &s.node,
+                &[
+                    "delete",
+                    "pod",
+                    "-n",
+                    "ci",
+                    "from-the-mirror",
+                    "--wait=false",
+                ],
+            );
+            assert!(
+                waited.status.success(),
+                "the pod did not start: {}\n{}\n{}",
+                describe(&waited),
+                String::from_utf8_lossy(&pod.stdout),
+                String::from_utf8_lossy(&events.stdout)
+            );
+            let events = String::from_utf8_lossy(&events.stdout);
+            assert!(events.contains("Pulled"), "{events}");
+        },
+    );
+}
+
+/// registries.yaml changed by hand: the registry stage writes it back and restarts k3s;
+/// running pods survive, the bundle's images stay pinned, and verify passes.
+#[test]
+fn shared_6_registries_yaml_drift_is_rewritten_and_k3s_restarted() {
+    with_shared(
+        "shared_6_registries_yaml_drift_is_rewritten_and_k3s_restarted",
+        |s| {
+            assert!(
+                s.first_up_green(),
+                "the shared node's first up failed (see shared_1)"
+            );
+            let file = s.node.path("/etc/rancher/k3s/registries.yaml");
+            let written = std::fs::read_to_string(&file).unwrap();
+            std::fs::write(&file, "mirrors: {}\n").unwrap();
+            let pods_before = pod_identities(&s.node);
+            let k3s_before = k3s_pid(&s.node);
+            let out = s
+                .node
+                .sparkgap(&["apply", "-f", SPEC_COPY, "--output", "json"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "apply: {}\n{}",
+                describe(&out),
+                s.node.logs()
+            );
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
+            let k3s_after = k3s_pid(&s.node);
+            assert_ne!(k3s_before, k3s_after, "k3s was restarted");
+            // Every pod that ran before runs on, the same pod with the same containers.
+            let pods_after = pod_identities(&s.node);
+            for p in &pods_before {
+                assert!(
+                    pods_after.contains(p),
+                    "pod {p} did not survive the restart; after: {pods_after:#?}"
+                );
+            }
+            let images = s
+                .node
+                .ok(&["/usr/local/bin/ctr", "-n", "k8s.io", "images", "ls"]);
+            let pause = images
+                .lines()
+                .find(|l| l.starts_with(&format!("{PAUSE} ")))
+                .unwrap_or_else(|| panic!("{images}"));
+            assert!(pause.contains("io.cri-containerd.pinned=pinned"), "{pause}");
+            let (report, out) = verify(&s.node, &[]);
+            assert_all_green(&s.node, &report, &out);
+        },
+    );
+}
+
+/// `namespace/name uid container-ids restarts` of every running pod outside the verify
+/// namespaces.
+fn pod_identities(node: &Node) -> Vec<String> {
+    let json = kubectl_ok(node, &["get", "pods", "-A", "-o", "json"]);
+    let v: Value = serde_json::from_str(&json).unwrap();
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["status"]["phase"] == "Running")
+        .filter(|p| {
+            !p["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("sparkgap-verify-")
+        })
+        .map(|p| {
+            let containers: Vec<String> = p["status"]["containerStatuses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| format!("{}:{}", c["containerID"], c["restartCount"]))
+                .collect();
+            format!(
+                "{}/{} {} {}",
+                p["metadata"]["namespace"].as_str().unwrap_or(""),
+                p["metadata"]["name"].as_str().unwrap_or(""),
+                p["metadata"]["uid"].as_str().unwrap_or(""),
+                containers.join(",")
+            )
+        })
+        .collect()
+}
+
+/// The pid of `k3s server` inside the node (as the node sees it).
+fn k3s_pid(node: &Node) -> String {
+    node.ok(&["pgrep", "-f", "-x", "/usr/local/bin/k3s server"])
+        .trim()
+        .to_string()
+}
+
+// ---- nodes of their own ---------------------------------------------------------------------
+
+/// A release whose k3s-images.txt lacks the pause image: lock warns, and on the node `up` exits
+/// 1 with images and system-pods naming docker.io/rancher/mirrored-pause:3.6.
+#[test]
+fn own_node_a_bundle_without_the_pause_image_fails_naming_it() {
+    with_own_node(
+        "own_node_a_bundle_without_the_pause_image_fails_naming_it",
+        |parts| {
+            let list: String = k3s_images_txt()
+                .lines()
+                .filter(|l| !l.contains("mirrored-pause"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let site = Site::start(parts, &list);
+            // Every check fails slowly on a node whose pods cannot start: a short budget.
+            let spec = site.spec("nopause", |s| s.replace("timeout: 5m", "timeout: 2m"));
+            let bundle = site.bundle(&spec, "nopause");
+            let pubkey = site.pubkey.clone();
+            let _files = site.into_files();
+            let node = Node::boot(parts);
+            let (report, out) = up(&node, &bundle, &pubkey);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{}",
+                explain(&node, &report, &out)
+            );
+            let all = checks(report.as_ref().expect("a JSON report"));
+            for name in ["images", "system-pods"] {
+                let (_, status, reason, _) = check(&all, name);
+                assert_eq!(status, "fail", "{name}: {reason}");
+                assert!(reason.contains(PAUSE), "{name} names {PAUSE}: {reason}");
+            }
+        },
+    );
+}
+
+/// `uninstall --yes` after `install` on a running node: k3s, its containers, their mounts, the
+/// pod network, the firewall rules and every file go; nothing of k3s is left.
+#[test]
+fn own_node_uninstall_leaves_nothing_behind() {
+    with_own_node("own_node_uninstall_leaves_nothing_behind", |parts| {
+        let site = Site::start(parts, &k3s_images_txt());
+        let spec = site.spec("uninstall", |s| s);
+        let bundle = site.bundle(&spec, "uninstall");
+        let pubkey = site.pubkey.clone();
+        let _files = site.into_files();
+        let node = Node::boot(parts);
+        let out = node
+            .sparkgap(&[
+                "install".as_ref(),
+                bundle.as_os_str(),
+                "--pubkey".as_ref(),
+                pubkey.as_os_str(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "install: {}\n{}",
+            describe(&out),
+            node.logs()
+        );
+        // CoreDNS running means pods with volumes, veths on cni0 and kube-proxy's rules.
+        let waited = node.kubectl(&[
+            "wait",
+            "-n",
+            "kube-system",
+            "--for=condition=Ready",
+            "pod",
+            "-l",
+            "k8s-app=kube-dns",
+            "--timeout=240s",
+        ]);
+        assert!(
+            waited.status.success(),
+            "{}\n{}",
+            describe(&waited),
+            node.logs()
+        );
+        let before = node.ok(&["iptables-save"]);
+        assert!(
+            before.contains("KUBE-"),
+            "kube-proxy wrote its rules: {before}"
+        );
+
+        let out = node
+            .sparkgap(&["uninstall", "--yes", "--output", "json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "uninstall: {}", describe(&out));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let killed = &report["killed"];
+        assert!(killed["processes"].as_u64().unwrap_or(0) > 0, "{report:#}");
+        assert!(
+            killed["problems"].as_array().is_some_and(|p| p.is_empty()),
+            "{report:#}"
+        );
+
+        // No process of k3s: only the sandbox's own (its init, the site's DNS) and this probe.
+        let procs = node.ok(&["sh", "-c", "cat /proc/[0-9]*/comm"]);
+        let left: Vec<&str> = procs
+            .lines()
+            .filter(|c| !["sandbox", "coredns", "sh", "cat", "nsenter"].contains(c))
+            .collect();
+        assert!(left.is_empty(), "processes left: {left:?}\n{procs}");
+        let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", node.pid)).unwrap();
+        let k3s_mounts: Vec<&str> = mounts
+            .lines()
+            .filter(|l| {
+                let point = l.split(' ').nth(4).unwrap_or("");
+                sparkgap::install::killall::UNMOUNT_UNDER
+                    .iter()
+                    .any(|p| point.starts_with(p))
+                    || point.starts_with("/var/lib/kubelet/")
+            })
+            .collect();
+        assert!(k3s_mounts.is_empty(), "mounts left: {k3s_mounts:#?}");
+        let links = node.ok(&["ip", "-o", "link"]);
+        assert!(
+            !links.contains("cni0") && !links.contains("veth"),
+            "interfaces left: {links}"
+        );
+        let rules = node.ok(&["iptables-save"]);
+        assert!(
+            !rules.contains("KUBE-") && !rules.contains("CNI-"),
+            "rules left: {rules}"
+        );
+        let sets = node.ok(&["ipset", "list", "-n"]);
+        assert!(!sets.contains("KUBE-"), "ipsets left: {sets}");
+        for path in [
+            "/usr/local/bin/k3s",
+            "/usr/local/bin/kubectl",
+            "/etc/systemd/system/k3s.service",
+            "/etc/rancher/k3s",
+            "/var/lib/rancher/k3s",
+            "/var/lib/kubelet",
+            "/var/lib/cni",
+            "/run/k3s",
+            "/var/lib/sparkgap/installed.json",
+        ] {
+            assert!(
+                !node.path(path).exists(),
+                "{path} is still there after uninstall"
+            );
+        }
+    });
+}
