@@ -442,12 +442,19 @@ impl<'a> Workloads<'a> {
             Ok(ev) => evidence.push(ev),
             Err(reason) => return CheckResult::fail(name, reason, evidence),
         }
+        // Every class at once: each round trip is mostly waiting (the provisioner's helper pod,
+        // two pods starting), and the classes do not share anything.
+        let classes = self.spec.spec.storage.effective_classes();
+        let runs = futures::future::join_all(classes.iter().map(|class| async {
+            let mut ev = Vec::new();
+            let result = self.storage_roundtrip(&class.name, &budget, &mut ev).await;
+            (ev, result)
+        }))
+        .await;
         let mut problems = Vec::new();
-        for class in self.spec.spec.storage.effective_classes() {
-            if let Err(reason) = self
-                .storage_roundtrip(&class.name, &budget, &mut evidence)
-                .await
-            {
+        for (class, (ev, result)) in classes.iter().zip(runs) {
+            evidence.extend(ev);
+            if let Err(reason) = result {
                 problems.push(format!("class {}: {reason}", class.name));
             }
         }
@@ -733,7 +740,8 @@ impl<'a> Workloads<'a> {
             let mut sources: Vec<Option<String>> = probe_sources(&probes);
             let mut attempt = 1;
             loop {
-                for source in &sources {
+                // One client per source namespace, all at once (they only read).
+                let runs = futures::future::join_all(sources.iter().map(|source| {
                     let wanted: Vec<&PolicyProbe> =
                         probes.iter().filter(|p| &p.from == source).collect();
                     let script = policy_client_script(&wanted, &addresses, &token);
@@ -748,7 +756,12 @@ impl<'a> Workloads<'a> {
                         None => (scratch.clone(), attempt_name("netpol-client", attempt)),
                     };
                     let pod = test_pod(&pod_name, &self.run_id, self.image(), &script);
-                    let f = self.run_pod(&ns, &pod, &budget).await?;
+                    let budget = &budget;
+                    async move { self.run_pod(&ns, &pod, budget).await }
+                }))
+                .await;
+                for (source, run) in sources.iter().zip(runs) {
+                    let f = run?;
                     for (target, reached) in parse_reach(&f.logs) {
                         results.insert((source_name(source, &scratch), target), reached);
                     }
