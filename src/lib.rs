@@ -21,6 +21,12 @@ pub mod tanka;
 pub mod verify;
 pub mod workload;
 
+/// The integration tests' skip helper, for the unit tests that cannot run on every machine: a
+/// skip is recorded and counted as one (docs/testing.md, "Skipped tests").
+#[cfg(test)]
+#[path = "../tests/common/skip.rs"]
+mod test_skip;
+
 /// Install the one process-wide TLS provider (ring). kube and oci-client both use rustls; with
 /// no provider chosen, creating a client panics (ARCHITECTURE.md pitfalls). Idempotent.
 pub fn install_tls_provider() {

@@ -169,7 +169,7 @@ struct Setup {
     repo: Repo,
 }
 
-fn setup(test: &str) -> Option<Setup> {
+fn setup_or_skip(test: &str) -> Option<Setup> {
     let helm = match helm_binary() {
         Ok(h) => h,
         Err(why) => {
@@ -180,7 +180,7 @@ fn setup(test: &str) -> Option<Setup> {
             return None;
         }
     };
-    let bed = Bed::start(test)?;
+    let bed = Bed::start_or_skip(test)?;
     let repo = Repo::start(&bed.path("charts"), helm);
     Some(Setup { bed, repo })
 }
@@ -233,9 +233,9 @@ fn json(out: &[u8]) -> Value {
 
 #[test]
 fn repository_charts_are_pinned_their_images_found_as_helm_renders_and_carried() {
-    let Some(s) =
-        setup("repository_charts_are_pinned_their_images_found_as_helm_renders_and_carried")
-    else {
+    let Some(s) = setup_or_skip(
+        "repository_charts_are_pinned_their_images_found_as_helm_renders_and_carried",
+    ) else {
         return;
     };
     let h = &s.bed.h;
@@ -419,7 +419,7 @@ fn repository_charts_are_pinned_their_images_found_as_helm_renders_and_carried()
 
 #[test]
 fn bad_chart_input_fails_clearly_and_writes_no_lock() {
-    let Some(s) = setup("bad_chart_input_fails_clearly_and_writes_no_lock") else {
+    let Some(s) = setup_or_skip("bad_chart_input_fails_clearly_and_writes_no_lock") else {
         return;
     };
     let h = &s.bed.h;
@@ -566,7 +566,7 @@ fn bad_chart_input_fails_clearly_and_writes_no_lock() {
 
 #[test]
 fn a_chart_whose_pods_outgrow_the_quota_is_named_at_lock() {
-    let Some(s) = setup("a_chart_whose_pods_outgrow_the_quota_is_named_at_lock") else {
+    let Some(s) = setup_or_skip("a_chart_whose_pods_outgrow_the_quota_is_named_at_lock") else {
         return;
     };
     let h = &s.bed.h;

@@ -14,7 +14,7 @@ use sparkgap::lock::Lock;
 
 #[test]
 fn lock_picks_arm64_from_the_multi_arch_index() {
-    let Some(b) = Bed::start("lock_picks_arm64_from_the_multi_arch_index") else {
+    let Some(b) = Bed::start_or_skip("lock_picks_arm64_from_the_multi_arch_index") else {
         return;
     };
     let spec = b.demo_spec();
@@ -73,7 +73,7 @@ fn lock_picks_arm64_from_the_multi_arch_index() {
 #[test]
 fn lock_of_a_tag_and_digest_reference_names_the_tag_and_pins_the_digest() {
     let Some(b) =
-        Bed::start("lock_of_a_tag_and_digest_reference_names_the_tag_and_pins_the_digest")
+        Bed::start_or_skip("lock_of_a_tag_and_digest_reference_names_the_tag_and_pins_the_digest")
     else {
         return;
     };
@@ -96,7 +96,8 @@ fn lock_of_a_tag_and_digest_reference_names_the_tag_and_pins_the_digest() {
 
 #[test]
 fn lock_refuses_an_index_without_the_platform_naming_the_image() {
-    let Some(b) = Bed::start("lock_refuses_an_index_without_the_platform_naming_the_image") else {
+    let Some(b) = Bed::start_or_skip("lock_refuses_an_index_without_the_platform_naming_the_image")
+    else {
         return;
     };
     let text =
@@ -122,7 +123,8 @@ fn lock_refuses_an_index_without_the_platform_naming_the_image() {
 
 #[test]
 fn lock_refuses_a_single_platform_image_for_another_platform() {
-    let Some(b) = Bed::start("lock_refuses_a_single_platform_image_for_another_platform") else {
+    let Some(b) = Bed::start_or_skip("lock_refuses_a_single_platform_image_for_another_platform")
+    else {
         return;
     };
     let text = b.h.spec_via(b.h.addr()).replace(
@@ -147,7 +149,7 @@ fn lock_refuses_a_single_platform_image_for_another_platform() {
 /// says "21 listed", and printed raw byte counts where the others group digits.
 #[test]
 fn build_and_inspect_count_members_the_same_way() {
-    let Some(b) = Bed::start("build_and_inspect_count_members_the_same_way") else {
+    let Some(b) = Bed::start_or_skip("build_and_inspect_count_members_the_same_way") else {
         return;
     };
     let spec = b.demo_spec();
@@ -188,7 +190,8 @@ fn build_and_inspect_count_members_the_same_way() {
 /// shared base layer is stored once; a warm build fetches nothing.
 #[test]
 fn builds_are_byte_identical_and_store_shared_layers_once() {
-    let Some(b) = Bed::start("builds_are_byte_identical_and_store_shared_layers_once") else {
+    let Some(b) = Bed::start_or_skip("builds_are_byte_identical_and_store_shared_layers_once")
+    else {
         return;
     };
     let spec = b.demo_spec();
@@ -267,9 +270,9 @@ fn builds_are_byte_identical_and_store_shared_layers_once() {
 
 #[test]
 fn offline_builds_from_a_warm_cache_and_names_missing_blobs_from_a_cold_one() {
-    let Some(b) =
-        Bed::start("offline_builds_from_a_warm_cache_and_names_missing_blobs_from_a_cold_one")
-    else {
+    let Some(b) = Bed::start_or_skip(
+        "offline_builds_from_a_warm_cache_and_names_missing_blobs_from_a_cold_one",
+    ) else {
         return;
     };
     let spec = b.demo_spec();
@@ -309,7 +312,7 @@ fn offline_builds_from_a_warm_cache_and_names_missing_blobs_from_a_cold_one() {
 
 #[test]
 fn a_stale_lock_is_refused_naming_the_image() {
-    let Some(b) = Bed::start("a_stale_lock_is_refused_naming_the_image") else {
+    let Some(b) = Bed::start_or_skip("a_stale_lock_is_refused_naming_the_image") else {
         return;
     };
     let spec = b.demo_spec();
@@ -343,7 +346,7 @@ fn a_stale_lock_is_refused_naming_the_image() {
 /// only what is missing and removes the dead run's partial.
 #[test]
 fn an_interrupted_build_resumes_without_refetching() {
-    let Some(b) = Bed::start("an_interrupted_build_resumes_without_refetching") else {
+    let Some(b) = Bed::start_or_skip("an_interrupted_build_resumes_without_refetching") else {
         return;
     };
     let (proxy, spec) = b.spec_via_proxy();
@@ -404,12 +407,13 @@ fn an_interrupted_build_resumes_without_refetching() {
     );
 }
 
-/// Lock through the proxy (pass-through), then build with `fault` on blob transfers.
-fn build_through(
+/// Lock through the proxy (pass-through), then build with `fault` on blob transfers; None after
+/// reporting `test` skipped (no registry).
+fn build_through_or_skip(
     test: &str,
     fault: impl FnOnce(&Harness) -> Fault,
 ) -> Option<(Bed, FaultProxy, assert_cmd::assert::Assert)> {
-    let b = Bed::start(test)?;
+    let b = Bed::start_or_skip(test)?;
     let (proxy, spec) = b.spec_via_proxy();
     let lock_path = b.lock(&spec, proxy.addr());
     proxy.set_fault(fault(&b.h));
@@ -421,7 +425,7 @@ fn build_through(
 }
 
 fn assert_survived(test: &str, fault: Fault) {
-    let Some((b, proxy, assert)) = build_through(test, |_| fault) else {
+    let Some((b, proxy, assert)) = build_through_or_skip(test, |_| fault) else {
         return;
     };
     let out = assert.get_output().clone();
@@ -501,7 +505,7 @@ fn a_blob_corrupted_once_is_fetched_again() {
 #[test]
 fn a_blob_that_never_matches_its_digest_is_refused_and_not_cached() {
     // Only the shared layer is corrupted, every time.
-    let Some((b, proxy, assert)) = build_through(
+    let Some((b, proxy, assert)) = build_through_or_skip(
         "a_blob_that_never_matches_its_digest_is_refused_and_not_cached",
         |h| Fault::CorruptBody {
             path: hex(h.shared_layer()).to_string(),
@@ -540,7 +544,7 @@ fn a_blob_that_never_matches_its_digest_is_refused_and_not_cached() {
 
 #[test]
 fn a_permanent_fault_fails_with_exit_3_and_leaves_nothing_corrupt() {
-    let Some((b, proxy, assert)) = build_through(
+    let Some((b, proxy, assert)) = build_through_or_skip(
         "a_permanent_fault_fails_with_exit_3_and_leaves_nothing_corrupt",
         |_| Fault::Always500 {
             path: "/blobs/".into(),
@@ -587,7 +591,7 @@ fn bundle_temps(dir: &Path, name: &str) -> Vec<String> {
 #[test]
 fn a_blob_failing_while_the_bundle_is_written_leaves_no_bundle_and_no_temp_file() {
     let test = "a_blob_failing_while_the_bundle_is_written_leaves_no_bundle_and_no_temp_file";
-    let Some(b) = Bed::start(test) else {
+    let Some(b) = Bed::start_or_skip(test) else {
         return;
     };
     let (proxy, spec) = b.spec_via_proxy();
@@ -672,7 +676,7 @@ fn a_blob_failing_while_the_bundle_is_written_leaves_no_bundle_and_no_temp_file(
 #[test]
 fn a_cold_build_that_cannot_write_the_bundle_stops_and_names_the_directory() {
     let test = "a_cold_build_that_cannot_write_the_bundle_stops_and_names_the_directory";
-    let Some(b) = Bed::start(test) else {
+    let Some(b) = Bed::start_or_skip(test) else {
         return;
     };
     let spec = b.demo_spec();
@@ -697,7 +701,7 @@ fn a_cold_build_that_cannot_write_the_bundle_stops_and_names_the_directory() {
 
 #[test]
 fn a_missing_blob_is_a_clear_permanent_error() {
-    let Some(b) = Bed::start("a_missing_blob_is_a_clear_permanent_error") else {
+    let Some(b) = Bed::start_or_skip("a_missing_blob_is_a_clear_permanent_error") else {
         return;
     };
     let spec = b.demo_spec();
@@ -727,7 +731,8 @@ fn a_missing_blob_is_a_clear_permanent_error() {
 /// directory; the bundle is signed with `--sign-key`; SOURCE_DATE_EPOCH sets every mtime.
 #[test]
 fn build_carries_extra_manifests_signs_and_uses_source_date_epoch() {
-    let Some(b) = Bed::start("build_carries_extra_manifests_signs_and_uses_source_date_epoch")
+    let Some(b) =
+        Bed::start_or_skip("build_carries_extra_manifests_signs_and_uses_source_date_epoch")
     else {
         return;
     };
@@ -822,7 +827,7 @@ fn build_carries_extra_manifests_signs_and_uses_source_date_epoch() {
 /// as a clean run.
 #[test]
 fn lock_survives_transient_registry_faults() {
-    let Some(b) = Bed::start("lock_survives_transient_registry_faults") else {
+    let Some(b) = Bed::start_or_skip("lock_survives_transient_registry_faults") else {
         return;
     };
     let (proxy, spec) = b.spec_via_proxy();
@@ -852,7 +857,7 @@ fn lock_survives_transient_registry_faults() {
 /// Connection refused". It says the registry is unreachable, naming host and port.
 #[test]
 fn lock_with_the_registry_down_names_it_unreachable() {
-    let Some(b) = Bed::start("lock_with_the_registry_down_names_it_unreachable") else {
+    let Some(b) = Bed::start_or_skip("lock_with_the_registry_down_names_it_unreachable") else {
         return;
     };
     // A port nothing listens on: bound, then released.

@@ -146,8 +146,9 @@ fn tanka_import_paths_match_go_jsonnet_with_tankas_jpath() {
     let bin = match jsonnet_binary() {
         Ok(b) => b,
         Err(why) => {
-            println!(
-                "SKIP tanka_import_paths_match_go_jsonnet_with_tankas_jpath: no go-jsonnet: {why}"
+            common::skip::skip(
+                "tanka_import_paths_match_go_jsonnet_with_tankas_jpath",
+                &format!("no go-jsonnet (scripts/jsonnet builds it): {why}"),
             );
             return;
         }
@@ -363,7 +364,8 @@ fn web_environment(spec: &Path, images: &[&str]) {
 
 #[test]
 fn lock_pins_tanka_images_and_build_carries_the_objects() {
-    let Some(bed) = common::bed::Bed::start("lock_pins_tanka_images_and_build_carries_the_objects")
+    let Some(bed) =
+        common::bed::Bed::start_or_skip("lock_pins_tanka_images_and_build_carries_the_objects")
     else {
         return;
     };

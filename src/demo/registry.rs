@@ -271,9 +271,12 @@ mod tests {
     fn starts_answers_and_stops() {
         let bin = Path::new(crate::demo::DEFAULT_REGISTRY_BIN);
         if !bin.is_file() {
-            eprintln!(
-                "SKIP starts_answers_and_stops: {} not installed",
-                bin.display()
+            crate::test_skip::skip(
+                "starts_answers_and_stops",
+                &format!(
+                    "{} not installed (apt-get install docker-registry)",
+                    bin.display()
+                ),
             );
             return;
         }

@@ -16,7 +16,8 @@ pub struct Bed {
 }
 
 impl Bed {
-    pub fn start(test: &str) -> Option<Bed> {
+    /// The harness and a temp dir, or None after reporting `test` skipped (no registry).
+    pub fn start_or_skip(test: &str) -> Option<Bed> {
         let h = Harness::start_or_skip(test)?;
         let dir = tempfile::tempdir().expect("tempdir");
         Some(Bed { h, dir })
