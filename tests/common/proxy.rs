@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the proxy does to requests whose path contains `path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +69,10 @@ pub struct Seen {
     /// Status the client got (the injected one when a fault fired); 0 when the body was cut.
     pub status: u16,
     pub injected: bool,
+    /// When the proxy had read the whole request.
+    pub arrived: Instant,
+    /// When the proxy had written the whole answer (the client can have it from then on).
+    pub answered: Instant,
 }
 
 struct State {
@@ -222,6 +226,7 @@ fn handle(conn: TcpStream, state: &State) -> std::io::Result<()> {
     let Some(req) = read_request(&mut reader)? else {
         return Ok(());
     };
+    let arrived = Instant::now();
     let mut client = conn;
     state.total.fetch_add(1, Ordering::SeqCst);
     let fault = state.fault.lock().unwrap().clone();
@@ -232,6 +237,8 @@ fn handle(conn: TcpStream, state: &State) -> std::io::Result<()> {
         path: req.target.clone(),
         status: 0,
         injected: false,
+        arrived,
+        answered: arrived,
     };
     // Reserve one unit of the fault budget for this request, atomically across connections.
     let fire = applies && {
@@ -257,16 +264,19 @@ fn handle(conn: TcpStream, state: &State) -> std::io::Result<()> {
             body.len()
         )?;
         state.injected.fetch_add(1, Ordering::SeqCst);
+        client.flush()?;
         seen.status = status[..3].parse().unwrap_or(0);
         seen.injected = true;
+        seen.answered = Instant::now();
         state.seen.lock().unwrap().push(seen);
-        return client.flush();
+        return Ok(());
     }
     if req.chunked {
         client.write_all(
             b"HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         )?;
         seen.status = 501;
+        seen.answered = Instant::now();
         state.seen.lock().unwrap().push(seen);
         return Ok(());
     }
@@ -315,8 +325,10 @@ fn handle(conn: TcpStream, state: &State) -> std::io::Result<()> {
             client.write_all(&response)?;
         }
     }
+    client.flush()?;
+    seen.answered = Instant::now();
     state.seen.lock().unwrap().push(seen);
-    client.flush()
+    Ok(())
 }
 
 /// Send the request upstream with `Connection: close` and read the whole response.
