@@ -1,6 +1,7 @@
 //! The apply engine at the HTTP contract, against `FakeApi` answering as a real API server
 //! does (objects with resourceVersion/uid/managedFields, Status objects for errors, List
-//! objects for prune). No live API server runs here; see docs/testing.md.
+//! objects for prune): the error paths a live server cannot be made to produce. The same
+//! engine against a real kube-apiserver is tests/live.rs; see docs/testing.md.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -796,13 +797,24 @@ async fn snapshot_class_is_skipped_without_the_crds_and_applied_with_them() {
         && s.path() == "/apis/snapshot.storage.k8s.io/v1/volumesnapshotclasses/local-snapshots"));
 }
 
+/// The node's registries.yaml as `install::node::NodeRegistries` gives it (the file, or empty
+/// when the node has none), recording what would be written (and k3s restarted).
 struct FakeHost {
-    current: Option<String>,
+    current: String,
     written: Mutex<Vec<String>>,
 }
 
+impl FakeHost {
+    fn with(current: &str) -> FakeHost {
+        FakeHost {
+            current: current.to_string(),
+            written: Mutex::new(vec![]),
+        }
+    }
+}
+
 impl HostRegistry for FakeHost {
-    fn current(&self) -> Option<String> {
+    fn current(&self) -> String {
         self.current.clone()
     }
     fn rewrite_and_restart(&self, yaml: &str) -> Result<(), String> {
@@ -811,75 +823,97 @@ impl HostRegistry for FakeHost {
     }
 }
 
+/// The registry stage's report of registries.yaml with `host` (None: off the node, as
+/// `install::node::apply` runs without an install record under its root), and what was written.
+async fn registry_entry(
+    host: Option<&FakeHost>,
+    expected: &str,
+    dry_run: bool,
+) -> (stages::ObjectResult, Vec<String>) {
+    let fake = FakeApi::new();
+    route_all(&fake, &minimal());
+    fake.on("GET", "/version", 200, r#"{"major":"1","minor":"33","gitVersion":"v1.33.5+k3s1","gitCommit":"x","gitTreeState":"clean","buildDate":"2025-09-01T00:00:00Z","goVersion":"go1.24","compiler":"gc","platform":"linux/arm64"}"#);
+    let o = ApplyOptions {
+        dry_run,
+        host_registry: host.map(|h| h as &dyn HostRegistry),
+        registries_yaml: Some(expected.to_string()),
+        ..opts()
+    };
+    let report = stages::apply(fake.client(), &minimal(), &o).await.unwrap();
+    let reg = report
+        .stages
+        .iter()
+        .find(|s| s.stage == Stage::Registry)
+        .unwrap()
+        .objects[0]
+        .clone();
+    let written = host
+        .map(|h| h.written.lock().unwrap().clone())
+        .unwrap_or_default();
+    (reg, written)
+}
+
 #[tokio::test]
-async fn registries_yaml_drift_is_reported_off_node_and_fixed_once_on_node() {
+async fn registries_yaml_is_not_compared_off_node_and_rewritten_once_on_node() {
     let expected =
         "mirrors:\n  docker.io:\n    endpoint:\n      - http://registry.spark.local:5000\n";
-    let run = |host: FakeHost, dry_run: bool| async move {
-        let fake = FakeApi::new();
-        route_all(&fake, &minimal());
-        fake.on("GET", "/version", 200, r#"{"major":"1","minor":"33","gitVersion":"v1.33.5+k3s1","gitCommit":"x","gitTreeState":"clean","buildDate":"2025-09-01T00:00:00Z","goVersion":"go1.24","compiler":"gc","platform":"linux/arm64"}"#);
-        let o = ApplyOptions {
-            dry_run,
-            host_registry: Some(&host),
-            registries_yaml: Some(expected.to_string()),
-            ..opts()
-        };
-        let report = stages::apply(fake.client(), &minimal(), &o).await.unwrap();
-        let reg = report
-            .stages
-            .iter()
-            .find(|s| s.stage == Stage::Registry)
-            .unwrap()
-            .objects[0]
-            .clone();
-        let written = host.written.lock().unwrap().clone();
-        (reg, written)
-    };
-    // Not on the node: drift is reported, nothing written.
-    let (r, w) = run(
-        FakeHost {
-            current: None,
-            written: Mutex::new(vec![]),
-        },
-        false,
-    )
-    .await;
-    assert_eq!(r.result, Outcome::Skipped);
-    assert!(r.reason.unwrap().contains("not running on the node"));
-    assert!(w.is_empty());
+    // Off the node (no install record): not compared, nothing read or written, and the report
+    // says why and where to run it instead.
+    let (r, _) = registry_entry(None, expected, false).await;
+    assert_eq!(
+        (r.kind.as_str(), r.name.as_str(), r.result),
+        (
+            "HostFile",
+            "/etc/rancher/k3s/registries.yaml",
+            Outcome::Skipped
+        )
+    );
+    let why = r.reason.unwrap();
+    assert!(
+        why.contains("not compared") && why.contains("run `sparkgap apply` on the node"),
+        "{why}"
+    );
     // On the node, same content: unchanged.
-    let (r, w) = run(
-        FakeHost {
-            current: Some(expected.into()),
-            written: Mutex::new(vec![]),
-        },
-        false,
-    )
-    .await;
+    let host = FakeHost::with(expected);
+    let (r, w) = registry_entry(Some(&host), expected, false).await;
     assert_eq!(r.result, Outcome::Unchanged);
     assert!(w.is_empty());
-    // On the node, changed: rewritten once (k3s restarted once); a dry run only says so.
-    let (r, w) = run(
-        FakeHost {
-            current: Some("mirrors: {}\n".into()),
-            written: Mutex::new(vec![]),
-        },
-        true,
-    )
-    .await;
-    assert_eq!(r.result, Outcome::Changed);
-    assert!(w.is_empty());
-    let (r, w) = run(
-        FakeHost {
-            current: Some("mirrors: {}\n".into()),
-            written: Mutex::new(vec![]),
-        },
-        false,
-    )
-    .await;
-    assert_eq!(r.result, Outcome::Changed);
-    assert_eq!(w, [expected]);
+    // On the node, changed (or the file missing, read as empty): a dry run only says so; a
+    // real run rewrites it once (k3s restarted once).
+    for current in ["mirrors: {}\n", ""] {
+        let host = FakeHost::with(current);
+        let (r, w) = registry_entry(Some(&host), expected, true).await;
+        assert_eq!(r.result, Outcome::Changed);
+        assert!(r.reason.unwrap().contains("would be rewritten"));
+        assert!(w.is_empty());
+        let (r, w) = registry_entry(Some(&host), expected, false).await;
+        assert_eq!(r.result, Outcome::Changed);
+        assert_eq!(w, [expected]);
+    }
+}
+
+/// `--root` names where the node's files are; a root that is no directory is a mistake to
+/// report, not a reason to treat the run as off the node.
+#[test]
+fn apply_refuses_a_root_that_is_not_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    for root in [dir.path().join("missing"), file] {
+        let out = assert_cmd::Command::cargo_bin("sparkgap")
+            .unwrap()
+            .args(["apply", "-f", "tests/fixtures/minimal.yaml", "--root"])
+            .arg(&root)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{} is not a directory", root.display()))
+                && stderr.contains("--root"),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! `sparkgap apply`: the spec's stages onto the cluster (`install::node::apply`).
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use clap::Args;
 
@@ -10,7 +10,7 @@ use crate::stages::ApplyFlags;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  sudo sparkgap apply -f /var/lib/sparkgap/appliance.yaml --dry-run\n  sparkgap apply -f appliance.yaml --kubeconfig ~/.kube/spark.yaml --output json\n\nStages run in order: namespace, storage, network, registry, quota, rbac, tanka, charts (server-side apply,\nfield manager sparkgap). Objects sparkgap created that left the spec are pruned; objects it\nadopted (k3s's local-path class, local-path-config) never are, Namespaces only with\n--prune-namespaces. A spec that changes an immutable field (a StorageClass's reclaimPolicy)\nstops the apply before anything changes, unless --replace.\nExit codes: 0 ok, 2 bad spec or immutable field changed, 3 API unreachable or refused."
+    after_help = "Examples:\n  sudo sparkgap apply -f /var/lib/sparkgap/appliance.yaml --dry-run\n  sparkgap apply -f appliance.yaml --kubeconfig ~/.kube/spark.yaml --output json\n\nStages run in order: namespace, storage, network, registry, quota, rbac, tanka, charts (server-side apply,\nfield manager sparkgap). Objects sparkgap created that left the spec are pruned; objects it\nadopted (k3s's local-path class, local-path-config) never are, Namespaces only with\n--prune-namespaces. A spec that changes an immutable field (a StorageClass's reclaimPolicy)\nstops the apply before anything changes, unless --replace. On a host sparkgap installed (its\nrecord under --root), the registry stage also rewrites registries.yaml when the spec changed it\nand restarts k3s once.\nExit codes: 0 ok, 2 bad spec or immutable field changed, 3 API unreachable or refused."
 )]
 pub struct ApplyArgs {
     #[command(flatten)]
@@ -27,6 +27,21 @@ pub struct ApplyArgs {
     /// immutable fields the spec changes (claims are never replaced).
     #[arg(long)]
     pub replace: bool,
+    /// The node's files are under this root: registries.yaml is compared with the spec, and
+    /// rewritten, only when sparkgap's install record is there (k3s is restarted only at /).
+    /// Point it at any other directory to leave this host's files alone.
+    #[arg(long, value_name = "DIR", default_value = "/", value_parser = existing_dir)]
+    pub root: PathBuf,
+}
+
+/// `--root`: an existing directory (a mistyped root would quietly mean "not on the node").
+fn existing_dir(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    if p.is_dir() {
+        Ok(p)
+    } else {
+        Err(format!("{s} is not a directory"))
+    }
 }
 
 pub fn run(args: ApplyArgs, g: &Global) -> anyhow::Result<u8> {
@@ -43,7 +58,7 @@ pub fn run(args: ApplyArgs, g: &Global) -> anyhow::Result<u8> {
     };
     let report = crate::install::node::apply(
         args.cluster.kubeconfig.as_deref(),
-        Path::new("/"),
+        &args.root,
         &spec.appliance,
         ApplyFlags {
             dry_run: args.dry_run,

@@ -1,7 +1,9 @@
 //! The node's own registries.yaml, for the registry stage of `apply`/`up`: registries.yaml is
 //! host state written by install, so when the spec's registry section changes after install,
-//! `apply` run on the node rewrites the file (atomically) and restarts k3s once. Off the node it
-//! only reports the drift.
+//! `apply` run on the node rewrites the file (atomically) and restarts k3s once. "On the node"
+//! means: sparkgap's install record exists under the run's root (`apply --root`, `up --root`,
+//! default `/`). Anywhere else the file is neither read nor written, and the registry stage
+//! reports it not compared.
 
 use std::path::{Path, PathBuf};
 
@@ -13,8 +15,8 @@ use crate::stages::{self, ApplyFlags, ApplyOptions, ApplyReport, HostRegistry, S
 
 /// Bring the cluster behind `kubeconfig` to `spec`, as seen from the host under `root`: the
 /// registry stage compares the spec's registries.yaml with this node's and, when sparkgap
-/// installed this host, rewrites it. One path for `sparkgap apply` (root `/`) and
-/// `sparkgap up` (its `--root`). `external` holds the objects the spec does not render
+/// installed this host, rewrites it. One path for `sparkgap apply` and `sparkgap up`, each with
+/// its `--root`. `external` holds the objects the spec does not render
 /// itself: the tanka and charts stages' (evaluated or read beside the spec by `apply`, read
 /// from the bundle by `up`).
 pub fn apply(
@@ -66,9 +68,9 @@ impl NodeRegistries {
 }
 
 impl HostRegistry for NodeRegistries {
-    fn current(&self) -> Option<String> {
+    fn current(&self) -> String {
         // A node without the file has an empty one as far as the comparison goes.
-        Some(std::fs::read_to_string(self.path()).unwrap_or_default())
+        std::fs::read_to_string(self.path()).unwrap_or_default()
     }
 
     fn rewrite_and_restart(&self, yaml: &str) -> Result<(), String> {
@@ -93,10 +95,10 @@ mod tests {
         std::fs::create_dir_all(d.path().join("var/lib/sparkgap")).unwrap();
         std::fs::write(d.path().join(RECORD_PATH), "{}").unwrap();
         let node = NodeRegistries::detect(d.path()).unwrap();
-        assert_eq!(node.current().as_deref(), Some(""));
+        assert_eq!(node.current(), "");
         std::fs::create_dir_all(d.path().join("etc/rancher/k3s")).unwrap();
         node.rewrite_and_restart("mirrors: {}\n").unwrap();
-        assert_eq!(node.current().as_deref(), Some("mirrors: {}\n"));
+        assert_eq!(node.current(), "mirrors: {}\n");
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(d.path().join(REGISTRIES))
                 .unwrap()

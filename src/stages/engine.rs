@@ -49,11 +49,12 @@ use crate::spec::Appliance;
 /// Where install writes the containerd registry configuration on the node.
 pub const REGISTRIES_YAML: &str = "/etc/rancher/k3s/registries.yaml";
 
-/// The node's `registries.yaml`, behind a seam: install implements it on the node; tests fake it.
+/// The node's `registries.yaml`, behind a seam: install implements it on the node
+/// (`install::node::NodeRegistries`); tests fake it. Off the node there is none
+/// (`ApplyOptions::host_registry` is `None`) and the file is not compared at all.
 pub trait HostRegistry: Send + Sync {
-    /// The current file, or `None` when this process does not run on the node (the drift is
-    /// then reported, nothing is written).
-    fn current(&self) -> Option<String>;
+    /// The current file (empty when the node has none).
+    fn current(&self) -> String;
     /// Write `yaml` atomically and restart k3s once.
     fn rewrite_and_restart(&self, yaml: &str) -> Result<(), String>;
 }
@@ -113,7 +114,8 @@ pub struct ApplyOptions<'a> {
     pub wait_timeout: Duration,
     pub poll_interval: Duration,
     pub retry: RetryPolicy,
-    /// The node's registries.yaml; `None` when the caller has no access to the host.
+    /// The node's registries.yaml; `None` off the node (no sparkgap install record under the
+    /// caller's root): the file is then reported not compared, never read or written.
     pub host_registry: Option<&'a dyn HostRegistry>,
     /// The registries.yaml the spec implies, rendered by install; `None` skips the comparison.
     pub registries_yaml: Option<String>,
@@ -894,15 +896,10 @@ impl Engine<'_, '_> {
         let Some(host) = self.opts.host_registry else {
             return Ok(Some(entry(
                 Outcome::Skipped,
-                "not compared: this run has no access to the node",
+                "not compared: no sparkgap install record here, so this run is not on the node; run `sparkgap apply` on the node to compare and rewrite it",
             )));
         };
-        let Some(current) = host.current() else {
-            return Ok(Some(entry(
-                Outcome::Skipped,
-                "drift not checked: not running on the node; run `sparkgap apply` on the node to compare and rewrite it",
-            )));
-        };
+        let current = host.current();
         if current.trim_end() == expected.trim_end() {
             return Ok(Some(entry(Outcome::Unchanged, "matches the spec")));
         }
