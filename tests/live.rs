@@ -5,10 +5,17 @@
 //! we wrote ourselves. No kubelet runs here (no k3s can be built: docs/testing.md), so checks that
 //! need pods or a node are not run in these tests.
 //!
-//! Without a built test bed every test prints a SKIP line saying how to build it.
+//! Every `sparkgap apply` here runs with `--root` a directory in the test's temp dir: apply
+//! treats the host under its root as the node when sparkgap's install record is there, so
+//! without it a machine sparkgap installed would have its registries.yaml rewritten and its k3s
+//! restarted by these tests.
+//!
+//! Without a built test bed every test is recorded skipped (tests/common/skip.rs), saying how
+//! to build it.
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use common::controlplane::ControlPlane;
@@ -49,15 +56,39 @@ fn stage<'a>(report: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no stage {name} in {report}"))
 }
 
-/// `sparkgap apply --output json` against the control plane; the parsed report.
+/// `sparkgap apply --output json` against the control plane, with the test's own `--root`
+/// (no install record); the parsed report.
 fn apply(cp: &ControlPlane, spec: &Path, extra: &[&str]) -> Value {
-    let (code, stdout, stderr) = apply_any(cp, spec, extra);
+    let report = apply_at(cp, spec, &host_root(spec), extra);
+    // With no install record under its root, apply neither reads nor writes registries.yaml:
+    // this host's own files stay out of every live test, whatever is installed here.
+    let (result, reason) = entry(&report, "HostFile", REGISTRIES_YAML);
+    assert_eq!(
+        (result.as_str(), reason.starts_with("not compared")),
+        ("skipped", true),
+        "{reason}"
+    );
+    report
+}
+
+/// `sparkgap apply --output json --root <root>` that must succeed; the parsed report.
+fn apply_at(cp: &ControlPlane, spec: &Path, root: &Path, extra: &[&str]) -> Value {
+    let (code, stdout, stderr) = apply_any_at(cp, spec, root, extra);
     assert!(
         code == 0,
         "apply failed (exit {code}):\n{stdout}\n{stderr}\nkube-apiserver log:\n{}",
         cp.log_tail("kube-apiserver")
     );
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("apply JSON: {e}\n{stdout}"))
+}
+
+/// The root every live apply runs with: `host/` beside the spec, in the test's temp dir, with no
+/// sparkgap install record. Without `--root`, apply would look for that record at / and, on a
+/// machine sparkgap installed, rewrite /etc/rancher/k3s/registries.yaml and restart k3s.
+fn host_root(spec: &Path) -> PathBuf {
+    let root = spec.parent().expect("spec in a dir").join("host");
+    std::fs::create_dir_all(&root).expect("create the test's root");
+    root
 }
 
 /// (created, changed, unchanged, pruned) over every stage of an apply report.
@@ -91,8 +122,6 @@ fn verify_api(cp: &ControlPlane, spec: &Path) -> (i32, Value) {
     }
     let out = cmd.output().expect("run sparkgap verify");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    // The report goes into the test log, as a user would see it.
-    println!("verify report (live control plane):\n{stdout}");
     let report = serde_json::from_str(&stdout).unwrap_or_else(|e| {
         panic!(
             "verify JSON: {e}\n{stdout}\n{}",
@@ -111,6 +140,89 @@ fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no check {name} in {report}"))
 }
 
+/// Every object entry of an apply report: (kind, namespace, name) → (result, reason).
+fn entries(report: &Value) -> BTreeMap<ObjectKey, (String, String)> {
+    let mut out = BTreeMap::new();
+    for stage in report["stages"].as_array().expect("stages") {
+        for o in stage["objects"].as_array().expect("objects") {
+            let key = (
+                o["kind"].as_str().expect("kind").to_string(),
+                o["namespace"].as_str().map(str::to_string),
+                o["name"].as_str().expect("name").to_string(),
+            );
+            let value = (
+                o["result"].as_str().unwrap_or("").to_string(),
+                o["reason"].as_str().unwrap_or("").to_string(),
+            );
+            assert!(
+                out.insert(key.clone(), value).is_none(),
+                "{key:?} twice: {report}"
+            );
+        }
+    }
+    out
+}
+
+/// (kind, namespace, name)
+type ObjectKey = (String, Option<String>, String);
+
+/// The objects apply sends for the spec at `spec` (its stages' render and its Tanka
+/// environments' objects), with the API resource each is served under.
+fn sent_objects(spec: &Path) -> BTreeMap<ObjectKey, kube::discovery::ApiResource> {
+    let file = sparkgap::spec::SpecFile::read(spec).unwrap();
+    let tanka = sparkgap::stages::tanka_objects(sparkgap::tanka::objects_for_apply(&file).unwrap())
+        .unwrap();
+    sparkgap::stages::render_all(&file.appliance)
+        .unwrap()
+        .into_iter()
+        .flat_map(|(_, objects)| objects)
+        .chain(tanka)
+        .map(|o| {
+            let key = (
+                o.kind(),
+                o.namespace().map(str::to_string),
+                o.name().to_string(),
+            );
+            (key, o.api_resource())
+        })
+        .collect()
+}
+
+/// Whether the object exists on the control plane.
+fn exists(
+    cp: &ControlPlane,
+    ar: &kube::discovery::ApiResource,
+    ns: Option<&str>,
+    name: &str,
+) -> bool {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = sparkgap::cluster::connect(Some(&cp.kubeconfig))
+            .await
+            .unwrap();
+        let api: kube::Api<kube::api::DynamicObject> = match ns {
+            Some(ns) => kube::Api::namespaced_with(client, ns, ar),
+            None => kube::Api::all_with(client, ar),
+        };
+        api.get_opt(name)
+            .await
+            .unwrap_or_else(|e| panic!("GET {} {name}: {e}", ar.kind))
+            .is_some()
+    })
+}
+
+/// The charts stage without a bundle (the spec's charts come from Grafana's repository; only a
+/// bundle carries their archives) and registries.yaml off the node: the two entries of the
+/// default appliance's report that no server answers.
+fn answered_by_nobody(key: &ObjectKey, result: &str, reason: &str) -> bool {
+    result == "skipped"
+        && match key.0.as_str() {
+            "HelmChart" => reason.contains("comes from a repository"),
+            "HostFile" => reason.starts_with("not compared"),
+            _ => false,
+        }
+}
+
 #[test]
 fn default_appliance_applies_and_its_api_checks_pass_on_a_live_api_server() {
     let test = "default_appliance_applies_and_its_api_checks_pass_on_a_live_api_server";
@@ -119,22 +231,123 @@ fn default_appliance_applies_and_its_api_checks_pass_on_a_live_api_server() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let spec = default_spec(tmp.path());
+    let appliance = sparkgap::spec::SpecFile::read(&spec).unwrap().appliance;
+    let sent = sent_objects(&spec);
+    let spec_namespaces: BTreeSet<String> = appliance
+        .spec
+        .namespaces
+        .iter()
+        .map(|n| n.name.clone())
+        .collect();
 
-    // Dry run first: the server validates every object, nothing is created.
+    // A dry run on a fresh control plane: the spec's Namespaces do not exist yet, so the server
+    // can check only the objects outside them; each object inside one is reported skipped,
+    // saying why. Nothing is created.
+    let fresh = apply(&cp, &spec, &["--dry-run"]);
+    assert_eq!(fresh["dry_run"], true);
+    for (key, (result, reason)) in entries(&fresh) {
+        let inside = key
+            .1
+            .as_ref()
+            .is_some_and(|ns| spec_namespaces.contains(ns));
+        if inside {
+            assert_eq!(result, "skipped", "{key:?}: {reason}");
+            assert!(reason.contains("does not exist"), "{key:?}: {reason}");
+        } else if !answered_by_nobody(&key, &result, &reason) {
+            assert_eq!(result, "created", "{key:?}: {reason}");
+        }
+    }
+    for ns in &spec_namespaces {
+        assert!(
+            get(&cp, &format!("/api/v1/namespaces/{ns}")).is_none(),
+            "a dry run created namespace {ns}"
+        );
+    }
+
+    // The namespace stage alone, as the first stage of an apply runs it; then a dry run of the
+    // whole spec: the server answers for every object the stages send (it validated and
+    // admitted each, so `created`: would be created), and writes none of them.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = sparkgap::cluster::connect(Some(&cp.kubeconfig))
+            .await
+            .unwrap();
+        let opts = sparkgap::stages::ApplyOptions {
+            stages: vec![sparkgap::stages::Stage::Namespace],
+            ..Default::default()
+        };
+        sparkgap::stages::apply(client, &appliance, &opts)
+            .await
+            .unwrap();
+    });
     let dry = apply(&cp, &spec, &["--dry-run"]);
-    assert_eq!(dry["dry_run"], true);
+    let dry_entries = entries(&dry);
+    let mut answered = 0;
+    for (key, (result, reason)) in &dry_entries {
+        if answered_by_nobody(key, result, reason) {
+            continue;
+        }
+        assert!(
+            sent.contains_key(key),
+            "{key:?} is not an object of the spec"
+        );
+        let want = if key.0 == "Namespace" {
+            "unchanged"
+        } else {
+            "created"
+        };
+        assert_eq!(result, want, "{key:?}: {reason}");
+        answered += 1;
+    }
+    assert_eq!(
+        answered,
+        sent.len(),
+        "the server answered for {answered} of the {} objects sent",
+        sent.len()
+    );
+    for ((kind, ns, name), ar) in &sent {
+        if kind != "Namespace" {
+            assert!(
+                !exists(&cp, ar, ns.as_deref(), name),
+                "the dry run wrote {kind} {ns:?}/{name}"
+            );
+        }
+    }
+
+    // The real apply creates exactly what the dry run said it would, and every object is there.
     let first = apply(&cp, &spec, &[]);
-    let [created, _, _, pruned] = counts(&first);
-    assert!(created > 40, "first apply created only {created}: {first}");
-    assert_eq!(pruned, 0);
-    // The tanka stage ran last, with the MOP environment's objects (bundle/tanka).
+    let created_by_dry: BTreeSet<&ObjectKey> = dry_entries
+        .iter()
+        .filter(|(_, (r, _))| r == "created")
+        .map(|(k, _)| k)
+        .collect();
+    let first_entries = entries(&first);
+    let created: BTreeSet<&ObjectKey> = first_entries
+        .iter()
+        .filter(|(_, (r, _))| r == "created")
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(created, created_by_dry, "{first}");
+    assert!(
+        created.len() > 70,
+        "first apply created only {}: {first}",
+        created.len()
+    );
+    assert_eq!(counts(&first)[3], 0, "nothing pruned: {first}");
+    for ((kind, ns, name), ar) in &sent {
+        assert!(
+            exists(&cp, ar, ns.as_deref(), name),
+            "{kind} {ns:?}/{name} missing after apply"
+        );
+    }
+    // The tanka stage, with the MOP environment's objects (bundle/tanka).
     let tanka = stage(&first, "tanka")["objects"]
         .as_array()
         .expect("objects");
     assert_eq!(tanka.len(), 9, "{first}");
     assert!(tanka.iter().all(|o| o["result"] == "created"), "{first}");
-    // Then the charts stage, skipped whole: the spec's charts come from Grafana's repository,
-    // and only a bundle carries their archives (no HelmChart sent, none pruned).
+    // The charts stage ran last, skipped whole: the spec's charts come from Grafana's
+    // repository, and only a bundle carries their archives (no HelmChart sent, none pruned).
     let charts = stage(&first, "charts")["objects"]
         .as_array()
         .expect("objects");
@@ -171,20 +384,31 @@ fn default_appliance_applies_and_its_api_checks_pass_on_a_live_api_server() {
         assert_eq!(
             check(&report, name)["status"],
             "pass",
-            "check {name} did not pass on the live API server: {}",
-            check(&report, name)
+            "check {name} did not pass on the live API server; the whole report:\n{report:#}"
         );
     }
     assert_eq!(code, 0, "verify exit code");
 }
 
-/// `sparkgap apply` with any outcome: (exit code, stdout, stderr).
+/// `sparkgap apply` with any outcome, with the test's own `--root`: (exit code, stdout, stderr).
 fn apply_any(cp: &ControlPlane, spec: &Path, extra: &[&str]) -> (i32, String, String) {
+    apply_any_at(cp, spec, &host_root(spec), extra)
+}
+
+/// `sparkgap apply --root <root>` with any outcome: (exit code, stdout, stderr).
+fn apply_any_at(
+    cp: &ControlPlane,
+    spec: &Path,
+    root: &Path,
+    extra: &[&str],
+) -> (i32, String, String) {
     let out = common::sparkgap()
         .args(["--output", "json", "apply", "-f"])
         .arg(spec)
         .arg("--kubeconfig")
         .arg(&cp.kubeconfig)
+        .arg("--root")
+        .arg(root)
         .args(extra)
         .output()
         .expect("run sparkgap apply");
@@ -262,6 +486,70 @@ fn entry(report: &Value, kind: &str, name: &str) -> (String, String) {
 }
 
 const K3S_CLASS: &str = "/apis/storage.k8s.io/v1/storageclasses/local-path";
+
+const REGISTRIES_YAML: &str = "/etc/rancher/k3s/registries.yaml";
+
+/// `apply --root`: registries.yaml under a root without sparkgap's install record is neither read
+/// nor written (reported not compared); under a root with one (a node sparkgap installed) a
+/// drifted file is reported by a dry run, rewritten by an apply (no k3s restart: the root is not
+/// /, and a restart attempted here would fail the apply), then unchanged. The host's own
+/// /etc/rancher is never involved.
+#[test]
+fn registries_yaml_is_rewritten_only_under_a_root_sparkgap_installed_on_a_live_api_server() {
+    let test =
+        "registries_yaml_is_rewritten_only_under_a_root_sparkgap_installed_on_a_live_api_server";
+    let Some(cp) = ControlPlane::start_or_skip(test) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        tmp.path(),
+        "appliance.yaml",
+        "  namespaces: [{ name: apps }]\n  registry:\n    mirrors:\n      docker.io:\n        endpoints: [http://10.0.0.5:5000]\n",
+    );
+    let want = sparkgap::install::render::registries_yaml(
+        &sparkgap::spec::SpecFile::read(&spec).unwrap().appliance,
+    );
+    assert!(String::from_utf8_lossy(&want).contains("http://10.0.0.5:5000"));
+
+    // Not the node: the file there, drifted, is left as it is.
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(elsewhere.join("etc/rancher/k3s")).unwrap();
+    std::fs::write(
+        elsewhere.join("etc/rancher/k3s/registries.yaml"),
+        "mirrors: {}\n",
+    )
+    .unwrap();
+    let report = apply_at(&cp, &spec, &elsewhere, &[]);
+    let (result, reason) = entry(&report, "HostFile", REGISTRIES_YAML);
+    assert_eq!(result, "skipped", "{reason}");
+    assert!(reason.contains("not compared"), "{reason}");
+    assert_eq!(
+        std::fs::read_to_string(elsewhere.join("etc/rancher/k3s/registries.yaml")).unwrap(),
+        "mirrors: {}\n"
+    );
+
+    // A node sparkgap installed: its record and a drifted registries.yaml under the root.
+    let node = tmp.path().join("node");
+    let file = node.join("etc/rancher/k3s/registries.yaml");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(node.join("var/lib/sparkgap")).unwrap();
+    std::fs::write(node.join(sparkgap::install::RECORD_PATH), "{}").unwrap();
+    std::fs::write(&file, "mirrors: {}\n").unwrap();
+    let dry = apply_at(&cp, &spec, &node, &["--dry-run"]);
+    let (result, reason) = entry(&dry, "HostFile", REGISTRIES_YAML);
+    assert_eq!(result, "changed", "{reason}");
+    assert!(reason.contains("would be rewritten"), "{reason}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mirrors: {}\n");
+
+    let real = apply_at(&cp, &spec, &node, &[]);
+    let (result, reason) = entry(&real, "HostFile", REGISTRIES_YAML);
+    assert_eq!(result, "changed", "{reason}");
+    assert!(reason.contains("rewritten"), "{reason}");
+    assert_eq!(std::fs::read(&file).unwrap(), want);
+    let again = apply_at(&cp, &spec, &node, &[]);
+    assert_eq!(entry(&again, "HostFile", REGISTRIES_YAML).0, "unchanged");
+}
 
 #[test]
 fn prune_deletes_only_what_sparkgap_created_and_namespaces_only_when_asked_on_a_live_api_server() {
@@ -677,9 +965,20 @@ fn charts_and_tanka_reach_a_live_api_server_and_k3s_helm_controller_installs_the
     );
     assert_eq!(hc_obj["metadata"]["labels"]["sparkgap.dev/stage"], "charts");
 
-    // Before the Jobs finish, the check fails saying so.
+    // Before the Jobs finish, the check fails saying so, for each chart.
     let (code, v) = verify_charts(&cp, &spec_path, "2s");
-    assert_ne!(code, 0, "{v}");
+    let early = check(&v, "charts");
+    assert_eq!((code, early["status"].as_str()), (1, Some("fail")), "{v}");
+    let why = early["reason"].as_str().unwrap_or_default();
+    for c in &deployed {
+        assert!(
+            why.contains(&format!(
+                "chart {0}: job helm-install-{0} has not succeeded yet",
+                c.name
+            )),
+            "{why}"
+        );
+    }
 
     // helm-controller starts one install Job per chart; play the node: each Job's pod ends
     // well, and the Job controller completes the Job.
