@@ -1,9 +1,10 @@
 //! `sparkgap verify` against replayed API responses: every check's pass, fail and skip paths,
 //! timeouts, cleanup on failure and on cancellation, the JSON report snapshot and the JUnit XML.
 //!
-//! No API server can run on the development machines, so each test serves what a k3s v1.33
-//! API server answers (objects shaped exactly as it returns them) through `cluster::FakeApi`,
-//! and asserts both the report and the requests sparkgap sent.
+//! Each test serves what a k3s v1.33 API server answers (objects shaped exactly as it returns
+//! them) through `cluster::FakeApi`, and asserts both the report and the requests sparkgap sent:
+//! this reaches every path, also those a live cluster cannot be made to take. The checks against
+//! a real API server are in tests/live.rs, against a k3s-like node in tests/node.rs.
 
 mod common;
 
