@@ -271,7 +271,7 @@ fn records_a_skip(name: &str) -> bool {
 
 /// The statement header before the block opened at `open` (`if COND`, `let P = E else`,
 /// `ARM =>`), back to the previous statement; an `else` chain includes its `if`.
-fn header(code: &[char], open: usize) -> (usize, usize) {
+fn header(code: &[char], open: usize) -> usize {
     let mut stack = 0usize;
     let mut j = open;
     while j > 0 {
@@ -284,16 +284,16 @@ fn header(code: &[char], open: usize) -> (usize, usize) {
                 if after.trim_start().starts_with("else") {
                     stack += 1;
                 } else {
-                    return (j + 1, open);
+                    return j + 1;
                 }
             }
             '(' | '[' | '{' if stack > 0 => stack -= 1,
-            '(' | '[' | '{' => return (j + 1, open),
-            ';' if stack == 0 => return (j + 1, open),
+            '(' | '[' | '{' => return j + 1,
+            ';' if stack == 0 => return j + 1,
             _ => {}
         }
     }
-    (0, open)
+    0
 }
 
 /// What is wrong with one source file: (line, problem).
@@ -365,7 +365,7 @@ fn scan(src: &str, whole_file_is_test_code: bool, literals_too: bool) -> Vec<(us
             }
         }
         let guarded = open.is_some_and(|open| {
-            let (from, _) = header(&code, open);
+            let from = header(&code, open);
             calls(&code[from..r]).iter().any(|c| records_a_skip(c))
         });
         if !guarded {
