@@ -34,15 +34,9 @@ pub enum BuildError {
     Tanka(Box<TankaError>),
     #[error(transparent)]
     Charts(Box<ChartError>),
-    /// A file the spec names (`spec.manifests[]`, `spec.charts[]`) cannot be read: bad input,
-    /// so the io error is part of the message, not a source that would say "environment".
-    #[error("{spec}: {field}: cannot read {file}: {message}")]
-    SpecFile {
-        spec: String,
-        field: String,
-        file: String,
-        message: String,
-    },
+    /// A file the spec names (`spec.manifests[]`, `spec.charts[]`) cannot be used.
+    #[error(transparent)]
+    Spec(Box<crate::spec::SpecError>),
     #[error("chart {chart}: cannot carry its HelmChart: {message}")]
     Chart { chart: String, message: String },
     #[error("SOURCE_DATE_EPOCH={value:?} is not a number of seconds since 1970")]
@@ -68,7 +62,8 @@ wrap!(
     Bundle(BundleError),
     Stage(StageError),
     Tanka(TankaError),
-    Charts(ChartError)
+    Charts(ChartError),
+    Spec(crate::spec::SpecError)
 );
 
 impl BuildError {
@@ -80,9 +75,8 @@ impl BuildError {
             BuildError::Stage(e) => e.kind(),
             BuildError::Tanka(e) => e.kind(),
             BuildError::Charts(e) => e.kind(),
-            BuildError::SpecFile { .. }
-            | BuildError::Chart { .. }
-            | BuildError::SourceDateEpoch { .. } => FailureKind::Input,
+            BuildError::Spec(e) => e.kind(),
+            BuildError::Chart { .. } | BuildError::SourceDateEpoch { .. } => FailureKind::Input,
             BuildError::Runtime(_) | BuildError::Stopped => FailureKind::Environment,
         }
     }
@@ -112,10 +106,8 @@ pub struct Built {
 /// spec, read every other input, then either write from the cache alone (warm, `--offline`)
 /// or pull the missing blobs while the bundle is written (cold).
 pub fn build(spec: &SpecFile, job: &Job<'_>) -> Result<Built, BuildError> {
-    let lock_bytes = std::fs::read(job.lock).map_err(|source| LockError::Read {
-        path: job.lock.display().to_string(),
-        source,
-    })?;
+    spec.check_files()?;
+    let lock_bytes = crate::input::read("lock", job.lock).map_err(LockError::from)?;
     let lock = Lock::from_slice(&job.lock.display().to_string(), &lock_bytes)?;
     // Tanka environments are evaluated once: their images must be the ones the lock pins,
     // and their objects are carried rendered.
@@ -228,10 +220,9 @@ fn bundle_manifests_for(
             yaml.into_bytes(),
         ));
     }
-    let base = spec.base_dir();
     for (i, m) in spec.appliance.spec.manifests.iter().enumerate() {
-        let file = base.join(&m.path);
-        let bytes = read_named(spec, &format!("spec.manifests[{i}].path"), &file)?;
+        let field = format!("spec.manifests[{i}].path");
+        let (_, bytes) = spec.read_named(&field, "manifest", &m.path)?;
         out.push((format!("manifests/extra/{}", m.path), bytes));
     }
     for (i, chart) in spec.appliance.spec.charts.iter().enumerate() {
@@ -240,14 +231,9 @@ fn bundle_manifests_for(
                 charts::archive_for_build(spec, i, chart, lock, path, cache)?
             }
             (None, Some(crate::spec::ChartSource::Path(p))) => {
-                let tgz = read_named(spec, &format!("spec.charts[{i}].path"), &base.join(p))?;
-                let values = chart
-                    .values_text(&base, i)
-                    .map_err(|message| BuildError::Chart {
-                        chart: chart.name.clone(),
-                        message,
-                    })?;
-                (tgz, values)
+                let field = format!("spec.charts[{i}].path");
+                let (_, tgz) = spec.read_named(&field, "chart archive", p)?;
+                (tgz, spec.chart_values(i)?)
             }
             (None, _) => {
                 return Err(BuildError::Chart {
@@ -284,15 +270,6 @@ fn bundle_manifests_for(
 }
 
 /// A file the spec names at `field`; a missing one is bad input naming the field and file.
-fn read_named(spec: &SpecFile, field: &str, file: &Path) -> Result<Vec<u8>, BuildError> {
-    std::fs::read(file).map_err(|e| BuildError::SpecFile {
-        spec: spec.path.display().to_string(),
-        field: field.to_string(),
-        file: file.display().to_string(),
-        message: e.to_string(),
-    })
-}
-
 /// A k3s `HelmChart` as YAML (`charts::helm_chart`).
 fn helm_chart_yaml(
     chart: &crate::spec::ChartRef,

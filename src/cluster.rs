@@ -22,6 +22,21 @@ pub enum ClusterError {
         "no kubeconfig found: {K3S_KUBECONFIG} is not readable, $KUBECONFIG is unset and ~/.kube/config does not exist\n  help: run on the node as root, or pass --kubeconfig"
     )]
     NoKubeconfig,
+    /// The kubeconfig named is missing, empty, a directory, or cannot be read.
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
+}
+
+impl ClusterError {
+    /// A kubeconfig given but not usable is bad input (the input-file rule decides for one
+    /// that cannot be read); none to be found at all is this machine's state.
+    pub fn kind(&self) -> crate::failure::FailureKind {
+        match self {
+            ClusterError::Input(e) => e.kind(),
+            ClusterError::Kubeconfig { .. } => crate::failure::FailureKind::Input,
+            ClusterError::NoKubeconfig => crate::failure::FailureKind::Environment,
+        }
+    }
 }
 
 /// The kubeconfig to use: the explicit one, else k3s's when readable, else `$KUBECONFIG`,
@@ -56,7 +71,9 @@ pub async fn connect(explicit: Option<&Path>) -> Result<kube::Client, ClusterErr
         path: path.display().to_string(),
         message,
     };
-    let kc = Kubeconfig::read_from(&path).map_err(|e| err(e.to_string()))?;
+    let bytes = crate::input::read("kubeconfig", &path)?;
+    let text = String::from_utf8(bytes).map_err(|_| err("not a kubeconfig (not text)".into()))?;
+    let kc = Kubeconfig::from_yaml(&text).map_err(|e| err(e.to_string()))?;
     let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .map_err(|e| err(e.to_string()))?;

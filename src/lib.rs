@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod demo;
 pub mod digest;
 pub mod failure;
+pub mod input;
 pub mod install;
 pub mod lock;
 pub mod oci;

@@ -257,12 +257,8 @@ impl ImageLock {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("cannot read lock {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
     #[error("{path} is not a valid sparkgap lock: {message}")]
     Parse { path: String, message: String },
     #[error(
@@ -274,9 +270,13 @@ pub enum LockError {
 }
 
 impl LockError {
-    /// A lock that cannot be read, parsed or matched to the spec is bad input.
+    /// A lock that cannot be parsed or matched to the spec is bad input; one that cannot be
+    /// read follows the rule for input files (`crate::input`).
     pub fn kind(&self) -> FailureKind {
-        FailureKind::Input
+        match self {
+            LockError::Input(e) => e.kind(),
+            _ => FailureKind::Input,
+        }
     }
 }
 
@@ -306,10 +306,7 @@ impl Lock {
 
     pub fn read(path: &Path) -> Result<Lock, LockError> {
         let p = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| LockError::Read {
-            path: p.clone(),
-            source,
-        })?;
+        let bytes = crate::input::read("lock", path)?;
         Self::from_slice(&p, &bytes)
     }
 

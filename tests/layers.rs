@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Modules every module may use.
-const BOTTOM: &[&str] = &["digest", "failure", "progress", "cluster", "runtime"];
+const BOTTOM: &[&str] = &[
+    "digest", "failure", "input", "progress", "cluster", "runtime",
+];
 
 /// Core module → the modules above the bottom floor it may use.
 const ALLOWED: &[(&str, &[&str])] = &[
@@ -31,6 +33,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("demo", &["install_tls_provider"]),
     ("digest", &[]),
     ("failure", &[]),
+    ("input", &[]),
     ("progress", &[]),
     ("cluster", &[]),
 ];

@@ -891,7 +891,7 @@ fn charts_and_tanka_reach_a_live_api_server_and_k3s_helm_controller_installs_the
         ["tempo", "loki"]
     );
     for (i, c) in spec.appliance.spec.charts.iter().enumerate() {
-        let values = c.values_text(&spec.base_dir(), i).unwrap();
+        let values = spec.chart_values(i).unwrap();
         assert!(values.is_some(), "chart {} has a values file", c.name);
         // The bundle's HelmChart, with the demo chart standing in for Grafana's archive.
         let doc = sparkgap::charts::helm_chart(c, &archive, values.as_deref());

@@ -108,7 +108,7 @@ fn yaml_errors_name_the_file_once_and_the_field_of_a_type_error() {
             "type.yaml",
             format!("{head}metadata: {{name: t}}\nspec:\n{k3s}  verify:\n    timeout: [2m]\n"),
             ":7:14",
-            Some("spec.verify.timeout: expected string"),
+            Some("spec.verify.timeout: expected one value here"),
         ),
     ];
     for (name, text, at, field) in cases {
@@ -292,4 +292,156 @@ fn allow_ports_need_a_pod_selector() {
         err.contains("spec.network.isolation[2].allowApiServer") && err.contains("denyEgress"),
         "{err}"
     );
+}
+
+/// Issue 23, item 6: a spec that rendered but would break the Spark. Each value the API server,
+/// the kubelet or k3s refuses is refused by validation (`render` exits 2), the message naming
+/// the file, the line and the field; the rest of the spec is the valid minimal fixture.
+#[test]
+fn what_the_api_server_kubelet_or_k3s_refuses_is_refused_with_file_line_and_field() {
+    let base = std::fs::read_to_string("tests/fixtures/minimal.yaml").unwrap();
+    let k3s = "  k3s:\n";
+    // (what, text replaced, replacement, expected line, field, words of the message)
+    let cases: &[(&str, &str, &str, usize, &str, &str)] = &[
+        (
+            "platform",
+            k3s,
+            "  platform: linux/aarch64\n  k3s:\n",
+            9,
+            "spec.platform",
+            "did you mean linux/arm64",
+        ),
+        (
+            "flannel backend",
+            k3s,
+            "  k3s:\n    flannelBackend: fast\n",
+            10,
+            "spec.k3s.flannelBackend",
+            "\"fast\" is not one of the values",
+        ),
+        (
+            "taint",
+            k3s,
+            "  k3s:\n    nodeTaints:\n      - gpu\n",
+            11,
+            "spec.k3s.nodeTaints[0]",
+            "key=value:Effect",
+        ),
+        (
+            "eviction signal",
+            k3s,
+            "  k3s:\n    evictionHard:\n      memory.avail: 1Gi\n",
+            10,
+            "spec.k3s.evictionHard.memory.avail",
+            "not an eviction signal",
+        ),
+        (
+            "node label",
+            k3s,
+            "  k3s:\n    nodeLabels:\n      node-role.kubernetes.io/gpu: \"true\"\n",
+            10,
+            "spec.k3s.nodeLabels.node-role.kubernetes.io/gpu",
+            "the kubelet refuses",
+        ),
+        (
+            "label value",
+            "podSecurity: restricted",
+            "podSecurity: restricted\n      labels:\n        tier: \"front end\"",
+            17,
+            "spec.namespaces[0].labels.tier",
+            "not a valid label value",
+        ),
+        (
+            "kube-system",
+            "    - name: apps\n",
+            "    - name: kube-system\n    - name: apps\n",
+            13,
+            "spec.namespaces[0].name",
+            "k3s's own namespace",
+        ),
+        (
+            "limit range",
+            "      hard:",
+            "      limits:\n        default: { memory: 2Gi }\n        max: { memory: 1Gi }\n      hard:",
+            33,
+            "spec.quotas[0].limits.default.memory",
+            "min ≤ defaultRequest ≤ default ≤ max",
+        ),
+        (
+            "quota resource",
+            "pods: \"10\" }",
+            "pods: \"10\", gpus: \"1\" }",
+            32,
+            "spec.quotas[0].hard.gpus",
+            "not a resource a ResourceQuota can limit",
+        ),
+        (
+            "zero timeout",
+            k3s,
+            "  verify:\n    timeout: 0s\n  k3s:\n",
+            10,
+            "spec.verify.timeout",
+            "leaves the checks no time",
+        ),
+        (
+            "rbac verb",
+            "verbs: [get, list,",
+            "verbs: [get, lst,",
+            40,
+            "spec.rbac.roles[0].rules[0].verbs[1]",
+            "not a Kubernetes verb",
+        ),
+        (
+            "untagged image",
+            k3s,
+            "  images:\n    - name: bb\n      reference: docker.io/library/busybox\n  k3s:\n",
+            11,
+            "spec.images[0].reference",
+            "has no tag",
+        ),
+        (
+            "missing manifest",
+            k3s,
+            "  manifests:\n    - path: nothere.yaml\n  k3s:\n",
+            10,
+            "spec.manifests[0].path",
+            "manifest",
+        ),
+        (
+            "missing chart archive",
+            k3s,
+            "  charts:\n    - name: web\n      path: gone.tgz\n      namespace: apps\n  k3s:\n",
+            11,
+            "spec.charts[0].path",
+            "chart archive",
+        ),
+        (
+            "missing values file",
+            k3s,
+            "  charts:\n    - name: web\n      path: web.tgz\n      valuesFile: values/web.yaml\n      namespace: apps\n  k3s:\n",
+            12,
+            "spec.charts[0].valuesFile",
+            "values file",
+        ),
+    ];
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("web.tgz"), b"a chart archive").unwrap();
+    for (what, from, to, line, field, words) in cases {
+        assert!(base.contains(from), "{what}: fixture lacks {from:?}");
+        let path = d.path().join("appliance.yaml");
+        std::fs::write(&path, base.replacen(from, to, 1)).unwrap();
+        let out = assert_cmd::Command::cargo_bin("sparkgap")
+            .unwrap()
+            .args(["render", "-f"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+        let want = format!("{}: line {line}", path.display());
+        assert!(err.contains(&want), "{what}: wants {want:?}: {err}");
+        assert!(err.contains(field), "{what}: wants {field}: {err}");
+        assert!(err.contains(words), "{what}: wants {words:?}: {err}");
+        assert!(out.stdout.is_empty(), "{what}: printed objects");
+    }
 }

@@ -67,6 +67,7 @@ fuzz_target!(|data: &[u8]| {
         std::io::copy(r, &mut std::io::sink())
             .map(drop)
             .map_err(|source| sparkgap::bundle::BundleError::Io {
+                op: "read bundle",
                 path: bundle.display().to_string(),
                 source,
             })

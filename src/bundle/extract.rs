@@ -36,14 +36,14 @@ pub fn extract(
     let staging = tempfile::Builder::new()
         .prefix(&format!(".{name}.partial-"))
         .tempdir_in(&parent)
-        .map_err(|e| BundleError::io(&parent, e))?;
+        .map_err(|e| BundleError::write_io(&parent, e))?;
     let root = staging.path().to_path_buf();
     let verified = read_bundle(bundle, opts, &mut |m, r| write_member(&root, m, r))?;
-    set_mode(&root, 0o755).map_err(|e| BundleError::io(&root, e))?;
+    set_mode(&root, 0o755).map_err(|e| BundleError::write_io(&root, e))?;
     let kept = staging.keep();
     fs::rename(&kept, dest).map_err(|e| {
         let _ = fs::remove_dir_all(&kept);
-        BundleError::io(dest, e)
+        BundleError::write_io(dest, e)
     })?;
     if let Ok(d) = File::open(&parent) {
         // Make the rename durable; a filesystem that cannot fsync a directory is no error.
@@ -55,17 +55,17 @@ pub fn extract(
 fn write_member(root: &Path, m: &Member, r: &mut dyn Read) -> Result<(), BundleError> {
     let path = root.join(&m.path);
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|e| BundleError::io(dir, e))?;
+        fs::create_dir_all(dir).map_err(|e| BundleError::write_io(dir, e))?;
     }
     let mut f = File::options()
         .write(true)
         .create_new(true)
         .open(&path)
-        .map_err(|e| BundleError::io(&path, e))?;
+        .map_err(|e| BundleError::write_io(&path, e))?;
     // The reader reports damage itself (as BundleError::Damaged, which wins over this one).
-    std::io::copy(r, &mut f).map_err(|e| BundleError::io(&path, e))?;
-    f.sync_all().map_err(|e| BundleError::io(&path, e))?;
-    set_mode(&path, m.mode).map_err(|e| BundleError::io(&path, e))
+    std::io::copy(r, &mut f).map_err(|e| BundleError::write_io(&path, e))?;
+    f.sync_all().map_err(|e| BundleError::write_io(&path, e))?;
+    set_mode(&path, m.mode).map_err(|e| BundleError::write_io(&path, e))
 }
 
 #[cfg(unix)]

@@ -126,8 +126,9 @@ impl std::fmt::Display for Problem {
 pub enum BundleError {
     #[error("bundle {path}: {message}")]
     Invalid { path: String, message: String },
-    #[error("bundle {path}: I/O error: {source}")]
+    #[error("cannot {op} {path}: {source}")]
     Io {
+        op: &'static str,
         path: String,
         #[source]
         source: std::io::Error,
@@ -145,6 +146,9 @@ pub enum BundleError {
         .missing.join("\n  ")
     )]
     MissingBlobs { cache: String, missing: Vec<String> },
+    /// The bundle or a key file is missing, empty, a directory, or cannot be read.
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
     /// A signing or verification key could not be used.
     #[error("minisign key {path}: {message}")]
     Key { path: String, message: String },
@@ -159,11 +163,23 @@ impl BundleError {
             | BundleError::MissingBlobs { .. }
             | BundleError::Key { .. } => FailureKind::Input,
             BundleError::Io { .. } => FailureKind::Environment,
+            BundleError::Input(e) => e.kind(),
         }
     }
 
+    /// Reading the bundle failed (the file is there: the reader opened it).
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> BundleError {
         BundleError::Io {
+            op: "read bundle",
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Writing an extracted member (or its directory) failed.
+    pub(crate) fn write_io(path: &std::path::Path, source: std::io::Error) -> BundleError {
+        BundleError::Io {
+            op: "write",
             path: path.display().to_string(),
             source,
         }

@@ -8,7 +8,6 @@
 //! `read_bundle` stops at the first problem; `inspect` collects them all.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -189,9 +188,7 @@ impl InspectReport {
 /// Read the whole bundle and report everything, never stopping at the first problem. Err only
 /// when the file is not a sparkgap bundle at all, cannot be read, or the key is unusable.
 pub fn inspect(path: &Path, opts: &ReadOptions) -> Result<InspectReport, BundleError> {
-    let file_size = std::fs::metadata(path)
-        .map_err(|e| BundleError::io(path, e))?
-        .len();
+    let (_, file_size) = crate::input::open_regular("bundle", path)?;
     let mut problems = Vec::new();
     let mut collect = |p: Problem| {
         problems.push(p);
@@ -326,7 +323,7 @@ fn walk(
         .as_deref()
         .map(sign::load_public_key)
         .transpose()?;
-    let file = File::open(path).map_err(|e| BundleError::io(path, e))?;
+    let (file, _) = crate::input::open_regular("bundle", path)?;
     let mut src = TarSource {
         r: BufReader::with_capacity(1 << 20, file),
         path: path.to_path_buf(),
@@ -974,7 +971,7 @@ enum Block {
 }
 
 struct TarSource {
-    r: BufReader<File>,
+    r: BufReader<std::fs::File>,
     path: PathBuf,
 }
 

@@ -38,7 +38,7 @@ impl SignKey {
             path: path.display().to_string(),
             message,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| BundleError::io(path, e))?;
+        let text = key_text("secret key", path)?;
         let boxed = SecretKeyBox::from_string(&text)
             .map_err(|e| err(format!("not a minisign secret key file ({e})")))?;
         let sk = match SecretKey::from_unencrypted_box(boxed.clone()) {
@@ -120,9 +120,50 @@ fn unencrypted_cli_key(text: &str) -> Option<SecretKey> {
         .filter(|sk| !sk.is_encrypted())
 }
 
+/// Which half of a minisign key pair a key file holds, by the size of its key line: a public
+/// key is 42 bytes (algorithm, key id, key), a secret key box 158. None for anything else.
+fn key_half(text: &str) -> Option<&'static str> {
+    use base64::Engine as _;
+    let line = text.lines().nth(1).unwrap_or(text.lines().next()?).trim();
+    match base64::engine::general_purpose::STANDARD
+        .decode(line)
+        .ok()?
+        .len()
+    {
+        42 => Some("public"),
+        158 => Some("secret"),
+        _ => None,
+    }
+}
+
+/// A key file's text; the input-file rule for missing, empty or unreadable ones, and a word for
+/// the other half of the pair given in place of this one (`--sign-key sparkgap.pub`).
+fn key_text(what: &'static str, path: &Path) -> Result<String, BundleError> {
+    let bytes = crate::input::read(what, path)?;
+    let err = |message: String| BundleError::Key {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = String::from_utf8(bytes)
+        .map_err(|_| err(format!("is not a minisign {what} file (not text)")))?;
+    match (what, key_half(&text)) {
+        ("secret key", Some("public")) => Err(err(
+            "is a minisign public key; --sign-key takes the secret key (the .key file `minisign -G` \
+             wrote beside the .pub; keep it off the Spark)"
+                .into(),
+        )),
+        ("public key", Some("secret")) => Err(err(
+            "is a minisign secret key; --pubkey takes the public key (the .pub file `minisign -G` \
+             wrote beside it); the secret key never needs to leave the build machine"
+                .into(),
+        )),
+        _ => Ok(text),
+    }
+}
+
 /// Read a minisign public key file (the two-line `.pub` format, or a bare base64 key line).
 pub fn load_public_key(path: &Path) -> Result<PublicKey, BundleError> {
-    let text = std::fs::read_to_string(path).map_err(|e| BundleError::io(path, e))?;
+    let text = key_text("public key", path)?;
     let parsed = if text.trim().lines().count() == 1 {
         PublicKey::from_base64(text.trim())
     } else {

@@ -459,6 +459,7 @@ pub fn write_waiting(
             MemberSource::File(src) => {
                 let digest = format!("sha256:{}", m.member.sha256);
                 wait(&digest).map_err(|why| BundleError::Io {
+                    op: "write bundle",
                     path: out.display().to_string(),
                     source: std::io::Error::other(format!(
                         "blob {digest} (member {}) never reached the cache: {why}",

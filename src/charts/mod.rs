@@ -32,6 +32,9 @@ pub const MAX_INDEX: usize = 128 << 20;
 pub enum ChartError {
     #[error("{field}: {message}")]
     Input { field: String, message: String },
+    /// A file the spec names (a chart archive, a values file) cannot be used.
+    #[error(transparent)]
+    Spec(Box<crate::spec::SpecError>),
     #[error("chart {name}: {chart} {version} from {repo}: {message}")]
     Pick {
         name: String,
@@ -80,6 +83,12 @@ fn fetch_err(name: &str) -> impl Fn(OciError) -> ChartError + '_ {
     }
 }
 
+impl From<crate::spec::SpecError> for ChartError {
+    fn from(e: crate::spec::SpecError) -> ChartError {
+        ChartError::Spec(Box::new(e))
+    }
+}
+
 impl ChartError {
     pub fn kind(&self) -> FailureKind {
         match self {
@@ -89,6 +98,7 @@ impl ChartError {
             | ChartError::Render { .. } => FailureKind::Input,
             ChartError::Digest { .. } | ChartError::HelmMissing { .. } => FailureKind::Environment,
             ChartError::Fetch { source, .. } => source.kind(),
+            ChartError::Spec(e) => e.kind(),
         }
     }
 }
@@ -144,7 +154,7 @@ pub async fn lock(
     let mut out = Locked::default();
     let warnings = Warnings::default();
     for (i, c) in charts.iter().enumerate() {
-        let values = values_of(spec, i, c)?;
+        let values = values_of(spec, i)?;
         let (mut pinned, bytes) = pin(spec, i, c, registry, cache, progress, &warnings).await?;
         pinned.discover_images = c.discover_images;
         if c.discover_images {
@@ -238,12 +248,8 @@ fn require_helm(explicit: Option<&Path>, name: &str, index: usize) -> Result<Pat
     }
 }
 
-fn values_of(spec: &SpecFile, i: usize, c: &ChartRef) -> Result<Option<String>, ChartError> {
-    c.values_text(&spec.base_dir(), i)
-        .map_err(|message| ChartError::Input {
-            field: format!("{}: spec.charts[{i}]", spec.path.display()),
-            message,
-        })
+fn values_of(spec: &SpecFile, i: usize) -> Result<Option<String>, ChartError> {
+    Ok(spec.chart_values(i)?)
 }
 
 /// The chart's archive pinned: a local file read and hashed, or a repository's version
@@ -346,12 +352,7 @@ async fn pin(
 
 /// A local chart archive (`spec.charts[i].path`), read relative to the spec.
 fn read_local(spec: &SpecFile, i: usize, p: &str) -> Result<(PathBuf, Vec<u8>), ChartError> {
-    let file = spec.base_dir().join(p);
-    let bytes = std::fs::read(&file).map_err(|e| ChartError::Input {
-        field: format!("spec.charts[{i}].path"),
-        message: format!("cannot read {}: {e}", file.display()),
-    })?;
-    Ok((file, bytes))
+    Ok(spec.read_named(&format!("spec.charts[{i}].path"), "chart archive", p)?)
 }
 
 /// The text of `<repo>/index.yaml`, for chart `name`'s messages.
@@ -672,7 +673,7 @@ pub fn objects_for_apply(spec: &SpecFile) -> Result<ForApply, ChartError> {
                 .ok_or_else(|| bad("it has no spec.chartContent".into()))?;
             let values = match (&c.values, &c.values_file) {
                 (Some(v), _) => Some(v.clone()),
-                (None, Some(f)) if base.join(f).is_file() => values_of(spec, i, c)?,
+                (None, Some(f)) if base.join(f).is_file() => values_of(spec, i)?,
                 _ => kept_spec
                     .and_then(|s| s.get("valuesContent"))
                     .and_then(Value::as_str)
@@ -698,7 +699,7 @@ pub fn objects_for_apply(spec: &SpecFile) -> Result<ForApply, ChartError> {
                         c.name, p, dep.name
                     )));
                 }
-                let values = values_of(spec, i, c)?;
+                let values = values_of(spec, i)?;
                 out.push(helm_chart(c, &tgz, values.as_deref()));
             }
             _ => {
@@ -738,7 +739,7 @@ pub fn archive_for_build(
                 lock_path.display()
             ),
         })?;
-    let values = values_of(spec, i, c)?;
+    let values = values_of(spec, i)?;
     let values_digest = values
         .as_deref()
         .map(|v| crate::digest::sha256_digest(v.as_bytes()));

@@ -41,6 +41,7 @@ pub struct LockArgs {
 
 pub fn run(args: LockArgs, g: &Global) -> anyhow::Result<u8> {
     let spec = SpecFile::read(&args.spec.file)?;
+    spec.check_files()?;
     let cache = BlobCache::open(args.cache)?;
     let registry = Registry::new(args.registry.config())?;
     let progress = super::progress::for_terminal(g);

@@ -38,6 +38,9 @@ pub fn run(args: RenderArgs, g: &Global) -> anyhow::Result<u8> {
         })?),
     };
     let spec = SpecFile::read(&args.spec.file)?;
+    // What build would refuse, render refuses too: a manifest, chart or values file the spec
+    // names that is not there.
+    spec.check_files()?;
     let rendered = match selection {
         Selection::Stage(st) => vec![(st, stages::render(&spec.appliance, st)?)],
         Selection::All => stages::render_all(&spec.appliance)?,

@@ -211,12 +211,14 @@ pub struct InstallTarget {
 impl InstallTarget {
     /// The core's options; `--wait` must be a duration such as `5m` or `90s`.
     pub fn options(&self) -> anyhow::Result<crate::install::InstallOptions> {
-        let wait = crate::spec::parse_duration(&self.wait).ok_or_else(|| {
-            anyhow::anyhow!(
-                "--wait {:?} is not a duration (e.g. 90s, 5m, 1h30m)",
-                self.wait
-            )
-        })?;
+        let wait = crate::spec::parse_duration(&self.wait)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--wait {:?} is not a duration longer than 0s (e.g. 90s, 5m, 1h30m)",
+                    self.wait
+                )
+            })?;
         Ok(crate::install::InstallOptions {
             root: self.root.clone(),
             no_start: self.no_start,

@@ -13,10 +13,14 @@ use std::path::{Path, PathBuf};
 use crate::failure::FailureKind;
 use serde::{Deserialize, Serialize};
 
+mod files;
+mod kube;
 pub mod quantity;
 mod validate;
+mod yaml;
 
 pub use validate::{BUILTIN_NAMESPACES, CHECK_NAMES, is_dns_label, parse_duration};
+pub use yaml::{field_at, locate_field, locate_nearest, parse, parse_named};
 
 pub const API_VERSION: &str = "sparkgap.dev/v1alpha1";
 pub const KIND: &str = "Appliance";
@@ -400,24 +404,6 @@ impl ChartRef {
                 version,
             }),
             _ => None,
-        }
-    }
-
-    /// The chart's values text: `values`, or `valuesFile` read relative to `base`; `None`
-    /// when it has neither. The error names the field and the file.
-    pub fn values_text(&self, base: &Path, index: usize) -> Result<Option<String>, String> {
-        match (&self.values, &self.values_file) {
-            (Some(v), _) => Ok(Some(v.clone())),
-            (None, Some(f)) => {
-                let file = base.join(f);
-                std::fs::read_to_string(&file).map(Some).map_err(|e| {
-                    format!(
-                        "spec.charts[{index}].valuesFile: cannot read {}: {e}",
-                        file.display()
-                    )
-                })
-            }
-            (None, None) => Ok(None),
         }
     }
 }
@@ -959,22 +945,31 @@ pub struct Gpu {
 /// A spec error: where (file, line, column when known, and the field path) and what.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    #[error("cannot read spec {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: {}", join_issues(.issues))]
     Invalid { path: PathBuf, issues: Vec<Issue> },
+    /// A file a spec field names (`crate::spec::files`) cannot be used.
+    #[error("{}: {}{field}: {file}", .path.display(), .line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+    File {
+        path: PathBuf,
+        line: Option<usize>,
+        field: String,
+        file: Box<crate::input::InputError>,
+    },
 }
 
 impl SpecError {
-    /// A spec that cannot be read, parsed or validated is bad input, whatever the cause.
+    /// A spec that cannot be parsed or validated is bad input; one that cannot be read
+    /// follows the rule for input files (`crate::input`).
     pub fn kind(&self) -> FailureKind {
-        FailureKind::Input
+        match self {
+            SpecError::Input(e) => e.kind(),
+            SpecError::File { file, .. } => file.kind(),
+            _ => FailureKind::Input,
+        }
     }
 }
 
@@ -1008,10 +1003,7 @@ impl fmt::Display for Issue {
 impl SpecFile {
     /// Read, parse and validate a spec file.
     pub fn read(path: &Path) -> Result<SpecFile, SpecError> {
-        let raw = std::fs::read(path).map_err(|source| SpecError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let raw = crate::input::read("spec", path)?;
         Self::from_bytes(path, raw)
     }
 
@@ -1028,7 +1020,7 @@ impl SpecFile {
         let mut issues = validate::validate(&appliance);
         if !issues.is_empty() {
             for i in &mut issues {
-                i.line = locate_field(text, &i.field);
+                i.line = locate_nearest(text, &i.field);
             }
             return Err(SpecError::Invalid {
                 path: path.to_path_buf(),
@@ -1053,269 +1045,5 @@ impl SpecFile {
     /// `sha256:<hex>` of the exact file bytes.
     pub fn digest(&self) -> String {
         crate::digest::sha256_digest(&self.raw)
-    }
-}
-
-/// Parse YAML into an `Appliance`; the error text carries line and column from serde-saphyr.
-pub fn parse(text: &str) -> Result<Appliance, String> {
-    parse_named(text, "<input>")
-}
-
-/// Parse, with errors that name the file `name` and the position, and for a value of the wrong
-/// shape the field it belongs to:
-///
-/// ```text
-/// line 7 column 14: spec.verify.timeout: expected string scalar
-///  --> appliance.yaml:7:14
-///   |
-/// 7 |     timeout: [2m]
-///   |              ^ expected string scalar
-/// ```
-pub fn parse_named(text: &str, name: &str) -> Result<Appliance, String> {
-    serde_saphyr::from_str::<Appliance>(text).map_err(|e| {
-        let rendered =
-            e.render_with_options(serde_saphyr::render_options! { source_name: Some(name) });
-        let (first, snippet) = rendered.split_once('\n').unwrap_or((&rendered, ""));
-        // The first line reads "error: line L column C: message"; the caller says "error:".
-        let first = first.strip_prefix("error: ").unwrap_or(first);
-        let Some(at) = e.location() else {
-            return rendered;
-        };
-        let (line, column) = (at.line() as usize, at.column() as usize);
-        let message = first
-            .split_once(": ")
-            .filter(|(head, _)| head.starts_with("line "))
-            .map_or(first, |(_, m)| m);
-        // Well-formed YAML of the wrong shape: name the field. (A syntax error has no field to
-        // name; the YAML itself does not parse then.)
-        let field = serde_saphyr::from_str::<serde_json::Value>(text)
-            .ok()
-            .and_then(|_| field_at(text, line, column));
-        let mut out = format!("line {line} column {column}: ");
-        if let Some(field) = field {
-            out.push_str(&field);
-            out.push_str(": ");
-        }
-        out.push_str(message);
-        if !snippet.is_empty() {
-            out.push('\n');
-            out.push_str(snippet);
-        }
-        out
-    })
-}
-
-/// Best-effort dotted path (`spec.quotas[2].namespace`) of the YAML node at `line`:`column`
-/// (1-based), from block-style indentation; flow mappings on the line add their last key
-/// before the column. None when unsure.
-pub fn field_at(text: &str, line: usize, column: usize) -> Option<String> {
-    let lines: Vec<&str> = text.lines().collect();
-    let cur = *lines.get(line.checked_sub(1)?)?;
-    let mut path: Vec<String> = Vec::new();
-    let shape = LineShape::of(cur);
-    // Flow keys on the error's line before the column: `k3s: {version: x, binaryUrl: [y]}`.
-    let before = cur.get(..column.saturating_sub(1).min(cur.len()))?;
-    let mut limit = match shape.key {
-        Some((col, key)) if col < column.saturating_sub(1) => {
-            let rest = before.get(col + key.len() + 1..).unwrap_or_default();
-            if let Some(flow) = last_flow_key(rest) {
-                path.push(flow);
-            }
-            path.push(key.to_string());
-            col
-        }
-        _ => shape.indent,
-    };
-    if let Some(dash) = shape.dashes.iter().rev().find(|d| **d < limit) {
-        path.push(format!("[{}]", item_index(&lines, line - 1, *dash)));
-        limit = *dash;
-    }
-    for i in (0..line - 1).rev() {
-        let l = LineShape::of(lines[i]);
-        if l.blank || l.indent >= limit {
-            continue;
-        }
-        if let Some((col, key)) = l.key
-            && col < limit
-        {
-            path.push(key.to_string());
-            limit = col;
-        }
-        if let Some(dash) = l.dashes.iter().rev().find(|d| **d < limit) {
-            path.push(format!("[{}]", item_index(&lines, i, *dash)));
-            limit = *dash;
-        }
-        if limit == 0 {
-            break;
-        }
-    }
-    if path.is_empty() {
-        return None;
-    }
-    let mut out = String::new();
-    for part in path.iter().rev() {
-        if !out.is_empty() && !part.starts_with('[') {
-            out.push('.');
-        }
-        out.push_str(part);
-    }
-    Some(out)
-}
-
-/// A YAML line's block structure: its indentation, the columns of its `- ` item markers, and
-/// the key it opens (column, name).
-struct LineShape<'a> {
-    blank: bool,
-    indent: usize,
-    dashes: Vec<usize>,
-    key: Option<(usize, &'a str)>,
-}
-
-impl<'a> LineShape<'a> {
-    fn of(line: &'a str) -> LineShape<'a> {
-        let trimmed = line.trim_start();
-        let blank = trimmed.is_empty() || trimmed.starts_with('#');
-        let indent = line.len() - trimmed.len();
-        let mut dashes = Vec::new();
-        let mut col = indent;
-        let mut rest = trimmed;
-        while let Some(r) = rest
-            .strip_prefix("- ")
-            .or_else(|| (rest == "-").then_some(""))
-        {
-            dashes.push(col);
-            let r2 = r.trim_start();
-            col += rest.len() - r2.len();
-            rest = r2;
-        }
-        let key = rest
-            .split_once(':')
-            .filter(|(k, v)| is_plain_key(k) && (v.is_empty() || v.starts_with(' ')))
-            .map(|(k, _)| (col, k));
-        LineShape {
-            blank,
-            indent,
-            dashes,
-            key,
-        }
-    }
-}
-
-fn is_plain_key(k: &str) -> bool {
-    !k.is_empty()
-        && k.chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
-}
-
-/// The last `key:` of a flow mapping in `s` (the text before the error's column), if any.
-fn last_flow_key(s: &str) -> Option<String> {
-    if !s.contains('{') {
-        return None;
-    }
-    s.rsplit(['{', ',']).find_map(|part| {
-        part.trim()
-            .split_once(':')
-            .filter(|(k, _)| is_plain_key(k.trim()))
-            .map(|(k, _)| k.trim().to_string())
-    })
-}
-
-/// Which item of its sequence the `- ` at `dash` on line `at` (0-based) opens: the items
-/// before it at the same column, up to the line that holds the sequence.
-fn item_index(lines: &[&str], at: usize, dash: usize) -> usize {
-    let mut n = 0;
-    for l in lines[..at].iter().rev() {
-        let s = LineShape::of(l);
-        if s.blank {
-            continue;
-        }
-        if s.dashes.first() == Some(&dash) {
-            n += 1;
-        } else if s.indent < dash || (s.indent == dash && s.dashes.is_empty()) {
-            break;
-        }
-    }
-    n
-}
-
-/// Best-effort line of a dotted spec path such as `spec.quotas[2].namespace`: walks the YAML
-/// text by indentation. Used only to enrich messages; None when unsure.
-pub fn locate_field(text: &str, field: &str) -> Option<usize> {
-    let mut segments: Vec<(String, Option<usize>)> = Vec::new();
-    for part in field.split('.') {
-        let (key, idx) = match part.find('[') {
-            Some(b) => {
-                let idx = part[b + 1..].trim_end_matches(']').parse().ok();
-                (part[..b].to_string(), idx)
-            }
-            None => (part.to_string(), None),
-        };
-        segments.push((key, idx));
-    }
-    let lines: Vec<&str> = text.lines().collect();
-    let indent = |l: &str| l.len() - l.trim_start().len();
-    let (mut from, mut to, mut min_indent) = (0usize, lines.len(), 0usize);
-    let mut found = None;
-    for (key, idx) in segments {
-        let pos = (from..to).find(|&i| {
-            let l = lines[i];
-            let t = l.trim_start().trim_start_matches("- ");
-            indent(l) >= min_indent && (t.starts_with(&format!("{key}:")))
-        })?;
-        found = Some(pos + 1);
-        let key_indent = indent(lines[pos]);
-        // The block of this key ends at the next line with indentation <= key's.
-        let end = (pos + 1..to)
-            .find(|&i| {
-                let l = lines[i];
-                !l.trim().is_empty() && !l.trim_start().starts_with('#') && indent(l) <= key_indent
-            })
-            .unwrap_or(to);
-        from = pos + 1;
-        to = end;
-        min_indent = key_indent + 1;
-        if let Some(n) = idx {
-            // Find the n-th list item ("- ") directly under the key.
-            let items: Vec<usize> = (from..to)
-                .filter(|&i| lines[i].trim_start().starts_with("- ") || lines[i].trim() == "-")
-                .collect();
-            let item_indent = items.first().map(|&i| indent(lines[i]))?;
-            let items: Vec<usize> = items
-                .into_iter()
-                .filter(|&i| indent(lines[i]) == item_indent)
-                .collect();
-            let start = *items.get(n)?;
-            let stop = items.get(n + 1).copied().unwrap_or(to);
-            found = Some(start + 1);
-            from = start;
-            to = stop;
-            min_indent = item_indent;
-        }
-    }
-    found
-}
-
-#[cfg(test)]
-mod field_at_tests {
-    use super::field_at;
-
-    const TEXT: &str = "apiVersion: v1\nspec:\n  k3s: {version: v1, binaryUrl: [x]}\n  namespaces:\n    - name: a\n    - name: b\n      labels: {x: [1]}\n  verify:\n    timeout: [2m]\n";
-
-    #[test]
-    fn names_block_keys_items_and_flow_keys() {
-        assert_eq!(
-            field_at(TEXT, 9, 14).as_deref(),
-            Some("spec.verify.timeout")
-        );
-        assert_eq!(
-            field_at(TEXT, 6, 13).as_deref(),
-            Some("spec.namespaces[1].name")
-        );
-        assert_eq!(
-            field_at(TEXT, 7, 20).as_deref(),
-            Some("spec.namespaces[1].labels.x")
-        );
-        assert_eq!(field_at(TEXT, 3, 35).as_deref(), Some("spec.k3s.binaryUrl"));
-        assert_eq!(field_at(TEXT, 1, 13).as_deref(), Some("apiVersion"));
     }
 }

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use super::kube;
 use super::quantity::{is_quantity, parse_milli};
 use super::*;
 
@@ -143,6 +144,30 @@ impl Checker {
         }
     }
 
+    /// Report `why` (from `spec::kube`) at `field`, when there is one.
+    fn refuse(&mut self, field: String, why: Option<String>) {
+        if let Some(why) = why {
+            self.err(field, why);
+        }
+    }
+
+    /// Label keys and values as the API server takes them.
+    fn labels(&mut self, field: &str, labels: &BTreeMap<String, String>) {
+        for (k, v) in labels {
+            self.refuse(
+                format!("{field}.{k}"),
+                kube::qualified_name(k).or_else(|| kube::label_value(v)),
+            );
+        }
+    }
+
+    /// Annotation keys (any value goes).
+    fn annotations(&mut self, field: &str, annotations: &BTreeMap<String, String>) {
+        for k in annotations.keys() {
+            self.refuse(format!("{field}.{k}"), kube::qualified_name(k));
+        }
+    }
+
     fn namespace_ref(&mut self, field: String, ns: &str, known: &BTreeSet<&str>) {
         if !known.contains(ns) && !BUILTIN_NAMESPACES.contains(&ns) {
             self.err(
@@ -165,7 +190,13 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
         c.err("kind", format!("expected {KIND:?}, found {:?}", a.kind));
     }
     c.label("metadata.name".into(), &a.metadata.name, "name");
+    c.labels("metadata.labels", &a.metadata.labels);
+    c.annotations("metadata.annotations", &a.metadata.annotations);
     let s = &a.spec;
+    c.refuse(
+        "spec.platform".into(),
+        kube::platform(&s.platform.os, &s.platform.architecture),
+    );
     validate_k3s(&mut c, &s.k3s);
 
     c.unique(
@@ -192,6 +223,14 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
                     r.digest().unwrap_or_default()
                 ),
             ),
+            Ok(_) if !has_tag(&img.reference) => c.err(
+                format!("spec.images[{i}].reference"),
+                format!(
+                    "{:?} has no tag; name the version you mean (e.g. {}:1.2.3): the lock pins it by digest, and k3s imports images by their tagged names",
+                    img.reference,
+                    img.reference.split('@').next().unwrap_or_default()
+                ),
+            ),
             Ok(_) => {}
         }
     }
@@ -207,6 +246,20 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
     );
     for (i, ns) in s.namespaces.iter().enumerate() {
         c.label(format!("spec.namespaces[{i}].name"), &ns.name, "namespace");
+        if BUILTIN_NAMESPACES.contains(&ns.name.as_str()) && ns.name != "default" {
+            c.err(
+                format!("spec.namespaces[{i}].name"),
+                format!(
+                    "{:?} is k3s's own namespace: declaring it would put sparkgap's Pod Security, labels and prune on it (a baseline or restricted level stops k3s's own pods); refer to it without declaring it",
+                    ns.name
+                ),
+            );
+        }
+        c.labels(&format!("spec.namespaces[{i}].labels"), &ns.labels);
+        c.annotations(
+            &format!("spec.namespaces[{i}].annotations"),
+            &ns.annotations,
+        );
     }
     let namespaces: BTreeSet<&str> = s.namespaces.iter().map(|n| n.name.as_str()).collect();
     c.unique(
@@ -269,13 +322,11 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
         let f = format!("spec.quotas[{i}]");
         c.namespace_ref(format!("{f}.namespace"), &q.namespace, &namespaces);
         for (k, v) in &q.hard {
+            c.refuse(format!("{f}.hard.{k}"), kube::quota_resource(k));
             c.quantity(format!("{f}.hard.{k}"), v);
         }
         if let Some(l) = &q.limits {
-            c.resources(&format!("{f}.limits.default"), &l.default);
-            c.resources(&format!("{f}.limits.defaultRequest"), &l.default_request);
-            c.resources(&format!("{f}.limits.max"), &l.max);
-            c.resources(&format!("{f}.limits.min"), &l.min);
+            limit_range(&mut c, &format!("{f}.limits"), l);
         }
     }
 
@@ -283,11 +334,19 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
     validate_capacity(&mut c, &s.k3s, &s.quotas);
 
     let v = &s.verify;
-    if parse_duration(&v.timeout).is_none() {
-        c.err(
+    match parse_duration(&v.timeout) {
+        None => c.err(
             "spec.verify.timeout",
             format!("{:?} is not a duration (e.g. 90s, 5m, 1h)", v.timeout),
-        );
+        ),
+        Some(d) if d.is_zero() => c.err(
+            "spec.verify.timeout",
+            format!(
+                "{:?} leaves the checks no time: every check would fail at once; give a duration such as 5m",
+                v.timeout
+            ),
+        ),
+        Some(_) => {}
     }
     for (i, name) in v.skip.iter().enumerate() {
         if !CHECK_NAMES.contains(&name.as_str()) {
@@ -309,6 +368,55 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
         );
     }
     c.issues
+}
+
+/// Whether an image reference names a tag (`repo:tag`, `repo:tag@sha256:…`): the parser adds
+/// `latest` to one without, which is not what the spec says.
+fn has_tag(reference: &str) -> bool {
+    let name = reference.split('@').next().unwrap_or_default();
+    name.rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains(':'))
+}
+
+/// A LimitRange's quantities, and their order: the API server refuses a LimitRange whose
+/// `min` ≤ `defaultRequest` ≤ `default` ≤ `max` does not hold for a resource.
+fn limit_range(c: &mut Checker, f: &str, l: &ContainerLimits) {
+    let sets = [
+        ("min", &l.min),
+        ("defaultRequest", &l.default_request),
+        ("default", &l.default),
+        ("max", &l.max),
+    ];
+    for (name, r) in sets {
+        c.resources(&format!("{f}.{name}"), r);
+    }
+    let get = |r: &Resources, res: &str| {
+        r.entries()
+            .find(|(k, _)| *k == res)
+            .and_then(|(_, v)| parse_milli(v).map(|m| (v.to_string(), m)))
+    };
+    for res in ["cpu", "memory", "ephemeral-storage"] {
+        for (i, (low_name, low)) in sets.iter().enumerate() {
+            for (high_name, high) in &sets[i + 1..] {
+                if let (Some((lv, lm)), Some((hv, hm))) = (get(low, res), get(high, res))
+                    && lm > hm
+                {
+                    let field = if res == "ephemeral-storage" {
+                        "ephemeralStorage"
+                    } else {
+                        res
+                    };
+                    c.err(
+                        format!("{f}.{low_name}.{field}"),
+                        format!(
+                            "{lv} is above {high_name}.{field} {hv}: the API server refuses a LimitRange unless min ≤ defaultRequest ≤ default ≤ max"
+                        ),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// A chart names exactly one source: `path`, or `repo` + `chart` + one exact `version`; and
@@ -512,9 +620,23 @@ fn validate_k3s(c: &mut Checker, k: &K3s) {
     c.resources("spec.k3s.reserved.system", &k.reserved.system);
     c.resources("spec.k3s.reserved.kube", &k.reserved.kube);
     for (key, v) in &k.eviction_hard {
-        if !v.ends_with('%') {
-            c.quantity(format!("spec.k3s.evictionHard.{key}"), v);
+        let field = format!("spec.k3s.evictionHard.{key}");
+        c.refuse(field.clone(), kube::eviction_signal(key));
+        if v.ends_with('%') {
+            c.refuse(field, kube::eviction_percentage(v));
+        } else {
+            c.quantity(field, v);
         }
+    }
+    for (i, t) in k.node_taints.iter().enumerate() {
+        c.refuse(format!("spec.k3s.nodeTaints[{i}]"), kube::node_taint(t));
+    }
+    c.labels("spec.k3s.nodeLabels", &k.node_labels);
+    for key in k.node_labels.keys() {
+        c.refuse(
+            format!("spec.k3s.nodeLabels.{key}"),
+            kube::node_label_key(key),
+        );
     }
 }
 
@@ -834,6 +956,9 @@ fn validate_network(c: &mut Checker, n: &Network, namespaces: &BTreeSet<&str>) {
                     "port must be 1-65535 and protocol TCP, UDP or SCTP",
                 );
             }
+            if let Some(sel) = &p.pod_selector {
+                c.labels(&format!("{f}.allowPorts[{j}].podSelector"), sel);
+            }
             if p.pod_selector.is_none() {
                 c.err(
                     format!("{f}.allowPorts[{j}].podSelector"),
@@ -997,6 +1122,13 @@ fn validate_rbac(c: &mut Checker, r: &Rbac, namespaces: &BTreeSet<&str>) {
                     "at least one verb is needed",
                 );
             }
+            let non_resource = rule.resources.is_empty() && !rule.non_resource_urls.is_empty();
+            for (k, verb) in rule.verbs.iter().enumerate() {
+                c.refuse(
+                    format!("{f}.rules[{j}].verbs[{k}]"),
+                    kube::rbac_verb(verb, non_resource),
+                );
+            }
             if rule.resources.is_empty() && rule.non_resource_urls.is_empty() {
                 c.err(
                     format!("{f}.rules[{j}]"),
@@ -1081,6 +1213,11 @@ fn validate_rbac(c: &mut Checker, r: &Rbac, namespaces: &BTreeSet<&str>) {
         }
         if e.verb.is_empty() {
             c.err(format!("{f}.verb"), "a verb is required");
+        } else if e.verb != "*" {
+            c.refuse(
+                format!("{f}.verb"),
+                kube::rbac_verb(&e.verb, e.non_resource_url.is_some()),
+            );
         }
         match (&e.non_resource_url, e.resource.is_empty()) {
             (None, true) => c.err(f, "a resource or a nonResourceUrl is required"),

@@ -205,6 +205,7 @@ impl StageError {
     pub fn kind(&self) -> FailureKind {
         match self {
             StageError::Render { .. } | StageError::Immutable { .. } => FailureKind::Input,
+            StageError::Cluster(e) => e.kind(),
             _ => FailureKind::Environment,
         }
     }

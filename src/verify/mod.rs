@@ -54,7 +54,7 @@ pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum VerifyError {
     #[error("unknown check {name:?}; valid checks: {}", CHECK_NAMES.join(", "))]
     UnknownCheck { name: String },
-    #[error("--timeout {value:?} is not a duration like 30s, 5m or 1h30m")]
+    #[error("--timeout {value:?} is not a duration longer than 0s, like 30s, 5m or 1h30m")]
     BadTimeout { value: String },
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
@@ -66,7 +66,8 @@ impl VerifyError {
     pub fn kind(&self) -> FailureKind {
         match self {
             VerifyError::UnknownCheck { .. } | VerifyError::BadTimeout { .. } => FailureKind::Input,
-            VerifyError::Cluster(_) | VerifyError::Runtime(_) => FailureKind::Environment,
+            VerifyError::Cluster(e) => e.kind(),
+            VerifyError::Runtime(_) => FailureKind::Environment,
         }
     }
 }
@@ -126,9 +127,11 @@ pub fn check_names(names: &[String]) -> Result<(), VerifyError> {
 
 /// Parse a `--timeout` value.
 pub fn parse_timeout(value: &str) -> Result<Duration, VerifyError> {
-    crate::spec::parse_duration(value).ok_or_else(|| VerifyError::BadTimeout {
-        value: value.to_string(),
-    })
+    crate::spec::parse_duration(value)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| VerifyError::BadTimeout {
+            value: value.to_string(),
+        })
 }
 
 /// One check to run, or already decided as skipped.
