@@ -2,23 +2,81 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use sparkgap::cli;
+use sparkgap::cli::{self, Stream};
 
 fn main() -> ExitCode {
     sparkgap::install_tls_provider();
-    let args = cli::Cli::parse();
-    let level = match args.global.verbose {
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let json = cli::asks_for_json(&raw);
+    let args = match cli::Cli::try_parse_from(&raw) {
+        Ok(args) => args,
+        Err(e) => return usage_error(&e, json),
+    };
+    init_logging(args.global.verbose);
+    let mut code = match cli::run(args) {
+        Ok(code) => code,
+        Err(err) => {
+            let code = cli::exit_code(&err);
+            let message = message(&err);
+            if json {
+                cli::write_out(
+                    Stream::Stdout,
+                    format_args!(
+                        "{}\n",
+                        cli::error_document(cli::kind_word(&err), &message, code)
+                    ),
+                );
+            }
+            // Not eprintln!: a closed stderr must not turn an error into a panic.
+            cli::write_out(Stream::Stderr, format_args!("error: {message}\n"));
+            code
+        }
+    };
+    // The work is done; only now does a lost stdout (a full disk) say so. A reader that went
+    // away (`| head`) is not a failure.
+    if let Some(lost) = cli::output_lost() {
+        cli::write_out(
+            Stream::Stderr,
+            format_args!(
+                "error: the output could not be written to stdout ({lost}); the command itself \
+                 ran to its end\n"
+            ),
+        );
+        if code == cli::exit::OK {
+            code = cli::exit::ENVIRONMENT;
+        }
+    }
+    ExitCode::from(code)
+}
+
+/// Arguments clap refuses (exit 2), and `--help`/`--version` (exit 0), as clap prints them; with
+/// `--output json` the refusal is also the JSON error document on stdout.
+fn usage_error(e: &clap::Error, json: bool) -> ExitCode {
+    let code = e.exit_code() as u8;
+    if json && e.use_stderr() {
+        let text = e.render().to_string();
+        let first = text.lines().next().unwrap_or_default();
+        let message = first.strip_prefix("error: ").unwrap_or(first);
+        cli::write_out(
+            Stream::Stdout,
+            format_args!("{}\n", cli::error_document("input", message, code)),
+        );
+    }
+    // clap's own printing, which ignores write errors.
+    let _ = e.print();
+    let _ = cli::output_lost();
+    ExitCode::from(code)
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
     };
     // kube's client logs every failed request at ERROR, also those our own code expects and
     // reports (the wait for k3s's API polls until it answers): shown with -v only.
-    let kube = if args.global.verbose == 0 {
-        "off"
-    } else {
-        level
-    };
+    let kube = if verbose == 0 { "off" } else { level };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SPARKGAP_LOG").unwrap_or_else(|_| {
@@ -33,17 +91,6 @@ fn main() -> ExitCode {
         .with_target(false)
         .without_time()
         .init();
-    match cli::run(args) {
-        Ok(code) => ExitCode::from(code),
-        Err(err) => {
-            // Not eprintln!: a closed stderr must not turn an error into a panic.
-            cli::write_out(
-                cli::Stream::Stderr,
-                format_args!("error: {}\n", message(&err)),
-            );
-            ExitCode::from(cli::exit_code(&err))
-        }
-    }
 }
 
 /// The error and its causes on one line, each cause once: typed errors often already say their

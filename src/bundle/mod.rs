@@ -114,6 +114,10 @@ pub enum ProblemKind {
     Manifest,
     /// A tar header is corrupt (bad checksum or fields); nothing after it can be trusted.
     Corrupt,
+    /// Listed members after a corrupt header, which could not be checked.
+    Unchecked,
+    /// Data (or a whole hidden member) after the end-of-archive marker.
+    Trailing,
 }
 
 impl std::fmt::Display for Problem {

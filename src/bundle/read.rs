@@ -105,6 +105,9 @@ pub enum SignatureState {
     OtherKey,
     /// Missing while a key was given, unreadable, or not matching the manifest.
     Invalid,
+    /// The bundle is cut short before the signature could be read (or the manifest it signs):
+    /// signed or not is not known.
+    Unreadable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -332,7 +335,14 @@ fn walk(
     // 1. The manifest, first.
     let first = match src.header()? {
         Block::Header(h) => h,
-        Block::End | Block::Eof => return Err(not_bundle("the file is empty".into())),
+        Block::End => {
+            return Err(not_bundle(
+                "it starts with the end-of-archive marker (zero blocks) and holds no member: a \
+                 file of zeros, not a bundle — the copy was never written or is damaged"
+                    .into(),
+            ));
+        }
+        Block::Eof => return Err(not_bundle("the file is empty".into())),
         Block::Partial => return Err(not_bundle("the file is shorter than one tar header".into())),
         Block::Corrupt(why) => return Err(not_bundle(format!("it is not a tar archive ({why})"))),
     };
@@ -355,7 +365,7 @@ fn walk(
             return Ok(Walked {
                 manifest: None,
                 manifest_bytes: Vec::new(),
-                signature: unsigned_status(pubkey.as_ref()),
+                signature: unreadable_status(MANIFEST_PATH),
             });
         }
     };
@@ -375,7 +385,7 @@ fn walk(
                 return Ok(Walked {
                     manifest: None,
                     manifest_bytes,
-                    signature: unsigned_status(pubkey.as_ref()),
+                    signature: unreadable_status(SIGNATURE_PATH),
                 });
             }
         }
@@ -421,11 +431,17 @@ fn walk(
         .as_ref()
         .map_or(MANIFEST_PATH, |_| SIGNATURE_PATH)
         .to_string();
-    let mut cut = false;
+    // What ended the walk early: the file ending (truncation) or a corrupt header.
+    let mut cut: Option<ProblemKind> = None;
     loop {
         let h = match next {
             Block::Header(h) => h,
-            Block::End => break,
+            Block::End => {
+                if let Some(p) = after_the_end(&mut src)? {
+                    sink(p)?;
+                }
+                break;
+            }
             Block::Eof | Block::Partial => {
                 sink(problem(
                     ProblemKind::Truncated,
@@ -436,7 +452,7 @@ fn walk(
                         short_path(&last)
                     ),
                 ))?;
-                cut = true;
+                cut = Some(ProblemKind::Truncated);
                 break;
             }
             Block::Corrupt(why) => {
@@ -449,7 +465,7 @@ fn walk(
                         short_path(&last)
                     ),
                 ))?;
-                cut = true;
+                cut = Some(ProblemKind::Corrupt);
                 break;
             }
         };
@@ -459,7 +475,7 @@ fn walk(
                 sink(p)?;
                 if !src.skip_data(h.size)? {
                     sink(truncated(&name, h.size, None))?;
-                    cut = true;
+                    cut = Some(ProblemKind::Truncated);
                     break;
                 }
             }
@@ -469,7 +485,7 @@ fn walk(
                     let stop = p.kind == ProblemKind::Truncated;
                     sink(p)?;
                     if stop {
-                        cut = true;
+                        cut = Some(ProblemKind::Truncated);
                         break;
                     }
                 }
@@ -479,31 +495,111 @@ fn walk(
         next = src.header()?;
     }
 
-    // 5. Listed but absent.
-    for m in &manifest.members {
-        if !seen.contains(&m.path) {
-            let why = if cut {
-                "the bundle ends before it"
-            } else {
-                "the bundle does not contain it"
-            };
-            sink(problem(
-                ProblemKind::Missing,
-                &m.path,
-                format!(
-                    "bundle member {} ({} bytes) is listed in the manifest but missing: {why} — \
-                     copy the bundle again",
-                    short_path(&m.path),
-                    group_digits(m.size)
-                ),
-            ))?;
+    // 5. Listed but absent: each one named when the walk reached the end; after a cut, one
+    // problem for all of them (the cut is the one thing wrong, and it was reported).
+    let unseen: Vec<&Member> = manifest
+        .members
+        .iter()
+        .filter(|m| !seen.contains(&m.path))
+        .collect();
+    match cut {
+        None => {
+            for m in unseen {
+                sink(problem(
+                    ProblemKind::Missing,
+                    &m.path,
+                    format!(
+                        "bundle member {} ({} bytes) is listed in the manifest but missing: the \
+                         bundle does not contain it — copy the bundle again",
+                        short_path(&m.path),
+                        group_digits(m.size)
+                    ),
+                ))?;
+            }
         }
+        Some(kind) if !unseen.is_empty() => sink(not_reached(kind, &unseen))?,
+        Some(_) => {}
     }
     Ok(Walked {
         manifest: Some(manifest),
         manifest_bytes,
         signature,
     })
+}
+
+/// The members a walk cut short by `kind` (truncation, a corrupt header) never reached.
+fn not_reached(kind: ProblemKind, unseen: &[&Member]) -> Problem {
+    let n = unseen.len();
+    let bytes = unseen.iter().fold(0, |s: u64, m| s.saturating_add(m.size));
+    let members = if n == 1 { "member" } else { "members" };
+    let first = short_path(&unseen[0].path);
+    let (kind, why) = if kind == ProblemKind::Corrupt {
+        (
+            ProblemKind::Unchecked,
+            "could not be checked: they come after the corrupt header",
+        )
+    } else {
+        (
+            ProblemKind::Missing,
+            "are missing: the bundle ends before them",
+        )
+    };
+    problem(
+        kind,
+        &unseen[0].path,
+        format!(
+            "{n} listed {members} ({} bytes, from {first}) {why} — copy the bundle again",
+            group_digits(bytes)
+        ),
+    )
+}
+
+/// What follows the end-of-archive marker: nothing, or zero padding (tar's 10 KiB records),
+/// is fine; anything else was added after the bundle was built, and a tar tool that reads on
+/// past the marker (`tar -i`) would take it for members.
+fn after_the_end(src: &mut TarSource) -> Result<Option<Problem>, BundleError> {
+    let mut block = [0u8; 512];
+    let mut zeros = 0u64;
+    loop {
+        let n = src.fill(&mut block)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if block[..n].iter().all(|&b| b == 0) {
+            zeros += n as u64;
+            continue;
+        }
+        let mut rest = (n - block[..n].iter().take_while(|&&b| b == 0).count()) as u64;
+        let hidden = (n == 512).then(|| parse_header(&block).ok()).flatten();
+        rest += std::io::copy(&mut (&mut src.r).take(u64::MAX), &mut std::io::sink())
+            .map_err(|e| src.io(e))?;
+        let (member, what) = match hidden {
+            Some(h) => (
+                h.display_path(),
+                format!(
+                    "a member {} ({} bytes) is hidden after the end-of-archive marker",
+                    h.display_path(),
+                    group_digits(h.size)
+                ),
+            ),
+            None => (
+                "(after the end of the archive)".to_string(),
+                format!(
+                    "{} bytes follow the end-of-archive marker{}",
+                    group_digits(rest),
+                    if zeros > 0 { " and its padding" } else { "" }
+                ),
+            ),
+        };
+        return Ok(Some(problem(
+            ProblemKind::Trailing,
+            &member,
+            format!(
+                "{what}: something was appended to the bundle after it was built — this bundle \
+                 was tampered with or badly copied; rebuild it or copy it again"
+            ),
+        )));
+    }
 }
 
 fn truncated(member: &str, size: u64, got: Option<u64>) -> Problem {
@@ -835,8 +931,14 @@ pub(crate) fn manifest_problems(m: &BundleManifest) -> Vec<Problem> {
     out
 }
 
-fn unsigned_status(pubkey: Option<&minisign::PublicKey>) -> SignatureStatus {
-    signature_status(pubkey, &[], None)
+/// The bundle ends inside `member` (the manifest or the signature): whether it is signed, and
+/// by whom, cannot be known.
+fn unreadable_status(member: &str) -> SignatureStatus {
+    SignatureStatus {
+        state: SignatureState::Unreadable,
+        key_id: None,
+        message: format!("not known: the bundle is cut short inside {member}"),
+    }
 }
 
 fn signature_status(

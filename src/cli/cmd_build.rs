@@ -55,6 +55,16 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
         .map(|k| SignKey::load(k, std::env::var("SPARKGAP_SIGN_PASSWORD").ok()))
         .transpose()?;
     let cache = BlobCache::open(args.cache.clone())?;
+    super::paths::refuse_clobbering_spec(
+        "-o",
+        &args.out,
+        &spec,
+        &[
+            ("the lock (--lock)", Some(&args.lock)),
+            ("the signing key (--sign-key)", args.sign_key.as_deref()),
+        ],
+        cache.root(),
+    )?;
     let progress = super::progress::for_terminal(g);
     let Built {
         pulled,

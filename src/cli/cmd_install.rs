@@ -21,9 +21,10 @@ pub struct InstallArgs {
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  sudo sparkgap uninstall --keep-data   # keep the cluster's state and volumes\n  sudo sparkgap uninstall --yes         # delete them too, without asking\n\nOn a terminal, uninstall asks before deleting k3s's data; without one it needs --yes or\n--keep-data. Exit codes: 0 ok, 2 neither flag and no terminal (or the question answered no),\n3 not root, mounts under the data, I/O."
+    after_help = "Examples:\n  sudo sparkgap uninstall --keep-data   # keep the cluster's state and volumes\n  sudo sparkgap uninstall --yes         # delete them too, without asking\n  sparkgap uninstall --root /tmp/stage --yes --remove-modified\n\nOn a terminal, uninstall asks before deleting k3s's data; without one it needs --yes or\n--keep-data. Files changed since install (an edited config.yaml, a replaced kubectl) are kept\nand listed as modified, unless --remove-modified. An interrupted install's staging is removed.\nExit codes: 0 ok, 2 neither flag and no terminal (or the question answered no),\n3 not root, another sparkgap changing the root, mounts under the data, I/O."
 )]
 pub struct UninstallArgs {
+    /// Remove what was installed under this root instead of /.
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub root: PathBuf,
     /// Keep k3s's data (/var/lib/rancher/k3s, /etc/rancher/k3s, /var/lib/kubelet) and volumes.
@@ -32,6 +33,9 @@ pub struct UninstallArgs {
     /// Delete k3s's data and volumes too, without asking.
     #[arg(long, short = 'y', conflicts_with = "keep_data")]
     pub yes: bool,
+    /// Also remove the files changed since install (kept and listed as modified otherwise).
+    #[arg(long)]
+    pub remove_modified: bool,
 }
 
 /// Whether to keep k3s's data: the flags say, or the person at the terminal does. Deleting a
@@ -90,10 +94,19 @@ pub fn run(args: InstallArgs, g: &Global) -> anyhow::Result<u8> {
 }
 
 pub fn run_uninstall(args: UninstallArgs, g: &Global) -> anyhow::Result<u8> {
-    let report = install::uninstall(&args.root, keep_data(&args)?)?;
+    let opts = install::UninstallOptions {
+        keep_data: keep_data(&args)?,
+        remove_modified: args.remove_modified,
+    };
+    let report = install::uninstall(&args.root, opts)?;
     if g.output == Output::Json {
         super::print_json(&report)?;
-    } else if !report.installed {
+        return Ok(super::exit::OK);
+    }
+    for s in &report.staging_removed {
+        outln!("removed {s}: the staging of an interrupted install");
+    }
+    if !report.installed {
         outln!(
             "nothing to uninstall: no {} under {}",
             install::RECORD_PATH,
@@ -128,6 +141,7 @@ pub fn run_uninstall(args: UninstallArgs, g: &Global) -> anyhow::Result<u8> {
                 errln!("warning: {p}");
             }
         }
+        modified_report(&report);
         if report.data_removed.is_empty() {
             outln!("k3s data kept");
         } else {
@@ -135,6 +149,28 @@ pub fn run_uninstall(args: UninstallArgs, g: &Global) -> anyhow::Result<u8> {
         }
     }
     Ok(super::exit::OK)
+}
+
+/// The files changed since install: kept (the default) or removed with `--remove-modified`.
+fn modified_report(report: &install::UninstallReport) {
+    if report.modified.is_empty() {
+        return;
+    }
+    let kept: Vec<&String> = report
+        .modified
+        .iter()
+        .filter(|m| !report.removed.contains(m))
+        .collect();
+    let n = report.modified.len();
+    let files = if n == 1 { "file" } else { "files" };
+    if kept.is_empty() {
+        outln!("removed {n} {files} changed since install (--remove-modified)");
+    } else {
+        outln!("kept {n} {files} changed since install (remove them too with --remove-modified):");
+    }
+    for m in &report.modified {
+        outln!("  modified {m}");
+    }
 }
 
 #[cfg(test)]

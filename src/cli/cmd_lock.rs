@@ -43,6 +43,13 @@ pub fn run(args: LockArgs, g: &Global) -> anyhow::Result<u8> {
     let spec = SpecFile::read(&args.spec.file)?;
     spec.check_files()?;
     let cache = BlobCache::open(args.cache)?;
+    super::paths::refuse_clobbering_spec(
+        "-o",
+        &args.out,
+        &spec,
+        &[("the helm binary (--helm)", args.helm.as_deref())],
+        cache.root(),
+    )?;
     let registry = Registry::new(args.registry.config())?;
     let progress = super::progress::for_terminal(g);
     // Tanka environments are evaluated first: their images are locked too, and a broken

@@ -26,16 +26,20 @@ pub mod plan;
 pub mod platform;
 pub mod record;
 pub mod render;
+mod root_lock;
 mod stage;
 pub mod start;
+mod uninstall;
 
 use crate::bundle::read::{ReadOptions, read_bundle};
 use crate::failure::FailureKind;
 pub use fsops::fault;
 pub use plan::{Action, FileChange};
 pub use record::{RECORD_PATH, Record};
+pub use root_lock::{LOCK_PATH, RootLock};
+pub use uninstall::{UninstallOptions, UninstallReport, uninstall};
 
-const STATE_DIR: &str = "var/lib/sparkgap";
+pub(crate) const STATE_DIR: &str = "var/lib/sparkgap";
 /// k3s's state, removed by uninstall unless `--keep-data`.
 pub const DATA_DIRS: [&str; 3] = ["var/lib/rancher/k3s", "etc/rancher/k3s", "var/lib/kubelet"];
 
@@ -65,10 +69,12 @@ pub enum InstallError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Lock(#[from] LockError),
+    #[error("{action} needs root (running as uid {uid})\n  help: run it with sudo{}", if .action.starts_with("installing") { ", or stage into a directory with --root DIR" } else { "" })]
+    NotRoot { uid: u32, action: &'static str },
     #[error(
-        "installing to / needs root (running as uid {uid})\n  help: run with sudo, or stage into a directory with --root DIR"
+        "another sparkgap ({holder}) is changing {root}; nothing was changed\n  help: wait until it has finished, then run this again"
     )]
-    NotRoot { uid: u32 },
+    Busy { root: String, holder: String },
     #[error("cannot install here: {0}")]
     Platform(String),
     #[error("cannot run k3s here: {0}")]
@@ -119,6 +125,7 @@ impl InstallError {
             | InstallError::Io { .. }
             | InstallError::Record(_)
             | InstallError::Conflict { .. }
+            | InstallError::Busy { .. }
             | InstallError::Systemd { .. }
             | InstallError::Mounted { .. }
             | InstallError::Host(_) => FailureKind::Environment,
@@ -158,6 +165,10 @@ pub struct InstallReport {
     /// charts stage of `up`.
     #[serde(skip)]
     pub charts: Vec<(String, Vec<u8>)>,
+    /// The root's lock, held as long as the report lives: `up` keeps it across apply and
+    /// verify, so no other sparkgap changes the node in between.
+    #[serde(skip)]
+    pub root_lock: Option<RootLock>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -198,12 +209,16 @@ fn is_system_root(root: &Path) -> bool {
     root.canonicalize().is_ok_and(|p| p == Path::new("/"))
 }
 
-fn require_root() -> Result<(), InstallError> {
+/// Root is needed for `action` (what the message says: "installing to /").
+fn require_root(action: &'static str) -> Result<(), InstallError> {
     let uid = rustix::process::geteuid();
     if uid.is_root() {
         Ok(())
     } else {
-        Err(InstallError::NotRoot { uid: uid.as_raw() })
+        Err(InstallError::NotRoot {
+            uid: uid.as_raw(),
+            action,
+        })
     }
 }
 
@@ -241,9 +256,10 @@ fn images_source(m: &BundleManifest) -> String {
     crate::digest::sha256_digest(text.as_bytes())
 }
 
-/// Free bytes on the filesystem holding `path` (its nearest existing ancestor).
+/// Free bytes on the filesystem holding `path` (its nearest existing ancestor; a relative path
+/// that does not exist yet, `--root staging`, is under the current directory).
 fn free_space(path: &Path) -> std::io::Result<(PathBuf, u64)> {
-    let mut p = path.to_path_buf();
+    let mut p = std::path::absolute(path)?;
     while !p.exists() {
         if !p.pop() {
             break;
@@ -319,11 +335,15 @@ pub fn install(
     let root = opts.root.as_path();
     let at_slash = is_system_root(root);
     if at_slash {
-        require_root()?;
+        require_root("installing to /")?;
         let [v4, v6] =
             platform::ROUTE_TABLES.map(|p| std::fs::read_to_string(p).unwrap_or_default());
         platform::check_default_route(&v4, &v6).map_err(InstallError::Host)?;
     }
+    // Read twice (the manifest ahead, then the verifying pass): a pipe would be consumed by
+    // the first read. Refused before the root is touched.
+    crate::input::open_regular("bundle", bundle).map_err(BundleError::from)?;
+    let root_lock = RootLock::acquire(root, true)?;
     let previous = Record::read(root).map_err(InstallError::Record)?;
     let peek = peek_manifest(bundle);
     let (host_os, host_arch) = platform::host();
@@ -496,6 +516,7 @@ pub fn install(
         files_ms,
         tanka,
         charts,
+        root_lock,
     })
 }
 
@@ -672,131 +693,4 @@ fn desired_files(
         false,
     ));
     Ok(out)
-}
-
-/// What `uninstall` removed.
-#[derive(Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UninstallReport {
-    pub root: PathBuf,
-    /// A record was found (false: nothing was installed here).
-    pub installed: bool,
-    pub removed: Vec<String>,
-    /// Listed in the record but already gone.
-    pub missing: Vec<String>,
-    pub data_removed: Vec<String>,
-    pub stopped: bool,
-    /// What k3s left running and was stopped (at `/` only): its containers, their mounts, the
-    /// pod network, the firewall rules.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub killed: Option<killall::Killed>,
-}
-
-/// Directories never removed even when uninstall leaves them empty.
-const KEEP_DIRS: [&str; 9] = [
-    "etc",
-    "etc/systemd",
-    "etc/systemd/system",
-    "usr",
-    "usr/local",
-    "usr/local/bin",
-    "var",
-    "var/lib",
-    "etc/rancher",
-];
-
-/// Remove exactly what the install record lists, the record, the directories sparkgap's files
-/// leave empty, and k3s's data directories unless `keep_data`.
-pub fn uninstall(root: &Path, keep_data: bool) -> Result<UninstallReport, InstallError> {
-    let at_slash = is_system_root(root);
-    let mut report = UninstallReport {
-        root: root.to_path_buf(),
-        ..Default::default()
-    };
-    if at_slash {
-        require_root()?;
-    }
-    let Some(rec) = Record::read(root).map_err(InstallError::Record)? else {
-        return Ok(report);
-    };
-    report.installed = true;
-    if at_slash {
-        // The unit may already be gone (a half-finished uninstall): not an error.
-        report.stopped = start::systemctl(&["disable", "--now", "k3s"]).is_ok();
-        // KillMode=process left the containers running, with their mounts under k3s's and the
-        // kubelet's directories: stop them as k3s's own k3s-killall.sh does, before anything
-        // is deleted.
-        report.killed = Some(killall::killall());
-    }
-    if !keep_data {
-        for d in DATA_DIRS {
-            check_no_mounts(&root.join(d))?;
-        }
-    }
-    let io = |path: &Path, op: &'static str| {
-        let path = path.display().to_string();
-        move |source| InstallError::Io { path, op, source }
-    };
-    let mut parents = std::collections::BTreeSet::new();
-    for f in &rec.files {
-        let p = root.join(&f.path);
-        match std::fs::remove_file(&p) {
-            Ok(()) => {
-                fault::step();
-                report.removed.push(f.path.clone());
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                report.missing.push(f.path.clone())
-            }
-            Err(e) => return Err(io(&p, "remove file")(e)),
-        }
-        let mut parent = Path::new(&f.path).parent();
-        while let Some(d) = parent.filter(|d| !d.as_os_str().is_empty()) {
-            parents.insert(d.to_path_buf());
-            parent = d.parent();
-        }
-    }
-    let record_path = root.join(RECORD_PATH);
-    std::fs::remove_file(&record_path).map_err(io(&record_path, "remove install record"))?;
-    if !keep_data {
-        for d in DATA_DIRS {
-            let p = root.join(d);
-            if p.exists() {
-                std::fs::remove_dir_all(&p).map_err(io(&p, "remove k3s data"))?;
-                report.data_removed.push(d.to_string());
-            }
-        }
-    }
-    // Deepest first; a directory that still holds anything (someone else's) stays.
-    for d in parents.iter().rev() {
-        if KEEP_DIRS.iter().any(|k| Path::new(k) == d) {
-            continue;
-        }
-        let _ = std::fs::remove_dir(root.join(d));
-    }
-    Ok(report)
-}
-
-/// Refuse to delete under live mounts (pod volumes, k3s's own): `remove_dir_all` would follow
-/// into them and delete data that is not k3s's.
-fn check_no_mounts(dir: &Path) -> Result<(), InstallError> {
-    let Ok(dir) = dir.canonicalize() else {
-        return Ok(());
-    };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Ok(());
-    };
-    let mounts: Vec<&str> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| Path::new(m).starts_with(&dir))
-        .collect();
-    if mounts.is_empty() {
-        Ok(())
-    } else {
-        Err(InstallError::Mounted {
-            path: dir.display().to_string(),
-            mounts: mounts.join(", "),
-        })
-    }
 }

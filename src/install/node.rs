@@ -27,6 +27,20 @@ pub fn apply(
     external: stages::External,
 ) -> Result<ApplyReport, StageError> {
     let node = NodeRegistries::detect(root);
+    // Only a run that may rewrite the node's files takes the root's lock; one that cannot
+    // (not root) rewrites nothing either.
+    let _lock = match (&node, flags.dry_run) {
+        (Some(_), false) => match super::RootLock::acquire(root, false) {
+            Ok(lock) => lock,
+            Err(super::InstallError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                None
+            }
+            Err(e) => return Err(StageError::HostBusy(e.to_string())),
+        },
+        _ => None,
+    };
     let opts = ApplyOptions {
         dry_run: flags.dry_run,
         prune_namespaces: flags.prune_namespaces,

@@ -324,19 +324,23 @@ impl Read for Counted<'_, '_> {
     }
 }
 
-/// Remove staging directories and temp files a killed run left behind.
-pub fn remove_stale_staging(state_dir: &Path) -> io::Result<()> {
+/// Remove the staging directories a killed or interrupted run left behind (the caller holds the
+/// root's lock: none belongs to a live run). Returns their paths under the root.
+pub fn remove_stale_staging(state_dir: &Path) -> io::Result<Vec<String>> {
     let entries = match fs::read_dir(state_dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
+    let mut removed = Vec::new();
     for e in entries {
         let e = e?;
-        let name = e.file_name();
-        if name.to_string_lossy().starts_with("staging-") && e.file_type()?.is_dir() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("staging-") && e.file_type()?.is_dir() {
             fs::remove_dir_all(e.path())?;
+            removed.push(format!("{}/{name}", super::STATE_DIR));
         }
     }
-    Ok(())
+    removed.sort();
+    Ok(removed)
 }

@@ -49,9 +49,16 @@ impl BlobCache {
 
     /// True when the blob is present with the expected size (contents were verified on insert).
     pub fn has(&self, digest: &str, size: u64) -> bool {
+        self.size_of(digest) == Some(size)
+    }
+
+    /// The size of the cache's file for `digest`, when there is one: a file of another size than
+    /// the lock's is damaged (cut short, or written into by hand), not missing.
+    pub fn size_of(&self, digest: &str) -> Option<u64> {
         self.path(digest)
             .and_then(|p| std::fs::metadata(p).ok())
-            .is_some_and(|m| m.is_file() && m.len() == size)
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
     }
 
     /// Directory for partial downloads: inside the root so the final rename never crosses a

@@ -107,7 +107,7 @@ pub enum OciError {
         message: String,
     },
     #[error(
-        "--offline: {} blob(s) missing from the cache {cache}:\n{}\n  help: run `sparkgap build` once without --offline, or fill the cache (e.g. from the Nix flake)",
+        "--offline: {} blob(s) missing from or damaged in the cache {cache}:\n{}\n  help: run `sparkgap build` once without --offline (it fetches them again), or fill the cache (e.g. from the Nix flake)",
         .missing.len(),
         .missing.iter().map(|(owner, d)| format!("  {d} ({owner})")).collect::<Vec<_>>().join("\n")
     )]

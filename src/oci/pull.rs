@@ -237,12 +237,19 @@ impl PullPlan {
         if self.missing.is_empty() {
             return Ok(());
         }
+        let described = |b: &NeededBlob| match cache.size_of(&b.descriptor.digest) {
+            Some(held) => format!(
+                "{}; the cache's copy is damaged: {} bytes where the lock says {}, delete it",
+                b.owner, held, b.descriptor.size
+            ),
+            None => b.owner.clone(),
+        };
         Err(OciError::Offline {
             cache: cache.root().display().to_string(),
             missing: self
                 .missing
                 .iter()
-                .map(|b| (b.owner.clone(), b.descriptor.digest.clone()))
+                .map(|b| (described(b), b.descriptor.digest.clone()))
                 .collect(),
         })
     }

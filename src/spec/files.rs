@@ -18,6 +18,14 @@ struct Named<'a> {
 }
 
 impl SpecFile {
+    /// Every file the spec names, by field, at its path beside the spec.
+    pub fn named_paths(&self) -> Vec<(String, PathBuf)> {
+        self.named_files()
+            .into_iter()
+            .map(|n| (n.field, self.base_dir().join(n.path)))
+            .collect()
+    }
+
     fn named_files(&self) -> Vec<Named<'_>> {
         let s = &self.appliance.spec;
         let mut out = Vec::new();

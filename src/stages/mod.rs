@@ -165,6 +165,9 @@ pub enum StageError {
     Cluster(#[from] crate::cluster::ClusterError),
     #[error("cannot rewrite /etc/rancher/k3s/registries.yaml and restart k3s: {0}")]
     HostRegistry(String),
+    /// The node's root cannot be had for this run (another sparkgap is changing it).
+    #[error("{0}")]
+    HostBusy(String),
     /// The spec changes fields the API server refuses to change; found before anything was
     /// applied, so nothing was.
     #[error("{}", immutable_message(.conflicts, *.replace))]
