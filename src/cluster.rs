@@ -64,6 +64,28 @@ pub fn kubeconfig_path(explicit: Option<&Path>) -> Result<PathBuf, ClusterError>
     Err(ClusterError::NoKubeconfig)
 }
 
+/// The API server the last `connect` reached for, and through which kubeconfig: what a
+/// transport error must name (kube's client does not say where it was going). One process
+/// talks to one cluster at a time.
+static TARGET: Mutex<Option<String>> = Mutex::new(None);
+
+/// A kube error in an operator's words: the API server's own message and code for an answer;
+/// for no answer, the server and kubeconfig and the innermost cause ("Connection refused"),
+/// not kube's and hyper's wrappers ("ServiceError: client error (Connect)").
+pub fn describe(e: &kube::Error) -> String {
+    if let kube::Error::Api(s) = e {
+        return format!("{} ({} {})", s.message, s.code, s.reason);
+    }
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    match TARGET.lock().ok().and_then(|t| t.clone()) {
+        Some(target) => format!("no answer from {target}: {cause}"),
+        None => format!("no answer from the API server: {cause}"),
+    }
+}
+
 /// A client for the cluster named by the kubeconfig (see `kubeconfig_path`).
 pub async fn connect(explicit: Option<&Path>) -> Result<kube::Client, ClusterError> {
     let path = kubeconfig_path(explicit)?;
@@ -77,6 +99,13 @@ pub async fn connect(explicit: Option<&Path>) -> Result<kube::Client, ClusterErr
     let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .map_err(|e| err(e.to_string()))?;
+    if let Ok(mut t) = TARGET.lock() {
+        *t = Some(format!(
+            "{} (kubeconfig {})",
+            config.cluster_url,
+            path.display()
+        ));
+    }
     kube::Client::try_from(config).map_err(|e| err(e.to_string()))
 }
 

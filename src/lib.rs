@@ -20,6 +20,7 @@ pub mod spec;
 pub mod stages;
 pub mod tanka;
 pub mod verify;
+pub mod words;
 pub mod workload;
 
 /// The integration tests' skip helper, for the unit tests that cannot run on every machine: a

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::failure::FailureKind;
 use crate::spec::{Appliance, Platform};
 
+pub mod summary;
 pub mod system;
 
 /// 2: k3s's own images (`k3s.imagesUrl`, `k3s.imageList`, `images[].system`).

@@ -935,18 +935,25 @@ fn apply_without_a_reachable_cluster_exits_3() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("cannot reach the API server"), "{stderr}");
+    // Issue 23: where it tried, in words (not "ServiceError: client error (Connect)").
+    assert!(
+        stderr.contains("https://127.0.0.1:1/") && stderr.contains(&kc.display().to_string()),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ServiceError"), "{stderr}");
 
+    // A kubeconfig given that is not there is a bad argument (the input-file rule, docs/cli.md).
     let out = assert_cmd::Command::cargo_bin("sparkgap")
         .unwrap()
         .args(["apply", "-f", "tests/fixtures/minimal.yaml", "--kubeconfig"])
         .arg(dir.path().join("missing"))
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("kubeconfig") && stderr.contains("does not exist"),
+        "{stderr}"
     );
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Modules every module may use.
 const BOTTOM: &[&str] = &[
-    "digest", "failure", "input", "progress", "cluster", "runtime",
+    "digest", "failure", "input", "progress", "cluster", "runtime", "words",
 ];
 
 /// Core module → the modules above the bottom floor it may use.
@@ -34,6 +34,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("digest", &[]),
     ("failure", &[]),
     ("input", &[]),
+    ("words", &[]),
     ("progress", &[]),
     ("cluster", &[]),
 ];
@@ -147,6 +148,66 @@ fn no_command_uses_another_command() {
             let before = text[..i].chars().next_back();
             if other != name && before.is_none_or(|c| !c.is_alphanumeric() && c != '_') {
                 broken.push(format!("{} uses {other}", path.display()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
+/// The submodules a file of a module directory names through `super::` (`super::checks`,
+/// `super::{report, workload}`), its own module excluded.
+fn used_siblings(text: &str) -> BTreeSet<String> {
+    let mut used = BTreeSet::new();
+    for (i, _) in text.match_indices("super::") {
+        let rest = &text[i + "super::".len()..];
+        let group = match rest.strip_prefix('{') {
+            Some(g) => &g[..g.find('}').unwrap_or(g.len())],
+            None => rest,
+        };
+        for part in group.split(',') {
+            let name: String = part
+                .trim()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            // A submodule, not an item of the parent (types are CamelCase).
+            if name.chars().next().is_some_and(|c| c.is_ascii_lowercase()) {
+                used.insert(name);
+            }
+            if !rest.starts_with('{') {
+                break;
+            }
+        }
+    }
+    used
+}
+
+/// Issue 23: `verify/checks.rs` and `verify/workload.rs` imported each other. No two files of
+/// one module directory may: one of them is the lower one.
+#[test]
+fn no_two_submodules_use_each_other() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut broken = Vec::new();
+    for e in std::fs::read_dir(&src).expect("read src") {
+        let dir = e.expect("entry").path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let mut uses = std::collections::BTreeMap::new();
+        for f in std::fs::read_dir(&dir).expect("read module dir") {
+            let p = f.expect("entry").path();
+            let Some(stem) = p.file_stem().map(|s| s.to_string_lossy().to_string()) else {
+                continue;
+            };
+            if p.extension().is_some_and(|x| x == "rs") && stem != "mod" {
+                uses.insert(stem, used_siblings(&code(&p)));
+            }
+        }
+        for (a, used) in &uses {
+            for b in used {
+                if a < b && uses.get(b).is_some_and(|u| u.contains(a)) {
+                    broken.push(format!("{}: {a} and {b} use each other", dir.display()));
+                }
             }
         }
     }

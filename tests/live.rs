@@ -244,7 +244,7 @@ fn default_appliance_applies_and_its_api_checks_pass_on_a_live_api_server() {
     // can check only the objects outside them; each object inside one is reported skipped,
     // saying why. Nothing is created.
     let fresh = apply(&cp, &spec, &["--dry-run"]);
-    assert_eq!(fresh["dry_run"], true);
+    assert_eq!(fresh["dryRun"], true);
     for (key, (result, reason)) in entries(&fresh) {
         let inside = key
             .1

@@ -177,7 +177,7 @@ fn timings(report: &Value) -> String {
         let ms = report["verify"]["checks"]
             .as_array()
             .and_then(|a| a.iter().find(|c| c["name"] == name.as_str()))
-            .and_then(|c| c["duration_ms"].as_u64())
+            .and_then(|c| c["durationMs"].as_u64())
             .unwrap_or(0);
         line.push_str(&format!("; {name} {status} {:.1} s", ms as f64 / 1000.0));
     }

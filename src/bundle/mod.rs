@@ -145,8 +145,8 @@ pub enum BundleError {
     Damaged { path: String, problem: Problem },
     /// Building needs blobs the cache does not hold.
     #[error(
-        "the blob cache {cache} lacks {} blob(s) the lock needs:\n  {}\n  help: run `sparkgap build` without --offline where the registries are reachable, or fill the cache",
-        .missing.len(),
+        "the blob cache {cache} lacks {} the lock needs:\n  {}\n  help: run `sparkgap build` without --offline where the registries are reachable, or fill the cache",
+        crate::words::count(.missing.len() as u64, "blob"),
         .missing.join("\n  ")
     )]
     MissingBlobs { cache: String, missing: Vec<String> },
@@ -215,18 +215,7 @@ pub fn member_path_problem(path: &str) -> Option<&'static str> {
     None
 }
 
-/// Size with thin-space-free digit groups as STYLE.md shows them: `1 048 576`.
-pub fn group_digits(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(' ');
-        }
-        out.push(c);
-    }
-    out
-}
+pub use crate::words::group_digits;
 
 /// A member path shortened for messages: blob names keep 12 hex digits and an ellipsis.
 pub fn short_path(path: &str) -> String {
@@ -263,12 +252,5 @@ mod tests {
         ] {
             assert_eq!(member_path_problem(good), None, "{good:?} refused");
         }
-    }
-
-    #[test]
-    fn digits_are_grouped() {
-        assert_eq!(group_digits(1_048_576), "1 048 576");
-        assert_eq!(group_digits(999), "999");
-        assert_eq!(group_digits(1000), "1 000");
     }
 }

@@ -553,8 +553,8 @@ pub fn quota_warnings(
             .any(|k| q.hard.contains_key(*k));
         if on_requests && demand.unrequested > 0 {
             out.push(warn(format!(
-                "{} container(s) set no CPU or memory request and the namespace has no default; the quota makes the API refuse their pods (set requests in the chart's values, or spec.quotas[].limits.defaultRequest)",
-                demand.unrequested
+                "{} set no CPU or memory request and the namespace has no default; the quota makes the API refuse their pods (set requests in the chart's values, or spec.quotas[].limits.defaultRequest)",
+                crate::words::count(demand.unrequested, "container")
             )));
         }
     }

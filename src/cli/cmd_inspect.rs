@@ -116,8 +116,8 @@ fn render_text(r: &InspectReport) -> String {
         s.push_str("result      intact: every member present with its size and sha256\n");
     } else {
         s.push_str(&format!(
-            "result      DAMAGED: {} problem(s)\n",
-            r.problems.len()
+            "result      DAMAGED: {}\n",
+            crate::words::count(r.problems.len() as u64, "problem")
         ));
         for p in &r.problems {
             s.push_str(&format!("  - {}\n", p.message));

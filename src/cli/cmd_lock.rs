@@ -1,14 +1,13 @@
 //! `sparkgap lock`: pin every input of a spec by digest (`oci::resolve`) and write the lock.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
 use super::{Global, Output, RegistryOpts, SpecArg};
-use crate::bundle::group_digits;
-use crate::lock::Lock;
+use crate::lock::summary::LockSummary;
 use crate::oci::{self, BlobCache, Registry};
 use crate::spec::SpecFile;
 
@@ -87,170 +86,27 @@ pub fn run(args: LockArgs, g: &Global) -> anyhow::Result<u8> {
     for w in &warnings {
         errln!("warning: {w}");
     }
-    let mut summary = LockSummary::new(&args.out, &lock);
-    summary.quota_warnings = charts.quota;
-    summary.warnings = warnings;
+    let summary = LockSummary::new(&args.out, &lock);
     if g.output == Output::Json {
-        super::print_json(&summary)?;
+        super::print_json(&LockReport {
+            summary: &summary,
+            quota_warnings: &charts.quota,
+            warnings: &warnings,
+        })?;
     } else {
-        summary.print_text();
+        out!("{}", summary.to_text());
     }
     Ok(super::exit::OK)
 }
 
+/// `--output json`: the lock's summary and what `lock` warned about.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct LockSummary {
-    lock: String,
-    platform: String,
-    k3s: K3sSummary,
-    images: Vec<ImageSummary>,
-    charts: Vec<ChartSummary>,
+struct LockReport<'a> {
+    #[serde(flatten)]
+    summary: &'a LockSummary,
     /// Charts whose rendered pods would not fit their namespace's quota.
-    quota_warnings: Vec<crate::charts::QuotaWarning>,
+    quota_warnings: &'a [crate::charts::QuotaWarning],
     /// Other warnings (an index without a digest, a chart too big for helm-controller).
-    warnings: Vec<String>,
-    /// Distinct blobs (k3s included) and their total size.
-    blobs: usize,
-    bytes: u64,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ChartSummary {
-    name: String,
-    chart: String,
-    version: String,
-    source: String,
-    digest: String,
-    size: u64,
-    dependencies: Vec<String>,
-    /// The images its pod templates run (`helm template`), by reference.
-    images: Vec<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct K3sSummary {
-    version: String,
-    digest: String,
-    size: u64,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ImageSummary {
-    name: String,
-    /// One of k3s's own images (from its release's image list).
-    system: bool,
-    /// The chart or Tanka environment that runs it (not listed in spec.images).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    found_in: Option<String>,
-    reference: String,
-    image_name: String,
-    resolved_digest: String,
-    manifest_digest: String,
-    layers: usize,
-    size: u64,
-}
-
-impl LockSummary {
-    fn new(path: &Path, lock: &Lock) -> LockSummary {
-        let all = lock.all_blobs();
-        LockSummary {
-            lock: path.display().to_string(),
-            platform: lock.platform.to_string(),
-            k3s: K3sSummary {
-                version: lock.k3s.version.clone(),
-                digest: lock.k3s.digest.clone(),
-                size: lock.k3s.size,
-            },
-            images: lock
-                .images
-                .iter()
-                .map(|i| ImageSummary {
-                    name: i.name.clone(),
-                    system: i.system,
-                    found_in: i.origin().map(|o| o.to_string()),
-                    reference: i.reference.clone(),
-                    image_name: i.image_name.clone(),
-                    resolved_digest: i.resolved_digest.clone(),
-                    manifest_digest: i.manifest.digest.clone(),
-                    layers: i.layers.len(),
-                    size: i.size(),
-                })
-                .collect(),
-            charts: lock
-                .charts
-                .iter()
-                .map(|c| ChartSummary {
-                    name: c.name.clone(),
-                    chart: c.chart.clone(),
-                    version: c.version.clone(),
-                    source: c.url.clone().or_else(|| c.path.clone()).unwrap_or_default(),
-                    digest: c.digest.clone(),
-                    size: c.size,
-                    dependencies: c
-                        .dependencies
-                        .iter()
-                        .map(|d| format!("{} {}", d.name, d.version))
-                        .collect(),
-                    images: c.images.clone(),
-                })
-                .collect(),
-            quota_warnings: Vec::new(),
-            warnings: Vec::new(),
-            blobs: all.len(),
-            bytes: all.iter().map(|d| d.size).sum(),
-        }
-    }
-
-    fn print_text(&self) {
-        outln!("wrote {} for {}", self.lock, self.platform);
-        outln!(
-            "  k3s {}  {}  {} bytes",
-            self.k3s.version,
-            self.k3s.digest,
-            group_digits(self.k3s.size)
-        );
-        for system in [false, true] {
-            let rows: Vec<_> = self.images.iter().filter(|i| i.system == system).collect();
-            if system && !rows.is_empty() {
-                outln!("  k3s's own images:");
-            }
-            for i in rows {
-                outln!(
-                    "  {}  {}  {}  ({} layers, {} bytes)",
-                    i.name,
-                    i.image_name,
-                    i.manifest_digest,
-                    i.layers,
-                    group_digits(i.size)
-                );
-            }
-        }
-        for c in &self.charts {
-            outln!(
-                "  chart {}: {} {}  {}  ({} bytes){}",
-                c.name,
-                c.chart,
-                c.version,
-                c.digest,
-                group_digits(c.size),
-                if c.dependencies.is_empty() {
-                    String::new()
-                } else {
-                    format!(", with {}", c.dependencies.join(", "))
-                }
-            );
-            for i in &c.images {
-                outln!("    runs {i}");
-            }
-        }
-        outln!(
-            "{} blobs, {} bytes in total",
-            self.blobs,
-            group_digits(self.bytes)
-        );
-    }
+    warnings: &'a [String],
 }

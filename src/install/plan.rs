@@ -112,8 +112,14 @@ pub struct FileChange {
     /// See `RecordedFile::built_from`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub built_from: Option<String>,
+    /// In the report as `ls -l` and chmod write it: `"0644"` (0 for a link).
+    #[serde(serialize_with = "octal")]
     pub mode: u32,
     pub k3s_reads: bool,
+}
+
+fn octal<S: serde::Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{mode:04o}"))
 }
 
 /// Does `target` already hold a regular file with this mode and contents?

@@ -82,7 +82,7 @@ pub enum OciError {
         reference: String,
         message: String,
     },
-    #[error("{owner}: blob {digest}: download failed after {attempts} attempt(s): {message}")]
+    #[error("{owner}: blob {digest}: download failed after {}: {message}", crate::words::count(*.attempts, "attempt"))]
     Transfer {
         owner: String,
         digest: String,
@@ -90,7 +90,8 @@ pub enum OciError {
         message: String,
     },
     #[error(
-        "{owner}: blob {digest}: the bytes served do not match: expected {digest} ({expected_size} bytes), got {actual} ({actual_size} bytes) after {attempts} attempt(s); nothing was stored\n  help: the registry or a proxy serves corrupt data; the lock may also have been edited by hand"
+        "{owner}: blob {digest}: the bytes served do not match: expected {digest} ({expected_size} bytes), got {actual} ({actual_size} bytes) after {}; nothing was stored\n  help: the registry or a proxy serves corrupt data; the lock may also have been edited by hand",
+        crate::words::count(*.attempts, "attempt")
     )]
     DigestMismatch {
         owner: String,
@@ -100,15 +101,15 @@ pub enum OciError {
         actual_size: u64,
         attempts: u32,
     },
-    #[error("{url}: download failed after {attempts} attempt(s): {message}")]
+    #[error("{url}: download failed after {}: {message}", crate::words::count(*.attempts, "attempt"))]
     Download {
         url: String,
         attempts: u32,
         message: String,
     },
     #[error(
-        "--offline: {} blob(s) missing from or damaged in the cache {cache}:\n{}\n  help: run `sparkgap build` once without --offline (it fetches them again), or fill the cache (e.g. from the Nix flake)",
-        .missing.len(),
+        "--offline: {} missing from or damaged in the cache {cache}:\n{}\n  help: run `sparkgap build` once without --offline (it fetches them again), or fill the cache (e.g. from the Nix flake)",
+        crate::words::count(.missing.len() as u64, "blob"),
         .missing.iter().map(|(owner, d)| format!("  {d} ({owner})")).collect::<Vec<_>>().join("\n")
     )]
     Offline {

@@ -725,7 +725,7 @@ mod tests {
         assert_eq!(plan.missing.len(), 7);
         let err = plan.ensure_complete(&cache).expect_err("missing");
         let msg = err.to_string();
-        assert!(msg.contains("7 blob(s) missing"), "{msg}");
+        assert!(msg.contains("7 blobs missing"), "{msg}");
         assert!(
             msg.contains(&format!("{} (image b)", d(10, 0).digest)),
             "{msg}"

@@ -281,7 +281,12 @@ impl Registry {
         let body = self
             .get_limited(url, MAX_IMAGE_LIST)
             .await
-            .map_err(|(m, attempts)| err(format!("{m} (after {attempts} attempt(s))")))?;
+            .map_err(|(m, attempts)| {
+                err(format!(
+                    "{m} (after {})",
+                    crate::words::count(attempts, "attempt")
+                ))
+            })?;
         String::from_utf8(body).map_err(|_| err("it is not UTF-8 text".into()))
     }
 
@@ -488,9 +493,13 @@ where
                         Some((endpoint, why)) => unreachable_message(
                             "registry",
                             endpoint,
-                            &format!("{why}, after {attempt} attempt(s)"),
+                            &format!("{why}, after {}", crate::words::count(attempt, "attempt")),
                         ),
-                        None => format!("{} (after {attempt} attempt(s))", error_chain(&e)),
+                        None => format!(
+                            "{} (after {})",
+                            error_chain(&e),
+                            crate::words::count(attempt, "attempt")
+                        ),
                     },
                     unreachable: unreachable.is_some(),
                 });
@@ -546,7 +555,7 @@ mod tests {
             }
         })
         .await;
-        assert!(r.expect_err("fails").contains("after 3 attempt(s)"));
+        assert!(r.expect_err("fails").contains("after 3 attempts"));
         assert_eq!(calls, 3);
 
         let mut calls = 0;

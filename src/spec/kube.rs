@@ -5,6 +5,21 @@
 //! Pure; the rules are Kubernetes v1.33's (apimachinery `validation`, `pkg/apis/core/validation`,
 //! kubelet's `--node-labels` and `--register-with-taints` parsing).
 
+/// RFC 1123 label: what Kubernetes requires of namespace and most object names.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
 /// `[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?`, at most 63 characters: a label value (also the
 /// name part of a qualified name), apimachinery's `IsValidLabelValue`.
 fn label_name(s: &str) -> bool {
@@ -25,7 +40,7 @@ pub fn qualified_name(key: &str) -> Option<String> {
         None => (None, key),
     };
     if let Some(p) = prefix
-        && (p.is_empty() || !super::validate::is_dns_subdomain(p))
+        && (p.is_empty() || !is_dns_subdomain(p))
     {
         return Some(format!(
             "{key:?}: the prefix before '/' must be a lowercase DNS name (e.g. example.com/key)"

@@ -19,7 +19,8 @@ pub mod quantity;
 mod validate;
 mod yaml;
 
-pub use validate::{BUILTIN_NAMESPACES, CHECK_NAMES, is_dns_label, parse_duration};
+pub use kube::is_dns_label;
+pub use validate::{BUILTIN_NAMESPACES, CHECK_NAMES, parse_duration};
 pub use yaml::{field_at, locate_field, locate_nearest, parse, parse_named};
 
 pub const API_VERSION: &str = "sparkgap.dev/v1alpha1";

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::kube;
+use super::kube::{self, is_dns_label, is_dns_subdomain};
 use super::quantity::{is_quantity, parse_milli};
 use super::*;
 
@@ -42,21 +42,6 @@ pub const CHECK_NAMES: &[&str] = &[
     "metrics",
     "gpu",
 ];
-
-/// RFC 1123 label: what Kubernetes requires of namespace and most object names.
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
-pub fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
-}
 
 /// Object names for RBAC may also hold `:` (e.g. `sparkgap:collector`).
 fn is_rbac_name(s: &str) -> bool {

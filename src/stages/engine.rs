@@ -211,6 +211,7 @@ impl StageReport {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ApplyReport {
     pub dry_run: bool,
     pub stages: Vec<StageReport>,
@@ -377,7 +378,7 @@ impl Op {
                 verb: self.verb.into(),
                 resource: self.resource.clone(),
                 namespace: self.namespace.clone(),
-                message: other.to_string(),
+                message: crate::cluster::describe(&other),
             },
         }
     }

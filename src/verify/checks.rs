@@ -187,7 +187,7 @@ fn show(key: &str, milli: i128) -> String {
 }
 
 fn verdict(name: &str, problems: Vec<String>, evidence: Vec<String>) -> CheckResult {
-    CheckResult::from_result(name, super::workload::all_held(problems), evidence)
+    CheckResult::from_result(name, super::report::all_held(problems), evidence)
 }
 
 /// A system component k3s deploys in kube-system: the `--disable` name, and the pod label.
@@ -837,8 +837,11 @@ pub fn charts(states: &[Result<ChartState, String>]) -> CheckResult {
                 c.chart, c.job
             )),
             Ok(c) if c.failed > 0 => problems.push(format!(
-                "chart {}: job {} failed {} time(s) and has not succeeded (kubectl -n kube-system logs job/{})",
-                c.chart, c.job, c.failed, c.job
+                "chart {}: job {} failed {} and has not succeeded (kubectl -n kube-system logs job/{})",
+                c.chart,
+                c.job,
+                crate::words::count(c.failed as u64, "time"),
+                c.job
             )),
             Ok(c) => problems.push(format!(
                 "chart {}: job {} has not succeeded yet",
@@ -846,7 +849,7 @@ pub fn charts(states: &[Result<ChartState, String>]) -> CheckResult {
             )),
         }
     }
-    CheckResult::from_result("charts", super::workload::all_held(problems), evidence)
+    CheckResult::from_result("charts", super::report::all_held(problems), evidence)
 }
 
 /// `metrics`: the metrics API's NodeMetricsList (JSON) has usage for the appliance's node.
@@ -992,7 +995,7 @@ mod tests {
         assert_eq!(r.status, crate::verify::report::Status::Fail);
         let why = r.reason.unwrap();
         assert!(
-            why.contains("loki") && why.contains("failed 3 time(s)"),
+            why.contains("loki") && why.contains("failed 3 times"),
             "{why}"
         );
         let r = charts(&[st("mimir", false, 0, 0)]);

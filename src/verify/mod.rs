@@ -271,7 +271,8 @@ pub fn run_blocking(
         let cancel = opts.cancel.clone();
         let ctrl_c = tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupted: stopping checks and removing test objects...");
+                // A log line, not eprintln!: a closed stderr must not panic the cleanup.
+                tracing::warn!("interrupted: stopping checks and removing test objects...");
                 cancel.cancel();
             }
         });
@@ -469,10 +470,7 @@ async fn rbac(ctx: &Ctx<'_>) -> CheckResult {
 }
 
 fn err(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
-        other => other.to_string(),
-    }
+    crate::cluster::describe(e)
 }
 
 async fn nodes(ctx: &Ctx<'_>) -> Result<Vec<Node>, String> {

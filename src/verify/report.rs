@@ -5,7 +5,8 @@ use crate::failure::FailureKind;
 use serde::Serialize;
 
 /// Version of the JSON report schema (docs/verification.md). Bump on incompatible changes.
-pub const REPORT_VERSION: u32 = 1;
+/// Version 2: `durationMs` (was `duration_ms`), every key camelCase as in the other JSON output.
+pub const REPORT_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -25,8 +26,18 @@ impl Status {
     }
 }
 
+/// `Ok` when no problem was found, else every problem in one reason.
+pub fn all_held(problems: Vec<String>) -> Result<(), String> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
 /// The outcome of one check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CheckResult {
     /// A stable name from `crate::spec::CHECK_NAMES`.
     pub name: String,
@@ -176,8 +187,8 @@ impl Report {
         }
         let s = &self.summary;
         out.push_str(&format!(
-            "\n{} checks: {} passed, {} failed, {} skipped{}\n",
-            s.total,
+            "\n{}: {} passed, {} failed, {} skipped{}\n",
+            crate::words::count(s.total as u64, "check"),
             s.passed,
             s.failed,
             s.skipped,
@@ -304,7 +315,7 @@ mod tests {
         assert!(t.contains("images  FAIL"), "{t}");
         assert!(t.contains("1.5s"), "{t}");
         assert!(t.contains("- busybox missing"), "{t}");
-        assert!(t.contains("1 checks: 0 passed, 1 failed, 0 skipped"), "{t}");
+        assert!(t.contains("1 check: 0 passed, 1 failed, 0 skipped"), "{t}");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 
 use super::checks;
-use super::report::CheckResult;
+use super::report::{CheckResult, all_held};
 use crate::spec::Appliance;
 
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "sparkgap");
@@ -274,10 +274,7 @@ fn ready(p: &Pod) -> bool {
 }
 
 fn api_error(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
-        other => other.to_string(),
-    }
+    crate::cluster::describe(e)
 }
 
 impl<'a> Workloads<'a> {
@@ -1296,15 +1293,6 @@ pub fn evaluate_registry(endpoints: &[String], logs: &str) -> (Vec<String>, Vec<
         }
     }
     (evidence, problems)
-}
-
-/// `Ok` when no problem was found, else every problem in one reason.
-pub(super) fn all_held(problems: Vec<String>) -> Result<(), String> {
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.join("; "))
-    }
 }
 
 #[cfg(test)]
