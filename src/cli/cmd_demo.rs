@@ -19,6 +19,9 @@ use crate::progress::Progress;
 use crate::spec::SpecFile;
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  sparkgap demo                       # into ./sparkgap-demo\n  sparkgap demo /tmp/demo --output json\n\nNeeds the Debian package docker-registry (apt-get install docker-registry). Runs lock, build,\ninspect and an offline install into DIR/root against a throwaway loopback registry.\nExit codes: 0 ok, 1 the bundle built is damaged, 3 docker-registry missing or a step failed\non this machine (ports, disk)."
+)]
 pub struct DemoArgs {
     /// Working directory for the demo's spec, lock, cache and bundle.
     #[arg(default_value = "sparkgap-demo")]

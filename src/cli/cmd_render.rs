@@ -7,7 +7,7 @@ use crate::tanka;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  sparkgap render -f bundle/appliance.yaml\n  sparkgap render -f bundle/appliance.yaml --stage rbac\n  sparkgap render -f bundle/appliance.yaml --stage tanka"
+    after_help = "Examples:\n  sparkgap render -f bundle/appliance.yaml\n  sparkgap render -f bundle/appliance.yaml --stage rbac\n  sparkgap render -f bundle/appliance.yaml --stage tanka\n  sparkgap render -f appliance.yaml --output json | jq '.quota'\n\nNo cluster is needed. The spec is validated as build validates it: a manifest, chart or values\nfile it names must be there. Exit codes: 0 ok, 2 bad spec, --stage name, a file the spec names\nmissing or a Tanka environment that does not evaluate, 3 a file that cannot be read."
 )]
 pub struct RenderArgs {
     #[command(flatten)]

@@ -7,7 +7,7 @@ use crate::verify::{self, VerifyOptions};
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  sudo sparkgap verify -f /var/lib/sparkgap/appliance.yaml\n  sparkgap verify -f appliance.yaml --only dns --only rbac --output junit > verify.xml\n\nExit codes: 0 no check failed (skips do not fail), 1 a check failed, 2 bad spec or --only name,\n3 cannot reach the cluster."
+    after_help = "Examples:\n  sudo sparkgap verify -f /var/lib/sparkgap/appliance.yaml\n  sparkgap verify -f appliance.yaml --only dns --only rbac --output junit > verify.xml\n\nThe lock beside the spec (appliance.lock), when there is one, gives the image digests to look\nfor. Exit codes: 0 no check failed (skips do not fail), 1 a check failed (an unreachable API\nserver fails check api), 2 bad spec, --only name, --timeout or kubeconfig, 3 a kubeconfig that\ncannot be read or found."
 )]
 pub struct VerifyArgs {
     #[command(flatten)]
@@ -15,7 +15,8 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Run only these checks (repeatable): api, node-ready, system-pods, images, namespaces,
-    /// quotas, limitranges, storage, pod-network, dns, network-policy, registry, rbac, metrics, gpu.
+    /// quotas, limitranges, storage, pod-network, dns, network-policy, registry, rbac, charts,
+    /// metrics, gpu.
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,
     /// Bound for all checks together [default: spec.verify.timeout].

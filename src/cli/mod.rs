@@ -85,7 +85,7 @@ On a connected machine:\n\
 On the offline Spark:\n\
 \x20 sparkgap up bundle.tar\n\
 No internet here? `sparkgap demo` runs the whole build side against a local registry.",
-    after_help = "Exit codes: 0 ok, 1 a check failed, 2 bad input or usage, 3 environment (permissions, disk, network)."
+    after_help = "Exit codes: 0 ok, 1 a check failed, 2 bad input or usage (an input file missing, empty or a\ndirectory too), 3 environment (an input that cannot be read, disk, network, another sparkgap\nchanging the root). With --output json a failure is a JSON document too (docs/cli.md)."
 )]
 pub struct Cli {
     #[command(subcommand)]
