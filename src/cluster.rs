@@ -86,6 +86,26 @@ pub fn describe(e: &kube::Error) -> String {
     }
 }
 
+/// Read and parse the kubeconfig at `path` (the input-file rule for the file itself).
+pub fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, ClusterError> {
+    let err = |message: String| ClusterError::Kubeconfig {
+        path: path.display().to_string(),
+        message,
+    };
+    let bytes = crate::input::read("kubeconfig", path)?;
+    let text = String::from_utf8(bytes).map_err(|_| err("not a kubeconfig (not text)".into()))?;
+    // kube's parse error carries the YAML parser's own rendering ("error: ... --> <input>");
+    // its first line, without the parser's "error: ", says what and where.
+    Kubeconfig::from_yaml(&text).map_err(|e| {
+        let text = e.to_string();
+        err(text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .replace("error: ", ""))
+    })
+}
+
 /// A client for the cluster named by the kubeconfig (see `kubeconfig_path`).
 pub async fn connect(explicit: Option<&Path>) -> Result<kube::Client, ClusterError> {
     let path = kubeconfig_path(explicit)?;
@@ -93,9 +113,7 @@ pub async fn connect(explicit: Option<&Path>) -> Result<kube::Client, ClusterErr
         path: path.display().to_string(),
         message,
     };
-    let bytes = crate::input::read("kubeconfig", &path)?;
-    let text = String::from_utf8(bytes).map_err(|_| err("not a kubeconfig (not text)".into()))?;
-    let kc = Kubeconfig::from_yaml(&text).map_err(|e| err(e.to_string()))?;
+    let kc = read_kubeconfig(&path)?;
     let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .map_err(|e| err(e.to_string()))?;

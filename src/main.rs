@@ -16,19 +16,25 @@ fn main() -> ExitCode {
     let mut code = match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
-            let code = cli::exit_code(&err);
             let message = message(&err);
+            // Interrupted: the process ends by the signal, which a shell reports as 128+N.
+            let signal = cli::interrupted_by(&err);
+            let (kind, code) = match signal {
+                Some(s) => ("interrupted", 128 + s as u8),
+                None => (cli::kind_word(&err), cli::exit_code(&err)),
+            };
             if json {
                 cli::write_out(
                     Stream::Stdout,
-                    format_args!(
-                        "{}\n",
-                        cli::error_document(cli::kind_word(&err), &message, code)
-                    ),
+                    format_args!("{}\n", cli::error_document(kind, &message, code)),
                 );
             }
             // Not eprintln!: a closed stderr must not turn an error into a panic.
             cli::write_out(Stream::Stderr, format_args!("error: {message}\n"));
+            if let Some(signal) = signal {
+                let _ = cli::output_lost();
+                sparkgap::install::interrupt::die_by(signal);
+            }
             code
         }
     };
@@ -85,12 +91,28 @@ fn init_logging(verbose: u8) {
                 ))
             }),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| QuietStderr)
         // Colour only for a person at a terminal; CI logs and pipes get plain text.
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .without_time()
         .init();
+}
+
+/// stderr for log lines, whose write errors are dropped: tracing-subscriber reports a failed
+/// write with `eprintln!`, which panics when stderr is a closed pipe (`... 2>&1 | tee log` after
+/// tee died). Logging must never stop the work.
+struct QuietStderr;
+
+impl std::io::Write for QuietStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().lock().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The error and its causes on one line, each cause once: typed errors often already say their

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -282,46 +282,6 @@ fn install(bundle: &Path, root: &Path, env: &[(&str, String)]) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-/// path → (kind, mode, sha256 or link target).
-fn tree(root: &Path) -> BTreeMap<String, (char, u32, String)> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (char, u32, String)>) {
-        for e in fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            let m = fs::symlink_metadata(&p).unwrap();
-            let mode = m.permissions().mode() & 0o7777;
-            if m.is_symlink() {
-                out.insert(
-                    rel,
-                    ('l', 0, fs::read_link(&p).unwrap().display().to_string()),
-                );
-            } else if m.is_dir() {
-                out.insert(rel, ('d', mode, String::new()));
-                walk(root, &p, out);
-            } else {
-                out.insert(rel, ('f', mode, sha256_hex(&fs::read(&p).unwrap())));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
-}
-
-/// path → (inode, mtime ns) of every entry.
-fn stamps(root: &Path) -> BTreeMap<String, (u64, i64)> {
-    tree(root)
-        .keys()
-        .map(|rel| {
-            let m = fs::symlink_metadata(root.join(rel)).unwrap();
-            (
-                rel.clone(),
-                (m.ino(), m.mtime() * 1_000_000_000 + m.mtime_nsec()),
-            )
-        })
-        .collect()
 }
 
 fn files_only(t: &BTreeMap<String, (char, u32, String)>) -> Vec<&String> {
@@ -1172,6 +1132,9 @@ fn missing_bundle_names_the_file_and_writes_nothing() {
 
 #[path = "common/bundles.rs"]
 mod bundles;
+#[path = "common/tree.rs"]
+mod tree;
+use tree::{stamps, tree};
 #[path = "common/skip.rs"]
 mod skip;
 

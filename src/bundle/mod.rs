@@ -19,6 +19,12 @@ pub mod write;
 pub use extract::extract;
 pub use read::{InspectReport, ReadOptions, VerifiedManifest, inspect, read_bundle};
 pub use sign::SignKey;
+
+/// Check that `path` holds a usable minisign public key, before anything else is done with the
+/// bundle it is to check (the reader loads it again).
+pub fn check_public_key(path: &std::path::Path) -> Result<(), BundleError> {
+    sign::load_public_key(path).map(drop)
+}
 pub use write::{
     BundlePlan, MemberSource, PlannedMember, WriteSummary, plan, plan_pending, write, write_waiting,
 };

@@ -364,6 +364,16 @@ pub fn output_lost() -> Option<String> {
     STDOUT_ENDED.get().cloned().flatten()
 }
 
+/// The signal that interrupted an install, when that is what this error is: the process then
+/// ends by it (docs/cli.md).
+pub fn interrupted_by(err: &anyhow::Error) -> Option<i32> {
+    err.chain()
+        .find_map(|c| match c.downcast_ref::<crate::install::InstallError>() {
+            Some(crate::install::InstallError::Interrupted { signal, .. }) => Some(*signal),
+            _ => None,
+        })
+}
+
 /// The kind of failure an error is, as a word for `--output json` (docs/cli.md).
 pub fn kind_word(err: &anyhow::Error) -> &'static str {
     match failure_kind(err) {

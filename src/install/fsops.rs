@@ -299,6 +299,11 @@ pub mod fault {
     pub const KILL_AFTER_WRITES: &str = "SPARKGAP_FAULT_KILL_AFTER_WRITES";
     /// `SPARKGAP_FAULT_ENOSPC_AFTER_BYTES=N`: fail writes with ENOSPC once N bytes were written.
     pub const ENOSPC_AFTER_BYTES: &str = "SPARKGAP_FAULT_ENOSPC_AFTER_BYTES";
+    /// `SPARKGAP_FAULT_PAUSE_AFTER_WRITES=N`: right after the Nth write step, create the file
+    /// `SPARKGAP_FAULT_PAUSE_FILE` names and wait (up to a minute) for a signal: the Ctrl-C and
+    /// kill tests interrupt the run at a known point.
+    pub const PAUSE_AFTER_WRITES: &str = "SPARKGAP_FAULT_PAUSE_AFTER_WRITES";
+    pub const PAUSE_FILE: &str = "SPARKGAP_FAULT_PAUSE_FILE";
 
     #[cfg(debug_assertions)]
     mod imp {
@@ -314,12 +319,24 @@ pub mod fault {
 
         pub fn step() {
             static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+            static PAUSE: OnceLock<Option<u64>> = OnceLock::new();
             let n = STEPS.fetch_add(1, Ordering::SeqCst) + 1;
             if *LIMIT.get_or_init(|| env(super::KILL_AFTER_WRITES)) == Some(n) {
                 let _ = rustix::process::kill_process(
                     rustix::process::getpid(),
                     rustix::process::Signal::KILL,
                 );
+            }
+            if *PAUSE.get_or_init(|| env(super::PAUSE_AFTER_WRITES)) == Some(n) {
+                if let Some(f) = std::env::var_os(super::PAUSE_FILE) {
+                    let _ = std::fs::write(f, std::process::id().to_string());
+                }
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while crate::install::interrupt::received().is_none()
+                    && std::time::Instant::now() < until
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
             }
         }
 

@@ -20,6 +20,7 @@ use crate::progress::Progress;
 use crate::spec::{SpecError, SpecFile};
 
 mod fsops;
+pub mod interrupt;
 pub mod killall;
 pub mod node;
 pub mod plan;
@@ -75,6 +76,11 @@ pub enum InstallError {
         "another sparkgap ({holder}) is changing {root}; nothing was changed\n  help: wait until it has finished, then run this again"
     )]
     Busy { root: String, holder: String },
+    #[error(
+        "interrupted by {} while the bundle was verified and staged: nothing was placed under {root} and the staging was removed",
+        interrupt::name(*.signal)
+    )]
+    Interrupted { signal: i32, root: String },
     #[error("cannot install here: {0}")]
     Platform(String),
     #[error("cannot run k3s here: {0}")]
@@ -126,6 +132,7 @@ impl InstallError {
             | InstallError::Record(_)
             | InstallError::Conflict { .. }
             | InstallError::Busy { .. }
+            | InstallError::Interrupted { .. }
             | InstallError::Systemd { .. }
             | InstallError::Mounted { .. }
             | InstallError::Host(_) => FailureKind::Environment,
@@ -343,6 +350,9 @@ pub fn install(
     // Read twice (the manifest ahead, then the verifying pass): a pipe would be consumed by
     // the first read. Refused before the root is touched.
     crate::input::open_regular("bundle", bundle).map_err(BundleError::from)?;
+    if let Some(key) = &opts.pubkey {
+        crate::bundle::check_public_key(key)?;
+    }
     let root_lock = RootLock::acquire(root, true)?;
     let previous = Record::read(root).map_err(InstallError::Record)?;
     let peek = peek_manifest(bundle);
@@ -381,6 +391,8 @@ pub fn install(
         })
         .unwrap_or(0);
     let task = progress.bytes("verify", total);
+    // Ctrl-C while verifying and staging stops cleanly: the staging goes, nothing was placed.
+    let caught = interrupt::catch();
     let mut stager = stage::Stager::new(bundle, root, &state_dir, (skip_k3s, skip_images), &task);
     let read_opts = ReadOptions {
         pubkey: opts.pubkey.clone(),
@@ -388,8 +400,13 @@ pub fn install(
     };
     let verified = read_bundle(bundle, &read_opts, &mut |m, r| stager.visit(m, r));
     task.finish();
+    let interrupted = |signal| InstallError::Interrupted {
+        signal,
+        root: root.display().to_string(),
+    };
     let verified = match verified {
         Ok(v) => v,
+        Err(_) if let Some(signal) = interrupt::received() => return Err(interrupted(signal)),
         Err(e) => return Err(stager.failure.take().unwrap_or(e.into())),
     };
     if (skip_k3s || skip_images) && peek.as_ref().map(|(_, b)| b) != Some(&verified.manifest_bytes)
@@ -438,6 +455,11 @@ pub fn install(
                 k3s_reads: false,
             });
         }
+    }
+    // From here each step is atomic and a re-run finishes what a kill interrupted.
+    drop(caught);
+    if let Some(signal) = interrupt::received() {
+        return Err(interrupted(signal));
     }
     let plan::Applied {
         changes: files,

@@ -318,6 +318,10 @@ struct Counted<'a, 'b> {
 
 impl Read for Counted<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Ctrl-C: stop at this chunk; the install reports the signal, not this error.
+        if super::interrupt::received().is_some() {
+            return Err(io::Error::other("interrupted by a signal"));
+        }
         let n = self.inner.read(buf)?;
         self.task.inc(n as u64);
         Ok(n)

@@ -734,6 +734,35 @@ mod tests {
         assert_eq!(err.kind(), crate::failure::FailureKind::Environment);
     }
 
+    /// Issue 23: a cache file cut short was reported "missing". It is named damaged, with
+    /// both sizes and what to do.
+    #[test]
+    fn offline_names_a_damaged_cache_blob_as_damaged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = BlobCache::new(dir.path());
+        // Layer 10 of image b: 10 bytes in the lock.
+        let b = d(10, 10);
+        let path = cache.path(&b.digest).expect("a blob path");
+        std::fs::create_dir_all(path.parent().expect("sha256/")).expect("mkdir");
+        std::fs::write(&path, b"cut").expect("write");
+        let plan = plan_pull(&lock(), &cache).expect("plan");
+        let msg = plan
+            .ensure_complete(&cache)
+            .expect_err("damaged")
+            .to_string();
+        assert!(
+            msg.contains(&format!(
+                "{} (image b; the cache's copy is damaged: 3 bytes where the lock says {}, delete it)",
+                b.digest, b.size
+            )),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("missing from or damaged in the cache"),
+            "{msg}"
+        );
+    }
+
     /// A registry that wants a bearer token, hands out `t1` then `t2`, and refuses `t1` for
     /// blobs (an expired token): the pull refreshes once and succeeds. Real registries on the
     /// internet work this way; the loopback test registry has no auth, so this fakes one.
