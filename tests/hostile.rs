@@ -40,6 +40,28 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `install --no-start` of `bundle` into `root`, which must succeed.
+fn install_ok(root: &Path, bundle: &Path) {
+    let o = sparkgap()
+        .args(["install", "--no-start", "--root"])
+        .arg(root)
+        .arg(bundle)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+}
+
+/// A world for the tests that stop an install at a known point with the pause fault hook, or
+/// None after reporting `test` skipped (the hook exists in debug builds only).
+fn world_with_pause_hook_or_skip(test: &str) -> Option<World> {
+    if cfg!(debug_assertions) {
+        Some(World::new())
+    } else {
+        common::skip(test, "the pause fault hook exists only in debug builds");
+        None
+    }
+}
+
 /// Everything the commands read, made once per test in a directory any user may read.
 struct World {
     _dir: tempfile::TempDir,
@@ -669,13 +691,7 @@ fn hold_lock(root: &Path) -> std::fs::File {
 fn a_root_held_by_another_process_is_refused_naming_its_pid() {
     let w = World::new();
     let root = w.path("root");
-    let o = sparkgap()
-        .args(["install", "--no-start", "--root"])
-        .arg(&root)
-        .arg(&w.bundle)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    install_ok(&root, &w.bundle);
     let held = hold_lock(&root);
     let before = tree(&root);
     let pid = format!("pid {}", std::process::id());
@@ -743,6 +759,21 @@ fn paused_install(w: &World, bundle: &Path, root: &Path, json: bool) -> std::pro
     child
 }
 
+/// The world's bundle installed into `root`, that root's tree, and another bundle (another k3s
+/// binary: an install of it stages it, and the pause hook stops right after).
+fn installed_with_another(w: &World) -> (PathBuf, tree::Tree, PathBuf) {
+    let root = w.path("root");
+    install_ok(&root, &w.bundle);
+    let other_dir = w.path("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let opts = BundleOpts {
+        seed: 2,
+        ..BundleOpts::default()
+    };
+    let other = synthetic_bundle(&other_dir, &opts);
+    (root.clone(), tree(&root), other)
+}
+
 fn staging(root: &Path) -> Vec<String> {
     std::fs::read_dir(root.join("var/lib/sparkgap"))
         .map(|d| {
@@ -759,33 +790,12 @@ fn staging(root: &Path) -> Vec<String> {
 /// process ends by SIGINT with one error line); after that the second runs.
 #[test]
 fn concurrent_installs_and_ctrl_c_leave_the_root_whole() {
-    if !cfg!(debug_assertions) {
-        common::skip(
-            "concurrent_installs_and_ctrl_c_leave_the_root_whole",
-            "the pause fault hook exists only in debug builds",
-        );
+    let Some(w) =
+        world_with_pause_hook_or_skip("concurrent_installs_and_ctrl_c_leave_the_root_whole")
+    else {
         return;
-    }
-    let w = World::new();
-    let root = w.path("root");
-    let o = sparkgap()
-        .args(["install", "--no-start", "--root"])
-        .arg(&root)
-        .arg(&w.bundle)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let before = tree(&root);
-    // Another bundle (another k3s binary: it is staged, and the pause comes right after it).
-    let other_dir = w.path("other");
-    std::fs::create_dir_all(&other_dir).unwrap();
-    let other = synthetic_bundle(
-        &other_dir,
-        &BundleOpts {
-            seed: 2,
-            ..BundleOpts::default()
-        },
-    );
+    };
+    let (root, before, other) = installed_with_another(&w);
 
     let first = paused_install(&w, &other, &root, true);
     assert_eq!(staging(&root).len(), 1, "the paused install stages");
@@ -820,13 +830,7 @@ fn concurrent_installs_and_ctrl_c_leave_the_root_whole() {
     assert_eq!(doc["exitCode"], 128 + libc::SIGINT);
     assert_eq!(tree(&root), before, "Ctrl-C left something behind");
 
-    let o = sparkgap()
-        .args(["install", "--no-start", "--root"])
-        .arg(&root)
-        .arg(&other)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    install_ok(&root, &other);
     assert!(staging(&root).is_empty());
 }
 
@@ -835,32 +839,12 @@ fn concurrent_installs_and_ctrl_c_leave_the_root_whole() {
 /// staging and says so; on a root where the killed install was the first, it leaves nothing.
 #[test]
 fn a_killed_install_leaves_staging_that_uninstall_removes() {
-    if !cfg!(debug_assertions) {
-        common::skip(
-            "a_killed_install_leaves_staging_that_uninstall_removes",
-            "the pause fault hook exists only in debug builds",
-        );
+    let Some(w) =
+        world_with_pause_hook_or_skip("a_killed_install_leaves_staging_that_uninstall_removes")
+    else {
         return;
-    }
-    let w = World::new();
-    let root = w.path("root");
-    let o = sparkgap()
-        .args(["install", "--no-start", "--root"])
-        .arg(&root)
-        .arg(&w.bundle)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let before = tree(&root);
-    let other_dir = w.path("other");
-    std::fs::create_dir_all(&other_dir).unwrap();
-    let other = synthetic_bundle(
-        &other_dir,
-        &BundleOpts {
-            seed: 3,
-            ..BundleOpts::default()
-        },
-    );
+    };
+    let (root, before, other) = installed_with_another(&w);
     for fresh in [false, true] {
         let root = if fresh { w.path("fresh") } else { root.clone() };
         let mut child = paused_install(&w, &other, &root, false);
@@ -903,13 +887,7 @@ fn a_killed_install_leaves_staging_that_uninstall_removes() {
 fn uninstall_keeps_what_the_operator_changed_unless_asked() {
     let w = World::new();
     let install = |root: &Path| {
-        let o = sparkgap()
-            .args(["install", "--no-start", "--root"])
-            .arg(root)
-            .arg(&w.bundle)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", text(&o.stderr));
+        install_ok(root, &w.bundle);
     };
     let edit = |root: &Path| {
         std::fs::write(

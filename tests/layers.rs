@@ -59,32 +59,36 @@ fn code(path: &Path) -> String {
     }
 }
 
-/// The top-level modules a source text names through `crate::`.
-fn used_modules(text: &str) -> BTreeSet<String> {
+/// The names a source text uses after `prefix` (`crate::`, `super::`): `prefix{a, b}` gives
+/// both, `prefix::a::X` gives `a`.
+fn names_after(text: &str, prefix: &str) -> BTreeSet<String> {
+    let ident = |s: &str| -> String {
+        s.trim()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
     let mut used = BTreeSet::new();
-    for (i, _) in text.match_indices("crate::") {
-        let rest = &text[i + "crate::".len()..];
-        if let Some(group) = rest.strip_prefix('{') {
-            let group = &group[..group.find("};").unwrap_or(group.len())];
-            for part in group.split(',') {
-                let name: String = part
-                    .trim()
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                if !name.is_empty() {
-                    used.insert(name);
-                }
+    for (i, _) in text.match_indices(prefix) {
+        let rest = &text[i + prefix.len()..];
+        match rest.strip_prefix('{') {
+            Some(group) => {
+                let end = group.find("};").or_else(|| group.find('}'));
+                let group = &group[..end.unwrap_or(group.len())];
+                used.extend(group.split(',').map(ident));
             }
-        } else {
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
-            used.insert(name);
+            None => {
+                used.insert(ident(rest));
+            }
         }
     }
+    used.remove("");
     used
+}
+
+/// The top-level modules a source text names through `crate::`.
+fn used_modules(text: &str) -> BTreeSet<String> {
+    names_after(text, "crate::")
 }
 
 fn top_module(src: &Path, file: &Path) -> String {
@@ -155,31 +159,12 @@ fn no_command_uses_another_command() {
 }
 
 /// The submodules a file of a module directory names through `super::` (`super::checks`,
-/// `super::{report, workload}`), its own module excluded.
+/// `super::{report, workload}`): lower-case names (items of the parent are CamelCase).
 fn used_siblings(text: &str) -> BTreeSet<String> {
-    let mut used = BTreeSet::new();
-    for (i, _) in text.match_indices("super::") {
-        let rest = &text[i + "super::".len()..];
-        let group = match rest.strip_prefix('{') {
-            Some(g) => &g[..g.find('}').unwrap_or(g.len())],
-            None => rest,
-        };
-        for part in group.split(',') {
-            let name: String = part
-                .trim()
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
-            // A submodule, not an item of the parent (types are CamelCase).
-            if name.chars().next().is_some_and(|c| c.is_ascii_lowercase()) {
-                used.insert(name);
-            }
-            if !rest.starts_with('{') {
-                break;
-            }
-        }
-    }
-    used
+    names_after(text, "super::")
+        .into_iter()
+        .filter(|n| n.starts_with(|c: char| c.is_ascii_lowercase()))
+        .collect()
 }
 
 /// Issue 23: `verify/checks.rs` and `verify/workload.rs` imported each other. No two files of

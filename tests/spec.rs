@@ -5,6 +5,16 @@ use std::path::Path;
 
 use sparkgap::spec::SpecFile;
 
+/// `sparkgap render -f path`, run.
+fn render(path: &Path) -> std::process::Output {
+    assert_cmd::Command::cargo_bin("sparkgap")
+        .unwrap()
+        .args(["render", "-f"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 fn parse(text: &str) -> Result<SpecFile, String> {
     SpecFile::from_bytes(Path::new("test.yaml"), text.as_bytes().to_vec())
         .map_err(|e| e.to_string())
@@ -114,12 +124,7 @@ fn yaml_errors_name_the_file_once_and_the_field_of_a_type_error() {
     for (name, text, at, field) in cases {
         let path = d.path().join(name);
         std::fs::write(&path, text).unwrap();
-        let out = assert_cmd::Command::cargo_bin("sparkgap")
-            .unwrap()
-            .args(["render", "-f"])
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = render(&path);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert_eq!(err.matches("error:").count(), 1, "{err}");
@@ -430,12 +435,7 @@ fn what_the_api_server_kubelet_or_k3s_refuses_is_refused_with_file_line_and_fiel
         assert!(base.contains(from), "{what}: fixture lacks {from:?}");
         let path = d.path().join("appliance.yaml");
         std::fs::write(&path, base.replacen(from, to, 1)).unwrap();
-        let out = assert_cmd::Command::cargo_bin("sparkgap")
-            .unwrap()
-            .args(["render", "-f"])
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = render(&path);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{what}: {err}");
         let want = format!("{}: line {line}", path.display());

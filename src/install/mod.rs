@@ -117,6 +117,12 @@ pub enum InstallError {
 }
 
 impl InstallError {
+    /// `map_err(InstallError::io(path, "op"))`: an I/O failure on `path` while doing `op`.
+    pub(crate) fn io(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> InstallError {
+        let path = path.display().to_string();
+        move |source| InstallError::Io { path, op, source }
+    }
+
     pub fn kind(&self) -> FailureKind {
         match self {
             InstallError::Bundle(e) => e.kind(),
@@ -376,11 +382,8 @@ pub fn install(
             });
         }
     }
-    let io = |path: &Path, op: &'static str| {
-        let path = path.display().to_string();
-        move |source| InstallError::Io { path, op, source }
-    };
-    stage::remove_stale_staging(&state_dir).map_err(io(&state_dir, "clean old staging"))?;
+    stage::remove_stale_staging(&state_dir)
+        .map_err(InstallError::io(&state_dir, "clean old staging"))?;
 
     let total = peek
         .as_ref()
@@ -479,7 +482,7 @@ pub fn install(
     let record_path = root.join(RECORD_PATH);
     if !unchanged || previous.as_ref() != Some(&record) {
         fsops::write_atomic(&record_path, &record.to_bytes(), 0o644)
-            .map_err(io(&record_path, "write install record"))?;
+            .map_err(InstallError::io(&record_path, "write install record"))?;
         fault::step();
     }
     drop(staged);

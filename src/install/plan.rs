@@ -153,11 +153,6 @@ pub fn built_matches(
         .is_ok_and(|m| m.is_file() && m.len() == size && m.permissions().mode() & 0o7777 == mode)
 }
 
-fn io_err(path: &Path, op: &'static str) -> impl FnOnce(io::Error) -> InstallError {
-    let path = path.display().to_string();
-    move |source| InstallError::Io { path, op, source }
-}
-
 /// Before a file identified by what it was built from (the image archive) is replaced, the
 /// previous record must stop vouching for it: such a file is trusted by the record's word and its
 /// size, never re-read, so a run killed after the new file is in place but before the new record
@@ -182,7 +177,7 @@ fn withdraw_vouching(
     }
     let target = root.join(super::record::RECORD_PATH);
     fsops::write_atomic(&target, &withdrawn.to_bytes(), 0o644)
-        .map_err(io_err(&target, "write record"))
+        .map_err(InstallError::io(&target, "write record"))
 }
 
 /// What `apply` did: the change per path, the removed paths, and the new record's entries.
@@ -206,7 +201,7 @@ pub fn apply(
     for d in plan {
         let target = root.join(&d.path);
         let parent = target.parent().unwrap_or(root);
-        fs::create_dir_all(parent).map_err(io_err(parent, "create directory"))?;
+        fs::create_dir_all(parent).map_err(InstallError::io(parent, "create directory"))?;
         // A run killed mid-write leaves this temp name behind.
         let _ = fs::remove_file(fsops::temp_path(&target));
         let exists = fs::symlink_metadata(&target).is_ok();
@@ -245,19 +240,19 @@ pub fn apply(
             }
             match &d.source {
                 Source::Staged { path, .. } => fsops::rename_into_place(path, &target, d.mode)
-                    .map_err(io_err(&target, "place file"))?,
+                    .map_err(InstallError::io(&target, "place file"))?,
                 Source::Bytes(b) => fsops::write_atomic(&target, b, d.mode)
-                    .map_err(io_err(&target, "write file"))?,
+                    .map_err(InstallError::io(&target, "write file"))?,
                 Source::Link(to) => {
                     if fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
                         return Err(InstallError::Conflict {
                             path: target.display().to_string(),
                         });
                     }
-                    fsops::symlink_atomic(to, &target).map_err(io_err(&target, "link"))?
+                    fsops::symlink_atomic(to, &target).map_err(InstallError::io(&target, "link"))?
                 }
                 Source::Marker => fsops::write_atomic(&target, b"", d.mode)
-                    .map_err(io_err(&target, "create marker"))?,
+                    .map_err(InstallError::io(&target, "create marker"))?,
                 Source::Kept { .. } => unreachable!("kept files are unchanged"),
             }
             fault::step();
@@ -300,7 +295,7 @@ pub fn apply(
                     removed.push(old.path.clone());
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => removed.push(old.path.clone()),
-                Err(e) => return Err(io_err(&target, "remove file")(e)),
+                Err(e) => return Err(InstallError::io(&target, "remove file")(e)),
             }
         }
     }
@@ -321,11 +316,11 @@ fn sweep_archives(root: &Path, recorded: &[RecordedFile]) -> Result<Vec<String>,
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(&dir, "list directory")(e)),
+        Err(e) => return Err(InstallError::io(&dir, "list directory")(e)),
     };
     let mut out = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(io_err(&dir, "list directory"))?;
+        let entry = entry.map_err(InstallError::io(&dir, "list directory"))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let rel = format!("{IMAGES_DIR}/{name}");
         if !(name.starts_with("sparkgap-images") && name.ends_with(".tar"))
@@ -333,7 +328,7 @@ fn sweep_archives(root: &Path, recorded: &[RecordedFile]) -> Result<Vec<String>,
         {
             continue;
         }
-        fs::remove_file(entry.path()).map_err(io_err(&entry.path(), "remove file"))?;
+        fs::remove_file(entry.path()).map_err(InstallError::io(&entry.path(), "remove file"))?;
         fault::step();
         out.push(rel);
     }

@@ -41,10 +41,6 @@ impl RootLock {
     pub fn acquire(root: &Path, create: bool) -> Result<Option<RootLock>, InstallError> {
         let path = root.join(LOCK_PATH);
         let dir = path.parent().unwrap_or(root);
-        let io = |op: &'static str, p: &Path| {
-            let path = p.display().to_string();
-            move |source| InstallError::Io { path, op, source }
-        };
         let mut made = Vec::new();
         if !dir.is_dir() {
             if !create {
@@ -56,7 +52,7 @@ impl RootLock {
                 missing.push(d.to_path_buf());
                 d = d.parent().unwrap_or(Path::new("/"));
             }
-            std::fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+            std::fs::create_dir_all(dir).map_err(InstallError::io(dir, "create directory"))?;
             made = missing.into_iter().rev().collect();
         }
         // A holder that removed the file (its uninstall finished) between our open and our
@@ -69,8 +65,10 @@ impl RootLock {
                 .truncate(false)
                 .mode(0o600)
                 .open(&path)
-                .map_err(io("open lock file", &path))?;
-            let meta = file.metadata().map_err(io("open lock file", &path))?;
+                .map_err(InstallError::io(&path, "open lock file"))?;
+            let meta = file
+                .metadata()
+                .map_err(InstallError::io(&path, "open lock file"))?;
             let id = (meta.dev(), meta.ino());
             if let Some(nested) = Self::nested(root, id) {
                 return Ok(Some(nested));
@@ -83,7 +81,7 @@ impl RootLock {
                         holder: holder(&path),
                     });
                 }
-                Err(e) => return Err(io("lock", &path)(e.into())),
+                Err(e) => return Err(InstallError::io(&path, "lock")(e.into())),
             }
             let current = std::fs::metadata(&path).map(|m| (m.dev(), m.ino()));
             if current.ok() != Some(id) {

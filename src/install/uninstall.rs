@@ -88,8 +88,9 @@ pub fn uninstall(root: &Path, opts: UninstallOptions) -> Result<UninstallReport,
     }
     let state_dir = root.join(super::STATE_DIR);
     let _lock = super::RootLock::acquire(root, false)?;
-    report.staging_removed = super::stage::remove_stale_staging(&state_dir)
-        .map_err(io(&state_dir, "remove an interrupted install's staging"))?;
+    report.staging_removed = super::stage::remove_stale_staging(&state_dir).map_err(
+        InstallError::io(&state_dir, "remove an interrupted install's staging"),
+    )?;
     let Some(rec) = Record::read(root).map_err(InstallError::Record)? else {
         return Ok(report);
     };
@@ -126,7 +127,7 @@ pub fn uninstall(root: &Path, opts: UninstallOptions) -> Result<UninstallReport,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 report.missing.push(f.path.clone())
             }
-            Err(e) => return Err(io(&p, "remove file")(e)),
+            Err(e) => return Err(InstallError::io(&p, "remove file")(e)),
         }
         let mut parent = Path::new(&f.path).parent();
         while let Some(d) = parent.filter(|d| !d.as_os_str().is_empty()) {
@@ -135,12 +136,13 @@ pub fn uninstall(root: &Path, opts: UninstallOptions) -> Result<UninstallReport,
         }
     }
     let record_path = root.join(RECORD_PATH);
-    std::fs::remove_file(&record_path).map_err(io(&record_path, "remove install record"))?;
+    std::fs::remove_file(&record_path)
+        .map_err(InstallError::io(&record_path, "remove install record"))?;
     if !opts.keep_data {
         for d in super::DATA_DIRS {
             let p = root.join(d);
             if p.exists() {
-                remove_tree_keeping(&p, &kept).map_err(io(&p, "remove k3s data"))?;
+                remove_tree_keeping(&p, &kept).map_err(InstallError::io(&p, "remove k3s data"))?;
                 report.data_removed.push(d.to_string());
             }
         }
@@ -155,11 +157,6 @@ pub fn uninstall(root: &Path, opts: UninstallOptions) -> Result<UninstallReport,
         let _ = std::fs::remove_dir(root.join(d));
     }
     Ok(report)
-}
-
-fn io(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> InstallError {
-    let path = path.display().to_string();
-    move |source| InstallError::Io { path, op, source }
 }
 
 /// `remove_dir_all(dir)`, except the paths in `keep` (and the directories holding them).

@@ -11,7 +11,10 @@ use std::path::Path;
 use sparkgap::digest::sha256_hex;
 
 /// path → (kind, mode, sha256 or link target).
-pub fn tree(root: &Path) -> BTreeMap<String, (char, u32, String)> {
+pub type Tree = BTreeMap<String, (char, u32, String)>;
+
+/// Every entry under `root` (not `root` itself), as a [`Tree`].
+pub fn tree(root: &Path) -> Tree {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (char, u32, String)>) {
         for e in fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
