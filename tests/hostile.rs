@@ -197,6 +197,17 @@ fn every_input_of_every_command_fails_by_one_rule_naming_the_file() {
         format!("{spec_text}  manifests:\n    - path: extra.yaml\n"),
     )
     .unwrap();
+    // A spec naming a chart and its values file: the values file is the bad one.
+    let valued = w.path("bad-values");
+    std::fs::create_dir_all(&valued).unwrap();
+    std::fs::write(valued.join("web.tgz"), b"a chart archive").unwrap();
+    std::fs::write(
+        valued.join("appliance.yaml"),
+        format!(
+            "{spec_text}  charts:\n    - name: web\n      path: web.tgz\n      valuesFile: values.yaml\n      namespace: default\n"
+        ),
+    )
+    .unwrap();
     let b = s("BAD");
     // (command, what the file is called, args with BAD, where the bad file goes)
     let cases: Vec<(&str, &str, Vec<OsString>, PathBuf)> = vec![
@@ -223,6 +234,24 @@ fn every_input_of_every_command_fails_by_one_rule_naming_the_file() {
                 os(&out),
             ],
             named.join("extra.yaml"),
+        ),
+        (
+            "render",
+            "values file",
+            vec![s("render"), s("-f"), os(&valued.join("appliance.yaml"))],
+            valued.join("values.yaml"),
+        ),
+        (
+            "lock",
+            "values file",
+            vec![
+                s("lock"),
+                s("-f"),
+                os(&valued.join("appliance.yaml")),
+                s("-o"),
+                os(&out),
+            ],
+            valued.join("values.yaml"),
         ),
         (
             "render",
@@ -369,8 +398,9 @@ fn every_input_of_every_command_fails_by_one_rule_naming_the_file() {
     let mut broken = Vec::new();
     for (cmd, what, args, bad_path) in &cases {
         for bad in Bad::ALL {
-            // A manifest is carried as it is: its format is not sparkgap's to judge.
-            if *what == "manifest" && bad == Bad::WrongFormat {
+            // A manifest and a values file are carried as they are: their format is helm's and
+            // the API server's to judge.
+            if (*what == "manifest" || *what == "values file") && bad == Bad::WrongFormat {
                 continue;
             }
             let _ = std::fs::remove_dir_all(w.path("bad"));
@@ -1116,4 +1146,63 @@ fn a_piped_bundle_is_refused_and_a_relative_root_works() {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(w.path("staging/var/lib/sparkgap/installed.json").exists());
+}
+
+/// Every key of `v` with an underscore (JSON keys are camelCase: `durationMs`, not `duration_ms`).
+fn snake_keys(v: &Value, at: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                if k.contains('_') {
+                    out.push(format!("{at}.{k}"));
+                }
+                snake_keys(v, &format!("{at}.{k}"), out);
+            }
+        }
+        Value::Array(a) => a
+            .iter()
+            .for_each(|v| snake_keys(v, &format!("{at}[]"), out)),
+        _ => {}
+    }
+}
+
+/// Issue 23, item 10: JSON key case was mixed (`duration_ms` in the verify report, `dry_run`, a
+/// mode as the number 493). Every document a command prints is camelCase, modes octal.
+#[test]
+fn json_documents_use_one_key_case_and_octal_modes() {
+    let w = World::new();
+    let root = w.path("root");
+    let (r, bundle, spec) = (
+        root.display().to_string(),
+        w.bundle.display().to_string(),
+        w.spec.display().to_string(),
+    );
+    let kc = w.kubeconfig.display().to_string();
+    let mut broken = Vec::new();
+    for args in [
+        vec!["inspect", &bundle],
+        vec!["install", "--no-start", "--root", &r, &bundle],
+        vec!["up", "--no-start", "--root", &r, &bundle],
+        vec!["verify", "-f", &spec, "--kubeconfig", &kc, "--only", "api"],
+        vec!["uninstall", "--keep-data", "--root", &r],
+    ] {
+        let o = sparkgap()
+            .args(&args)
+            .args(["--output", "json"])
+            .output()
+            .unwrap();
+        let doc: Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&o.stderr)));
+        snake_keys(&doc, args[0], &mut broken);
+        if args[0] == "install" {
+            let k3s = doc["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["path"] == "usr/local/bin/k3s")
+                .unwrap();
+            assert_eq!(k3s["mode"], "0755", "{k3s}");
+        }
+    }
+    assert!(broken.is_empty(), "snake_case keys: {broken:?}");
 }
