@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::failure::FailureKind;
+pub use output::{Stream, asks_for_json, error_document, output_lost, print_json, write_out};
 
 /// `print!`/`println!`/`eprint!`/`eprintln!` for commands, without their panic ("failed
 /// printing to stdout", exit 101) when a stream cannot be written: output never stops the work.
@@ -29,6 +30,7 @@ macro_rules! errln {
     ($($t:tt)*) => { err!("{}\n", format_args!($($t)*)) };
 }
 
+mod output;
 mod paths;
 pub mod progress;
 mod text;
@@ -317,53 +319,6 @@ fn failure_kind(err: &anyhow::Error) -> FailureKind {
     FailureKind::Input
 }
 
-/// Where `out!` and `err!` write.
-#[derive(Clone, Copy)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-/// A stream that could not be written: the reader went away (a closed pipe), or the write
-/// failed for another reason, kept to be reported.
-static STDOUT_ENDED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-static STDERR_ENDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-fn stdout_failed(e: std::io::Error) {
-    let lost = (e.kind() != std::io::ErrorKind::BrokenPipe).then(|| e.to_string());
-    let _ = STDOUT_ENDED.set(lost);
-}
-
-/// Write to stdout or stderr. Never panics and never fails: see `out!`.
-pub fn write_out(stream: Stream, args: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    use std::sync::atomic::Ordering;
-    match stream {
-        Stream::Stdout if STDOUT_ENDED.get().is_none() => {
-            if let Err(e) = std::io::stdout().lock().write_fmt(args) {
-                stdout_failed(e);
-            }
-        }
-        Stream::Stderr if !STDERR_ENDED.load(Ordering::Relaxed) => {
-            let failed = std::io::stderr().lock().write_fmt(args).is_err();
-            STDERR_ENDED.fetch_or(failed, Ordering::Relaxed);
-        }
-        _ => {}
-    }
-}
-
-/// Flush stdout (what is still buffered is written now) and say whether its output was lost
-/// for another reason than a reader that went away: the error, for the one `error:` line.
-pub fn output_lost() -> Option<String> {
-    use std::io::Write;
-    if STDOUT_ENDED.get().is_none()
-        && let Err(e) = std::io::stdout().lock().flush()
-    {
-        stdout_failed(e);
-    }
-    STDOUT_ENDED.get().cloned().flatten()
-}
-
 /// The signal that interrupted an install, when that is what this error is: the process then
 /// ends by it (docs/cli.md).
 pub fn interrupted_by(err: &anyhow::Error) -> Option<i32> {
@@ -381,31 +336,6 @@ pub fn kind_word(err: &anyhow::Error) -> &'static str {
         FailureKind::Input => "input",
         FailureKind::Environment => "environment",
     }
-}
-
-/// The JSON document a failed command prints on stdout with `--output json`: what scripts
-/// read instead of a report (docs/cli.md, "The JSON error document").
-pub fn error_document(kind: &str, message: &str, exit_code: u8) -> String {
-    let doc = serde_json::json!({
-        "error": { "kind": kind, "message": message },
-        "exitCode": exit_code,
-    });
-    serde_json::to_string_pretty(&doc).expect("a JSON value serialises")
-}
-
-/// Whether the raw command line asks for `--output json`: usage errors happen before the
-/// arguments are parsed, and a script that asked for JSON gets its document all the same.
-pub fn asks_for_json(args: &[std::ffi::OsString]) -> bool {
-    args.iter()
-        .zip(args.iter().skip(1))
-        .any(|(a, b)| a == "--output" && b == "json")
-        || args.iter().any(|a| a == "--output=json")
-}
-
-/// Print a serialisable value as the one JSON document on stdout.
-pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    outln!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
 }
 
 #[cfg(test)]
