@@ -397,6 +397,13 @@ impl<'a> Workloads<'a> {
         }
     }
 
+    /// Delete a pod that has served its purpose, without waiting (best effort: cleanup deletes
+    /// what is left, and the throwaway namespace goes whole).
+    async fn delete_pod(&self, ns: &str, name: &str) {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let _ = api.delete(name, &DeleteParams::background()).await;
+    }
+
     /// Run a pod to completion in `ns`.
     async fn run_pod(&self, ns: &str, pod: &Pod, budget: &Budget) -> Result<Finished, String> {
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -739,6 +746,9 @@ impl<'a> Workloads<'a> {
             let mut results: BTreeMap<(String, String), bool> = BTreeMap::new();
             let mut sources: Vec<Option<String>> = probe_sources(&probes);
             let mut attempt = 1;
+            // What the last complete attempt found: when a later attempt cannot finish (the
+            // budget ends while its clients start), that is the answer, not the timeout.
+            let mut last_problems: Option<Vec<String>> = None;
             loop {
                 // One client per source namespace, all at once (they only read).
                 let runs = futures::future::join_all(sources.iter().map(|source| {
@@ -757,14 +767,36 @@ impl<'a> Workloads<'a> {
                     };
                     let pod = test_pod(&pod_name, &self.run_id, self.image(), &script);
                     let budget = &budget;
-                    async move { self.run_pod(&ns, &pod, budget).await }
+                    async move {
+                        let f = self.run_pod(&ns, &pod, budget).await;
+                        // Done with it: clients of many attempts must not fill the node.
+                        self.delete_pod(&ns, &pod_name).await;
+                        f
+                    }
                 }))
                 .await;
+                let mut failed = None;
                 for (source, run) in sources.iter().zip(runs) {
-                    let f = run?;
-                    for (target, reached) in parse_reach(&f.logs) {
-                        results.insert((source_name(source, &scratch), target), reached);
+                    match run {
+                        Ok(f) => {
+                            for (target, reached) in parse_reach(&f.logs) {
+                                results.insert((source_name(source, &scratch), target), reached);
+                            }
+                        }
+                        Err(e) => failed = failed.or(Some(e)),
                     }
+                }
+                if let Some(e) = failed {
+                    return match last_problems {
+                        Some(problems) if !problems.is_empty() => {
+                            evidence.push(format!(
+                                "attempt {attempt} did not finish ({e}); attempt {} is the answer",
+                                attempt - 1
+                            ));
+                            all_held(problems)
+                        }
+                        _ => Err(e),
+                    };
                 }
                 let (ev, problems) = evaluate_policy(&probes, &results, &scratch);
                 if problems.is_empty() || budget.expired() {
@@ -774,6 +806,7 @@ impl<'a> Workloads<'a> {
                     }
                     return all_held(problems);
                 }
+                last_problems = Some(problems);
                 sources = failing_sources(&probes, &results, &scratch);
                 attempt += 1;
                 tokio::time::sleep(budget.poll()).await;
