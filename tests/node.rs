@@ -27,7 +27,7 @@ static NODE_LOCK: Mutex<()> = Mutex::new(());
 static SHARED: Mutex<Option<Shared>> = Mutex::new(None);
 /// `shared_*` tests that have finished; the last one tears the node down.
 static SHARED_DONE: AtomicUsize = AtomicUsize::new(0);
-const SHARED_TESTS: usize = 6;
+const SHARED_TESTS: usize = 7;
 static AT_EXIT: Once = Once::new();
 
 const PAUSE: &str = "docker.io/rancher/mirrored-pause:3.6";
@@ -581,6 +581,59 @@ fn shared_6_registries_yaml_drift_is_rewritten_and_k3s_restarted() {
             assert!(pause.contains("io.cri-containerd.pinned=pinned"), "{pause}");
             let (report, out) = verify(&s.node, &[]);
             assert_all_green(&s.node, &report, &out);
+        },
+    );
+}
+
+/// storage-performance reports figures per class, and fails naming the class and the figure
+/// when the spec asks more of a class than it gives.
+#[test]
+fn shared_7_storage_performance_fails_naming_the_class_that_is_too_slow() {
+    with_shared(
+        "shared_7_storage_performance_fails_naming_the_class_that_is_too_slow",
+        |s| {
+            assert!(
+                s.first_up_green(),
+                "the shared node's first up failed (see shared_1)"
+            );
+            let (report, _) = &s.first;
+            let all = checks(report.as_ref().unwrap());
+            let (_, status, _, evidence) = check(&all, "storage-performance");
+            assert_eq!(status, "pass");
+            eprintln!("STORAGE {}", evidence.join("; "));
+            for class in ["local-path", "fast", "standard"] {
+                assert!(
+                    evidence
+                        .iter()
+                        .any(|e| e.starts_with(&format!("class {class}: write "))
+                            && e.contains("MiB/s")),
+                    "{class}: {evidence:#?}"
+                );
+            }
+            let copy = s.node.path(SPEC_COPY);
+            let spec = std::fs::read_to_string(&copy).unwrap();
+            let greedy = spec.replace(
+                "fast: { minWriteMiBps: 1, minReadMiBps: 1, maxFsyncMs: 2000 }",
+                "fast: { minWriteMiBps: 1000000 }",
+            );
+            assert_ne!(greedy, spec, "the spec copy carries the fixture's minimums");
+            std::fs::write(&copy, &greedy).unwrap();
+            let (report, out) = verify(&s.node, &["storage-performance"]);
+            std::fs::write(&copy, &spec).unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{}",
+                explain(&s.node, &report, &out)
+            );
+            let all = checks(report.as_ref().unwrap());
+            let (_, status, reason, _) = check(&all, "storage-performance");
+            assert_eq!(status, "fail");
+            assert!(
+                reason.starts_with("class fast: write ")
+                    && reason.ends_with(" MiB/s is below the minimum 1000000 MiB/s"),
+                "{reason}"
+            );
         },
     );
 }

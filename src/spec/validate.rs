@@ -32,6 +32,7 @@ pub const CHECK_NAMES: &[&str] = &[
     "quotas",
     "limitranges",
     "storage",
+    "storage-performance",
     "pod-network",
     "dns",
     "network-policy",
@@ -308,7 +309,58 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
             format!("{t:?} is not the name of an entry of spec.images"),
         );
     }
+    validate_storage_verify(&mut c, &v.storage, &s.storage);
     c.issues
+}
+
+/// `spec.verify.storage`: a file size that is a quantity between 1Mi and 1Gi; minimums only for
+/// declared classes, each above zero.
+fn validate_storage_verify(
+    c: &mut Checker,
+    v: &crate::spec::StorageVerify,
+    storage: &crate::spec::Storage,
+) {
+    const MI: i128 = 1 << 20;
+    match parse_milli(&v.file_size).map(|m| m / 1000) {
+        Some(b) if (MI..=crate::spec::MAX_PERF_FILE_BYTES).contains(&b) => {}
+        Some(_) => c.err(
+            "spec.verify.storage.fileSize",
+            format!("{:?} must be between 1Mi and 1Gi", v.file_size),
+        ),
+        None => c.err(
+            "spec.verify.storage.fileSize",
+            format!("{:?} is not a quantity (e.g. 32Mi)", v.file_size),
+        ),
+    }
+    let classes: Vec<String> = storage
+        .effective_classes()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    for (class, m) in &v.classes {
+        let at = format!("spec.verify.storage.classes.{class}");
+        if !classes.contains(class) {
+            c.err(
+                &at,
+                format!(
+                    "{class:?} is not a storage class of spec.storage.classes (classes: {})",
+                    classes.join(", ")
+                ),
+            );
+        }
+        for (field, value) in [
+            ("minWriteMiBps", m.min_write_mi_bps),
+            ("minReadMiBps", m.min_read_mi_bps),
+            ("maxFsyncMs", m.max_fsync_ms),
+        ] {
+            if value == Some(0) {
+                c.err(
+                    format!("{at}.{field}"),
+                    "must be above 0 (leave it out for no minimum)",
+                );
+            }
+        }
+    }
 }
 
 /// A chart names exactly one source: `path`, or `repo` + `chart` + one exact `version`; and

@@ -306,8 +306,8 @@ impl Site {
         copy_tree(&fixture_dir().join("values"), &dst.join("values"));
         let text = std::fs::read_to_string(fixture_dir().join("appliance.yaml"))
             .unwrap()
-            .replace("${RELEASE}", &self.release_url)
-            .replace("${CHARTS}", &self.charts_url);
+            .replace("http://k3s-release.invalid", &self.release_url)
+            .replace("http://chart-repo.invalid", &self.charts_url);
         let spec = dst.join("appliance.yaml");
         std::fs::write(&spec, edit(text)).unwrap();
         spec
