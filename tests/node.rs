@@ -835,3 +835,114 @@ fn own_node_uninstall_leaves_nothing_behind() {
         }
     });
 }
+
+/// A test process killed outright (SIGKILL: no destructor runs) while its node runs k3s and pods:
+/// the sandbox keeper, whose stdin was the dead process's pipe, still removes everything. Here
+/// the pipe's writer is a `sleep` this test kills, standing in for the test process.
+#[test]
+fn own_node_a_killed_test_leaves_nothing_behind() {
+    with_own_node("own_node_a_killed_test_leaves_nothing_behind", |parts| {
+        let site = Site::start(parts, &k3s_images_txt());
+        let spec = site.spec("killed", |s| s);
+        let bundle = site.bundle(&spec, "killed");
+        let pubkey = site.pubkey.clone();
+        let _files = site.into_files();
+        let host_links = host_output("ip", &["-o", "link"]);
+        let host_rules = host_output("iptables-save", &[]);
+        let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mut holder = std::process::Command::new("sleep")
+            .arg("100000")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pipe = holder.stdout.take().unwrap();
+        let mut node = Node::boot_with(parts, Stdio::from(pipe));
+        let out = node
+            .sparkgap(&[
+                "install".as_ref(),
+                bundle.as_os_str(),
+                "--pubkey".as_ref(),
+                pubkey.as_os_str(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "install: {}\n{}",
+            describe(&out),
+            node.logs()
+        );
+        let waited = node.kubectl(&[
+            "wait",
+            "-n",
+            "kube-system",
+            "--for=condition=Ready",
+            "pod",
+            "-l",
+            "k8s-app=kube-dns",
+            "--timeout=240s",
+        ]);
+        assert!(
+            waited.status.success(),
+            "{}\n{}",
+            describe(&waited),
+            node.logs()
+        );
+        let pid_ns = std::fs::read_link(format!("/proc/{}/ns/pid", node.pid)).unwrap();
+        let dir = node.dir.clone();
+
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        let status = node.wait_keeper(std::time::Duration::from_secs(120));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the keeper's teardown: {status:?}\n{}",
+            node.keeper_log()
+        );
+        // No process of the node's PID namespace, no cgroup, no directory; the host's
+        // interfaces, firewall and mounts as they were.
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+            .filter(|e| std::fs::read_link(e.path().join("ns/pid")).ok().as_ref() == Some(&pid_ns))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(left.is_empty(), "processes of the node left: {left:?}");
+        let cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .flatten()
+            .map(|h| h.path().join(&node.cgroup))
+            .filter(|p| p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
+        assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+        assert!(!dir.exists(), "{} left", dir.display());
+        assert_eq!(host_output("ip", &["-o", "link"]), host_links);
+        assert_eq!(host_output("iptables-save", &[]), host_rules);
+        assert_eq!(
+            std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
+            host_mounts
+        );
+    });
+}
+
+/// A host command's stdout (counters and the save time stripped for iptables-save).
+fn host_output(cmd: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(cmd).args(args).output().unwrap();
+    strip_counters(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn strip_counters(save: &str) -> String {
+    save.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            if l.starts_with(':') {
+                l.split(' ').take(2).collect::<Vec<_>>().join(" ")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
