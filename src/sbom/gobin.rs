@@ -264,10 +264,10 @@ pub fn parse_modinfo(text: &str) -> BuildInfo {
                 Some(i) => info.deps[i].replace = Some(rep),
             }
             have_last = false;
-        } else if let Some(s) = line.strip_prefix("build\t") {
-            if let Some(kv) = parse_setting(s) {
-                info.settings.push(kv);
-            }
+        } else if let Some(s) = line.strip_prefix("build\t")
+            && let Some(kv) = parse_setting(s)
+        {
+            info.settings.push(kv);
         }
     }
     info
