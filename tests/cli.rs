@@ -117,7 +117,10 @@ fn readme_states_the_prerequisites_the_build_and_ci_need() {
             "README must say scripts/test installs {tool}"
         );
     }
-    let ci = std::fs::read_to_string(".ci/run").expect(".ci/run");
+    // The loop may continue over several lines (`\` at the end).
+    let ci = std::fs::read_to_string(".ci/run")
+        .expect(".ci/run")
+        .replace("\\\n", " ");
     let pkgs = ci
         .lines()
         .find_map(|l| {
