@@ -363,7 +363,7 @@ impl Document {
         for (eco, paths) in &c.unread {
             let first: Vec<&str> = paths.iter().take(3).map(String::as_str).collect();
             self.notes.push(format!(
-                "image {}: {} {eco} package record(s) not read (sparkgap reads dpkg, apk and Go build info only): /{}{}",
+                "image {}: {} {eco} file(s) not read (sparkgap reads dpkg, apk and Go build info only): /{}{}",
                 img.name,
                 paths.len(),
                 first.join(", /"),

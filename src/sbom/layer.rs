@@ -229,9 +229,16 @@ fn walk(r: impl Read, f: &mut LayerFindings) -> Result<(), String> {
                 release: OsReleaseOrd(parse_os_release(&t)),
             })
         } else {
-            go_binary(&mut entry, &mut buf, &path)?.map(|g| What::Go {
-                found: GoFoundOrd(g),
-            })
+            match go_binary(&mut entry, &mut buf, &path)? {
+                Binary::Go(g) => Some(What::Go {
+                    found: GoFoundOrd(g),
+                }),
+                // syft unpacks UPX to read a Go binary inside; sparkgap says it did not.
+                Binary::Upx => Some(What::Unread {
+                    ecosystem: "UPX-packed executable".into(),
+                }),
+                Binary::Other => None,
+            }
         };
         if let Some(what) = what {
             f.found.push(Found { path, what });
@@ -267,11 +274,20 @@ fn read_text(r: &mut impl Read, path: &str) -> Result<Option<String>, String> {
     Ok(Some(String::from_utf8_lossy(&v).into_owned()))
 }
 
+/// What an executable turned out to be.
+enum Binary {
+    Go(GoFound),
+    /// Packed with UPX (`UPX!` in its first bytes): its contents are compressed.
+    Upx,
+    Other,
+}
+
 /// Build info of an ELF file; anything else is read no further than its first bytes (the rest
 /// is skipped by the tar reader as the next entry is taken).
-fn go_binary(r: &mut impl Read, buf: &mut [u8], path: &str) -> Result<Option<GoFound>, String> {
+fn go_binary(r: &mut impl Read, buf: &mut [u8], path: &str) -> Result<Binary, String> {
     let mut scan = GoScan::new();
     let mut first = true;
+    let mut upx = false;
     loop {
         let n = match r.read(buf) {
             Ok(0) => break,
@@ -282,13 +298,18 @@ fn go_binary(r: &mut impl Read, buf: &mut [u8], path: &str) -> Result<Option<GoF
         if first {
             // Short reads happen; four bytes decide, and a file under four is no binary.
             if n < 4 || &buf[..4] != b"\x7fELF" {
-                return Ok(None);
+                return Ok(Binary::Other);
             }
+            upx = memchr::memmem::find(&buf[..n.min(4096)], b"UPX!").is_some();
             first = false;
         }
         scan.feed(&buf[..n]);
     }
-    Ok(scan.finish())
+    Ok(match scan.finish() {
+        Some(g) => Binary::Go(g),
+        None if upx => Binary::Upx,
+        None => Binary::Other,
+    })
 }
 
 /// Scan a plain file (the k3s binary) for Go build info.
@@ -299,10 +320,14 @@ pub fn scan_binary(file: &Path) -> Result<Option<GoFound>, SbomError> {
     };
     let mut f = std::fs::File::open(file).map_err(io)?;
     let mut buf = vec![0u8; 256 << 10];
-    go_binary(&mut f, &mut buf, &file.display().to_string()).map_err(|message| SbomError::Layer {
-        layer: file.display().to_string(),
-        message,
-    })
+    match go_binary(&mut f, &mut buf, &file.display().to_string()) {
+        Ok(Binary::Go(g)) => Ok(Some(g)),
+        Ok(_) => Ok(None),
+        Err(message) => Err(SbomError::Layer {
+            layer: file.display().to_string(),
+            message,
+        }),
+    }
 }
 
 #[cfg(test)]
