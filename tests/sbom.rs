@@ -167,6 +167,10 @@ impl Built {
     }
 
     fn build(&self, cache: &str, out: &str) -> serde_json::Value {
+        self.build_with(cache, out, &[])
+    }
+
+    fn build_with(&self, cache: &str, out: &str, extra: &[&std::ffi::OsStr]) -> serde_json::Value {
         let o = self
             .h
             .sparkgap()
@@ -181,6 +185,7 @@ impl Built {
             .args(["--insecure-registry", self.h.addr()])
             .arg("--mirror")
             .arg(format!("docker.io={}", self.h.addr()))
+            .args(extra)
             .env("SOURCE_DATE_EPOCH", "1700000000")
             .output()
             .unwrap();
@@ -496,6 +501,41 @@ fn sbom_is_the_same_bytes_every_build_listed_in_the_manifest_and_checked_by_insp
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("sbom/sbom.spdx.json"), "{}", stderr(&o));
     assert!(o.stdout.is_empty(), "nothing printed from a damaged bundle");
+
+    // Signed: the manifest listing the SBOM is what the signature covers; `sbom --pubkey`
+    // prints it only from a bundle signed by that key.
+    let keys = |name: &str| {
+        let kp = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+        let (pk, sk) = (
+            b.path(&format!("{name}.pub")),
+            b.path(&format!("{name}.key")),
+        );
+        std::fs::write(&pk, kp.pk.to_box().unwrap().to_string()).unwrap();
+        std::fs::write(&sk, kp.sk.to_box(None).unwrap().to_string()).unwrap();
+        (pk, sk)
+    };
+    let (pk, sk) = keys("good");
+    let (other_pk, _) = keys("other");
+    b.build_with(
+        "cache-a",
+        "s.tar",
+        &[std::ffi::OsStr::new("--sign-key"), sk.as_os_str()],
+    );
+    let sbom_with = |key: &Path| {
+        b.h.sparkgap()
+            .arg("sbom")
+            .arg(b.path("s.tar"))
+            .arg("--pubkey")
+            .arg(key)
+            .output()
+            .unwrap()
+    };
+    let o = sbom_with(&pk);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout, b.sbom("a.tar", "spdx"));
+    let o = sbom_with(&other_pk);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
 
     // Installed: `sbom --installed` prints what the bundle carried.
     let root = b.path("root");
