@@ -583,3 +583,91 @@ fn sbom_of_nothing_installed_or_a_bundle_without_one_says_so() {
     assert_ne!(o.status.code(), Some(0));
     assert!(stderr(&o).contains("missing.tar"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_layer_that_is_no_tar_stops_the_build_naming_image_and_digest_and_writes_nothing() {
+    let test = "a_layer_that_is_no_tar_stops_the_build_naming_image_and_digest_and_writes_nothing";
+    let Some(h) = Harness::start_or_skip(test) else {
+        return;
+    };
+    // A gzip stream of bytes that are no tar archive.
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &[0x5a; 4096]).unwrap();
+    let data = gz.finish().unwrap();
+    let blob = BlobRef {
+        digest: sparkgap::digest::sha256_digest(&data),
+        size: data.len() as u64,
+        diff_id: sparkgap::digest::sha256_digest(&[0x5a; 4096]),
+    };
+    let rt = sparkgap::runtime().unwrap();
+    rt.block_on(async {
+        let mut p = Pusher::new(h.addr());
+        p.push_blob("sbom/broken", data.into(), &blob.digest)
+            .await
+            .unwrap();
+        let config = make_config("linux", "arm64", std::slice::from_ref(&blob), "broken");
+        let cd = sparkgap::digest::sha256_digest(&config);
+        p.push_blob("sbom/broken", config.clone().into(), &cd)
+            .await
+            .unwrap();
+        p.push_manifest(
+            "sbom/broken",
+            Some("1"),
+            make_manifest(&config, &[blob.clone()]),
+            OCI_MANIFEST,
+        )
+        .await
+        .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("appliance.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "apiVersion: sparkgap.dev/v1alpha1\nkind: Appliance\nmetadata:\n  name: broken\nspec:\n  platform: linux/arm64\n  k3s:\n    version: v1.33.5+k3s1\n    binaryUrl: {}\n  images:\n    - {{ name: broken, reference: '{}/sbom/broken:1' }}\n  namespaces:\n    - name: apps\n",
+            h.k3s_url(),
+            h.addr()
+        ),
+    )
+    .unwrap();
+    let lock = dir.path().join("appliance.lock");
+    let mirror = format!("docker.io={}", h.addr());
+    let o = h
+        .sparkgap()
+        .args(["lock", "-f"])
+        .arg(&spec)
+        .arg("-o")
+        .arg(&lock)
+        .args(["--insecure-registry", h.addr(), "--mirror", &mirror])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "lock: {}", stderr(&o));
+    let out = dir.path().join("bundle.tar");
+    let o = h
+        .sparkgap()
+        .args(["build", "-f"])
+        .arg(&spec)
+        .arg("--lock")
+        .arg(&lock)
+        .arg("--cache")
+        .arg(dir.path().join("cache"))
+        .arg("-o")
+        .arg(&out)
+        .args(["--insecure-registry", h.addr(), "--mirror", &mirror])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(&blob.digest), "names the layer: {err}");
+    assert!(err.contains("image broken"), "names the image: {err}");
+    assert!(!out.exists(), "no bundle written");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("bundle.tar"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
