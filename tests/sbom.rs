@@ -615,7 +615,7 @@ fn a_layer_that_is_no_tar_stops_the_build_naming_image_and_digest_and_writes_not
         p.push_manifest(
             "sbom/broken",
             Some("1"),
-            make_manifest(&config, &[blob.clone()]),
+            make_manifest(&config, std::slice::from_ref(&blob)),
             OCI_MANIFEST,
         )
         .await
