@@ -58,6 +58,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
     let progress = super::progress::for_terminal(g);
     let Built {
         pulled,
+        sbom,
         plan,
         written,
     } = build(
@@ -79,6 +80,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
             bundle: &written,
             images: &plan.manifest.images,
             blobs: &pulled,
+            sbom: &sbom,
             cache: cache.root().display().to_string(),
         })?;
     } else {
@@ -107,5 +109,6 @@ struct BuildReport<'a> {
     bundle: &'a bundle::WriteSummary,
     images: &'a [bundle::BundleImage],
     blobs: &'a PullReport,
+    sbom: &'a crate::build::SbomReport,
     cache: String,
 }

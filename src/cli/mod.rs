@@ -37,6 +37,7 @@ mod cmd_inspect;
 mod cmd_install;
 mod cmd_lock;
 mod cmd_render;
+mod cmd_sbom;
 mod cmd_up;
 mod cmd_verify;
 
@@ -120,6 +121,9 @@ pub enum Command {
     Build(cmd_build::BuildArgs),
     /// Show what a bundle holds and re-hash every member; non-zero when anything is off.
     Inspect(cmd_inspect::InspectArgs),
+    /// Print the software bill of materials a bundle carries (SPDX or CycloneDX), or the one of
+    /// what is installed here.
+    Sbom(cmd_sbom::SbomArgs),
     /// Install a bundle on this host (or into --root): k3s, config, registries, images.
     Install(cmd_install::InstallArgs),
     /// Remove exactly what `sparkgap install` placed.
@@ -144,6 +148,7 @@ impl Command {
             Command::Lock(_) => "lock",
             Command::Build(_) => "build",
             Command::Inspect(_) => "inspect",
+            Command::Sbom(_) => "sbom",
             Command::Install(_) => "install",
             Command::Uninstall(_) => "uninstall",
             Command::Render(_) => "render",
@@ -255,6 +260,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Lock(a) => cmd_lock::run(a, &g),
         Command::Build(a) => cmd_build::run(a, &g),
         Command::Inspect(a) => cmd_inspect::run(a, &g),
+        Command::Sbom(a) => cmd_sbom::run(a, &g),
         Command::Install(a) => cmd_install::run(a, &g),
         Command::Uninstall(a) => cmd_install::run_uninstall(a, &g),
         Command::Render(a) => cmd_render::run(a, &g),
@@ -288,6 +294,9 @@ fn failure_kind(err: &anyhow::Error) -> FailureKind {
             return e.kind();
         }
         if let Some(e) = cause.downcast_ref::<crate::oci::OciError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::sbom::SbomError>() {
             return e.kind();
         }
         if let Some(e) = cause.downcast_ref::<crate::bundle::BundleError>() {
