@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use common::bed::Bed;
+use common::token::{self, TokenService};
 use sparkgap::demo::{LocalRegistry, RegistryAuth};
 
 const USER: &str = "ci-bot";
@@ -25,13 +26,41 @@ fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-/// The harness, and a second registry serving its seeded storage behind htpasswd.
+/// The harness, and a second registry serving its seeded storage behind htpasswd or behind
+/// the token flow.
 struct Private {
     bed: Bed,
     registry: LocalRegistry,
+    tokens: Option<TokenService>,
 }
 
 impl Private {
+    /// A registry asking for credentials with the token flow: a token service on loopback
+    /// checks them and issues tokens the registry verifies.
+    fn start_token_or_skip(test: &str) -> Option<Private> {
+        if !common::tool_available(test, "openssl", "openssl") {
+            return None;
+        }
+        let bed = Bed::start_or_skip(test)?;
+        let tokens = TokenService::start(bed.dir.path(), USER, PASSWORD);
+        let registry = LocalRegistry::serve_storage_of(
+            &common::registry_bin(),
+            &bed.h.registry,
+            &RegistryAuth::Token {
+                realm: tokens.realm().to_string(),
+                service: token::SERVICE.into(),
+                issuer: token::ISSUER.into(),
+                root_cert_bundle: tokens.cert().to_path_buf(),
+            },
+        )
+        .expect("start the token-auth registry");
+        Some(Private {
+            bed,
+            registry,
+            tokens: Some(tokens),
+        })
+    }
+
     fn start_or_skip(test: &str) -> Option<Private> {
         if !common::tool_available(test, "htpasswd", "apache2-utils") {
             return None;
@@ -51,7 +80,11 @@ impl Private {
             &RegistryAuth::Htpasswd(htpasswd),
         )
         .expect("start the htpasswd registry");
-        Some(Private { bed, registry })
+        Some(Private {
+            bed,
+            registry,
+            tokens: None,
+        })
     }
 
     fn addr(&self) -> &str {
@@ -599,5 +632,74 @@ fn a_private_chart_repository_is_pinned_and_carried_with_helms_credentials() {
     assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
     let e = common::stderr(&out);
     assert!(e.contains("repo-auth.yaml") && e.contains(USER), "{e}");
+    assert_absent("stderr of a refused lock", &out.stderr, WRONG);
+}
+
+#[test]
+fn the_token_flow_trades_credentials_for_tokens_and_refuses_without() {
+    let Some(p) = Private::start_token_or_skip(
+        "the_token_flow_trades_credentials_for_tokens_and_refuses_without",
+    ) else {
+        return;
+    };
+    let tokens = p.tokens.as_ref().expect("token service");
+    let home = p.home("token");
+    let file = home.join("auth.json");
+    std::fs::write(&file, auth_json(p.addr(), USER, PASSWORD)).expect("auth file");
+    lock_and_build(&p, "token", &home, |c| {
+        c.arg("--authfile").arg(&file);
+    });
+    assert!(tokens.issued() > 0, "tokens came from the token service");
+
+    // `sparkgap login` asks the token service too.
+    let mut login = common::sparkgap();
+    isolate(&mut login, &home);
+    let out = login
+        .args([
+            "login",
+            p.addr(),
+            "-u",
+            USER,
+            "--insecure-registry",
+            p.addr(),
+        ])
+        .args(["--authfile"])
+        .arg(home.join("login.json"))
+        .args(["--output", "json"])
+        .write_stdin(PASSWORD)
+        .output()
+        .expect("login");
+    assert!(out.status.success(), "login: {}", common::stderr(&out));
+
+    // Without credentials the registry refuses the anonymous token's requests; with a wrong
+    // password the token service refuses: both exit 3 naming the registry.
+    let spec = p.spec("token-refused");
+    let out = p.lock(&spec, &p.home("token-none")).output().expect("lock");
+    assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
+    let e = common::stderr(&out);
+    assert!(
+        e.contains(&format!("the registry {} refused", p.addr())),
+        "{e}"
+    );
+    assert!(e.contains("sent no credentials"), "{e}");
+    let refused_before = tokens.refused();
+    std::fs::write(&file, auth_json(p.addr(), USER, WRONG)).expect("auth file");
+    let out = p
+        .lock(&spec, &home)
+        .arg("--authfile")
+        .arg(&file)
+        .output()
+        .expect("lock");
+    assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
+    let e = common::stderr(&out);
+    assert!(
+        e.contains(&format!("the registry {} refused", p.addr())),
+        "{e}"
+    );
+    assert!(e.contains(&file.display().to_string()), "{e}");
+    assert!(
+        tokens.refused() > refused_before,
+        "the token service refused them"
+    );
     assert_absent("stderr of a refused lock", &out.stderr, WRONG);
 }
