@@ -615,4 +615,80 @@ mod tests {
             "{e}"
         );
     }
+
+    /// Index and archive downloads carry the repository's bearer token; without it the server's
+    /// 401 is a refusal naming the URL and where credentials were looked for.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn downloads_carry_the_bearer_token_of_their_repository() {
+        crate::install_tls_provider();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().join("repo/charts");
+        std::fs::create_dir_all(&repo).expect("repo");
+        std::fs::write(repo.join("index.yaml"), "apiVersion: v1\nentries: {}\n").expect("index");
+        std::fs::write(repo.join("a-1.0.0.tgz"), b"archive bytes").expect("archive");
+        let server = crate::demo::fileserver::serve_dir_with_auth(
+            dir.path().join("repo"),
+            "Bearer tok-0123456789",
+        )
+        .expect("serve");
+        let url = format!("{}/charts", server.url());
+        let auth_file = dir.path().join("repo-auth.yaml");
+        std::fs::write(
+            &auth_file,
+            format!("repositories:\n  - url: {url}\n    bearerToken: tok-0123456789\n"),
+        )
+        .expect("repo-auth");
+        let config = |repo_auth: Option<PathBuf>| crate::oci::RegistryConfig {
+            retry: crate::oci::RetryPolicy {
+                attempts: 1,
+                ..Default::default()
+            },
+            repo_auth: RepoAuthSources {
+                repo_auth,
+                helm: None,
+            },
+            ..Default::default()
+        };
+        let with = crate::oci::Registry::new(config(Some(auth_file))).expect("registry");
+        let text = with
+            .get_document(&format!("{url}/index.yaml"), 1 << 20)
+            .await
+            .expect("index with the token");
+        assert!(text.contains("entries"));
+        let cache = crate::oci::BlobCache::new(dir.path().join("cache"));
+        let (digest, size) = with
+            .fetch_url(
+                &cache,
+                &format!("{url}/a-1.0.0.tgz"),
+                1 << 20,
+                "chart a",
+                &crate::progress::Progress::hidden(),
+            )
+            .await
+            .expect("archive with the token");
+        assert_eq!(size, 13);
+        assert!(cache.has(&digest, size));
+
+        let without = crate::oci::Registry::new(config(None)).expect("registry");
+        let e = without
+            .get_document(&format!("{url}/index.yaml"), 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, crate::oci::OciError::RepoRefused { status: 401, .. }),
+            "{e}"
+        );
+        assert_eq!(e.kind(), FailureKind::Environment);
+        let e = without
+            .fetch_url(
+                &cache,
+                &format!("{url}/missing.tgz"),
+                1 << 20,
+                "chart b",
+                &crate::progress::Progress::hidden(),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("refused access (HTTP 401)"), "{e}");
+    }
 }
