@@ -27,7 +27,9 @@ fn main() -> ExitCode {
                 ))
             }),
         )
-        .with_writer(std::io::stderr)
+        // Log lines go through the same redaction as everything printed: no credential read
+        // by this process reaches stderr at any verbosity.
+        .with_writer(|| Redacting(std::io::stderr()))
         // Colour only for a person at a terminal; CI logs and pipes get plain text.
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
@@ -58,4 +60,25 @@ fn message(err: &anyhow::Error) -> String {
         }
     }
     msg
+}
+
+/// A writer that removes every credential read so far (`oci::auth::redact`) from what passes
+/// through. tracing's fmt layer writes each event in one call, so a secret is never split.
+struct Redacting<W>(W);
+
+impl<W: std::io::Write> std::io::Write for Redacting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match std::str::from_utf8(buf) {
+            Ok(text) => {
+                self.0
+                    .write_all(sparkgap::oci::auth::redact(text).as_bytes())?;
+            }
+            Err(_) => self.0.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }

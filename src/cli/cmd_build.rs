@@ -13,7 +13,7 @@ use crate::spec::SpecFile;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  sparkgap build -f bundle/appliance.yaml --lock bundle/appliance.lock -o spark.tar\n  sparkgap build --offline --cache /mnt/blobs -o spark.tar          # from a filled cache only\n  SOURCE_DATE_EPOCH=1700000000 sparkgap build --sign-key sparkgap.key -o spark.tar\n\nSame lock, same bytes: the bundle is deterministic. An interrupted build resumes from the cache.\nExit codes: 0 ok, 2 bad spec/lock (stale lock names the image), 3 network/registry/disk."
+    after_help = "Examples:\n  sparkgap build -f bundle/appliance.yaml --lock bundle/appliance.lock -o spark.tar\n  sparkgap build --offline --cache /mnt/blobs -o spark.tar          # from a filled cache only\n  SOURCE_DATE_EPOCH=1700000000 sparkgap build --sign-key sparkgap.key -o spark.tar\n\nSame lock, same bytes: the bundle is deterministic. An interrupted build resumes from the cache.\nCredentials are read as `lock` reads them (--authfile, --repo-auth, the usual files and helpers)\nand never enter the bundle.\nExit codes: 0 ok, 2 bad spec/lock (stale lock names the image) or credentials file, 3\nnetwork/registry/disk (also a registry or repository refusing the credentials)."
 )]
 pub struct BuildArgs {
     #[command(flatten)]

@@ -36,6 +36,7 @@ mod cmd_demo;
 mod cmd_inspect;
 mod cmd_install;
 mod cmd_lock;
+mod cmd_login;
 mod cmd_render;
 mod cmd_sbom;
 mod cmd_up;
@@ -139,6 +140,9 @@ pub enum Command {
     Up(cmd_up::UpArgs),
     /// The built-in demo: local registry, generated images, lock, build, inspect.
     Demo(cmd_demo::DemoArgs),
+    /// Store a registry's credentials (password on stdin) in the auth file docker, podman and
+    /// skopeo read.
+    Login(cmd_login::LoginArgs),
 }
 
 impl Command {
@@ -156,6 +160,7 @@ impl Command {
             Command::Verify(_) => "verify",
             Command::Up(_) => "up",
             Command::Demo(_) => "demo",
+            Command::Login(_) => "login",
         }
     }
 
@@ -176,13 +181,29 @@ pub struct RegistryOpts {
     /// node keep the original names.
     #[arg(long = "mirror", value_name = "SOURCE=HOST[:PORT]")]
     pub mirrors: Vec<crate::oci::Mirror>,
+    /// Registry credentials to read first (docker's config.json or containers' auth.json
+    /// format); then $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+    /// $DOCKER_CONFIG/config.json or ~/.docker/config.json, and the helpers they name.
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// Chart repository credentials (YAML: `repositories: [{url, username, password |
+    /// passwordFile, bearerToken | bearerTokenFile, caFile}]`), before helm's own
+    /// repositories.yaml.
+    #[arg(long = "repo-auth", value_name = "FILE")]
+    pub repo_auth: Option<PathBuf>,
 }
 
 impl RegistryOpts {
-    /// How the core reaches registries with these options (retries from the environment).
+    /// How the core reaches registries with these options: retries and credential files from
+    /// the environment.
     pub fn config(&self) -> crate::oci::RegistryConfig {
         let mut c = crate::oci::RegistryConfig::with_insecure(self.insecure_registries.clone());
         c.mirrors = self.mirrors.clone();
+        c.auth = crate::oci::AuthSources::new(
+            self.authfile.as_deref(),
+            &crate::oci::auth::AuthEnv::from_process(),
+        );
+        c.repo_auth = crate::oci::RepoAuthSources::from_process(self.repo_auth.clone());
         c
     }
 }
@@ -268,6 +289,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Verify(a) => cmd_verify::run(a, &g),
         Command::Up(a) => cmd_up::run(a, &g),
         Command::Demo(a) => cmd_demo::run(a, &g),
+        Command::Login(a) => cmd_login::run(a, &g),
     }
 }
 
@@ -299,6 +321,9 @@ fn failure_kind(err: &anyhow::Error) -> FailureKind {
         if let Some(e) = cause.downcast_ref::<crate::sbom::SbomError>() {
             return e.kind();
         }
+        if let Some(e) = cause.downcast_ref::<crate::oci::AuthError>() {
+            return e.kind();
+        }
         if let Some(e) = cause.downcast_ref::<crate::bundle::BundleError>() {
             return e.kind();
         }
@@ -328,12 +353,22 @@ pub enum Stream {
     Stderr,
 }
 
-/// Write to stdout or stderr; a closed pipe ends that stream's output silently.
+/// Write to stdout or stderr; a closed pipe ends that stream's output silently. Every
+/// credential this process has read is removed first (`oci::auth::redact`): whatever a
+/// registry or helper echoed into an error, no secret reaches the terminal or `--output json`.
 pub fn write_out(stream: Stream, args: std::fmt::Arguments<'_>) {
     use std::io::Write;
+    let text = args.to_string();
+    let text = crate::oci::auth::redact(&text);
     let (written, name) = match stream {
-        Stream::Stdout => (std::io::stdout().lock().write_fmt(args), "stdout"),
-        Stream::Stderr => (std::io::stderr().lock().write_fmt(args), "stderr"),
+        Stream::Stdout => (
+            std::io::stdout().lock().write_all(text.as_bytes()),
+            "stdout",
+        ),
+        Stream::Stderr => (
+            std::io::stderr().lock().write_all(text.as_bytes()),
+            "stderr",
+        ),
     };
     match written {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {

@@ -381,7 +381,13 @@ fn chart_source(c: &mut Checker, i: usize, ch: &crate::spec::ChartRef) {
             }
         }
         (None, Some(repo)) => {
-            if repo.starts_with("oci://") {
+            if url_has_credentials(repo) {
+                // The URL is not repeated: it holds a secret.
+                c.err(
+                    format!("{at}.repo"),
+                    "credentials inside the URL are refused: the spec, the lock and the bundle                      would carry them; give them in helm's repositories.yaml or a --repo-auth                      file (docs/spec.md, \"Credentials\")",
+                );
+            } else if repo.starts_with("oci://") {
                 c.err(
                     format!("{at}.repo"),
                     format!(
@@ -494,7 +500,19 @@ fn validate_k3s(c: &mut Checker, k: &K3s) {
             );
         }
     }
+    for (field, url) in [
+        ("spec.k3s.binaryUrl", Some(&k.binary_url)),
+        ("spec.k3s.imagesUrl", k.images_url.as_ref()),
+    ] {
+        if url.is_some_and(|u| url_has_credentials(u)) {
+            c.err(
+                field,
+                "credentials inside the URL are refused: the lock and the bundle would carry                  them",
+            );
+        }
+    }
     match reqwest::Url::parse(&k.binary_url) {
+        Ok(u) if url_has_credentials(&k.binary_url) => drop(u),
         Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
         _ => c.err(
             "spec.k3s.binaryUrl",
@@ -503,6 +521,7 @@ fn validate_k3s(c: &mut Checker, k: &K3s) {
     }
     if let Some(url) = &k.images_url {
         match reqwest::Url::parse(url) {
+            Ok(u) if url_has_credentials(url) => drop(u),
             Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
             _ => c.err(
                 "spec.k3s.imagesUrl",
@@ -1173,6 +1192,11 @@ fn subject(c: &mut Checker, f: &str, s: &Subject, namespaces: &BTreeSet<&str>) {
             }
         }
     }
+}
+
+/// Whether a URL carries a user name or password (`https://user:pass@host/`).
+fn url_has_credentials(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
 }
 
 #[cfg(test)]
