@@ -208,7 +208,7 @@ impl Built {
 }
 
 /// Registry, test bed and images, or a skip naming what is missing.
-fn set_up(test: &str) -> Option<Built> {
+fn set_up_or_skip(test: &str) -> Option<Built> {
     let bin = match common::controlplane::testbed_dir() {
         Ok(d) => d.join("bin"),
         Err(why) => {
@@ -327,7 +327,7 @@ fn sbom_packages_equal_what_syft_finds_in_the_same_images() {
         Ok(p) => p,
         Err(why) => return skip(test, &format!("no syft (scripts/syft builds it): {why}")),
     };
-    let Some(b) = set_up(test) else { return };
+    let Some(b) = set_up_or_skip(test) else { return };
     b.build("cache", "bundle.tar");
     let cdx: serde_json::Value =
         serde_json::from_slice(&b.sbom("bundle.tar", "cyclonedx")).unwrap();
@@ -396,7 +396,7 @@ fn sbom_documents_validate_with_the_spdx_and_cyclonedx_tools() {
             );
         }
     };
-    let Some(b) = set_up(test) else { return };
+    let Some(b) = set_up_or_skip(test) else { return };
     b.build("cache", "bundle.tar");
     let spdx = b.path("sbom.spdx.json");
     let cdx = b.path("sbom.cdx.json");
@@ -439,7 +439,7 @@ fn sbom_documents_validate_with_the_spdx_and_cyclonedx_tools() {
 #[test]
 fn sbom_is_the_same_bytes_every_build_listed_in_the_manifest_and_checked_by_inspect() {
     let test = "sbom_is_the_same_bytes_every_build_listed_in_the_manifest_and_checked_by_inspect";
-    let Some(b) = set_up(test) else { return };
+    let Some(b) = set_up_or_skip(test) else { return };
     let cold = b.build("cache-a", "a.tar");
     let other = b.build("cache-b", "b.tar");
     let warm = b.build("cache-a", "c.tar");
