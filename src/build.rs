@@ -14,6 +14,7 @@ use crate::oci::{
     self, Arrivals, BlobCache, OciError, PullOptions, PullReport, Registry, RegistryConfig,
 };
 use crate::progress::Progress;
+use crate::sbom::{self, SbomError};
 use crate::spec::SpecFile;
 use crate::stages::StageError;
 use crate::tanka::{self, TankaError};
@@ -34,6 +35,8 @@ pub enum BuildError {
     Tanka(Box<TankaError>),
     #[error(transparent)]
     Charts(Box<ChartError>),
+    #[error(transparent)]
+    Sbom(Box<SbomError>),
     /// A file the spec names (`spec.manifests[]`, `spec.charts[]`) cannot be used.
     #[error(transparent)]
     Spec(Box<crate::spec::SpecError>),
@@ -63,6 +66,7 @@ wrap!(
     Stage(StageError),
     Tanka(TankaError),
     Charts(ChartError),
+    Sbom(SbomError),
     Spec(crate::spec::SpecError)
 );
 
@@ -75,6 +79,7 @@ impl BuildError {
             BuildError::Stage(e) => e.kind(),
             BuildError::Tanka(e) => e.kind(),
             BuildError::Charts(e) => e.kind(),
+            BuildError::Sbom(e) => e.kind(),
             BuildError::Spec(e) => e.kind(),
             BuildError::Chart { .. } | BuildError::SourceDateEpoch { .. } => FailureKind::Input,
             BuildError::Runtime(_) | BuildError::Stopped => FailureKind::Environment,
@@ -98,8 +103,21 @@ pub struct Job<'a> {
 /// What a build did.
 pub struct Built {
     pub pulled: PullReport,
+    /// What the SBOM took: blobs read now and from the findings cache.
+    pub sbom: SbomReport,
     pub plan: bundle::BundlePlan,
     pub written: bundle::WriteSummary,
+}
+
+/// What making the SBOM read.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SbomReport {
+    /// Layers (and the k3s binary) read now, and their bytes.
+    pub read: usize,
+    pub read_bytes: u64,
+    /// Those whose findings came from the cache (`<cache>/sbom/`).
+    pub cached: usize,
 }
 
 /// The build data path, shared by `build` and `demo`: read and check the lock against the
@@ -156,34 +174,95 @@ pub fn build(spec: &SpecFile, job: &Job<'_>) -> Result<Built, BuildError> {
         ))?;
         pull_plan = oci::plan_pull(&lock, job.cache)?;
     }
-    let extra = bundle_manifests_for(spec, &envs, Some((&lock, job.lock, job.cache)))?;
-    if pull_plan.missing.is_empty() {
+    let mut extra = bundle_manifests_for(spec, &envs, Some((&lock, job.lock, job.cache)))?;
+    let sbom_inputs = sbom::Inputs {
+        appliance: &spec.appliance.metadata.name,
+        lock: &lock,
+        lock_digest: crate::digest::sha256_digest(&lock_bytes),
+        cache: job.cache,
+        tanka: tanka::lock_images(&envs)
+            .into_iter()
+            .filter_map(|f| match f.origin {
+                crate::lock::Origin::Tanka(env) => Some((env, f.reference)),
+                crate::lock::Origin::Chart(_) => None,
+            })
+            .collect(),
+        created: mtime,
+        jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+    };
+    let (pulled, made) = if pull_plan.missing.is_empty() {
         let pulled = PullReport {
             cached: pull_plan.cached,
             cached_bytes: pull_plan.cached_bytes,
             ..PullReport::default()
         };
-        report_blobs(job.progress, &pulled);
-        let plan = bundle::plan(spec, &lock, &lock_bytes, job.cache, extra)?;
-        let written = bundle::write(&plan, job.out, job.sign_key, mtime, job.progress)?;
-        return Ok(Built {
-            pulled,
-            plan,
-            written,
-        });
-    }
-    let inputs = Inputs {
-        spec,
-        lock: &lock,
-        lock_bytes: &lock_bytes,
-        cache: job.cache,
-        sign_key: job.sign_key,
-        mtime,
-        progress: job.progress,
+        let made = sbom::generate(&sbom_inputs, job.progress, &|_| Ok(()))?;
+        (pulled, made)
+    } else {
+        pull_and_read(job, &pull_plan, &sbom_inputs)?
     };
-    let built = pull_and_write(job, &inputs, &pull_plan, extra)?;
-    report_blobs(job.progress, &built.pulled);
-    Ok(built)
+    report_blobs(job.progress, &pulled);
+    job.progress.line(&format!(
+        "sbom: {} layer(s) and binaries read ({} bytes), {} from the findings cache",
+        made.scanned,
+        bundle::group_digits(made.scanned_bytes),
+        made.cached
+    ));
+    extra.extend(made.members());
+    let plan = bundle::plan(spec, &lock, &lock_bytes, job.cache, extra)?;
+    let written = bundle::write(&plan, job.out, job.sign_key, mtime, job.progress)?;
+    Ok(Built {
+        pulled,
+        sbom: SbomReport {
+            read: made.scanned,
+            read_bytes: made.scanned_bytes,
+            cached: made.cached,
+        },
+        plan,
+        written,
+    })
+}
+
+/// A cold build: the missing blobs are fetched into the cache while the SBOM reads each layer
+/// as soon as it is there (several at once), so the layers are read while the rest still
+/// downloads. The bundle is written after both, from the cache: its manifest, the first
+/// member, lists the SBOM's digest.
+///
+/// A failed pull ends the SBOM's waits and its error (naming the blob) is returned; a failed
+/// SBOM (a layer that is not what it says) is returned once the pull ended, the blobs it
+/// fetched kept in the cache.
+fn pull_and_read(
+    job: &Job<'_>,
+    pull_plan: &oci::PullPlan,
+    inputs: &sbom::Inputs<'_>,
+) -> Result<(PullReport, sbom::Generated), BuildError> {
+    let registry = Registry::new(job.registry.clone())?;
+    let arrivals = Arrivals::expecting(pull_plan);
+    let opts = PullOptions { jobs: job.jobs };
+    let rt = crate::runtime().map_err(BuildError::Runtime)?;
+    let (pulled, made) = std::thread::scope(|s| {
+        let arrivals = &arrivals;
+        let reader =
+            s.spawn(move || sbom::generate(inputs, job.progress, &|digest| arrivals.wait(digest)));
+        let pulled = rt.block_on(oci::pull_notifying(
+            pull_plan,
+            job.cache,
+            &registry,
+            &opts,
+            job.progress,
+            Some(arrivals),
+        ));
+        arrivals.end(&match &pulled {
+            Ok(_) => "the download ended without it".to_string(),
+            Err(e) => format!("the download failed: {e}"),
+        });
+        let made = reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (pulled, made)
+    });
+    let pulled = pulled?;
+    Ok((pulled, made?))
 }
 
 /// The manifests a bundle carries: every stage rendered from the spec
@@ -304,97 +383,6 @@ fn report_blobs(progress: &Progress, pulled: &PullReport) {
         pulled.cached,
         bundle::group_digits(pulled.cached_bytes)
     ));
-}
-
-/// What a cold build reads, borrowed by both the pull and the writer.
-struct Inputs<'a> {
-    spec: &'a SpecFile,
-    lock: &'a Lock,
-    lock_bytes: &'a [u8],
-    cache: &'a BlobCache,
-    sign_key: Option<&'a SignKey>,
-    mtime: u64,
-    progress: &'a Progress,
-}
-
-/// A cold build: the missing blobs are fetched into the cache while the bundle is written.
-/// The writer runs on its own thread and, before copying each blob (in digest order), waits
-/// until the pull has put it in the cache (verified, renamed in); the manifest and the blobs
-/// already cached need no wait. So the two durable passes overlap and the build takes about
-/// the longer of the two instead of their sum (docs/performance.md, "build").
-///
-/// Failure either side stops the other: a failed pull ends the writer's wait (its temp file
-/// is removed, nothing appears at `-o`) and its error is the one returned (it names the
-/// blob); a failed write drops the pull (finished blobs stay in the cache, partial files are
-/// removed) and its error is returned.
-fn pull_and_write(
-    job: &Job<'_>,
-    inp: &Inputs<'_>,
-    pull_plan: &oci::PullPlan,
-    extra: Vec<(String, Vec<u8>)>,
-) -> Result<Built, BuildError> {
-    let registry = Registry::new(job.registry.clone())?;
-    let arrivals = Arrivals::expecting(pull_plan);
-    let plan = bundle::plan_pending(
-        inp.spec,
-        inp.lock,
-        inp.lock_bytes,
-        inp.cache,
-        extra,
-        &arrivals.expected(),
-    )?;
-    let opts = PullOptions { jobs: job.jobs };
-    let rt = crate::runtime().map_err(BuildError::Runtime)?;
-    let (pulled, written) = std::thread::scope(|s| {
-        // The writer says whether it succeeded when it ends, so a failed write stops the pull.
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<bool>();
-        let (plan, arrivals) = (&plan, &arrivals);
-        let writer = s.spawn(move || {
-            let r = bundle::write_waiting(
-                plan,
-                job.out,
-                inp.sign_key,
-                inp.mtime,
-                inp.progress,
-                &|digest| arrivals.wait(digest),
-            );
-            let _ = done_tx.send(r.is_ok());
-            r
-        });
-        let pulled = rt.block_on(async {
-            let mut pull = std::pin::pin!(oci::pull_notifying(
-                pull_plan,
-                inp.cache,
-                &registry,
-                &opts,
-                inp.progress,
-                Some(arrivals),
-            ));
-            tokio::select! {
-                r = &mut pull => Some(r),
-                // Written means every blob arrived: let the pull finish its report.
-                ok = done_rx => if ok.unwrap_or(false) { Some(pull.await) } else { None },
-            }
-        });
-        arrivals.end(&match &pulled {
-            Some(Ok(_)) => "the download ended without it".to_string(),
-            Some(Err(e)) => format!("the download failed: {e}"),
-            None => "the bundle write stopped".to_string(),
-        });
-        let written = writer
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (pulled, written)
-    });
-    match pulled {
-        Some(Err(e)) => Err(e.into()),
-        Some(Ok(pulled)) => Ok(Built {
-            pulled,
-            plan,
-            written: written?,
-        }),
-        None => Err(written.err().map_or(BuildError::Stopped, BuildError::from)),
-    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod install;
 pub mod lock;
 pub mod oci;
 pub mod progress;
+pub mod sbom;
 pub mod spec;
 pub mod stages;
 pub mod tanka;

@@ -91,6 +91,8 @@ fn init_logging(verbose: u8) {
                 ))
             }),
         )
+        // Log lines go through the same redaction as everything printed: no credential read
+        // by this process reaches stderr at any verbosity.
         .with_writer(|| QuietStderr)
         // Colour only for a person at a terminal; CI logs and pipes get plain text.
         .with_ansi(std::io::stderr().is_terminal())
@@ -101,12 +103,18 @@ fn init_logging(verbose: u8) {
 
 /// stderr for log lines, whose write errors are dropped: tracing-subscriber reports a failed
 /// write with `eprintln!`, which panics when stderr is a closed pipe (`... 2>&1 | tee log` after
-/// tee died). Logging must never stop the work.
+/// tee died). Logging must never stop the work. Every credential read so far is removed
+/// (`oci::auth::redact`) first; tracing's fmt layer writes each event in one call, so a secret is
+/// never split.
 struct QuietStderr;
 
 impl std::io::Write for QuietStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let _ = std::io::stderr().lock().write_all(buf);
+        let mut err = std::io::stderr().lock();
+        let _ = match std::str::from_utf8(buf) {
+            Ok(text) => err.write_all(sparkgap::oci::auth::redact(text).as_bytes()),
+            Err(_) => err.write_all(buf),
+        };
         Ok(buf.len())
     }
 

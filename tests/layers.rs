@@ -19,8 +19,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("bundle", &["spec", "lock", "oci"]),
     (
         "build",
-        &["spec", "lock", "oci", "bundle", "stages", "tanka", "charts"],
+        &[
+            "spec", "lock", "oci", "bundle", "stages", "tanka", "charts", "sbom",
+        ],
     ),
+    // The SBOM: reads layers from oci's blob cache, and a bundle's SBOM member through bundle.
+    ("sbom", &["spec", "lock", "oci", "bundle"]),
     ("stages", &["spec"]),
     // Tanka environments: evaluated from the spec's files; the lock's FoundImage is its output.
     ("tanka", &["spec", "lock", "workload"]),

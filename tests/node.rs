@@ -27,7 +27,7 @@ static NODE_LOCK: Mutex<()> = Mutex::new(());
 static SHARED: Mutex<Option<Shared>> = Mutex::new(None);
 /// `shared_*` tests that have finished; the last one tears the node down.
 static SHARED_DONE: AtomicUsize = AtomicUsize::new(0);
-const SHARED_TESTS: usize = 6;
+const SHARED_TESTS: usize = 7;
 static AT_EXIT: Once = Once::new();
 
 const PAUSE: &str = "docker.io/rancher/mirrored-pause:3.6";
@@ -77,7 +77,20 @@ fn up(node: &Node, bundle: &Path, pubkey: &Path) -> (Option<Value>, Output) {
 
 /// `sparkgap verify -f SPEC_COPY [--only ...] --output json` inside the node.
 fn verify(node: &Node, only: &[&str]) -> (Option<Value>, Output) {
-    let mut args = vec!["verify", "-f", SPEC_COPY, "--output", "json"];
+    verify_within(node, only, "5m")
+}
+
+/// The same with `--timeout`: a check that keeps failing retries until its share of it ends.
+fn verify_within(node: &Node, only: &[&str], timeout: &str) -> (Option<Value>, Output) {
+    let mut args = vec![
+        "verify",
+        "-f",
+        SPEC_COPY,
+        "--output",
+        "json",
+        "--timeout",
+        timeout,
+    ];
     if !only.is_empty() {
         args.push("--only");
         args.extend_from_slice(only);
@@ -373,7 +386,10 @@ fn shared_3_network_policy_fails_when_an_allow_all_policy_is_added() {
                 &s.node,
                 "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: allow-all-by-hand\n  namespace: monitoring\nspec:\n  podSelector: {}\n  policyTypes: [Ingress]\n  ingress: [{}]\n",
             );
-            let (report, out) = verify(&s.node, &["network-policy"]);
+            // The check retries a mismatch until its budget ends (kube-router programs a new
+            // policy a moment after it appears): a short one, and the answer must still name
+            // the source and the target, not the last attempt's unfinished pods.
+            let (report, out) = verify_within(&s.node, &["network-policy"], "90s");
             kubectl_ok(
                 &s.node,
                 &[
@@ -569,6 +585,59 @@ fn shared_6_registries_yaml_drift_is_rewritten_and_k3s_restarted() {
     );
 }
 
+/// storage-performance reports figures per class, and fails naming the class and the figure
+/// when the spec asks more of a class than it gives.
+#[test]
+fn shared_7_storage_performance_fails_naming_the_class_that_is_too_slow() {
+    with_shared(
+        "shared_7_storage_performance_fails_naming_the_class_that_is_too_slow",
+        |s| {
+            assert!(
+                s.first_up_green(),
+                "the shared node's first up failed (see shared_1)"
+            );
+            let (report, _) = &s.first;
+            let all = checks(report.as_ref().unwrap());
+            let (_, status, _, evidence) = check(&all, "storage-performance");
+            assert_eq!(status, "pass");
+            eprintln!("STORAGE {}", evidence.join("; "));
+            for class in ["local-path", "fast", "standard"] {
+                assert!(
+                    evidence
+                        .iter()
+                        .any(|e| e.starts_with(&format!("class {class}: write "))
+                            && e.contains("MiB/s")),
+                    "{class}: {evidence:#?}"
+                );
+            }
+            let copy = s.node.path(SPEC_COPY);
+            let spec = std::fs::read_to_string(&copy).unwrap();
+            let greedy = spec.replace(
+                "fast: { minWriteMiBps: 1, minReadMiBps: 1, maxFsyncMs: 2000 }",
+                "fast: { minWriteMiBps: 1000000 }",
+            );
+            assert_ne!(greedy, spec, "the spec copy carries the fixture's minimums");
+            std::fs::write(&copy, &greedy).unwrap();
+            let (report, out) = verify(&s.node, &["storage-performance"]);
+            std::fs::write(&copy, &spec).unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{}",
+                explain(&s.node, &report, &out)
+            );
+            let all = checks(report.as_ref().unwrap());
+            let (_, status, reason, _) = check(&all, "storage-performance");
+            assert_eq!(status, "fail");
+            assert!(
+                reason.starts_with("class fast: write ")
+                    && reason.ends_with(" MiB/s is below the minimum 1000000 MiB/s"),
+                "{reason}"
+            );
+        },
+    );
+}
+
 /// `namespace/name uid container-ids restarts` of every running pod outside the verify
 /// namespaces.
 fn pod_identities(node: &Node) -> Vec<String> {
@@ -579,11 +648,18 @@ fn pod_identities(node: &Node) -> Vec<String> {
         .unwrap()
         .iter()
         .filter(|p| p["status"]["phase"] == "Running")
+        // Not verify's probes (they go at the end of each verify, asynchronously), nor pods
+        // already being deleted.
         .filter(|p| {
             !p["metadata"]["namespace"]
                 .as_str()
                 .unwrap_or("")
                 .starts_with("sparkgap-verify-")
+                && !p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .starts_with("sparkgap-verify-")
+                && p["metadata"]["deletionTimestamp"].is_null()
         })
         .map(|p| {
             let containers: Vec<String> = p["status"]["containerStatuses"]
@@ -758,4 +834,115 @@ fn own_node_uninstall_leaves_nothing_behind() {
             );
         }
     });
+}
+
+/// A test process killed outright (SIGKILL: no destructor runs) while its node runs k3s and pods:
+/// the sandbox keeper, whose stdin was the dead process's pipe, still removes everything. Here
+/// the pipe's writer is a `sleep` this test kills, standing in for the test process.
+#[test]
+fn own_node_a_killed_test_leaves_nothing_behind() {
+    with_own_node("own_node_a_killed_test_leaves_nothing_behind", |parts| {
+        let site = Site::start(parts, &k3s_images_txt());
+        let spec = site.spec("killed", |s| s);
+        let bundle = site.bundle(&spec, "killed");
+        let pubkey = site.pubkey.clone();
+        let _files = site.into_files();
+        let host_links = host_output("ip", &["-o", "link"]);
+        let host_rules = host_output("iptables-save", &[]);
+        let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mut holder = std::process::Command::new("sleep")
+            .arg("100000")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pipe = holder.stdout.take().unwrap();
+        let mut node = Node::boot_with(parts, Stdio::from(pipe));
+        let out = node
+            .sparkgap(&[
+                "install".as_ref(),
+                bundle.as_os_str(),
+                "--pubkey".as_ref(),
+                pubkey.as_os_str(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "install: {}\n{}",
+            describe(&out),
+            node.logs()
+        );
+        let waited = node.kubectl(&[
+            "wait",
+            "-n",
+            "kube-system",
+            "--for=condition=Ready",
+            "pod",
+            "-l",
+            "k8s-app=kube-dns",
+            "--timeout=240s",
+        ]);
+        assert!(
+            waited.status.success(),
+            "{}\n{}",
+            describe(&waited),
+            node.logs()
+        );
+        let pid_ns = std::fs::read_link(format!("/proc/{}/ns/pid", node.pid)).unwrap();
+        let dir = node.dir.clone();
+
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        let status = node.wait_keeper(std::time::Duration::from_secs(120));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the keeper's teardown: {status:?}\n{}",
+            node.keeper_log()
+        );
+        // No process of the node's PID namespace, no cgroup, no directory; the host's
+        // interfaces, firewall and mounts as they were.
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+            .filter(|e| std::fs::read_link(e.path().join("ns/pid")).ok().as_ref() == Some(&pid_ns))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(left.is_empty(), "processes of the node left: {left:?}");
+        let cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .flatten()
+            .map(|h| h.path().join(&node.cgroup))
+            .filter(|p| p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
+        assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
+        assert!(!dir.exists(), "{} left", dir.display());
+        assert_eq!(host_output("ip", &["-o", "link"]), host_links);
+        assert_eq!(host_output("iptables-save", &[]), host_rules);
+        assert_eq!(
+            std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
+            host_mounts
+        );
+    });
+}
+
+/// A host command's stdout (counters and the save time stripped for iptables-save).
+fn host_output(cmd: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(cmd).args(args).output().unwrap();
+    strip_counters(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn strip_counters(save: &str) -> String {
+    save.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            if l.starts_with(':') {
+                l.split(' ').take(2).collect::<Vec<_>>().join(" ")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -445,3 +445,24 @@ fn what_the_api_server_kubelet_or_k3s_refuses_is_refused_with_file_line_and_fiel
         assert!(out.stdout.is_empty(), "{what}: printed objects");
     }
 }
+
+#[test]
+fn storage_performance_settings_are_checked_naming_the_field_and_line() {
+    let text = format!(
+        "{MINIMAL}  storage:\n    classes:\n      - name: local-path\n      - name: fast\n  verify:\n    storage:\n      fileSize: 2Gi\n      classes:\n        fast: {{ minWriteMiBps: 50, maxFsyncMs: 0 }}\n        slow: {{ minReadMiBps: 10 }}\n"
+    );
+    let err = parse(&text).unwrap_err();
+    for want in [
+        "spec.verify.storage.fileSize: \"2Gi\" must be between 1Mi and 1Gi",
+        "spec.verify.storage.classes.fast.maxFsyncMs: must be above 0",
+        "spec.verify.storage.classes.slow: \"slow\" is not a storage class of spec.storage.classes (classes: local-path, fast)",
+    ] {
+        assert!(err.contains(want), "{want}\nin\n{err}");
+    }
+    assert!(err.contains("test.yaml:"), "names the file and line: {err}");
+    let good = format!(
+        "{MINIMAL}  storage:\n    classes:\n      - name: local-path\n  verify:\n    storage:\n      fileSize: 8Mi\n      classes:\n        local-path: {{ minWriteMiBps: 5, minReadMiBps: 5, maxFsyncMs: 100 }}\n"
+    );
+    let spec = parse(&good).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.appliance.spec.verify.storage.file_size, "8Mi");
+}

@@ -756,6 +756,14 @@ impl Cluster {
             0,
             &format!("sparkgap-storage-{class}-t3st\n"),
         );
+        // storage-performance's probe: 32 MiB written in 0.16 s, read in 0.04 s, 50 fsyncs in
+        // 1.2 s (what `perf_script` prints, times in centiseconds).
+        self.pod_done(
+            NS,
+            &format!("storage-perf-{class}"),
+            0,
+            "write 32 16\nread 32 4 direct\nfsync 50 120\n",
+        );
         self
     }
 
@@ -1200,6 +1208,77 @@ async fn limitranges_pass_fail_skip() {
         Status::Skipped,
         "spec.quotas declares no container limits",
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// storage-performance
+
+#[tokio::test]
+async fn storage_performance_reports_figures_per_class_and_holds_the_minimums() {
+    let (r, fake) = check(
+        "storage-performance",
+        &Cluster::healthy(),
+        &spec(),
+        Some(&lock()),
+    )
+    .await;
+    assert_status(&r, Status::Pass, "");
+    assert_eq!(
+        r.evidence,
+        [
+            "class local-path: write 200 MiB/s (32 MiB, fsynced), read 800 MiB/s (direct I/O), fsync 24.0 ms (mean of 50 4 KiB writes)",
+            "class fast: write 200 MiB/s (32 MiB, fsynced), read 800 MiB/s (direct I/O), fsync 24.0 ms (mean of 50 4 KiB writes)",
+        ]
+    );
+    // Each probe writes through a claim of its class, big enough for the file, with a CPU
+    // limit that does not throttle the copy.
+    let pods: Vec<Value> = fake
+        .seen()
+        .iter()
+        .filter(|s| s.method == "POST" && s.path().ends_with("/pods"))
+        .map(|s| serde_json::from_str(&s.body).unwrap())
+        .collect();
+    assert_eq!(pods.len(), 2, "{pods:#?}");
+    for p in &pods {
+        let c = &p["spec"]["containers"][0];
+        assert_eq!(c["resources"]["limits"]["cpu"], "1", "{p:#}");
+        assert!(
+            c["command"][2]
+                .as_str()
+                .unwrap()
+                .contains("count=32 conv=fsync")
+        );
+        assert_eq!(c["imagePullPolicy"], "Never");
+    }
+
+    // A class below its minimum fails, naming the class and the figure.
+    let demanding = spec_with(|s| {
+        s.spec.verify.storage.classes.insert(
+            "fast".into(),
+            sparkgap::spec::StorageMinimums {
+                min_write_mi_bps: Some(500),
+                max_fsync_ms: Some(5),
+                ..Default::default()
+            },
+        );
+    });
+    let (r, _) = check(
+        "storage-performance",
+        &Cluster::healthy(),
+        &demanding,
+        Some(&lock()),
+    )
+    .await;
+    assert_status(
+        &r,
+        Status::Fail,
+        "class fast: write 200 MiB/s is below the minimum 500 MiB/s; class fast: fsync 24.0 ms is above the maximum 5 ms",
+    );
+    assert_eq!(r.evidence.len(), 2, "the figures are reported either way");
+
+    // No lock: no test image to run the probe with.
+    let (r, _) = check("storage-performance", &Cluster::healthy(), &spec(), None).await;
+    assert_status(&r, Status::Skipped, "");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2160,11 +2239,11 @@ async fn mixed_report_as_junit_parses_with_the_right_counts() {
     assert_eq!(cases, sparkgap::spec::CHECK_NAMES.len());
     assert_eq!(failures, report.summary.failed);
     assert_eq!(skipped, report.summary.skipped);
-    // api failed (version), images + the five workload checks skipped (no lock), gpu by spec.
+    // api failed (version), images + the six workload checks skipped (no lock), gpu by spec.
     assert_eq!(failures, 1, "{xml}");
-    assert_eq!(skipped, 7, "{xml}");
+    assert_eq!(skipped, 8, "{xml}");
     assert!(
-        xml.contains("tests=\"16\" failures=\"1\" skipped=\"7\""),
+        xml.contains("tests=\"17\" failures=\"1\" skipped=\"8\""),
         "{xml}"
     );
 }

@@ -13,7 +13,7 @@ use crate::spec::SpecFile;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  sparkgap build -f bundle/appliance.yaml --lock bundle/appliance.lock -o spark.tar\n  sparkgap build --offline --cache /mnt/blobs -o spark.tar          # from a filled cache only\n  SOURCE_DATE_EPOCH=1700000000 sparkgap build --sign-key sparkgap.key -o spark.tar\n\nSame lock, same bytes: the bundle is deterministic. An interrupted build resumes from the cache.\nExit codes: 0 ok, 2 bad spec/lock (stale lock names the image), 3 network/registry/disk."
+    after_help = "Examples:\n  sparkgap build -f bundle/appliance.yaml --lock bundle/appliance.lock -o spark.tar\n  sparkgap build --offline --cache /mnt/blobs -o spark.tar          # from a filled cache only\n  SOURCE_DATE_EPOCH=1700000000 sparkgap build --sign-key sparkgap.key -o spark.tar\n\nSame lock, same bytes: the bundle is deterministic. An interrupted build resumes from the cache.\nCredentials are read as `lock` reads them (--authfile, --repo-auth, the usual files and helpers)\nand never enter the bundle.\nExit codes: 0 ok, 2 bad spec/lock (stale lock names the image) or credentials file, 3\nnetwork/registry/disk (also a registry or repository refusing the credentials)."
 )]
 pub struct BuildArgs {
     #[command(flatten)]
@@ -68,6 +68,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
     let progress = super::progress::for_terminal(g);
     let Built {
         pulled,
+        sbom,
         plan,
         written,
     } = build(
@@ -89,6 +90,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
             bundle: &written,
             images: &plan.manifest.images,
             blobs: &pulled,
+            sbom: &sbom,
             cache: cache.root().display().to_string(),
         })?;
     } else {
@@ -117,5 +119,6 @@ struct BuildReport<'a> {
     bundle: &'a bundle::WriteSummary,
     images: &'a [bundle::BundleImage],
     blobs: &'a PullReport,
+    sbom: &'a crate::build::SbomReport,
     cache: String,
 }

@@ -15,8 +15,8 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
     /// Run only these checks (repeatable): api, node-ready, system-pods, images, namespaces,
-    /// quotas, limitranges, storage, pod-network, dns, network-policy, registry, rbac, charts,
-    /// metrics, gpu.
+    /// quotas, limitranges, storage, storage-performance, pod-network, dns, network-policy,
+    /// registry, rbac, charts, metrics, gpu.
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,
     /// Bound for all checks together [default: spec.verify.timeout].

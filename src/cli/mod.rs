@@ -41,7 +41,9 @@ mod cmd_demo;
 mod cmd_inspect;
 mod cmd_install;
 mod cmd_lock;
+mod cmd_login;
 mod cmd_render;
+mod cmd_sbom;
 mod cmd_up;
 mod cmd_verify;
 
@@ -125,6 +127,9 @@ pub enum Command {
     Build(cmd_build::BuildArgs),
     /// Show what a bundle holds and re-hash every member; non-zero when anything is off.
     Inspect(cmd_inspect::InspectArgs),
+    /// Print the software bill of materials a bundle carries (SPDX or CycloneDX), or the one of
+    /// what is installed here.
+    Sbom(cmd_sbom::SbomArgs),
     /// Install a bundle on this host (or into --root): k3s, config, registries, images.
     Install(cmd_install::InstallArgs),
     /// Remove exactly what `sparkgap install` placed.
@@ -140,6 +145,9 @@ pub enum Command {
     Up(cmd_up::UpArgs),
     /// The built-in demo: local registry, generated images, lock, build, inspect.
     Demo(cmd_demo::DemoArgs),
+    /// Store a registry's credentials (password on stdin) in the auth file docker, podman and
+    /// skopeo read.
+    Login(cmd_login::LoginArgs),
 }
 
 impl Command {
@@ -149,6 +157,7 @@ impl Command {
             Command::Lock(_) => "lock",
             Command::Build(_) => "build",
             Command::Inspect(_) => "inspect",
+            Command::Sbom(_) => "sbom",
             Command::Install(_) => "install",
             Command::Uninstall(_) => "uninstall",
             Command::Render(_) => "render",
@@ -156,6 +165,7 @@ impl Command {
             Command::Verify(_) => "verify",
             Command::Up(_) => "up",
             Command::Demo(_) => "demo",
+            Command::Login(_) => "login",
         }
     }
 
@@ -176,13 +186,29 @@ pub struct RegistryOpts {
     /// node keep the original names.
     #[arg(long = "mirror", value_name = "SOURCE=HOST[:PORT]")]
     pub mirrors: Vec<crate::oci::Mirror>,
+    /// Registry credentials to read first (docker's config.json or containers' auth.json
+    /// format); then $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+    /// $DOCKER_CONFIG/config.json or ~/.docker/config.json, and the helpers they name.
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// Chart repository credentials (YAML: `repositories: [{url, username, password |
+    /// passwordFile, bearerToken | bearerTokenFile, caFile}]`), before helm's own
+    /// repositories.yaml.
+    #[arg(long = "repo-auth", value_name = "FILE")]
+    pub repo_auth: Option<PathBuf>,
 }
 
 impl RegistryOpts {
-    /// How the core reaches registries with these options (retries from the environment).
+    /// How the core reaches registries with these options: retries and credential files from
+    /// the environment.
     pub fn config(&self) -> crate::oci::RegistryConfig {
         let mut c = crate::oci::RegistryConfig::with_insecure(self.insecure_registries.clone());
         c.mirrors = self.mirrors.clone();
+        c.auth = crate::oci::AuthSources::new(
+            self.authfile.as_deref(),
+            &crate::oci::auth::AuthEnv::from_process(),
+        );
+        c.repo_auth = crate::oci::RepoAuthSources::from_process(self.repo_auth.clone());
         c
     }
 }
@@ -262,6 +288,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Lock(a) => cmd_lock::run(a, &g),
         Command::Build(a) => cmd_build::run(a, &g),
         Command::Inspect(a) => cmd_inspect::run(a, &g),
+        Command::Sbom(a) => cmd_sbom::run(a, &g),
         Command::Install(a) => cmd_install::run(a, &g),
         Command::Uninstall(a) => cmd_install::run_uninstall(a, &g),
         Command::Render(a) => cmd_render::run(a, &g),
@@ -269,6 +296,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Verify(a) => cmd_verify::run(a, &g),
         Command::Up(a) => cmd_up::run(a, &g),
         Command::Demo(a) => cmd_demo::run(a, &g),
+        Command::Login(a) => cmd_login::run(a, &g),
     }
 }
 
@@ -295,6 +323,12 @@ fn failure_kind(err: &anyhow::Error) -> FailureKind {
             return e.kind();
         }
         if let Some(e) = cause.downcast_ref::<crate::oci::OciError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::sbom::SbomError>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::oci::AuthError>() {
             return e.kind();
         }
         if let Some(e) = cause.downcast_ref::<crate::bundle::BundleError>() {

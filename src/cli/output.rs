@@ -19,18 +19,22 @@ fn stdout_failed(e: std::io::Error) {
     let _ = STDOUT_ENDED.set(lost);
 }
 
-/// Write to stdout or stderr. Never panics and never fails: see `out!`.
+/// Write to stdout or stderr. Never panics and never fails: see `out!`. Every credential this
+/// process has read is removed first (`oci::auth::redact`): whatever a registry or helper echoed
+/// into an error, no secret reaches the terminal or `--output json`.
 pub fn write_out(stream: Stream, args: std::fmt::Arguments<'_>) {
     use std::io::Write;
     use std::sync::atomic::Ordering;
+    let text = args.to_string();
+    let text = crate::oci::auth::redact(&text);
     match stream {
         Stream::Stdout if STDOUT_ENDED.get().is_none() => {
-            if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+            if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes()) {
                 stdout_failed(e);
             }
         }
         Stream::Stderr if !STDERR_ENDED.load(Ordering::Relaxed) => {
-            let failed = std::io::stderr().lock().write_fmt(args).is_err();
+            let failed = std::io::stderr().lock().write_all(text.as_bytes()).is_err();
             STDERR_ENDED.fetch_or(failed, Ordering::Relaxed);
         }
         _ => {}

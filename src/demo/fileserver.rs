@@ -75,13 +75,23 @@ pub fn serve_release(
 /// `ServedFile`'s url is the server's base (`http://127.0.0.1:PORT`). A chart repository
 /// (`/index.yaml` and its archives) in the tests, k3s's release in the demo.
 pub fn serve_files(files: Vec<(String, Arc<[u8]>)>) -> Result<ServedFile> {
-    serve(Files::Static(files))
+    serve(Files::Static(files), None)
 }
 
 /// Serve the files under `dir` (read at each request, so files written after the server
 /// started are served too) on a loopback port until dropped; the url is the server's base.
 pub fn serve_dir(dir: impl Into<std::path::PathBuf>) -> Result<ServedFile> {
-    serve(Files::Dir(dir.into()))
+    serve(Files::Dir(dir.into()), None)
+}
+
+/// [`serve_dir`] behind authentication: a request whose `Authorization` header is not exactly
+/// `authorization` (e.g. `Basic dXNlcjpwYXNz`, `Bearer t0ken`) gets 401 with a Basic challenge.
+/// A private chart repository in the tests.
+pub fn serve_dir_with_auth(
+    dir: impl Into<std::path::PathBuf>,
+    authorization: &str,
+) -> Result<ServedFile> {
+    serve(Files::Dir(dir.into()), Some(authorization.to_string()))
 }
 
 enum Files {
@@ -107,8 +117,9 @@ impl Files {
     }
 }
 
-fn serve(files: Files) -> Result<ServedFile> {
+fn serve(files: Files, authorization: Option<String>) -> Result<ServedFile> {
     let files = Arc::new(files);
+    let authorization = Arc::new(authorization);
     let listener = TcpListener::bind("127.0.0.1:0")
         .map_err(|e| DemoError::io("cannot bind a loopback port for the k3s file server", e))?;
     let addr = listener
@@ -125,9 +136,10 @@ fn serve(files: Files) -> Result<ServedFile> {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (files, hits) = (files.clone(), hits.clone());
+                let (files, hits, authorization) =
+                    (files.clone(), hits.clone(), authorization.clone());
                 std::thread::spawn(move || {
-                    let _ = answer(conn, &files, &hits);
+                    let _ = answer(conn, &files, &hits, authorization.as_deref());
                 });
             }
         })
@@ -141,16 +153,36 @@ fn serve(files: Files) -> Result<ServedFile> {
     })
 }
 
-fn answer(conn: TcpStream, files: &Files, hits: &AtomicUsize) -> std::io::Result<()> {
+fn answer(
+    conn: TcpStream,
+    files: &Files,
+    hits: &AtomicUsize,
+    authorization: Option<&str>,
+) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
+    let mut sent_auth = None;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
             break;
         }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("authorization")
+        {
+            sent_auth = Some(value.trim().to_string());
+        }
+    }
+    if let Some(want) = authorization
+        && sent_auth.as_deref() != Some(want)
+    {
+        let mut out = conn;
+        out.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"charts\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
+        return out.flush();
     }
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));

@@ -257,7 +257,7 @@ impl Pusher {
         Reference::with_digest(self.registry.clone(), repo.to_string(), digest.to_string())
     }
 
-    async fn push_blob(&mut self, repo: &str, data: Bytes, digest: &str) -> Result<()> {
+    pub async fn push_blob(&mut self, repo: &str, data: Bytes, digest: &str) -> Result<()> {
         // Blobs are global in distribution's storage but linked per repository; re-pushing a
         // known blob to a new repository is cheap (it is a link), so track (repo, digest).
         let key = format!("{repo}@{digest}");

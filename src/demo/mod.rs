@@ -19,7 +19,7 @@ pub mod wan;
 
 pub use fileserver::{ServedFile, serve_file, serve_release};
 pub use images::{BenchSet, PushedImage, SeededImages};
-pub use registry::LocalRegistry;
+pub use registry::{LocalRegistry, RegistryAuth};
 pub use spec::write_demo_spec;
 pub use wan::{WanProfile, WanProxy};
 

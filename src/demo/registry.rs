@@ -26,12 +26,50 @@ pub struct LocalRegistry {
     child: Option<Child>,
     addr: String,
     dir: tempfile::TempDir,
+    /// Another registry's storage this one serves (not removed on drop).
+    storage: Option<PathBuf>,
+}
+
+/// How a registry wants clients to authenticate (distribution's `auth:` section).
+#[derive(Debug, Clone, Default)]
+pub enum RegistryAuth {
+    /// Anyone may pull and push.
+    #[default]
+    None,
+    /// Basic auth against an htpasswd file (bcrypt entries, `htpasswd -B`).
+    Htpasswd(PathBuf),
+    /// Bearer tokens from a token service at `realm`, signed by the key of a certificate in
+    /// `root_cert_bundle`, issued by `issuer` for `service`.
+    Token {
+        realm: String,
+        service: String,
+        issuer: String,
+        root_cert_bundle: PathBuf,
+    },
 }
 
 impl LocalRegistry {
     /// Start `bin serve CONFIG` with filesystem storage in a fresh temp dir, no auth, deletes
     /// enabled, on a free loopback port; returns once `/v2/` answers.
     pub fn start(bin: &Path) -> Result<LocalRegistry> {
+        LocalRegistry::start_with(bin, None, &RegistryAuth::None)
+    }
+
+    /// A second registry serving `other`'s storage (what it was seeded with) behind `auth`.
+    /// Only reads are expected of it: two servers writing one storage would race.
+    pub fn serve_storage_of(
+        bin: &Path,
+        other: &LocalRegistry,
+        auth: &RegistryAuth,
+    ) -> Result<LocalRegistry> {
+        LocalRegistry::start_with(bin, Some(other.storage_root()), auth)
+    }
+
+    fn start_with(
+        bin: &Path,
+        storage: Option<PathBuf>,
+        auth: &RegistryAuth,
+    ) -> Result<LocalRegistry> {
         if !bin.is_file() {
             return Err(DemoError::RegistryMissing {
                 bin: bin.to_path_buf(),
@@ -42,7 +80,10 @@ impl LocalRegistry {
             .tempdir()
             .map_err(|e| DemoError::io("cannot create a temp dir for the registry", e))?;
         let config = dir.path().join("config.yml");
-        std::fs::write(&config, config_yaml(&dir.path().join("storage")))
+        let root = storage
+            .clone()
+            .unwrap_or_else(|| dir.path().join("storage"));
+        std::fs::write(&config, config_yaml(&root, auth))
             .map_err(|e| DemoError::io(format!("cannot write {}", config.display()), e))?;
 
         let start_err = |reason: String| DemoError::RegistryStart {
@@ -80,6 +121,7 @@ impl LocalRegistry {
             child: Some(child),
             addr: String::new(),
             dir,
+            storage,
         };
         let deadline = Instant::now() + START_TIMEOUT;
         let port = match port_rx.recv_timeout(START_TIMEOUT) {
@@ -121,7 +163,9 @@ impl LocalRegistry {
 
     /// The storage root (`<root>/docker/registry/v2/blobs/sha256/<xx>/<hex>/data` holds blobs).
     pub fn storage_root(&self) -> PathBuf {
-        self.dir.path().join("storage")
+        self.storage
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("storage"))
     }
 
     /// The server's log (stderr), for post-mortems.
@@ -189,14 +233,30 @@ impl Drop for LocalRegistry {
     }
 }
 
-fn config_yaml(storage: &Path) -> String {
-    // `http.secret` fixed: only one instance ever serves this storage, and it silences the
+fn config_yaml(storage: &Path, auth: &RegistryAuth) -> String {
+    // `http.secret` fixed: only one instance ever writes this storage, and it silences the
     // "No HTTP secret provided" warning.
+    let auth = match auth {
+        RegistryAuth::None => String::new(),
+        RegistryAuth::Htpasswd(file) => format!(
+            "auth:\n  htpasswd:\n    realm: sparkgap-test\n    path: {}\n",
+            file.display()
+        ),
+        RegistryAuth::Token {
+            realm,
+            service,
+            issuer,
+            root_cert_bundle,
+        } => format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {}\n",
+            root_cert_bundle.display()
+        ),
+    };
     format!(
         "version: 0.1\n\
          log:\n  level: info\n  formatter: text\n\
          storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-         http:\n  addr: 127.0.0.1:0\n  secret: sparkgap-local-registry\n",
+         http:\n  addr: 127.0.0.1:0\n  secret: sparkgap-local-registry\n{auth}",
         storage.display()
     )
 }
@@ -230,7 +290,7 @@ fn listening_port(line: &str) -> Option<u16> {
     digits.parse().ok()
 }
 
-/// `GET /v2/` answers 200 (no auth configured).
+/// `GET /v2/` answers 200, or 401 when the registry asks for credentials.
 fn v2_answers(addr: &str) -> bool {
     let Ok(mut s) = TcpStream::connect(addr) else {
         return false;
@@ -242,7 +302,9 @@ fn v2_answers(addr: &str) -> bool {
         return false;
     }
     let mut head = [0u8; 12];
-    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+    s.read_exact(&mut head).is_ok()
+        && head.starts_with(b"HTTP/1.")
+        && matches!(&head[9..12], b"200" | b"401")
 }
 
 #[cfg(test)]

@@ -218,6 +218,27 @@ fn spec_summary<S: serde::Serializer>(spec: &SpecFile, s: S) -> Result<S::Ok, S:
     .serialize(s)
 }
 
+/// The SBOM document of what is installed under `root` (`/var/lib/sparkgap/sbom/<file>`, placed
+/// by the last install), or an error saying there is none.
+pub fn installed_sbom(root: &Path, file: &str) -> Result<Vec<u8>, InstallError> {
+    let path = root.join(plan::SBOM_COPY_DIR).join(file);
+    std::fs::read(&path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            InstallError::Record(format!(
+                "{}: no SBOM of an installed bundle here (nothing installed under {}, or installed by a sparkgap before SBOMs: install the bundle again)",
+                path.display(),
+                root.display()
+            ))
+        } else {
+            InstallError::Io {
+                path: path.display().to_string(),
+                op: "read the installed SBOM",
+                source,
+            }
+        }
+    })
+}
+
 fn is_system_root(root: &Path) -> bool {
     root.canonicalize().is_ok_and(|p| p == Path::new("/"))
 }
@@ -458,6 +479,15 @@ pub fn install(
                 k3s_reads: false,
             });
         }
+    }
+    // The SBOM of what is installed, for `sparkgap sbom --installed`.
+    for (name, bytes) in &staged.sbom {
+        desired.push(plan::Desired {
+            path: format!("{}/{name}", plan::SBOM_COPY_DIR),
+            source: plan::Source::Bytes(bytes.clone()),
+            mode: 0o644,
+            k3s_reads: false,
+        });
     }
     // From here each step is atomic and a re-run finishes what a kill interrupted.
     drop(caught);

@@ -47,6 +47,9 @@ pub const UNIT: &str = "etc/systemd/system/k3s.service";
 pub const UNIT_ENV: &str = "etc/systemd/system/k3s.service.env";
 pub const SPEC_COPY: &str = "var/lib/sparkgap/appliance.yaml";
 pub const LOCK_COPY: &str = "var/lib/sparkgap/appliance.lock";
+/// The installed bundle's SBOM documents (`sbom/<file>`), what `sparkgap sbom --installed`
+/// prints.
+pub const SBOM_COPY_DIR: &str = "var/lib/sparkgap/sbom";
 /// The bundle's `manifests/tanka/<name>.yaml`, beside the spec copy (`tanka::RENDERED_DIR`).
 pub const TANKA_COPY_DIR: &str = "var/lib/sparkgap/rendered/tanka";
 /// The bundle's `manifests/charts/<name>.yaml` (deployed charts' HelmCharts), beside the spec

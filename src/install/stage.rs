@@ -22,6 +22,10 @@ use super::plan::Content;
 /// Largest spec or lock accepted into memory.
 const SMALL_LIMIT: u64 = 16 << 20;
 pub const MANIFESTS_DIR: &str = "manifests/";
+/// The bundle's SBOM documents (`sbom/sbom.spdx.json`, `sbom/sbom.cdx.json`).
+pub const SBOM_DIR: &str = "sbom/";
+/// Largest SBOM document kept in memory while the bundle streams.
+const SBOM_LIMIT: u64 = 256 << 20;
 
 /// What staging produced.
 #[derive(Debug)]
@@ -34,6 +38,8 @@ pub struct Staged {
     pub archive: Option<StagedFile>,
     /// `manifests/<rel>` members: (rel, staged file, or None when the host already holds it).
     pub manifests: Vec<(String, Option<StagedFile>, Member)>,
+    /// `sbom/<file>` members (the bundle's SBOM documents): (file name, bytes).
+    pub sbom: Vec<(String, Vec<u8>)>,
     /// Kept alive until the staged files were moved into place; removed on drop.
     pub _staging: Option<tempfile::TempDir>,
 }
@@ -63,6 +69,7 @@ pub struct Stager<'a> {
     lock: Option<Vec<u8>>,
     k3s: Option<StagedFile>,
     manifests: Vec<(String, Option<StagedFile>, Member)>,
+    sbom: Vec<(String, Vec<u8>)>,
     archive: Option<ArchiveWriter>,
     /// A failure on our side (disk full, permissions): reported instead of the reader's error.
     pub failure: Option<InstallError>,
@@ -89,6 +96,7 @@ impl<'a> Stager<'a> {
             lock: None,
             k3s: None,
             manifests: Vec::new(),
+            sbom: Vec::new(),
             archive: None,
             failure: None,
         }
@@ -167,6 +175,16 @@ impl<'a> Stager<'a> {
                     Some(self.copy_to_file(m, r, &name)?)
                 };
                 self.manifests.push((rel, staged, m.clone()));
+                Ok(())
+            }
+            p if p.starts_with(SBOM_DIR) && !p[SBOM_DIR.len()..].contains('/') => {
+                if m.size > SBOM_LIMIT {
+                    return Err(self.invalid(m, format!("{} bytes is too large", m.size)));
+                }
+                let mut buf = Vec::with_capacity(m.size as usize);
+                r.read_to_end(&mut buf)
+                    .map_err(|e| self.invalid(m, e.to_string()))?;
+                self.sbom.push((p[SBOM_DIR.len()..].to_string(), buf));
                 Ok(())
             }
             p if p.starts_with(&format!("{IMAGES_DIR}/")) && !self.skip_images => {
@@ -305,6 +323,7 @@ impl<'a> Stager<'a> {
             k3s: self.k3s,
             archive,
             manifests: self.manifests,
+            sbom: self.sbom,
             _staging: self.staging,
         })
     }

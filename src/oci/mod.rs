@@ -12,23 +12,30 @@
 //! headers on failure (we need `Retry-After`) and its streaming calls do not verify digests.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Reference, RegistryOperation};
 
+pub mod auth;
 pub mod cache;
+pub mod login;
 pub mod manifest;
 pub mod pull;
+pub mod repo_auth;
 pub mod resolve;
 pub mod retry;
 
+pub use auth::{AuthError, AuthSources, Lookup, Secret};
 pub use cache::BlobCache;
+pub use login::LoginCheck;
 pub use pull::{
     Arrivals, NeededBlob, PullOptions, PullPlan, PullReport, Source, plan_pull, pull,
     pull_notifying,
 };
+pub use repo_auth::{HttpAuth, RepoAuth, RepoAuthSources};
 pub use resolve::{fetch_k3s, image_name, resolve, resolve_image};
 pub use retry::RetryPolicy;
 
@@ -117,6 +124,38 @@ pub enum OciError {
         /// (owner, digest), e.g. ("image busybox", "sha256:...").
         missing: Vec<(String, String)>,
     },
+    /// Credentials that could not be read: a bad auth file, a failing credential helper.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// A registry that refused the request (401/403, or its token service refused).
+    #[error(
+        "{owner}: the registry {registry} refused access: {message}\n  {tried}\n  help: {help}"
+    )]
+    Refused {
+        /// `image busybox (docker.io/library/busybox:1.37.0)`.
+        owner: String,
+        registry: String,
+        message: String,
+        /// What was sent, or where credentials were looked for (never a secret).
+        tried: String,
+        help: String,
+    },
+    /// A download server (a chart repository) that refused the request.
+    #[error(
+        "{url}: the server refused access (HTTP {status})\n  {tried}\n  help: give the repository's credentials in helm's repositories.yaml (`helm repo add NAME URL --username USER --password-stdin`) or in a --repo-auth file"
+    )]
+    RepoRefused {
+        url: String,
+        status: u16,
+        tried: String,
+    },
+    /// Repository credentials that ask for what is not supported.
+    #[error("{url}: the credentials of {source_entry}: {message}")]
+    RepoUnsupported {
+        url: String,
+        source_entry: String,
+        message: String,
+    },
     #[error("blob cache {path}: {source}")]
     Cache {
         path: String,
@@ -133,7 +172,10 @@ impl OciError {
             | OciError::Reference { .. }
             | OciError::PlatformMissing { .. }
             | OciError::WrongPlatform { .. }
-            | OciError::BadManifest { .. } => FailureKind::Input,
+            | OciError::BadManifest { .. }
+            | OciError::RepoUnsupported { .. } => FailureKind::Input,
+            OciError::Auth(e) => e.kind(),
+            OciError::Refused { .. } | OciError::RepoRefused { .. } => FailureKind::Environment,
             OciError::Registry { .. }
             | OciError::Transfer { .. }
             | OciError::DigestMismatch { .. }
@@ -160,6 +202,11 @@ pub struct RegistryConfig {
     /// References under a source registry are fetched from its mirror (`--mirror`).
     pub mirrors: Vec<Mirror>,
     pub retry: RetryPolicy,
+    /// Where registry credentials are looked for (empty: anonymous only). A mirrored registry
+    /// uses the mirror host's credentials.
+    pub auth: AuthSources,
+    /// Where chart repository credentials are read from (none: anonymous downloads).
+    pub repo_auth: RepoAuthSources,
 }
 
 /// `--mirror SOURCE=HOST[:PORT]`: images whose reference names registry `SOURCE` are resolved
@@ -210,21 +257,62 @@ impl RegistryConfig {
             insecure,
             mirrors: Vec::new(),
             retry: RetryPolicy::from_env(),
+            auth: AuthSources::default(),
+            repo_auth: RepoAuthSources::default(),
         }
     }
 }
 
 /// One connection pool for registries and downloads: oci-client for manifests and auth,
-/// reqwest for streamed blob and file transfers. Credentials: anonymous pulls (bearer tokens
-/// obtained per repository through the registry's challenge).
+/// reqwest for streamed blob and file transfers. Credentials (`auth`): looked up once per
+/// `registry/repository` in the auth files, sent as basic auth or traded for a bearer token
+/// through the registry's challenge; chart repositories' from `repo_auth`.
 pub struct Registry {
     oci: oci_client::Client,
     http: reqwest::Client,
     insecure: Vec<String>,
     mirrors: Vec<Mirror>,
     retry: RetryPolicy,
-    /// Bearer token per `registry/repository`; None when the registry asks for none.
-    tokens: tokio::sync::Mutex<HashMap<String, Option<String>>>,
+    auth: AuthSources,
+    /// What the auth files gave per `registry/repository`.
+    lookups: tokio::sync::Mutex<HashMap<String, Arc<Lookup>>>,
+    /// What requests to each `registry/repository` carry.
+    tokens: tokio::sync::Mutex<HashMap<String, Access>>,
+    repos: RepoAuth,
+    /// Per entry of `repos`: a client trusting its CA file, when it has one.
+    repo_clients: Vec<Option<reqwest::Client>>,
+}
+
+/// What a request to a registry carries.
+#[derive(Debug, Clone)]
+pub(crate) enum Access {
+    Anonymous,
+    Basic(String, Secret),
+    Bearer(Secret),
+}
+
+impl Access {
+    pub(crate) fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Access::Anonymous => req,
+            Access::Basic(u, p) => req.basic_auth(u, Some(p.expose())),
+            Access::Bearer(t) => req.bearer_auth(t.expose()),
+        }
+    }
+}
+
+fn http_client(ca: Option<&[u8]>) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(Duration::from_secs(30))
+        .read_timeout(Duration::from_secs(120));
+    if let Some(pem) = ca {
+        for c in reqwest::Certificate::from_pem_bundle(pem).map_err(|e| error_chain(&e))? {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build()
+        .map_err(|e| format!("cannot create the HTTP client: {}", error_chain(&e)))
 }
 
 const USER_AGENT: &str = concat!("sparkgap/", env!("CARGO_PKG_VERSION"));
@@ -247,23 +335,37 @@ impl Registry {
             user_agent: USER_AGENT,
             ..ClientConfig::default()
         });
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(120))
-            .build()
-            .map_err(|e| OciError::Download {
-                url: String::new(),
-                attempts: 0,
-                message: format!("cannot create the HTTP client: {}", error_chain(&e)),
-            })?;
+        let client_err = |message: String| OciError::Download {
+            url: String::new(),
+            attempts: 0,
+            message,
+        };
+        let http = http_client(None).map_err(client_err)?;
+        let repos = RepoAuth::load(&config.repo_auth)?;
+        let mut repo_clients = Vec::new();
+        for e in repos.entries() {
+            repo_clients.push(match &e.ca {
+                Some((path, pem)) => Some(http_client(Some(pem)).map_err(|m| {
+                    OciError::Auth(AuthError::File {
+                        file: path.display().to_string(),
+                        message: format!("caFile of {}: {m}", e.source),
+                        kind: FailureKind::Input,
+                    })
+                })?),
+                None => None,
+            });
+        }
         Ok(Registry {
             oci,
             http,
             insecure: config.insecure,
             mirrors: config.mirrors,
             retry: config.retry,
+            auth: config.auth,
+            lookups: tokio::sync::Mutex::new(HashMap::new()),
             tokens: tokio::sync::Mutex::new(HashMap::new()),
+            repos,
+            repo_clients,
         })
     }
 
@@ -325,24 +427,119 @@ impl Registry {
         )
     }
 
-    /// The bearer token for `r`'s repository (None: the registry asks for none), fetched once
-    /// and again when `refresh` (after a 401: tokens expire within minutes on Docker Hub).
-    async fn token(
+    /// The credentials for `r`'s repository where it is fetched from (the mirror host's for a
+    /// mirrored reference), looked up once.
+    pub(crate) async fn credentials(&self, r: &Reference) -> Result<Arc<Lookup>, OciError> {
+        let registry = r.resolve_registry();
+        let key = format!("{registry}/{}", r.repository());
+        let mut lookups = self.lookups.lock().await;
+        if let Some(l) = lookups.get(&key) {
+            return Ok(l.clone());
+        }
+        let l = Arc::new(if self.auth.files.is_empty() {
+            Lookup::anonymous(registry)
+        } else {
+            self.auth.lookup(registry, r.repository()).await?
+        });
+        match &l.found {
+            Some((_, from)) => tracing::debug!("{key}: credentials from {from}"),
+            None => tracing::debug!("{key}: {}", l.describe()),
+        }
+        lookups.insert(key, l.clone());
+        Ok(l)
+    }
+
+    /// What requests for `r`'s repository carry: a bearer token from the registry's token
+    /// service (asked with `lookup`'s credentials, if any), else the credentials as basic
+    /// auth, else nothing. Fetched once, and again when `refresh` (after a 401: tokens expire
+    /// within minutes on Docker Hub).
+    pub(crate) async fn access(
         &self,
         r: &Reference,
+        lookup: &Lookup,
         refresh: bool,
-    ) -> Result<Option<String>, oci_client::errors::OciDistributionError> {
+    ) -> Result<Access, oci_client::errors::OciDistributionError> {
         let key = format!("{}/{}", r.resolve_registry(), r.repository());
         let mut tokens = self.tokens.lock().await;
         if !refresh && let Some(t) = tokens.get(&key) {
             return Ok(t.clone());
         }
-        let t = self
-            .oci
-            .auth(r, &RegistryAuth::Anonymous, RegistryOperation::Pull)
-            .await?;
-        tokens.insert(key, t.clone());
-        Ok(t)
+        let (auth, basic) = match &lookup.found {
+            Some((auth::Credential::Basic { username, password }, _)) => (
+                RegistryAuth::Basic(username.clone(), password.expose().to_string()),
+                Access::Basic(username.clone(), password.clone()),
+            ),
+            None => (RegistryAuth::Anonymous, Access::Anonymous),
+        };
+        // oci-client keeps `auth` for the manifest calls that follow (per registry host).
+        let a = match self.oci.auth(r, &auth, RegistryOperation::Pull).await? {
+            Some(t) => Access::Bearer(Secret::new(t)),
+            // A registry that asked for basic auth (or for nothing: then it ignores it).
+            None => basic,
+        };
+        tokens.insert(key, a.clone());
+        Ok(a)
+    }
+
+    /// The refusal of `r` by its registry, with what was sent or looked for.
+    pub(crate) fn refused(
+        &self,
+        owner: &str,
+        r: &Reference,
+        lookup: &Lookup,
+        message: String,
+    ) -> OciError {
+        OciError::Refused {
+            owner: owner.to_string(),
+            registry: r.resolve_registry().to_string(),
+            message,
+            tried: lookup.describe(),
+            help: lookup.help(),
+        }
+    }
+
+    /// The client and credentials for a plain download `url` (a chart repository's index or
+    /// archive, the k3s binary).
+    pub(crate) fn http_for(&self, url: &str) -> Result<(&reqwest::Client, HttpAuth), OciError> {
+        match self.repos.for_url(url) {
+            None => Ok((&self.http, HttpAuth::None)),
+            Some((i, e)) => {
+                if let Some(m) = &e.unsupported {
+                    return Err(OciError::RepoUnsupported {
+                        url: url.to_string(),
+                        source_entry: e.source.clone(),
+                        message: m.clone(),
+                    });
+                }
+                let client = self
+                    .repo_clients
+                    .get(i)
+                    .and_then(Option::as_ref)
+                    .unwrap_or(&self.http);
+                Ok((client, e.auth.clone()))
+            }
+        }
+    }
+
+    /// The refusal of a download `url` (HTTP `status`), with what was sent.
+    pub(crate) fn repo_refused(&self, url: &str, status: u16) -> OciError {
+        OciError::RepoRefused {
+            url: url.to_string(),
+            status,
+            tried: self.repos.describe(url),
+        }
+    }
+}
+
+impl HttpAuth {
+    pub(crate) fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            HttpAuth::None => req,
+            HttpAuth::Basic { username, password } => {
+                req.basic_auth(username, Some(password.expose()))
+            }
+            HttpAuth::Bearer(t) => req.bearer_auth(t.expose()),
+        }
     }
 }
 
@@ -462,6 +659,7 @@ mod tests {
             insecure: vec!["127.0.0.1:5000".into()],
             mirrors: vec![m],
             retry: RetryPolicy::default(),
+            ..RegistryConfig::default()
         })
         .expect("registry");
         let pause: Reference = "docker.io/rancher/mirrored-pause:3.6".parse().expect("ref");
@@ -492,6 +690,7 @@ mod tests {
             mirrors: Vec::new(),
             insecure: vec!["127.0.0.1:5000".into()],
             retry: RetryPolicy::default(),
+            ..RegistryConfig::default()
         })
         .expect("registry");
         let local: Reference = "127.0.0.1:5000/demo/app:v1".parse().expect("ref");
@@ -510,6 +709,7 @@ mod tests {
                 mirrors: Vec::new(),
                 insecure: vec!["localhost".into()],
                 retry: RetryPolicy::default(),
+                ..RegistryConfig::default()
             })
             .is_err()
         );

@@ -331,8 +331,13 @@ enum Failure {
         message: String,
         retry_after: Option<Duration>,
     },
-    /// HTTP 401: refresh the token once, then give up.
+    /// HTTP 401 from a registry: refresh the token once, then give up.
     Unauthorized(String),
+    /// Refused for good (a 401 after a fresh token, a 403, a token service's refusal, a
+    /// download server's 401): the message says what was sent.
+    Denied(String),
+    /// An error that is already what the caller should see (bad credentials files).
+    Fatal(OciError),
     /// Bytes do not match the descriptor (retried: corruption on the way is transient).
     Mismatch { actual: String, actual_size: u64 },
     /// 404, 403, other 4xx: no retry.
@@ -385,8 +390,12 @@ impl Registry {
                 Failure::Permanent(message) => {
                     return Err(self.give_up(source, owner, &shown, attempt, message));
                 }
+                Failure::Fatal(e) => return Err(e),
+                Failure::Denied(message) => {
+                    return Err(self.refusal(source, owner, message).await);
+                }
                 Failure::Unauthorized(message) if refreshed => {
-                    return Err(self.give_up(source, owner, &shown, attempt, message));
+                    return Err(self.refusal(source, owner, message).await);
                 }
                 Failure::Unauthorized(_) => {
                     // A token that expired mid-pull; not counted as an attempt.
@@ -433,6 +442,27 @@ impl Registry {
                 wait.as_millis()
             );
             tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// A refusal of `source`, naming what was sent (or where credentials were looked for).
+    async fn refusal(&self, source: &Source, owner: &str, message: String) -> OciError {
+        match source {
+            Source::Manifest(r) | Source::Blob(r) => {
+                let net = self.locate(r);
+                match self.credentials(&net).await {
+                    Ok(lookup) => self.refused(owner, &net, &lookup, message),
+                    Err(e) => e,
+                }
+            }
+            Source::Url(url) | Source::UrlAtMost(url, _) => {
+                let status = if message.contains("HTTP 403") {
+                    403
+                } else {
+                    401
+                };
+                self.repo_refused(url, status)
+            }
         }
     }
 
@@ -488,7 +518,15 @@ impl Registry {
             Source::UrlAtMost(_, max) => Some(*max),
             _ => None,
         };
-        let mut req = self.http.get(&url);
+        // Registries get their own credentials below; a plain download (chart repository,
+        // k3s) goes through the client and credentials of the repository it belongs to.
+        let mut req = match &reference {
+            Some(_) => self.http.get(&url),
+            None => {
+                let (client, auth) = self.http_for(&url).map_err(Failure::Fatal)?;
+                auth.apply(client.get(&url))
+            }
+        };
         if let Source::Manifest(_) = source {
             let mut accept: Vec<&str> = ACCEPTED.to_vec();
             if let Some(d) = expect
@@ -507,15 +545,17 @@ impl Registry {
             })
         };
         if let Some(r) = &reference {
-            let token = self.token(r, refresh_token).await.map_err(|e| {
-                transient(
-                    unreachable(&e)
-                        .unwrap_or_else(|| format!("authentication: {}", error_chain(&e))),
-                )
+            let lookup = self.credentials(r).await.map_err(Failure::Fatal)?;
+            let access = self.access(r, &lookup, refresh_token).await.map_err(|e| {
+                let message = unreachable(&e)
+                    .unwrap_or_else(|| format!("authentication: {}", error_chain(&e)));
+                if super::resolve::oci_denied(&e) {
+                    Failure::Denied(message)
+                } else {
+                    transient(message)
+                }
             })?;
-            if let Some(t) = token {
-                req = req.bearer_auth(t);
-            }
+            req = access.apply(req);
         }
         let mut resp = req.send().await.map_err(|e| {
             transient(unreachable(&e).unwrap_or_else(|| format!("GET {url}: {}", error_chain(&e))))
@@ -529,16 +569,20 @@ impl Registry {
                 .and_then(parse_retry_after);
             let body = first_bytes(&mut resp).await;
             let message = format!("GET {url}: HTTP {status}{body}");
-            return Err(if status.as_u16() == 401 {
-                Failure::Unauthorized(message)
-            } else if status_is_transient(status.as_u16()) {
-                Failure::Transient {
-                    message,
-                    retry_after,
-                }
-            } else {
-                Failure::Permanent(message)
-            });
+            return Err(
+                if status.as_u16() == 403 || (status.as_u16() == 401 && reference.is_none()) {
+                    Failure::Denied(message)
+                } else if status.as_u16() == 401 {
+                    Failure::Unauthorized(message)
+                } else if status_is_transient(status.as_u16()) {
+                    Failure::Transient {
+                        message,
+                        retry_after,
+                    }
+                } else {
+                    Failure::Permanent(message)
+                },
+            );
         }
 
         file.set_len(0).await.map_err(Failure::Cache)?;
@@ -845,6 +889,7 @@ mod tests {
                 base_delay: Duration::from_millis(1),
                 ..Default::default()
             },
+            ..Default::default()
         })
         .expect("registry");
         let dir = tempfile::tempdir().expect("tempdir");

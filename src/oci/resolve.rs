@@ -135,18 +135,30 @@ pub async fn resolve_image(
         message,
     };
     let policy = registry.retry;
-    // Names recorded in the lock come from `r`; requests go where `net` says (`--mirror`).
+    // Names recorded in the lock come from `r`; requests go where `net` says (`--mirror`),
+    // with the credentials of the host they go to.
     let net = registry.locate(&r);
-    // Anonymous token for this repository (stored in oci-client for the calls below, too).
+    let lookup = registry.credentials(&net).await?;
+    let owner = format!("image {} ({})", image.name, image.reference);
+    // A refusal names the registry and what was sent; anything else is a registry error.
+    let failed = |e: GaveUp, step: &str| {
+        if e.denied {
+            registry.refused(&owner, &net, &lookup, e.message)
+        } else {
+            registry_err(e.during(step))
+        }
+    };
+    // The token (or basic credentials) for this repository, stored in oci-client for the
+    // manifest calls below too.
     with_retry_to(policy, Some(&registry.endpoint(&net)), || {
-        registry.token(&net, false)
+        registry.access(&net, &lookup, false)
     })
     .await
-    .map_err(|e| registry_err(e.during("authentication")))?;
+    .map_err(|e| failed(e, "authentication"))?;
 
     let body = pull_manifest(registry, &net)
         .await
-        .map_err(|e| registry_err(format!("fetching the manifest: {e}")))?;
+        .map_err(|e| failed(e, "fetching the manifest"))?;
     let resolved_digest = sha256_digest(&body);
     if let Some(pinned) = r.digest()
         && pinned != resolved_digest
@@ -168,10 +180,13 @@ pub async fn resolve_image(
             };
             let at = net.clone_with_digest(entry.descriptor.digest.clone());
             let body = pull_manifest(registry, &at).await.map_err(|e| {
-                registry_err(format!(
-                    "fetching the {platform} manifest {}: {e}",
-                    entry.descriptor.digest
-                ))
+                failed(
+                    e,
+                    &format!(
+                        "fetching the {platform} manifest {}",
+                        entry.descriptor.digest
+                    ),
+                )
             })?;
             let got = sha256_digest(&body);
             if got != entry.descriptor.digest || body.len() as u64 != entry.descriptor.size {
@@ -198,7 +213,7 @@ pub async fn resolve_image(
             let found = config_platform(registry, &net, &m.config)
                 .await
                 .map_err(|e| match e {
-                    ConfigError::Fetch(m) => registry_err(format!("fetching the config: {m}")),
+                    ConfigError::Fetch(g) => failed(g, "fetching the config"),
                     ConfigError::Invalid(m) => bad(m),
                 })?;
             if !manifest::platform_matches(platform, &found) {
@@ -268,6 +283,14 @@ pub async fn fetch_k3s(
     })
 }
 
+/// Why a GET of a small document failed.
+struct GetFailed {
+    message: String,
+    attempts: u32,
+    /// The server refused access with this status (401, 403).
+    refused: Option<u16>,
+}
+
 /// Image lists are a few hundred bytes; anything past this is not one.
 const MAX_IMAGE_LIST: usize = 1 << 20;
 
@@ -278,15 +301,18 @@ impl Registry {
             url: url.to_string(),
             message,
         };
-        let body = self
-            .get_limited(url, MAX_IMAGE_LIST)
-            .await
-            .map_err(|(m, attempts)| {
-                err(format!(
-                    "{m} (after {})",
-                    crate::words::count(attempts, "attempt")
-                ))
-            })?;
+        let body = self.get_limited(url, MAX_IMAGE_LIST).await.map_err(|f| {
+            f.refused.map_or_else(
+                || {
+                    err(format!(
+                        "{} (after {})",
+                        f.message,
+                        crate::words::count(f.attempts, "attempt")
+                    ))
+                },
+                |status| self.repo_refused(url, status),
+            )
+        })?;
         String::from_utf8(body).map_err(|_| err("it is not UTF-8 text".into()))
     }
 
@@ -298,10 +324,12 @@ impl Registry {
             attempts,
             message,
         };
-        let body = self
-            .get_limited(url, max)
-            .await
-            .map_err(|(m, attempts)| err(m, attempts))?;
+        let body = self.get_limited(url, max).await.map_err(|f| {
+            f.refused.map_or_else(
+                || err(f.message, f.attempts),
+                |status| self.repo_refused(url, status),
+            )
+        })?;
         String::from_utf8(body).map_err(|_| err("it is not UTF-8 text".into(), 1))
     }
 
@@ -333,23 +361,32 @@ impl Registry {
         Ok(got)
     }
 
-    /// GET `url` whole (at most `max` bytes); Err carries the reason and the attempts made.
-    async fn get_limited(&self, url: &str, max: usize) -> Result<Vec<u8>, (String, u32)> {
+    /// GET `url` whole (at most `max` bytes), with the credentials of the chart repository
+    /// it belongs to, if any.
+    async fn get_limited(&self, url: &str, max: usize) -> Result<Vec<u8>, GetFailed> {
+        let failed = |message: String, attempts: u32| GetFailed {
+            message,
+            attempts,
+            refused: None,
+        };
+        let (client, auth) = self.http_for(url).map_err(|e| failed(e.to_string(), 0))?;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let failure = match self.http.get(url).send().await {
+            let failure = match auth.apply(client.get(url)).send().await {
                 Err(e) => error_chain(&e),
                 Ok(mut resp) if resp.status().is_success() => {
                     // Read as it comes and stop at the first byte past `max`: a server that
                     // sends without end cannot fill memory.
                     let mut body = Vec::new();
-                    while let Some(chunk) =
-                        resp.chunk().await.map_err(|e| (error_chain(&e), attempt))?
+                    while let Some(chunk) = resp
+                        .chunk()
+                        .await
+                        .map_err(|e| failed(error_chain(&e), attempt))?
                     {
                         body.extend_from_slice(&chunk);
                         if body.len() > max {
-                            return Err((
+                            return Err(failed(
                                 format!("it is more than {max} bytes, the most read"),
                                 attempt,
                             ));
@@ -357,21 +394,28 @@ impl Registry {
                     }
                     return Ok(body);
                 }
+                Ok(resp) if matches!(resp.status().as_u16(), 401 | 403) => {
+                    return Err(GetFailed {
+                        message: format!("HTTP {}", resp.status()),
+                        attempts: attempt,
+                        refused: Some(resp.status().as_u16()),
+                    });
+                }
                 Ok(resp) if status_is_transient(resp.status().as_u16()) => {
                     format!("HTTP {}", resp.status())
                 }
-                Ok(resp) => return Err((format!("HTTP {}", resp.status()), attempt)),
+                Ok(resp) => return Err(failed(format!("HTTP {}", resp.status()), attempt)),
             };
             if !self.retry.again(attempt) {
-                return Err((failure, attempt));
+                return Err(failed(failure, attempt));
             }
             tokio::time::sleep(self.retry.delay(attempt, None)).await;
         }
     }
 }
 
-async fn pull_manifest(registry: &Registry, r: &Reference) -> Result<bytes::Bytes, String> {
-    with_retry(registry.retry, || async {
+async fn pull_manifest(registry: &Registry, r: &Reference) -> Result<bytes::Bytes, GaveUp> {
+    with_retry_to(registry.retry, None, || async {
         registry
             .oci
             .pull_manifest_raw(r, &RegistryAuth::Anonymous, &ACCEPTED)
@@ -382,7 +426,7 @@ async fn pull_manifest(registry: &Registry, r: &Reference) -> Result<bytes::Byte
 }
 
 enum ConfigError {
-    Fetch(String),
+    Fetch(GaveUp),
     Invalid(String),
 }
 
@@ -404,7 +448,7 @@ async fn config_platform(
         size: config.size as i64,
         ..OciDescriptor::default()
     };
-    let body = with_retry(registry.retry, || async {
+    let body = with_retry_to(registry.retry, None, || async {
         let mut buf: Vec<u8> = Vec::new();
         // pull_blob verifies the digest.
         registry
@@ -435,6 +479,7 @@ fn oci_transient(e: &OciDistributionError) -> bool {
     }
 }
 
+#[cfg(test)]
 async fn with_retry<T, F, Fut>(policy: RetryPolicy, f: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
@@ -443,11 +488,27 @@ where
     with_retry_to(policy, None, f).await.map_err(|g| g.message)
 }
 
+/// Whether an oci-client error is the registry (or its token service) refusing access.
+pub(crate) fn oci_denied(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::AuthenticationFailure(_)
+        | OciDistributionError::UnauthorizedError { .. } => true,
+        OciDistributionError::ServerError { code, .. } => matches!(code, 401 | 403),
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)),
+        _ => false,
+    }
+}
+
 /// Why retrying gave up.
-struct GaveUp {
-    message: String,
+pub(crate) struct GaveUp {
+    pub(crate) message: String,
     /// The registry was never reached: `message` says so and names it.
     unreachable: bool,
+    /// The registry refused access (401, 403, a token service's refusal).
+    pub(crate) denied: bool,
 }
 
 impl GaveUp {
@@ -489,6 +550,7 @@ where
             Err(e) => {
                 let unreachable = endpoint.zip(unreachable_reason(&e));
                 return Err(GaveUp {
+                    denied: oci_denied(&e),
                     message: match &unreachable {
                         Some((endpoint, why)) => unreachable_message(
                             "registry",

@@ -912,6 +912,9 @@ pub struct Verify {
     pub test_image: Option<String>,
     #[serde(default)]
     pub gpu: Gpu,
+    /// What the `storage-performance` check writes, and the figures it must reach per class.
+    #[serde(default)]
+    pub storage: StorageVerify,
 }
 
 impl Default for Verify {
@@ -921,8 +924,52 @@ impl Default for Verify {
             timeout: default_verify_timeout(),
             test_image: None,
             gpu: Gpu::default(),
+            storage: StorageVerify::default(),
         }
     }
+}
+
+/// `spec.verify.storage`: the `storage-performance` check writes a file of `fileSize` through a
+/// volume of every class and reads it back (with fsync); `classes` sets minimum figures for the
+/// classes that need them (a class not listed is measured and reported, never failed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StorageVerify {
+    #[serde(default = "default_perf_file_size")]
+    pub file_size: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub classes: BTreeMap<String, StorageMinimums>,
+}
+
+impl Default for StorageVerify {
+    fn default() -> Self {
+        StorageVerify {
+            file_size: default_perf_file_size(),
+            classes: BTreeMap::new(),
+        }
+    }
+}
+
+/// The largest `spec.verify.storage.fileSize`: the check must stay a check, not a load test.
+pub const MAX_PERF_FILE_BYTES: i128 = 1 << 30;
+
+fn default_perf_file_size() -> String {
+    "32Mi".into()
+}
+
+/// Minimum figures a class must give (`spec.verify.storage.classes.<class>`), each optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StorageMinimums {
+    /// Sequential write of the file, fsynced, in MiB/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_write_mi_bps: Option<u32>,
+    /// Sequential read of the file (direct I/O where the filesystem allows), in MiB/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_read_mi_bps: Option<u32>,
+    /// Mean time of a 4 KiB write with fsync, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fsync_ms: Option<u32>,
 }
 
 fn default_verify_timeout() -> String {

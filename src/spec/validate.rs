@@ -33,6 +33,7 @@ pub const CHECK_NAMES: &[&str] = &[
     "quotas",
     "limitranges",
     "storage",
+    "storage-performance",
     "pod-network",
     "dns",
     "network-policy",
@@ -352,6 +353,7 @@ pub(super) fn validate(a: &Appliance) -> Vec<Issue> {
             format!("{t:?} is not the name of an entry of spec.images"),
         );
     }
+    validate_storage_verify(&mut c, &v.storage, &s.storage);
     c.issues
 }
 
@@ -404,6 +406,56 @@ fn limit_range(c: &mut Checker, f: &str, l: &ContainerLimits) {
     }
 }
 
+/// `spec.verify.storage`: a file size that is a quantity between 1Mi and 1Gi; minimums only for
+/// declared classes, each above zero.
+fn validate_storage_verify(
+    c: &mut Checker,
+    v: &crate::spec::StorageVerify,
+    storage: &crate::spec::Storage,
+) {
+    const MI: i128 = 1 << 20;
+    match parse_milli(&v.file_size).map(|m| m / 1000) {
+        Some(b) if (MI..=crate::spec::MAX_PERF_FILE_BYTES).contains(&b) => {}
+        Some(_) => c.err(
+            "spec.verify.storage.fileSize",
+            format!("{:?} must be between 1Mi and 1Gi", v.file_size),
+        ),
+        None => c.err(
+            "spec.verify.storage.fileSize",
+            format!("{:?} is not a quantity (e.g. 32Mi)", v.file_size),
+        ),
+    }
+    let classes: Vec<String> = storage
+        .effective_classes()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    for (class, m) in &v.classes {
+        let at = format!("spec.verify.storage.classes.{class}");
+        if !classes.contains(class) {
+            c.err(
+                &at,
+                format!(
+                    "{class:?} is not a storage class of spec.storage.classes (classes: {})",
+                    classes.join(", ")
+                ),
+            );
+        }
+        for (field, value) in [
+            ("minWriteMiBps", m.min_write_mi_bps),
+            ("minReadMiBps", m.min_read_mi_bps),
+            ("maxFsyncMs", m.max_fsync_ms),
+        ] {
+            if value == Some(0) {
+                c.err(
+                    format!("{at}.{field}"),
+                    "must be above 0 (leave it out for no minimum)",
+                );
+            }
+        }
+    }
+}
+
 /// A chart names exactly one source: `path`, or `repo` + `chart` + one exact `version`; and
 /// at most one of `values` and `valuesFile`.
 fn chart_source(c: &mut Checker, i: usize, ch: &crate::spec::ChartRef) {
@@ -422,7 +474,13 @@ fn chart_source(c: &mut Checker, i: usize, ch: &crate::spec::ChartRef) {
             }
         }
         (None, Some(repo)) => {
-            if repo.starts_with("oci://") {
+            if url_has_credentials(repo) {
+                // The URL is not repeated: it holds a secret.
+                c.err(
+                    format!("{at}.repo"),
+                    "credentials inside the URL are refused: the spec, the lock and the bundle                      would carry them; give them in helm's repositories.yaml or a --repo-auth                      file (docs/spec.md, \"Credentials\")",
+                );
+            } else if repo.starts_with("oci://") {
                 c.err(
                     format!("{at}.repo"),
                     format!(
@@ -535,7 +593,19 @@ fn validate_k3s(c: &mut Checker, k: &K3s) {
             );
         }
     }
+    for (field, url) in [
+        ("spec.k3s.binaryUrl", Some(&k.binary_url)),
+        ("spec.k3s.imagesUrl", k.images_url.as_ref()),
+    ] {
+        if url.is_some_and(|u| url_has_credentials(u)) {
+            c.err(
+                field,
+                "credentials inside the URL are refused: the lock and the bundle would carry                  them",
+            );
+        }
+    }
     match reqwest::Url::parse(&k.binary_url) {
+        Ok(u) if url_has_credentials(&k.binary_url) => drop(u),
         Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
         _ => c.err(
             "spec.k3s.binaryUrl",
@@ -544,6 +614,7 @@ fn validate_k3s(c: &mut Checker, k: &K3s) {
     }
     if let Some(url) = &k.images_url {
         match reqwest::Url::parse(url) {
+            Ok(u) if url_has_credentials(url) => drop(u),
             Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
             _ => c.err(
                 "spec.k3s.imagesUrl",
@@ -1243,6 +1314,11 @@ fn subject(c: &mut Checker, f: &str, s: &Subject, namespaces: &BTreeSet<&str>) {
             }
         }
     }
+}
+
+/// Whether a URL carries a user name or password (`https://user:pass@host/`).
+fn url_has_credentials(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ use workload::{Budget, Cleanup, Workloads};
 /// Checks that run pods and so get their own share of the overall timeout.
 pub const WORKLOAD_CHECKS: &[&str] = &[
     "storage",
+    "storage-performance",
     "pod-network",
     "dns",
     "network-policy",
@@ -414,6 +415,7 @@ async fn run_one(ctx: &Ctx<'_>, name: &'static str, workloads_left: usize) -> Ch
             }
         }
         "storage" => w.storage(ctx.budget(workloads_left)).await,
+        "storage-performance" => w.storage_performance(ctx.budget(workloads_left)).await,
         "pod-network" => w.pod_network(ctx.budget(workloads_left)).await,
         "dns" => w.dns(ctx.budget(workloads_left)).await,
         "network-policy" => w.network_policy(ctx.budget(workloads_left)).await,

@@ -1,5 +1,5 @@
-//! Test workloads: the checks that prove behaviour by running pods (storage, pod-network, dns,
-//! network-policy, registry). Pods use the bundled test image with `imagePullPolicy: Never`,
+//! Test workloads: the checks that prove behaviour by running pods (storage,
+//! storage-performance, pod-network, dns, network-policy, registry). Pods use the bundled test image with `imagePullPolicy: Never`,
 //! live in a throwaway namespace `sparkgap-verify-<id>` (a few in an isolated spec namespace,
 //! tracked for removal), have a bounded wait, and report through pod phase, exit code and
 //! logs (no exec). Parsing of what pods print is pure and tested on its own.
@@ -394,6 +394,13 @@ impl<'a> Workloads<'a> {
         }
     }
 
+    /// Delete a pod that has served its purpose, without waiting (best effort: cleanup deletes
+    /// what is left, and the throwaway namespace goes whole).
+    async fn delete_pod(&self, ns: &str, name: &str) {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let _ = api.delete(name, &DeleteParams::background()).await;
+    }
+
     /// Run a pod to completion in `ns`.
     async fn run_pod(&self, ns: &str, pod: &Pod, budget: &Budget) -> Result<Finished, String> {
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -573,6 +580,119 @@ impl<'a> Workloads<'a> {
         }
     }
 
+    /// `storage-performance`: through a volume of every class at once, a pod writes a file of
+    /// `spec.verify.storage.fileSize` (fsynced), reads it back (direct I/O where the filesystem
+    /// allows, else through the page cache, said so), and times 4 KiB writes with fsync; the
+    /// figures are the evidence, and a class below its `spec.verify.storage.classes` minimums
+    /// fails, naming the class and the figure.
+    pub async fn storage_performance(&self, budget: Budget) -> CheckResult {
+        let name = "storage-performance";
+        if let Some(skip) = self.need_image(name) {
+            return skip;
+        }
+        let v = &self.spec.spec.verify.storage;
+        let mib = perf_file_mib(&v.file_size);
+        let classes = self.spec.spec.storage.effective_classes();
+        let runs = futures::future::join_all(
+            classes
+                .iter()
+                .map(|class| self.storage_perf_class(&class.name, mib, &budget)),
+        )
+        .await;
+        let mut evidence = Vec::new();
+        let mut problems = Vec::new();
+        for (class, run) in classes.iter().zip(runs) {
+            let figures = match run {
+                Ok(f) => f,
+                Err(reason) => {
+                    problems.push(format!("class {}: {reason}", class.name));
+                    continue;
+                }
+            };
+            evidence.push(format!("class {}: {figures}", class.name));
+            if let Some(min) = v.classes.get(&class.name) {
+                problems.extend(
+                    figures
+                        .below(min)
+                        .into_iter()
+                        .map(|p| format!("class {}: {p}", class.name)),
+                );
+            }
+        }
+        CheckResult::from_result(name, all_held(problems), evidence)
+    }
+
+    async fn storage_perf_class(
+        &self,
+        class: &str,
+        mib: u64,
+        budget: &Budget,
+    ) -> Result<PerfFigures, String> {
+        let ns = self.scratch().await?;
+        let claim = format!("verify-perf-{class}");
+        let pvc = PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some(claim.clone()),
+                labels: Some(BTreeMap::from([(
+                    MANAGED_BY.0.to_string(),
+                    MANAGED_BY.1.to_string(),
+                )])),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                storage_class_name: Some(class.to_string()),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some(BTreeMap::from([(
+                        "storage".into(),
+                        Quantity(format!("{}Mi", mib * 2 + 16)),
+                    )])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Api::<PersistentVolumeClaim>::namespaced(self.client.clone(), &ns)
+            .create(&PostParams::default(), &pvc)
+            .await
+            .map_err(|e| format!("cannot create PVC {ns}/{claim}: {}", api_error(&e)))?;
+        let pod_name = format!("storage-perf-{class}");
+        let mut pod = test_pod(&pod_name, &self.run_id, self.image(), &perf_script(mib));
+        if let Some(spec) = pod.spec.as_mut() {
+            spec.volumes = Some(vec![Volume {
+                name: "data".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]);
+            if let Some(c) = spec.containers.first_mut() {
+                c.volume_mounts = Some(vec![VolumeMount {
+                    name: "data".into(),
+                    mount_path: "/data".into(),
+                    ..Default::default()
+                }]);
+                // The probe's usual 100m would measure the CPU quota, not the volume.
+                if let Some(limits) = c.resources.as_mut().and_then(|r| r.limits.as_mut()) {
+                    limits.insert("cpu".into(), Quantity("1".into()));
+                    limits.insert("memory".into(), Quantity("128Mi".into()));
+                }
+            }
+        }
+        let f = self.run_pod(&ns, &pod, budget).await?;
+        if !f.succeeded() {
+            return Err(format!(
+                "pod {pod_name} {} (exit {}): {}",
+                f.phase,
+                f.exit(),
+                f.last_line()
+            ));
+        }
+        parse_perf(&f.logs)
+    }
+
     /// `pod-network`: a client pod fetches a page from a server pod's IP.
     pub async fn pod_network(&self, budget: Budget) -> CheckResult {
         let name = "pod-network";
@@ -736,6 +856,9 @@ impl<'a> Workloads<'a> {
             let mut results: BTreeMap<(String, String), bool> = BTreeMap::new();
             let mut sources: Vec<Option<String>> = probe_sources(&probes);
             let mut attempt = 1;
+            // What the last complete attempt found: when a later attempt cannot finish (the
+            // budget ends while its clients start), that is the answer, not the timeout.
+            let mut last_problems: Option<Vec<String>> = None;
             loop {
                 // One client per source namespace, all at once (they only read).
                 let runs = futures::future::join_all(sources.iter().map(|source| {
@@ -754,14 +877,36 @@ impl<'a> Workloads<'a> {
                     };
                     let pod = test_pod(&pod_name, &self.run_id, self.image(), &script);
                     let budget = &budget;
-                    async move { self.run_pod(&ns, &pod, budget).await }
+                    async move {
+                        let f = self.run_pod(&ns, &pod, budget).await;
+                        // Done with it: clients of many attempts must not fill the node.
+                        self.delete_pod(&ns, &pod_name).await;
+                        f
+                    }
                 }))
                 .await;
+                let mut failed = None;
                 for (source, run) in sources.iter().zip(runs) {
-                    let f = run?;
-                    for (target, reached) in parse_reach(&f.logs) {
-                        results.insert((source_name(source, &scratch), target), reached);
+                    match run {
+                        Ok(f) => {
+                            for (target, reached) in parse_reach(&f.logs) {
+                                results.insert((source_name(source, &scratch), target), reached);
+                            }
+                        }
+                        Err(e) => failed = failed.or(Some(e)),
                     }
+                }
+                if let Some(e) = failed {
+                    return match last_problems {
+                        Some(problems) if !problems.is_empty() => {
+                            evidence.push(format!(
+                                "attempt {attempt} did not finish ({e}); attempt {} is the answer",
+                                attempt - 1
+                            ));
+                            all_held(problems)
+                        }
+                        _ => Err(e),
+                    };
                 }
                 let (ev, problems) = evaluate_policy(&probes, &results, &scratch);
                 if problems.is_empty() || budget.expired() {
@@ -771,6 +916,7 @@ impl<'a> Workloads<'a> {
                     }
                     return all_held(problems);
                 }
+                last_problems = Some(problems);
                 sources = failing_sources(&probes, &results, &scratch);
                 attempt += 1;
                 tokio::time::sleep(budget.poll()).await;
@@ -903,6 +1049,126 @@ impl<'a> Workloads<'a> {
         }
         notes
     }
+}
+
+/// `spec.verify.storage.fileSize` in whole MiB (validation keeps it within 1Mi..1Gi).
+pub fn perf_file_mib(file_size: &str) -> u64 {
+    crate::spec::quantity::parse_milli(file_size)
+        .map(|m| (m / 1000 / (1 << 20)).clamp(1, 1024) as u64)
+        .unwrap_or(32)
+}
+
+/// Fsynced 4 KiB writes the probe times.
+pub const PERF_FSYNCS: u32 = 50;
+
+/// What the storage-performance pod runs (busybox): three timed steps, times in centiseconds
+/// from `/proc/uptime` (busybox's `date` has no sub-second format), one line each:
+/// `write MIB CS`, `read MIB CS direct|cached`, `fsync N CS`.
+pub fn perf_script(mib: u64) -> String {
+    format!(
+        "set -e; f=/data/sparkgap-perf; \
+         t() {{ read up rest < /proc/uptime; echo \"${{up%.*}}${{up#*.}}\"; }}; \
+         a=$(t); dd if=/dev/zero of=$f bs=1048576 count={mib} conv=fsync 2>/dev/null; b=$(t); \
+         echo \"write {mib} $((b-a))\"; \
+         a=$(t); if dd if=$f of=/dev/null bs=1048576 iflag=direct 2>/dev/null; then m=direct; \
+         else dd if=$f of=/dev/null bs=1048576 2>/dev/null; m=cached; fi; b=$(t); \
+         echo \"read {mib} $((b-a)) $m\"; \
+         a=$(t); i=0; while [ $i -lt {PERF_FSYNCS} ]; do \
+         dd if=/dev/zero of=$f.sync bs=4096 count=1 conv=fsync 2>/dev/null; i=$((i+1)); done; b=$(t); \
+         echo \"fsync {PERF_FSYNCS} $((b-a))\"; rm -f $f $f.sync"
+    )
+}
+
+/// What one class gave.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerfFigures {
+    pub mib: u64,
+    /// MiB/s; None when the step took less than the clock's 10 ms (faster than `mib` / 0.01).
+    pub write_mibps: Option<f64>,
+    pub read_mibps: Option<f64>,
+    /// Whether the read bypassed the page cache.
+    pub read_direct: bool,
+    /// Mean of the fsynced 4 KiB writes, ms.
+    pub fsync_ms: f64,
+}
+
+impl std::fmt::Display for PerfFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rate = |r: Option<f64>| match r {
+            Some(r) => format!("{r:.0} MiB/s"),
+            None => format!("over {} MiB/s", self.mib * 100),
+        };
+        write!(
+            f,
+            "write {} ({} MiB, fsynced), read {} ({}), fsync {:.1} ms (mean of {PERF_FSYNCS} 4 KiB writes)",
+            rate(self.write_mibps),
+            self.mib,
+            rate(self.read_mibps),
+            if self.read_direct {
+                "direct I/O"
+            } else {
+                "page cache: the filesystem refused direct I/O"
+            },
+            self.fsync_ms
+        )
+    }
+}
+
+impl PerfFigures {
+    /// The minimums it misses, each naming the figure.
+    pub fn below(&self, min: &crate::spec::StorageMinimums) -> Vec<String> {
+        let mut out = Vec::new();
+        let rate_below = |what: &str, got: Option<f64>, want: Option<u32>| {
+            let want = want?;
+            let got = got?; // too fast for the clock: above any minimum it could state
+            (got < f64::from(want))
+                .then(|| format!("{what} {got:.0} MiB/s is below the minimum {want} MiB/s"))
+        };
+        out.extend(rate_below("write", self.write_mibps, min.min_write_mi_bps));
+        out.extend(rate_below("read", self.read_mibps, min.min_read_mi_bps));
+        if let Some(max) = min.max_fsync_ms
+            && self.fsync_ms > f64::from(max)
+        {
+            out.push(format!(
+                "fsync {:.1} ms is above the maximum {max} ms",
+                self.fsync_ms
+            ));
+        }
+        out
+    }
+}
+
+/// The figures of the storage-performance pod's output ([`perf_script`]).
+pub fn parse_perf(logs: &str) -> Result<PerfFigures, String> {
+    let mut write = None;
+    let mut read = None;
+    let mut fsync = None;
+    for line in logs.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+        match (f.first(), num(1), num(2)) {
+            (Some(&"write"), Some(mib), Some(cs)) => write = Some((mib, cs)),
+            (Some(&"read"), Some(mib), Some(cs)) => {
+                read = Some((mib, cs, f.get(3) == Some(&"direct")))
+            }
+            (Some(&"fsync"), Some(n), Some(cs)) if n > 0 => fsync = Some((n, cs)),
+            _ => {}
+        }
+    }
+    let (Some((mib, wcs)), Some((_, rcs, direct)), Some((n, fcs))) = (write, read, fsync) else {
+        return Err(format!(
+            "the probe printed no figures: {:?}",
+            logs.trim().lines().last().unwrap_or("")
+        ));
+    };
+    let rate = |cs: u64| (cs > 0).then(|| mib as f64 / (cs as f64 / 100.0));
+    Ok(PerfFigures {
+        mib,
+        write_mibps: rate(wcs),
+        read_mibps: rate(rcs),
+        read_direct: direct,
+        fsync_ms: fcs as f64 * 10.0 / n as f64,
+    })
 }
 
 /// The server port for the isolation probe: the first from SERVER_PORT up that the namespace
@@ -1409,6 +1675,42 @@ mod tests {
         let err =
             evaluate_gpu("/dev/nvidiactl\nnvidia-smi: not present in the container\n").unwrap_err();
         assert!(err.starts_with("no /dev/nvidia<N> device"), "{err}");
+    }
+
+    #[test]
+    fn storage_figures_are_read_from_the_probe_and_held_to_the_minimums() {
+        let logs = "write 32 16\nread 32 4 direct\nfsync 50 120\n";
+        let f = parse_perf(logs).unwrap();
+        assert_eq!(f.write_mibps, Some(200.0));
+        assert_eq!(f.read_mibps, Some(800.0));
+        assert!(f.read_direct);
+        assert_eq!(f.fsync_ms, 24.0);
+        assert_eq!(
+            f.to_string(),
+            "write 200 MiB/s (32 MiB, fsynced), read 800 MiB/s (direct I/O), fsync 24.0 ms (mean of 50 4 KiB writes)"
+        );
+        let min = crate::spec::StorageMinimums {
+            min_write_mi_bps: Some(250),
+            min_read_mi_bps: Some(100),
+            max_fsync_ms: Some(20),
+        };
+        assert_eq!(
+            f.below(&min),
+            [
+                "write 200 MiB/s is below the minimum 250 MiB/s",
+                "fsync 24.0 ms is above the maximum 20 ms"
+            ]
+        );
+        // Faster than the 10 ms clock: above any minimum, and said so.
+        let fast = parse_perf("write 32 0\nread 32 0 cached\nfsync 50 0\n").unwrap();
+        assert!(fast.below(&min).is_empty());
+        assert!(fast.to_string().contains("over 3200 MiB/s"), "{fast}");
+        assert!(fast.to_string().contains("page cache"), "{fast}");
+        let e =
+            parse_perf("dd: can't open '/data/sparkgap-perf': Permission denied\n").unwrap_err();
+        assert!(e.contains("Permission denied"), "{e}");
+        assert_eq!(perf_file_mib("32Mi"), 32);
+        assert_eq!(perf_file_mib("1Gi"), 1024);
     }
 
     #[test]

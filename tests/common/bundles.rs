@@ -93,6 +93,21 @@ pub struct Synthetic {
     pub shared_layer: String,
 }
 
+/// A layer as images have them: a tar (uncompressed, which readers take as they take a gzip'd
+/// one) holding one file of `len` pseudo-random bytes, so that everything that reads layers
+/// (the SBOM of `build`) reads a real one.
+pub fn pseudo_random_layer(seed: u64, len: usize) -> Vec<u8> {
+    let data = pseudo_random(seed, len);
+    let mut header = tar::Header::new_ustar();
+    header.set_size(len as u64);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    let mut t = tar::Builder::new(Vec::new());
+    t.append_data(&mut header, "data/blob", data.as_slice())
+        .unwrap();
+    t.into_inner().unwrap()
+}
+
 /// Deterministic pseudo-random bytes (xorshift64*), so failures reproduce.
 pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -136,7 +151,7 @@ fn spec_yaml(opts: &BundleOpts) -> String {
 /// Generate spec, lock and a filled blob cache under `dir/cache`.
 pub fn synthetic_inputs(dir: &Path, opts: &BundleOpts) -> Synthetic {
     let mut blobs: Vec<Vec<u8>> = Vec::new();
-    let shared = pseudo_random(opts.seed ^ 0xABCD, opts.shared_layer_size);
+    let shared = pseudo_random_layer(opts.seed ^ 0xABCD, opts.shared_layer_size);
     let shared_desc = desc(OCI_LAYER, &shared);
     blobs.push(shared);
     let mut images = Vec::new();
@@ -146,7 +161,7 @@ pub fn synthetic_inputs(dir: &Path, opts: &BundleOpts) -> Synthetic {
             layers.push(shared_desc.clone());
         }
         for (k, size) in img.layers.iter().enumerate() {
-            let b = pseudo_random(opts.seed + 1000 * n as u64 + k as u64 + 1, *size);
+            let b = pseudo_random_layer(opts.seed + 1000 * n as u64 + k as u64 + 1, *size);
             layers.push(desc(OCI_LAYER, &b));
             blobs.push(b);
         }

@@ -19,6 +19,7 @@ pub mod controlplane;
 pub mod node;
 pub mod proxy;
 pub mod skip;
+pub mod token;
 
 // Not every test binary uses both (as with dead_code above).
 #[allow(unused_imports)]

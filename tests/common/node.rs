@@ -306,8 +306,8 @@ impl Site {
         copy_tree(&fixture_dir().join("values"), &dst.join("values"));
         let text = std::fs::read_to_string(fixture_dir().join("appliance.yaml"))
             .unwrap()
-            .replace("${RELEASE}", &self.release_url)
-            .replace("${CHARTS}", &self.charts_url);
+            .replace("http://k3s-release.invalid", &self.release_url)
+            .replace("http://chart-repo.invalid", &self.charts_url);
         let spec = dst.join("appliance.yaml");
         std::fs::write(&spec, edit(text)).unwrap();
         spec
@@ -416,6 +416,8 @@ pub struct Node {
     pub dir: PathBuf,
     /// The node's init, as the host sees it.
     pub pid: i32,
+    /// The node's cgroup (`sparkgap-node-<pid>-<n>`, in every hierarchy).
+    pub cgroup: String,
     parts: Parts,
 }
 
@@ -424,6 +426,12 @@ static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new
 impl Node {
     /// Start a sandbox with the parts bound in; returns once its namespaces are up.
     pub fn boot(parts: &Parts) -> Node {
+        Node::boot_with(parts, Stdio::piped())
+    }
+
+    /// The same, the keeper's stdin given: the read end of a pipe whose write end another
+    /// process holds (the test of what a killed test leaves behind kills that process).
+    pub fn boot_with(parts: &Parts, keeper_stdin: Stdio) -> Node {
         let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let name = format!("sparkgap-node-{}-{seq}", std::process::id());
         let dir = tempfile::Builder::new()
@@ -475,7 +483,7 @@ impl Node {
                 parts.bin("coredns").display(),
                 dir.join("site.Corefile").display()
             ))
-            .stdin(Stdio::piped())
+            .stdin(keeper_stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -510,6 +518,7 @@ impl Node {
             keeper_log,
             dir,
             pid: pid.unwrap_or(0),
+            cgroup: name.clone(),
             parts: parts.clone(),
         };
         if pid.is_none() {
@@ -573,6 +582,26 @@ impl Node {
     /// A path of the node's file system, as the host reaches it while the node runs.
     pub fn path(&self, inside: &str) -> PathBuf {
         PathBuf::from(format!("/proc/{}/root", self.pid)).join(inside.trim_start_matches('/'))
+    }
+
+    /// Wait for the keeper to finish its teardown (its stdin closed by someone else); its exit
+    /// status, or None after `timeout`.
+    pub fn wait_keeper(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let keeper = self.keeper.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = keeper.try_wait() {
+                self.keeper = None;
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// What the keeper printed on stderr.
+    pub fn keeper_log(&self) -> String {
+        self.keeper_log.lock().unwrap().clone()
     }
 
     /// The last lines of every log the node's programs wrote, for failure messages.
