@@ -185,6 +185,7 @@ fn every_input_of_every_command_fails_by_one_rule_naming_the_file() {
     let os = |p: &Path| OsString::from(p.as_os_str());
     let s = |t: &str| OsString::from(t);
     let out = w.path("out/bundle.tar");
+    std::fs::create_dir_all(w.path("out")).unwrap();
     let root = w.path("root");
     let apply_root = w.path("apply-root");
     std::fs::create_dir_all(&apply_root).unwrap();
@@ -311,6 +312,64 @@ fn every_input_of_every_command_fails_by_one_rule_naming_the_file() {
                 os(&out),
             ],
             w.path("bad/sparkgap.key"),
+        ),
+        (
+            "lock",
+            "auth file",
+            vec![
+                s("lock"),
+                s("-f"),
+                os(&w.spec),
+                s("--authfile"),
+                b.clone(),
+                s("-o"),
+                os(&out),
+            ],
+            w.path("bad/auth.json"),
+        ),
+        (
+            "lock",
+            "repository credentials file",
+            vec![
+                s("lock"),
+                s("-f"),
+                os(&w.spec),
+                s("--repo-auth"),
+                b.clone(),
+                s("-o"),
+                os(&out),
+            ],
+            w.path("bad/repo-auth.yaml"),
+        ),
+        (
+            "build",
+            "auth file",
+            vec![
+                s("build"),
+                s("-f"),
+                os(&w.spec),
+                s("--lock"),
+                os(&w.lock),
+                s("--cache"),
+                os(&w.cache),
+                s("--authfile"),
+                b.clone(),
+                s("-o"),
+                os(&out),
+            ],
+            w.path("bad/auth.json"),
+        ),
+        (
+            "sbom",
+            "bundle",
+            vec![s("sbom"), b.clone()],
+            w.path("bad/bundle.tar"),
+        ),
+        (
+            "sbom",
+            "public key",
+            vec![s("sbom"), os(&w.bundle), s("--pubkey"), b.clone()],
+            w.path("bad/sparkgap.pub"),
         ),
         (
             "inspect",
@@ -675,6 +734,11 @@ fn outputs_that_are_inputs_or_in_the_cache_are_refused_and_nothing_is_written() 
             "build -o a directory",
             build(&w.path("in")),
             "is a directory",
+        ),
+        (
+            "build -o into a directory that does not exist",
+            build(&w.path("nowhere/out.tar")),
+            "does not exist",
         ),
         ("lock -o the spec", lock_to(&w.spec), "is the spec (-f)"),
         (

@@ -54,6 +54,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
         .as_deref()
         .map(|k| SignKey::load(k, std::env::var("SPARKGAP_SIGN_PASSWORD").ok()))
         .transpose()?;
+    let registry = args.registry.checked_config()?;
     let cache = BlobCache::open(args.cache.clone())?;
     super::paths::refuse_clobbering_spec(
         "-o",
@@ -62,6 +63,14 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
         &[
             ("the lock (--lock)", Some(&args.lock)),
             ("the signing key (--sign-key)", args.sign_key.as_deref()),
+            (
+                "the auth file (--authfile)",
+                args.registry.authfile.as_deref(),
+            ),
+            (
+                "the repository credentials file (--repo-auth)",
+                args.registry.repo_auth.as_deref(),
+            ),
         ],
         cache.root(),
     )?;
@@ -77,7 +86,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
             lock: &args.lock,
             out: &args.out,
             cache: &cache,
-            registry: &args.registry.config(),
+            registry: &registry,
             jobs: usize::from(args.jobs),
             offline: args.offline,
             sign_key: sign_key.as_ref(),

@@ -46,10 +46,20 @@ pub fn run(args: LockArgs, g: &Global) -> anyhow::Result<u8> {
         "-o",
         &args.out,
         &spec,
-        &[("the helm binary (--helm)", args.helm.as_deref())],
+        &[
+            ("the helm binary (--helm)", args.helm.as_deref()),
+            (
+                "the auth file (--authfile)",
+                args.registry.authfile.as_deref(),
+            ),
+            (
+                "the repository credentials file (--repo-auth)",
+                args.registry.repo_auth.as_deref(),
+            ),
+        ],
         cache.root(),
     )?;
-    let registry = Registry::new(args.registry.config())?;
+    let registry = Registry::new(args.registry.checked_config()?)?;
     let progress = super::progress::for_terminal(g);
     // Tanka environments are evaluated first: their images are locked too, and a broken
     // environment stops the lock before any registry is asked.

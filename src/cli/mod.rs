@@ -211,6 +211,14 @@ impl RegistryOpts {
         c.repo_auth = crate::oci::RepoAuthSources::from_process(self.repo_auth.clone());
         c
     }
+
+    /// [`RegistryOpts::config`], with the credentials files the user named read now: a bad one
+    /// stops the command before any work.
+    pub fn checked_config(&self) -> anyhow::Result<crate::oci::RegistryConfig> {
+        let c = self.config();
+        c.check_named_files()?;
+        Ok(c)
+    }
 }
 
 /// How to reach the cluster.

@@ -75,6 +75,16 @@ pub fn refuse_clobbering(
             );
         }
     }
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.is_dir()
+    {
+        anyhow::bail!(
+            "{flag} {shown}: the directory {} does not exist; nothing was written — create it \
+             first (mkdir -p {})",
+            parent.display(),
+            parent.display()
+        );
+    }
     Ok(())
 }
 
@@ -147,8 +157,11 @@ mod tests {
             let e = refuse_clobbering("-o", &out, &inputs, &dirs).unwrap_err();
             assert!(e.to_string().contains(words), "{out:?}: {e}");
         }
-        for ok in [d.path().join("bundle.tar"), d.path().join("new/dir/b.tar")] {
-            refuse_clobbering("-o", &ok, &inputs, &dirs).unwrap();
-        }
+        let e = refuse_clobbering("-o", &d.path().join("new/dir/b.tar"), &inputs, &dirs)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("new/dir does not exist"), "{e}");
+        refuse_clobbering("-o", &d.path().join("bundle.tar"), &inputs, &dirs).unwrap();
+        refuse_clobbering("-o", Path::new("bundle.tar"), &inputs, &dirs).unwrap();
     }
 }

@@ -166,8 +166,10 @@ impl Lookup {
 pub enum AuthError {
     /// An auth file that cannot be used (unreadable, not JSON of the expected shape, an entry
     /// that does not decode).
-    #[error("auth file {file}: {message}")]
+    #[error("{what} {file}: {message}")]
     File {
+        /// What the file is: "auth file", "repository credentials file".
+        what: &'static str,
         file: String,
         message: String,
         kind: FailureKind,
@@ -184,6 +186,10 @@ pub enum AuthError {
     },
     #[error("sparkgap login {registry}: {message}")]
     Login { registry: String, message: String },
+    /// A credentials file the user named that points at nothing usable (docs/cli.md, "Input
+    /// files").
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
 }
 
 impl AuthError {
@@ -192,6 +198,7 @@ impl AuthError {
             AuthError::File { kind, .. } => *kind,
             AuthError::Helper { .. } => FailureKind::Environment,
             AuthError::Login { .. } => FailureKind::Input,
+            AuthError::Input(e) => e.kind(),
         }
     }
 }
@@ -283,6 +290,14 @@ impl AuthSources {
         AuthSources { files }
     }
 
+    /// Read and parse every file the user named (`--authfile`): a bad one is an error now.
+    pub fn check_named(&self) -> Result<(), AuthError> {
+        for f in self.files.iter().filter(|f| f.required) {
+            read_file(f)?;
+        }
+        Ok(())
+    }
+
     /// The file `sparkgap login` writes: `--authfile`, else `$REGISTRY_AUTH_FILE`, else
     /// podman's `$XDG_RUNTIME_DIR/containers/auth.json`, else docker's config.json. None when
     /// the environment names none of them.
@@ -315,6 +330,7 @@ impl AuthSources {
             };
             let label = f.label();
             let err = |message: String| AuthError::File {
+                what: "auth file",
                 file: f.path.display().to_string(),
                 message,
                 kind: FailureKind::Input,
@@ -352,52 +368,53 @@ impl AuthSources {
     }
 }
 
-/// The file's text, None when it does not exist (an error when `--authfile` named it).
+/// The file's text, None when it does not exist or is empty (an error when `--authfile` named
+/// it: docs/cli.md, "Input files").
 fn read_file(f: &AuthFileRef) -> Result<Option<AuthFile>, AuthError> {
-    let err = |message: String, kind| AuthError::File {
-        file: f.path.display().to_string(),
-        message,
-        kind,
+    let text = match read_credentials_file("auth file", &f.path, f.required, MAX_AUTH_FILE)? {
+        Some(t) => t,
+        None => return Ok(None),
     };
-    let meta = match std::fs::metadata(&f.path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !f.required => return Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(err(
-                format!("named by {} but it does not exist", f.origin),
-                FailureKind::Input,
-            ));
-        }
-        Err(e) => {
-            return Err(err(
-                format!("cannot read it: {e}"),
-                FailureKind::Environment,
-            ));
-        }
-    };
-    if !meta.is_file() {
-        return Err(err("it is not a file".into(), FailureKind::Input));
-    }
-    if meta.len() > MAX_AUTH_FILE {
-        return Err(err(
-            format!(
-                "it is {} bytes, more than an auth file ever is ({MAX_AUTH_FILE})",
-                meta.len()
-            ),
-            FailureKind::Input,
-        ));
-    }
-    let text = std::fs::read_to_string(&f.path).map_err(|e| {
-        let kind = if e.kind() == std::io::ErrorKind::InvalidData {
-            FailureKind::Input
-        } else {
-            FailureKind::Environment
-        };
-        err(format!("cannot read it: {e}"), kind)
-    })?;
     AuthFile::parse(&text)
         .map(Some)
-        .map_err(|m| err(m, FailureKind::Input))
+        .map_err(|m| AuthError::File {
+            what: "auth file",
+            file: f.path.display().to_string(),
+            message: m,
+            kind: FailureKind::Input,
+        })
+}
+
+/// A credentials file's text by the input-file rule (`what` names it in messages): None when it
+/// was not named by the user (`required` false) and is missing or empty; bigger than `max`
+/// bytes or not UTF-8 is bad input.
+pub(crate) fn read_credentials_file(
+    what: &'static str,
+    path: &std::path::Path,
+    required: bool,
+    max: u64,
+) -> Result<Option<String>, AuthError> {
+    let bad = |message: String| AuthError::File {
+        what,
+        file: path.display().to_string(),
+        message,
+        kind: FailureKind::Input,
+    };
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
+        Ok(m) if m.is_file() && m.len() == 0 && !required => return Ok(None),
+        Ok(m) if m.is_file() && m.len() > max => {
+            return Err(bad(format!(
+                "it is {} bytes, more than a credentials file ever is ({max})",
+                m.len()
+            )));
+        }
+        _ => {}
+    }
+    let bytes = crate::input::read(what, path)?;
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| bad("it is not UTF-8 text".into()))
 }
 
 /// An auth file: docker's `config.json` or containers' `auth.json` (the same shape; fields we
@@ -756,6 +773,7 @@ pub fn write_login(
     password: &Secret,
 ) -> Result<(), AuthError> {
     let err = |message: String, kind| AuthError::File {
+        what: "auth file",
         file: path.display().to_string(),
         message,
         kind,
@@ -1049,7 +1067,10 @@ mod tests {
 
         let missing = AuthSources::new(Some(&dir.path().join("gone.json")), &AuthEnv::default());
         let e = missing.lookup("r.lab", "x").await.unwrap_err();
-        assert!(e.to_string().contains("gone.json") && e.to_string().contains("--authfile"));
+        assert!(
+            e.to_string().contains("gone.json") && e.to_string().contains("does not exist"),
+            "{e}"
+        );
         assert_eq!(e.kind(), FailureKind::Input);
 
         std::fs::write(&first, "{\"auths\": {\"r.lab\": 5}}").expect("write");

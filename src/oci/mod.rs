@@ -209,6 +209,17 @@ pub struct RegistryConfig {
     pub repo_auth: RepoAuthSources,
 }
 
+impl RegistryConfig {
+    /// Read the credentials files the user named (`--authfile`, `--repo-auth`) now, so a bad one
+    /// is reported before any work starts, even by a build that turns out to need no registry
+    /// (docs/cli.md, "Input files"). The files found by the search order are read when needed.
+    pub fn check_named_files(&self) -> Result<(), OciError> {
+        self.auth.check_named()?;
+        RepoAuth::load(&self.repo_auth)?;
+        Ok(())
+    }
+}
+
 /// `--mirror SOURCE=HOST[:PORT]`: images whose reference names registry `SOURCE` are resolved
 /// and fetched from `HOST[:PORT]` (same repository, tag and digest), while the lock, the bundle
 /// and the node keep the reference as written. For pull-through caches and the test bed.
@@ -347,6 +358,7 @@ impl Registry {
             repo_clients.push(match &e.ca {
                 Some((path, pem)) => Some(http_client(Some(pem)).map_err(|m| {
                     OciError::Auth(AuthError::File {
+                        what: "repository credentials file",
                         file: path.display().to_string(),
                         message: format!("caFile of {}: {m}", e.source),
                         kind: FailureKind::Input,

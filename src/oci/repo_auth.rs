@@ -103,7 +103,8 @@ impl RepoAuth {
         let mut out = RepoAuth::default();
         if let Some(p) = &sources.repo_auth {
             let text = read(p, true)?.unwrap_or_default();
-            let file = RepoAuthFile::parse(&text).map_err(|m| file_err(p, m))?;
+            let file = RepoAuthFile::parse_named(&text, &p.display().to_string())
+                .map_err(|m| file_err(p, m))?;
             for (i, r) in file.repositories.iter().enumerate() {
                 out.entries.push(r.entry(i, p).map_err(|m| file_err(p, m))?);
             }
@@ -185,6 +186,7 @@ impl RepoAuth {
 
 fn file_err(path: &Path, message: String) -> AuthError {
     AuthError::File {
+        what: "repository credentials file",
         file: path.display().to_string(),
         message,
         kind: FailureKind::Input,
@@ -192,36 +194,7 @@ fn file_err(path: &Path, message: String) -> AuthError {
 }
 
 fn read(path: &Path, required: bool) -> Result<Option<String>, AuthError> {
-    let env_err = |m: String| AuthError::File {
-        file: path.display().to_string(),
-        message: m,
-        kind: FailureKind::Environment,
-    };
-    match std::fs::metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(file_err(path, "it does not exist".into()));
-        }
-        Err(e) => return Err(env_err(format!("cannot read it: {e}"))),
-        Ok(m) if !m.is_file() => return Err(file_err(path, "it is not a file".into())),
-        Ok(m) if m.len() > MAX_FILE => {
-            return Err(file_err(
-                path,
-                format!(
-                    "it is {} bytes; a credentials file is never this big",
-                    m.len()
-                ),
-            ));
-        }
-        Ok(_) => {}
-    }
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-            Err(file_err(path, "it is not UTF-8 text".into()))
-        }
-        Err(e) => Err(env_err(format!("cannot read it: {e}"))),
-    }
+    super::auth::read_credentials_file("repository credentials file", path, required, MAX_FILE)
 }
 
 /// A repository URL as a base: absolute http(s), no credentials in it, its path ending in `/`.
@@ -336,10 +309,15 @@ pub struct RepoAuthEntry {
 impl RepoAuthFile {
     /// Parse the file's text (fields are checked further when each entry is used).
     pub fn parse(text: &str) -> Result<RepoAuthFile, String> {
+        RepoAuthFile::parse_named(text, "<input>")
+    }
+
+    /// [`RepoAuthFile::parse`], the errors naming the file `name`.
+    pub fn parse_named(text: &str, name: &str) -> Result<RepoAuthFile, String> {
         if text.trim().is_empty() {
             return Ok(RepoAuthFile::default());
         }
-        serde_saphyr::from_str(text).map_err(|e| {
+        crate::spec::yaml::from_yaml(text, name).map_err(|e| {
             format!(
                 "not a repository credentials file (repositories: [{{url, username, password | \
                  passwordFile, bearerToken | bearerTokenFile, caFile}}]): {e}"
@@ -433,8 +411,8 @@ pub fn parse_helm_repositories(text: &str, path: &Path) -> Result<Vec<RepoEntry>
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let file: HelmFile =
-        serde_saphyr::from_str(text).map_err(|e| format!("not helm's repositories.yaml: {e}"))?;
+    let file: HelmFile = crate::spec::yaml::from_yaml(text, &path.display().to_string())
+        .map_err(|e| format!("not helm's repositories.yaml: {e}"))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
     for (i, r) in file.repositories.unwrap_or_default().iter().enumerate() {

@@ -17,7 +17,7 @@ mod files;
 mod kube;
 pub mod quantity;
 mod validate;
-mod yaml;
+pub(crate) mod yaml;
 
 pub use kube::is_dns_label;
 pub use validate::{BUILTIN_NAMESPACES, CHECK_NAMES, parse_duration};

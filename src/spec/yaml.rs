@@ -22,7 +22,13 @@ pub fn parse(text: &str) -> Result<Appliance, String> {
 ///   |              ^ expected one value here (text or a number), not a list or a mapping
 /// ```
 pub fn parse_named(text: &str, name: &str) -> Result<Appliance, String> {
-    serde_saphyr::from_str::<Appliance>(text).map_err(|e| {
+    from_yaml(text, name)
+}
+
+/// Any YAML document the user writes (the spec, a credentials file), parsed with the errors of
+/// [`parse_named`].
+pub fn from_yaml<T: serde::de::DeserializeOwned>(text: &str, name: &str) -> Result<T, String> {
+    serde_saphyr::from_str::<T>(text).map_err(|e| {
         let rendered = e.render_with_options(serde_saphyr::render_options! {
             formatter: &SpecWords,
             source_name: Some(name),
