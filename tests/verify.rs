@@ -931,6 +931,29 @@ async fn node_ready_pass_fail_skip() {
     let (r, _) = check("node-ready", &c, &spec(), None).await;
     assert_status(&r, Status::Fail, "node spark is not Ready");
 
+    // Ready, but under disk pressure (the kubelet's evictionHard threshold crossed): the node is
+    // tainted and every pod a later check starts would stay Pending, so node-ready says so.
+    let mut pressed = node(&healthy_node());
+    pressed["status"]["conditions"][1] = json!({"type": "DiskPressure", "status": "True",
+        "lastHeartbeatTime": "2025-11-22T03:40:02Z", "lastTransitionTime": "2025-11-22T03:39:02Z",
+        "reason": "KubeletHasDiskPressure", "message": "kubelet has disk pressure"});
+    c.set(
+        "GET",
+        "/api/v1/nodes",
+        200,
+        list("NodeList", "v1", vec![pressed]),
+    );
+    let (r, _) = check("node-ready", &c, &spec(), None).await;
+    assert_status(
+        &r,
+        Status::Fail,
+        "node spark has DiskPressure (KubeletHasDiskPressure: kubelet has disk pressure)",
+    );
+    assert!(
+        r.reason.as_deref().unwrap().contains("free disk space"),
+        "{r:#?}"
+    );
+
     // Reservations not passed to the kubelet: allocatable equals capacity.
     let mut n = healthy_node();
     n.allocatable_cpu = "20";
@@ -1376,12 +1399,19 @@ async fn storage_fails_on_wrong_default_class_on_lost_data_and_on_a_class_that_n
 
     // A second class the provisioner refuses ("BUG: Got request for unexpected storage
     // class"): its writer never leaves Pending, so the check fails on that class.
+    // The scheduler found no place for it (a node under disk pressure is tainted): the timeout
+    // says so in the scheduler's words.
     let mut c = Cluster::healthy();
+    let mut unplaced = pod(NS, "storage-writer-fast", "Pending", None, None, None);
+    unplaced["status"] = json!({"phase": "Pending", "qosClass": "Burstable", "conditions": [
+        {"type": "PodScheduled", "status": "False", "lastTransitionTime": "2025-11-22T03:41:07Z",
+         "reason": "Unschedulable",
+         "message": "0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/disk-pressure: }. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."}]});
     c.set(
         "GET",
         &format!("{}/storage-writer-fast", pods_path(NS)),
         200,
-        pod(NS, "storage-writer-fast", "Pending", None, None, None),
+        unplaced,
     );
     let (r, _) = verify_with(
         &c,
@@ -1395,6 +1425,10 @@ async fn storage_fails_on_wrong_default_class_on_lost_data_and_on_a_class_that_n
     let reason = r.reason.as_deref().unwrap_or("");
     assert!(
         reason.contains("class fast: timed out") && reason.contains("storage-writer-fast"),
+        "{r:#?}"
+    );
+    assert!(
+        reason.contains("(phase Pending): Unschedulable: 0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/disk-pressure: }"),
         "{r:#?}"
     );
     assert!(

@@ -122,6 +122,25 @@ pub fn node_ready(spec: &ApplianceSpec, nodes: &[Node]) -> CheckResult {
         }
         None => problems.push(format!("node {nn} reports no Ready condition")),
     }
+    // A node under pressure stays Ready but is tainted: the scheduler places no new pod on it
+    // and every check that runs one would time out with its pods Pending.
+    for c in status.conditions.iter().flatten() {
+        if PRESSURE.contains(&c.type_.as_str()) && c.status == "True" {
+            problems.push(format!(
+                "node {nn} has {} ({}: {}): the kubelet evicts pods and the scheduler places no \
+                 new ones until it clears{}",
+                c.type_,
+                c.reason.as_deref().unwrap_or("-"),
+                c.message.as_deref().unwrap_or("-"),
+                if c.type_ == "DiskPressure" {
+                    "; free disk space under /var/lib (the kubelet's evictionHard thresholds \
+                     say how much it needs)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
     let r = &spec.k3s.reserved;
     for (key, sys, kube) in [
         ("cpu", &r.system.cpu, &r.kube.cpu),
@@ -215,6 +234,9 @@ pub const COMPONENTS: &[Component] = &[
     },
 ];
 
+/// Node conditions that, when True, stop new pods from being scheduled.
+const PRESSURE: &[&str] = &["DiskPressure", "MemoryPressure", "PIDPressure"];
+
 fn pod_ready(p: &Pod) -> bool {
     p.status
         .as_ref()
@@ -247,6 +269,27 @@ pub fn not_ready_why(p: &Pod, events: &[Event]) -> Option<String> {
         .collect();
     if !waiting.is_empty() {
         return Some(waiting.join("; "));
+    }
+    // Not placed on a node: the scheduler says why (a taint, no room for the requests).
+    let unscheduled = p
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False");
+    if let Some(c) = unscheduled {
+        let msg: String = c
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .chars()
+            .take(400)
+            .collect();
+        return Some(format!(
+            "{}: {msg}",
+            c.reason.as_deref().unwrap_or("not scheduled")
+        ));
     }
     let uid = p.metadata.uid.as_deref();
     let name = p.metadata.name.as_deref();

@@ -360,7 +360,10 @@ impl<'a> Workloads<'a> {
                 return Ok(ip);
             }
             if budget.expired() {
-                return Err(budget.timed_out(&format!("pod {ns}/{name} to be Ready (phase {ph})")));
+                let why = self.stuck_why(ns, &p).await;
+                return Err(
+                    budget.timed_out(&format!("pod {ns}/{name} to be Ready (phase {ph}){why}"))
+                );
             }
             tokio::time::sleep(budget.poll()).await;
         }
@@ -388,10 +391,30 @@ impl<'a> Workloads<'a> {
                 });
             }
             if budget.expired() {
-                return Err(budget.timed_out(&format!("pod {ns}/{name} to finish (phase {ph})")));
+                let why = self.stuck_why(ns, &p).await;
+                return Err(
+                    budget.timed_out(&format!("pod {ns}/{name} to finish (phase {ph}){why}"))
+                );
             }
             tokio::time::sleep(budget.poll()).await;
         }
+    }
+
+    /// Why a pod that timed out never got going, as `: reason: message` (empty when nothing
+    /// says): the scheduler's reason (a node under disk pressure, no room for the requests), a
+    /// container's waiting reason, or the newest Warning event about the pod.
+    async fn stuck_why(&self, ns: &str, p: &Pod) -> String {
+        let name = p.metadata.name.as_deref().unwrap_or_default();
+        let events: Api<Event> = Api::namespaced(self.client.clone(), ns);
+        let selector = format!("involvedObject.kind=Pod,involvedObject.name={name}");
+        let found = events
+            .list(&ListParams::default().fields(&selector))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        checks::not_ready_why(p, &found)
+            .map(|w| format!(": {w}"))
+            .unwrap_or_default()
     }
 
     /// Delete a pod that has served its purpose, without waiting (best effort: cleanup deletes
@@ -987,7 +1010,10 @@ impl<'a> Workloads<'a> {
                 ));
             }
             if budget.expired() {
-                return Err(budget.timed_out(&format!("pod {ns}/{name} to finish (phase {ph})")));
+                let why = self.stuck_why(&ns, &p).await;
+                return Err(
+                    budget.timed_out(&format!("pod {ns}/{name} to finish (phase {ph}){why}"))
+                );
             }
             tokio::time::sleep(budget.poll()).await;
         }

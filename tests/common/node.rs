@@ -439,6 +439,7 @@ impl Node {
             .tempdir()
             .expect("node temp dir")
             .keep();
+        enough_disk(&dir);
         let env = format!(
             "# The test bed's knobs (testbed/README.md), as a site sets k3s's environment.\n\
              K3S_TESTBED_PARTS=/opt/k3s-testbed/parts\n\
@@ -667,4 +668,27 @@ impl Drop for Node {
             let _ = writeln!(std::io::stderr(), "node teardown: {e}");
         }
     }
+}
+
+/// The node's kubelet keeps its data under the node's temp dir: below the fixture's eviction
+/// threshold (`evictionHard: nodefs.available: 5%`) it reports DiskPressure, the node is tainted
+/// and every pod of every check stays Pending until the checks time out. Say so before booting,
+/// instead of minutes of timeouts (it happened: other builds had filled the disk).
+fn enough_disk(dir: &Path) {
+    const HEADROOM: u64 = 4 << 30; // images, containerd's snapshots, volumes, logs
+    let st = rustix::fs::statvfs(dir).expect("statvfs of the node's temp dir");
+    let free = st.f_bavail * st.f_frsize;
+    let total = st.f_blocks * st.f_frsize;
+    let need = total / 20 + HEADROOM;
+    assert!(
+        free >= need,
+        "the filesystem of {} has {} MiB free of {} MiB; the node needs {} MiB (the kubelet's \
+         nodefs.available<5% eviction threshold of tests/fixtures/node/appliance.yaml plus 4 GiB \
+         for images and volumes), or it reports DiskPressure and no pod is scheduled: free disk \
+         space and run again",
+        dir.display(),
+        free >> 20,
+        total >> 20,
+        need >> 20
+    );
 }
