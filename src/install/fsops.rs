@@ -304,6 +304,16 @@ pub mod fault {
     /// kill tests interrupt the run at a known point.
     pub const PAUSE_AFTER_WRITES: &str = "SPARKGAP_FAULT_PAUSE_AFTER_WRITES";
     pub const PAUSE_FILE: &str = "SPARKGAP_FAULT_PAUSE_FILE";
+    /// `SPARKGAP_FAULT_FAIL=STEP[,STEP]`: `up` and `rollback` treat that step (`start`, `apply`,
+    /// `verify`, `rollback-verify`) as failed, so the rollback decision and the kill tests can
+    /// run in a temp root where no cluster is started (debug builds only).
+    pub const FAIL: &str = "SPARKGAP_FAULT_FAIL";
+
+    /// Whether the fault hook asks `step` to fail. Always false in release builds.
+    pub fn fail(step: &str) -> bool {
+        cfg!(debug_assertions)
+            && std::env::var(FAIL).is_ok_and(|v| v.split(',').any(|s| s.trim() == step))
+    }
 
     #[cfg(debug_assertions)]
     mod imp {
