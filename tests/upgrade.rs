@@ -471,3 +471,20 @@ fn killed_at_every_step_of_an_upgrade_and_its_rollback_then_rerun_converges() {
         }
     }
 }
+
+#[test]
+fn uninstall_removes_the_generations_and_leaves_no_trace() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b, _) = bundles(d.path());
+    let root = d.path().join("root");
+    ok(&up(&a, &root, &[], &[]));
+    ok(&up(&b, &root, &[], &[]));
+    let r = sparkgap(&["uninstall", "--yes", "--output", "json"], &root, &[]);
+    ok(&r);
+    assert_eq!(r.json()["generationsRemoved"], serde_json::json!([1, 2]));
+    assert!(
+        !root.join("var/lib/sparkgap").exists(),
+        "{:#?}",
+        tree::tree(&root)
+    );
+}
