@@ -336,6 +336,36 @@ pub fn require_root_at(root: &Path, action: &'static str) -> Result<(), InstallE
     Ok(())
 }
 
+/// The spec a bundle carries, read ahead of the install for its pre-flight (`up` compares its
+/// immutable fields with the cluster's before any file is touched) and checked against the
+/// bundle's manifest (sha256). None when it cannot be had that way; the install's verifying
+/// pass, which checks every member and the signature before anything is placed, then says why.
+pub fn peek_spec(bundle: &Path) -> Option<SpecFile> {
+    let (m, _) = peek_manifest(bundle)?;
+    let member = m
+        .members
+        .iter()
+        .find(|x| x.path == crate::bundle::SPEC_PATH)?;
+    if member.size > 16 << 20 {
+        return None;
+    }
+    let f = std::fs::File::open(bundle).ok()?;
+    let mut ar = tar::Archive::new(f);
+    for entry in ar.entries().ok()? {
+        let mut entry = entry.ok()?;
+        if entry.path().ok()?.to_str()? != crate::bundle::SPEC_PATH {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).ok()?;
+        if crate::digest::sha256_hex(&bytes) != member.sha256.trim_start_matches("sha256:") {
+            return None;
+        }
+        return SpecFile::from_bytes(&bundle.join(crate::bundle::SPEC_PATH), bytes).ok();
+    }
+    None
+}
+
 /// `sha256:` over the image members: the image archive is a pure function of them.
 fn images_source(m: &BundleManifest) -> String {
     let mut text = String::new();

@@ -654,6 +654,30 @@ pub fn up(bundle: &Path, opts: &UpOptions, progress: &Progress) -> Result<UpRepo
     {
         from = adopt(root, rec, &mut notes);
     }
+    // Pre-flight, before anything changes: the new spec's immutable-field changes, against the
+    // running cluster (the bundle itself is verified whole, with its signature, platform and
+    // the disk space it needs, by the install before it places a file).
+    let c = cluster(opts);
+    if from.is_some() && c.none.is_none() {
+        match install::peek_spec(bundle) {
+            None => {}
+            Some(new_spec) => {
+                match install::node::check_immutable(
+                    Some(&c.kubeconfig),
+                    &new_spec.appliance,
+                    opts.flags.replace,
+                ) {
+                    Ok(()) => {}
+                    Err(e @ StageError::Immutable { .. }) => {
+                        return Err(e.into());
+                    }
+                    Err(e) => notes.push(format!(
+                        "pre-flight: the cluster's immutable fields could not be compared ({e}); apply compares them again before it changes anything"
+                    )),
+                }
+            }
+        }
+    }
     let mut j = Journal::new(Operation::Up, Step::Install);
     j.bundle = Some(bundle.display().to_string());
     j.from = from.as_ref().map(|g| g.number);
@@ -692,7 +716,6 @@ pub fn up(bundle: &Path, opts: &UpOptions, progress: &Progress) -> Result<UpRepo
             None
         }
     };
-    let c = cluster(opts);
     let mut apply = ApplyStep::Skipped {
         reason: "the install failed".into(),
     };
