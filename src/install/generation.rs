@@ -311,7 +311,8 @@ pub fn capture(
     let dir = dir_of(root);
     fs::create_dir_all(&dir).map_err(InstallError::io(&dir, "create directory"))?;
     sweep_partial(root)?;
-    let number = list(root)?.last().map_or(1, |g| g.number + 1);
+    let existing = list(root)?;
+    let number = existing.last().map_or(1, |g| g.number + 1);
     meta.generation = number;
     meta.generation_version = GENERATION_VERSION;
     let tmp = dir.join(format!(".new-{number}"));
@@ -325,7 +326,20 @@ pub fn capture(
             )));
         }
         let to = tmp.join("files").join(&f.path);
-        link_or_copy(&from, &to).map_err(InstallError::io(&from, "keep in the generation"))?;
+        // Across filesystems (the k3s binary under /usr, /var its own partition) the file
+        // cannot be linked; an older generation holding the same bytes (same record entry)
+        // can be, so a k3s binary unchanged across upgrades is kept once.
+        let same = existing.iter().rev().find_map(|g| {
+            let kept = g.record.find(&f.path)?;
+            (kept == f && f.sha256.is_some()).then(|| g.file(&f.path))
+        });
+        let linked = match &same {
+            Some(older) => link_or_copy(older, &to).is_ok(),
+            None => false,
+        };
+        if !linked {
+            link_or_copy(&from, &to).map_err(InstallError::io(&from, "keep in the generation"))?;
+        }
     }
     let write = |name: &str, bytes: &[u8]| {
         let p = tmp.join(name);
