@@ -1235,3 +1235,108 @@ fn own_node_upgrade_rolls_back_a_failing_bundle_and_a_good_one_becomes_generatio
         },
     );
 }
+
+/// Issue 19: `up` killed (SIGKILL) at steps of a failing upgrade and of its rollback, then run
+/// again, converges: A restored and verified, no journal left. The debug-only hook
+/// `SPARKGAP_FAULT_KILL_AT_STEP` kills `up` right after the journal names the step: as the
+/// upgrade's verification starts (C installed and applied), before the rollback restores
+/// anything, and as the rollback's verification starts (A restored and applied). The temp-root
+/// test (`tests/upgrade.rs`) kills at every write step; this one proves the re-run on a live
+/// cluster (k3s restarted by a resumed rollback, C's objects pruned by it).
+#[test]
+fn own_node_up_killed_during_an_upgrade_and_its_rollback_converges() {
+    with_own_node(
+        "own_node_up_killed_during_an_upgrade_and_its_rollback_converges",
+        |parts| {
+            if !cfg!(debug_assertions) {
+                common::skip::skip(
+                    "own_node_up_killed_during_an_upgrade_and_its_rollback_converges",
+                    "the fault hooks exist only in debug builds",
+                );
+                return;
+            }
+            let site = Site::start(parts, &k3s_images_txt());
+            let disk = |s: String| s.replace("nodefs.available: 5%", "nodefs.available: 500Mi");
+            let a_spec = site.spec("killed-a", disk);
+            let a = site.bundle(&a_spec, "killed-a");
+            let c_spec = site.spec("killed-c", |s| {
+                disk(s)
+                    .replace(
+                        "      - { subject: { kind: ServiceAccount, name: ci-runner, namespace: ci }, verb: list, resource: secrets,",
+                        "      - { subject: { kind: ServiceAccount, name: ci-runner, namespace: ci }, verb: delete, resource: pods, namespace: ci, allowed: false }\n      - { subject: { kind: ServiceAccount, name: ci-runner, namespace: ci }, verb: list, resource: secrets,",
+                    )
+                    .replace(
+                        "      - { name: deployer, namespace: apps }\n",
+                        "      - { name: deployer, namespace: apps }\n      - { name: c-extra, namespace: ci }\n",
+                    )
+            });
+            assert_ne!(
+                std::fs::read(&c_spec).unwrap(),
+                std::fs::read(&a_spec).unwrap()
+            );
+            let c = site.bundle(&c_spec, "killed-c");
+            let pubkey = site.pubkey.clone();
+            let _files = site.into_files();
+            let node = Node::boot(parts);
+            let (report, out) = up(&node, &a, &pubkey);
+            assert_all_green(&node, &report, &out);
+
+            for step in ["verify", "restore", "rollbackVerify"] {
+                let t = Instant::now();
+                let out = node
+                    .cmd(&[
+                        "env",
+                        &format!("SPARKGAP_FAULT_KILL_AT_STEP={step}"),
+                        env!("CARGO_BIN_EXE_sparkgap"),
+                        "up",
+                        c.to_str().unwrap(),
+                        "--pubkey",
+                        pubkey.to_str().unwrap(),
+                        "--output",
+                        "json",
+                    ])
+                    .output()
+                    .unwrap();
+                assert!(!out.status.success(), "{step}: {}", describe(&out));
+                let journal = std::fs::read_to_string(node.path("/var/lib/sparkgap/journal.json"))
+                    .unwrap_or_else(|e| panic!("{step}: no journal after the kill: {e}"));
+                assert!(
+                    journal.contains(&format!("\"step\": \"{step}\"")),
+                    "{journal}"
+                );
+                let killed_secs = t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                let (report, out) = up(&node, &c, &pubkey);
+                let r = report.unwrap_or_else(|| panic!("{step}: {}", describe(&out)));
+                assert_eq!(out.status.code(), Some(1), "{step}: {}", describe(&out));
+                assert_eq!(r["rolledBack"], true, "{step}");
+                assert_eq!(
+                    r["rollback"]["verified"],
+                    "passed",
+                    "{step}: A verifies: {}",
+                    explain(&node, &Some(r["rollback"].clone()), &out)
+                );
+                assert_eq!(r["rollback"]["resumed"], step != "verify", "{step}");
+                eprintln!(
+                    "TIMINGS killed at {step} after {killed_secs:.1} s; the re-run converged in {:.1} s",
+                    t.elapsed().as_secs_f64()
+                );
+                assert!(
+                    !node.path("/var/lib/sparkgap/journal.json").exists(),
+                    "{step}"
+                );
+                assert_eq!(
+                    std::fs::read(node.path(SPEC_COPY)).unwrap(),
+                    std::fs::read(&a_spec).unwrap(),
+                    "{step}: A's spec copy"
+                );
+                let sa = node.kubectl(&["get", "serviceaccount", "-n", "ci", "c-extra"]);
+                assert!(
+                    !sa.status.success(),
+                    "{step}: C's service account is still there"
+                );
+                assert_eq!(node_status(&node)["current"], 1, "{step}");
+            }
+        },
+    );
+}

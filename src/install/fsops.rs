@@ -309,6 +309,22 @@ pub mod fault {
     /// run in a temp root where no cluster is started (debug builds only).
     pub const FAIL: &str = "SPARKGAP_FAULT_FAIL";
 
+    /// `SPARKGAP_FAULT_KILL_AT_STEP=STEP`: SIGKILL this process right after the upgrade journal
+    /// was written for STEP (`install`, `apply`, `verify`, `record`, `restore`, `start`,
+    /// `rollbackApply`, `rollbackVerify`): the live node's kill tests stop `up` at a known step
+    /// (debug builds only).
+    pub const KILL_AT_STEP: &str = "SPARKGAP_FAULT_KILL_AT_STEP";
+
+    /// SIGKILL now when the fault hook names `step`. Never in release builds.
+    pub fn kill_at(step: &str) {
+        if cfg!(debug_assertions) && std::env::var(KILL_AT_STEP).is_ok_and(|v| v == step) {
+            let _ = rustix::process::kill_process(
+                rustix::process::getpid(),
+                rustix::process::Signal::KILL,
+            );
+        }
+    }
+
     /// Whether the fault hook asks `step` to fail. Always false in release builds.
     pub fn fail(step: &str) -> bool {
         cfg!(debug_assertions)

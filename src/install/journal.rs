@@ -123,6 +123,9 @@ impl Journal {
         fsops::write_atomic(&path, &bytes, 0o644)
             .map_err(InstallError::io(&path, "write the upgrade journal"))?;
         fault::step();
+        if let Ok(serde_json::Value::String(name)) = serde_json::to_value(step) {
+            fault::kill_at(&name);
+        }
         Ok(())
     }
 
