@@ -1340,3 +1340,124 @@ fn own_node_up_killed_during_an_upgrade_and_its_rollback_converges() {
         },
     );
 }
+
+/// Start `up BUNDLE` paused (debug-only hook) right after the journal names `step`; returns the
+/// child and the pause file's path as the host sees it, once it is paused there.
+fn up_paused_at(
+    node: &Node,
+    bundle: &Path,
+    pubkey: &Path,
+    step: &str,
+) -> (std::process::Child, PathBuf) {
+    let inside = format!("/var/tmp/sparkgap-pause-{step}");
+    let child = node
+        .cmd(&[
+            "env",
+            &format!("SPARKGAP_FAULT_PAUSE_AT_STEP={step}"),
+            &format!("SPARKGAP_FAULT_PAUSE_FILE={inside}"),
+            env!("CARGO_BIN_EXE_sparkgap"),
+            "up",
+            bundle.to_str().unwrap(),
+            "--pubkey",
+            pubkey.to_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let file = node.path(&inside);
+    let until = Instant::now() + std::time::Duration::from_secs(300);
+    while !file.exists() {
+        assert!(Instant::now() < until, "up never reached {step}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    (child, file)
+}
+
+/// SIGKILL the node's process named `name` (by its pid inside the node's PID namespace).
+fn kill_in_node(node: &Node, name: &str) {
+    let pid = node.ok(&["pidof", "-s", name]);
+    node.ok(&["kill", "-9", pid.trim()]);
+}
+
+/// Issue 19: k3s SIGKILLed as an upgrade's apply starts, and the API server killed (k3s's role
+/// exits with it and systemd's Restart=always starts it again) in the middle of an upgrade's
+/// verification: whatever the disturbed `up` ends with (it may roll back), running the same
+/// `up` again converges and passes, and the bundle becomes the current generation.
+#[test]
+fn own_node_k3s_killed_during_apply_and_the_api_restarted_during_verify_converge() {
+    let test = "own_node_k3s_killed_during_apply_and_the_api_restarted_during_verify_converge";
+    with_own_node(test, |parts| {
+        if !cfg!(debug_assertions) {
+            common::skip::skip(test, "the fault hooks exist only in debug builds");
+            return;
+        }
+        let site = Site::start(parts, &k3s_images_txt());
+        let disk = |s: String| s.replace("nodefs.available: 5%", "nodefs.available: 500Mi");
+        let a_spec = site.spec("disturbed-a", disk);
+        let a = site.bundle(&a_spec, "disturbed-a");
+        let b_spec = site.spec("disturbed-b", |s| {
+            disk(s).replace(
+                "          names: [gitea.spark.local, git.spark.local]\n",
+                "          names: [gitea.spark.local, git.spark.local]\n        - ip: 10.43.200.13\n          names: [wiki.spark.local]\n",
+            )
+        });
+        assert_ne!(
+            std::fs::read(&b_spec).unwrap(),
+            std::fs::read(&a_spec).unwrap()
+        );
+        let b = site.bundle(&b_spec, "disturbed-b");
+        let pubkey = site.pubkey.clone();
+        let _files = site.into_files();
+        let node = Node::boot(parts);
+        let (report, out) = up(&node, &a, &pubkey);
+        assert_all_green(&node, &report, &out);
+
+        for (what, step, bundle, spec) in [
+            ("k3s killed as apply starts", "apply", &b, &b_spec),
+            ("API server killed during verify", "verify", &a, &a_spec),
+        ] {
+            let t = Instant::now();
+            let (child, pause) = up_paused_at(&node, bundle, &pubkey, step);
+            if step == "apply" {
+                kill_in_node(&node, "k3s");
+                std::fs::remove_file(&pause).unwrap();
+            } else {
+                std::fs::remove_file(&pause).unwrap();
+                std::thread::sleep(std::time::Duration::from_secs(8));
+                kill_in_node(&node, "kube-apiserver");
+            }
+            let out = child.wait_with_output().unwrap();
+            let r: Option<Value> = serde_json::from_slice(&out.stdout).ok();
+            eprintln!(
+                "{what}: the disturbed up exited {:?} after {:.1} s (rolled back: {}, failure: {})",
+                out.status.code(),
+                t.elapsed().as_secs_f64(),
+                r.as_ref()
+                    .map_or("-".into(), |r| r["rolledBack"].to_string()),
+                r.as_ref().map_or("-".into(), |r| r["failure"].to_string()),
+            );
+            let t = Instant::now();
+            let (report, out) = up(&node, bundle, &pubkey);
+            assert_all_green(&node, &report, &out);
+            eprintln!(
+                "TIMINGS {what}: the re-run passed in {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
+            let r = report.unwrap();
+            let current = node_status(&node)["current"].clone();
+            assert_eq!(current, r["generation"]["generation"], "{what}");
+            assert_eq!(
+                std::fs::read(node.path(SPEC_COPY)).unwrap(),
+                std::fs::read(spec).unwrap(),
+                "{what}"
+            );
+            assert!(
+                !node.path("/var/lib/sparkgap/journal.json").exists(),
+                "{what}"
+            );
+        }
+    });
+}

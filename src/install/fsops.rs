@@ -325,6 +325,27 @@ pub mod fault {
         }
     }
 
+    /// `SPARKGAP_FAULT_PAUSE_AT_STEP=STEP`: right after the upgrade journal was written for
+    /// STEP, create the file `SPARKGAP_FAULT_PAUSE_FILE` names and wait (up to five minutes)
+    /// until it is removed: the live node's tests disturb k3s at a known step (debug builds only).
+    pub const PAUSE_AT_STEP: &str = "SPARKGAP_FAULT_PAUSE_AT_STEP";
+
+    /// Pause now when the fault hook names `step` (see [`PAUSE_AT_STEP`]). Never in release
+    /// builds.
+    pub fn pause_at(step: &str) {
+        if !cfg!(debug_assertions) || std::env::var(PAUSE_AT_STEP).map_or(true, |v| v != step) {
+            return;
+        }
+        let Some(file) = std::env::var_os(PAUSE_FILE) else {
+            return;
+        };
+        let _ = std::fs::write(&file, std::process::id().to_string());
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        while std::path::Path::new(&file).exists() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// Whether the fault hook asks `step` to fail. Always false in release builds.
     pub fn fail(step: &str) -> bool {
         cfg!(debug_assertions)

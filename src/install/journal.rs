@@ -125,6 +125,7 @@ impl Journal {
         fault::step();
         if let Ok(serde_json::Value::String(name)) = serde_json::to_value(step) {
             fault::kill_at(&name);
+            fault::pause_at(&name);
         }
         Ok(())
     }
