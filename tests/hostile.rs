@@ -799,6 +799,7 @@ fn a_root_held_by_another_process_is_refused_naming_its_pid() {
     for args in [
         vec!["install", "--no-start", "--root", &r, &bundle],
         vec!["up", "--no-start", "--root", &r, &bundle],
+        vec!["rollback", "--no-start", "--root", &r],
         vec!["uninstall", "--yes", "--root", &r],
         vec!["apply", "-f", &spec, "--root", &r, "--kubeconfig", &kc],
     ] {

@@ -34,6 +34,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("workload", &["spec"]),
     ("install", &["spec", "lock", "bundle", "stages"]),
     ("verify", &["spec", "lock"]),
+    // Upgrades, rollback, status: orders install, the apply engine and verify.
+    (
+        "upgrade",
+        &["spec", "lock", "install", "stages", "verify", "bundle"],
+    ),
     ("demo", &["install_tls_provider"]),
     ("digest", &[]),
     ("failure", &[]),

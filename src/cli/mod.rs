@@ -43,7 +43,9 @@ mod cmd_install;
 mod cmd_lock;
 mod cmd_login;
 mod cmd_render;
+mod cmd_rollback;
 mod cmd_sbom;
+mod cmd_status;
 mod cmd_up;
 mod cmd_verify;
 
@@ -143,6 +145,8 @@ pub enum Command {
     Verify(cmd_verify::VerifyArgs),
     /// install + apply + verify from one bundle: the one command run on the Spark.
     Up(cmd_up::UpArgs),
+    Rollback(cmd_rollback::RollbackArgs),
+    Status(cmd_status::StatusArgs),
     /// The built-in demo: local registry, generated images, lock, build, inspect.
     Demo(cmd_demo::DemoArgs),
     /// Store a registry's credentials (password on stdin) in the auth file docker, podman and
@@ -164,6 +168,8 @@ impl Command {
             Command::Apply(_) => "apply",
             Command::Verify(_) => "verify",
             Command::Up(_) => "up",
+            Command::Rollback(_) => "rollback",
+            Command::Status(_) => "status",
             Command::Demo(_) => "demo",
             Command::Login(_) => "login",
         }
@@ -303,6 +309,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Apply(a) => cmd_apply::run(a, &g),
         Command::Verify(a) => cmd_verify::run(a, &g),
         Command::Up(a) => cmd_up::run(a, &g),
+        Command::Rollback(a) => cmd_rollback::run(a, &g),
+        Command::Status(a) => cmd_status::run(a, &g),
         Command::Demo(a) => cmd_demo::run(a, &g),
         Command::Login(a) => cmd_login::run(a, &g),
     }
@@ -342,6 +350,9 @@ fn failure_kind(err: &anyhow::Error) -> FailureKind {
         if let Some(e) = cause.downcast_ref::<crate::bundle::BundleError>() {
             return e.kind();
         }
+        if let Some(e) = cause.downcast_ref::<crate::upgrade::UpgradeError>() {
+            return e.kind();
+        }
         if let Some(e) = cause.downcast_ref::<crate::install::InstallError>() {
             return e.kind();
         }
@@ -364,11 +375,18 @@ fn failure_kind(err: &anyhow::Error) -> FailureKind {
 /// The signal that interrupted an install, when that is what this error is: the process then
 /// ends by it (docs/cli.md).
 pub fn interrupted_by(err: &anyhow::Error) -> Option<i32> {
-    err.chain()
-        .find_map(|c| match c.downcast_ref::<crate::install::InstallError>() {
+    err.chain().find_map(|c| {
+        let install = c
+            .downcast_ref::<crate::install::InstallError>()
+            .or_else(|| match c.downcast_ref::<crate::upgrade::UpgradeError>() {
+                Some(crate::upgrade::UpgradeError::Install(e)) => Some(e),
+                _ => None,
+            });
+        match install {
             Some(crate::install::InstallError::Interrupted { signal, .. }) => Some(*signal),
             _ => None,
-        })
+        }
+    })
 }
 
 /// The kind of failure an error is, as a word for `--output json` (docs/cli.md).

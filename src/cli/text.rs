@@ -48,3 +48,64 @@ pub fn install_report(r: &InstallReport) {
         errln!("warning: {w}");
     }
 }
+
+/// The apply step of `up` and of a rollback.
+pub fn apply_step(a: &crate::upgrade::ApplyStep) {
+    use crate::upgrade::ApplyStep;
+    match a {
+        ApplyStep::Done { report } => out!("{report}"),
+        ApplyStep::Skipped { reason } => outln!("apply: skipped: {reason}"),
+        ApplyStep::Failed { error } => outln!("apply: FAILED: {error}"),
+    }
+}
+
+/// A rollback (by hand, or `up`'s after a failed upgrade).
+pub fn rollback_report(rb: &crate::upgrade::RollbackReport) {
+    use crate::install::generation::VerificationStatus;
+    outln!(
+        "{} to generation {}{}: {}",
+        if rb.automatic {
+            "ROLLED BACK"
+        } else {
+            "rolled back"
+        },
+        rb.to_generation,
+        if rb.resumed {
+            " (finishing an interrupted rollback)"
+        } else {
+            ""
+        },
+        rb.reason
+    );
+    let changed = rb
+        .files
+        .iter()
+        .filter(|f| f.action != Action::Unchanged)
+        .count();
+    outln!(
+        "  restored {}, removed {}",
+        crate::words::count(changed as u64, "file"),
+        crate::words::count(rb.removed.len() as u64, "path")
+    );
+    match &rb.k3s.skipped {
+        Some(why) => outln!("  k3s not started ({why})"),
+        None if rb.k3s.restarted => outln!("  k3s restarted on the restored files"),
+        None => {}
+    }
+    apply_step(&rb.apply);
+    if rb.verify.summary.total > 0 && rb.verify.summary.skipped < rb.verify.summary.total {
+        out!("{}", rb.verify.to_text());
+    }
+    if let Some(e) = &rb.error {
+        outln!("  rollback problem: {e}");
+    }
+    let verdict = match rb.verified {
+        VerificationStatus::Passed => "the restored generation verified".to_string(),
+        VerificationStatus::Failed => "the restored generation did NOT verify".to_string(),
+        other => format!("the restored generation: {other}"),
+    };
+    outln!("  {verdict}");
+    for d in &rb.discarded {
+        outln!("  discarded generation {d}");
+    }
+}

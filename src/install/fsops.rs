@@ -304,6 +304,53 @@ pub mod fault {
     /// kill tests interrupt the run at a known point.
     pub const PAUSE_AFTER_WRITES: &str = "SPARKGAP_FAULT_PAUSE_AFTER_WRITES";
     pub const PAUSE_FILE: &str = "SPARKGAP_FAULT_PAUSE_FILE";
+    /// `SPARKGAP_FAULT_FAIL=STEP[,STEP]`: `up` and `rollback` treat that step (`start`, `apply`,
+    /// `verify`, `rollback-verify`) as failed, so the rollback decision and the kill tests can
+    /// run in a temp root where no cluster is started (debug builds only).
+    pub const FAIL: &str = "SPARKGAP_FAULT_FAIL";
+
+    /// `SPARKGAP_FAULT_KILL_AT_STEP=STEP`: SIGKILL this process right after the upgrade journal
+    /// was written for STEP (`install`, `apply`, `verify`, `record`, `restore`, `start`,
+    /// `rollbackApply`, `rollbackVerify`): the live node's kill tests stop `up` at a known step
+    /// (debug builds only).
+    pub const KILL_AT_STEP: &str = "SPARKGAP_FAULT_KILL_AT_STEP";
+
+    /// SIGKILL now when the fault hook names `step`. Never in release builds.
+    pub fn kill_at(step: &str) {
+        if cfg!(debug_assertions) && std::env::var(KILL_AT_STEP).is_ok_and(|v| v == step) {
+            let _ = rustix::process::kill_process(
+                rustix::process::getpid(),
+                rustix::process::Signal::KILL,
+            );
+        }
+    }
+
+    /// `SPARKGAP_FAULT_PAUSE_AT_STEP=STEP`: right after the upgrade journal was written for
+    /// STEP, create the file `SPARKGAP_FAULT_PAUSE_FILE` names and wait (up to five minutes)
+    /// until it is removed: the live node's tests disturb k3s at a known step (debug builds only).
+    pub const PAUSE_AT_STEP: &str = "SPARKGAP_FAULT_PAUSE_AT_STEP";
+
+    /// Pause now when the fault hook names `step` (see [`PAUSE_AT_STEP`]). Never in release
+    /// builds.
+    pub fn pause_at(step: &str) {
+        if !cfg!(debug_assertions) || std::env::var(PAUSE_AT_STEP).map_or(true, |v| v != step) {
+            return;
+        }
+        let Some(file) = std::env::var_os(PAUSE_FILE) else {
+            return;
+        };
+        let _ = std::fs::write(&file, std::process::id().to_string());
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        while std::path::Path::new(&file).exists() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Whether the fault hook asks `step` to fail. Always false in release builds.
+    pub fn fail(step: &str) -> bool {
+        cfg!(debug_assertions)
+            && std::env::var(FAIL).is_ok_and(|v| v.split(',').any(|s| s.trim() == step))
+    }
 
     #[cfg(debug_assertions)]
     mod imp {

@@ -20,7 +20,9 @@ use crate::progress::Progress;
 use crate::spec::{SpecError, SpecFile};
 
 mod fsops;
+pub mod generation;
 pub mod interrupt;
+pub mod journal;
 pub mod killall;
 pub mod node;
 pub mod plan;
@@ -277,6 +279,93 @@ fn peek_manifest(bundle: &Path) -> Option<(BundleManifest, Vec<u8>)> {
     Some((m, bytes))
 }
 
+/// Remove what a killed run left under `root`'s state directory: staging directories, a
+/// generation half written or half removed. The caller holds the root's lock.
+pub fn sweep_leftovers(root: &Path) -> Result<(), InstallError> {
+    let state_dir = root.join(STATE_DIR);
+    stage::remove_stale_staging(&state_dir)
+        .map_err(InstallError::io(&state_dir, "clean old staging"))?;
+    generation::sweep_partial(root)
+}
+
+/// Why k3s is not started by a run with `opts`, when it is not: `--no-start`, or a root other
+/// than `/` (files staged for another machine).
+pub fn start_skipped(opts: &InstallOptions) -> Option<String> {
+    if opts.no_start {
+        Some("--no-start".into())
+    } else if !is_system_root(&opts.root) {
+        Some(format!(
+            "--root {} is not /: files are staged for another machine, k3s is not started here",
+            opts.root.display()
+        ))
+    } else {
+        None
+    }
+}
+
+/// Start k3s through systemd (restart it when `restart`: a file it reads changed) and wait
+/// (up to `wait`) for its API and the node `Ready`.
+pub fn start_and_wait(
+    root: &Path,
+    node: Option<&str>,
+    restart: bool,
+    wait: Duration,
+    progress: &Progress,
+) -> Result<K3sOutcome, InstallError> {
+    progress.line("starting k3s (systemd)");
+    let k3s_start = std::time::Instant::now();
+    let restarted = start::start(restart)?;
+    let kubeconfig = root.join(crate::cluster::K3S_KUBECONFIG.trim_start_matches('/'));
+    let ready = start::wait(&kubeconfig, node, wait, progress, k3s_start)?;
+    Ok(K3sOutcome {
+        config_changed: restart,
+        restarted,
+        ready_node: Some(ready.node),
+        skipped: None,
+        api_ready_ms: Some(ready.api_after.as_millis() as u64),
+        node_ready_ms: Some(ready.node_after.as_millis() as u64),
+    })
+}
+
+/// Root is needed to change `/` (`action` says what: "upgrading /"); any other root is a
+/// directory the caller may or may not write, and says so itself.
+pub fn require_root_at(root: &Path, action: &'static str) -> Result<(), InstallError> {
+    if is_system_root(root) {
+        require_root(action)?;
+    }
+    Ok(())
+}
+
+/// The spec a bundle carries, read ahead of the install for its pre-flight (`up` compares its
+/// immutable fields with the cluster's before any file is touched) and checked against the
+/// bundle's manifest (sha256). None when it cannot be had that way; the install's verifying
+/// pass, which checks every member and the signature before anything is placed, then says why.
+pub fn peek_spec(bundle: &Path) -> Option<SpecFile> {
+    let (m, _) = peek_manifest(bundle)?;
+    let member = m
+        .members
+        .iter()
+        .find(|x| x.path == crate::bundle::SPEC_PATH)?;
+    if member.size > 16 << 20 {
+        return None;
+    }
+    let f = std::fs::File::open(bundle).ok()?;
+    let mut ar = tar::Archive::new(f);
+    for entry in ar.entries().ok()? {
+        let mut entry = entry.ok()?;
+        if entry.path().ok()?.to_str()? != crate::bundle::SPEC_PATH {
+            continue;
+        }
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).ok()?;
+        if crate::digest::sha256_hex(&bytes) != member.sha256.trim_start_matches("sha256:") {
+            return None;
+        }
+        return SpecFile::from_bytes(&bundle.join(crate::bundle::SPEC_PATH), bytes).ok();
+    }
+    None
+}
+
 /// `sha256:` over the image members: the image archive is a pure function of them.
 fn images_source(m: &BundleManifest) -> String {
     let mut text = String::new();
@@ -530,28 +619,16 @@ pub fn install(
         ..Default::default()
     };
     let files_ms = started.elapsed().as_millis() as u64;
-    if opts.no_start {
-        k3s.skipped = Some("--no-start".into());
-    } else if !at_slash {
-        k3s.skipped = Some(format!(
-            "--root {} is not /: files are staged for another machine, k3s is not started here",
-            root.display()
-        ));
-    } else {
-        progress.line("starting k3s (systemd)");
-        let k3s_start = std::time::Instant::now();
-        k3s.restarted = start::start(config_changed)?;
-        let kubeconfig = root.join(crate::cluster::K3S_KUBECONFIG.trim_start_matches('/'));
-        let ready = start::wait(
-            &kubeconfig,
-            spec.appliance.spec.k3s.node_name.as_deref(),
-            opts.wait,
-            progress,
-            k3s_start,
-        )?;
-        k3s.api_ready_ms = Some(ready.api_after.as_millis() as u64);
-        k3s.node_ready_ms = Some(ready.node_after.as_millis() as u64);
-        k3s.ready_node = Some(ready.node);
+    match start_skipped(opts) {
+        Some(why) => k3s.skipped = Some(why),
+        None => {
+            let node = spec.appliance.spec.k3s.node_name.as_deref();
+            let started = start_and_wait(root, node, config_changed, opts.wait, progress)?;
+            k3s = K3sOutcome {
+                config_changed,
+                ..started
+            };
+        }
     }
     Ok(InstallReport {
         bundle: bundle.to_path_buf(),

@@ -62,6 +62,25 @@ pub fn apply(
         })
 }
 
+/// The pre-flight of an upgrade: would `spec` change a field the API server refuses to change
+/// (`StageError::Immutable`, naming each)? Reads only. `replace`: `--replace` was given.
+pub fn check_immutable(
+    kubeconfig: Option<&Path>,
+    spec: &Appliance,
+    replace: bool,
+) -> Result<(), StageError> {
+    let opts = ApplyOptions {
+        replace,
+        ..ApplyOptions::default()
+    };
+    crate::runtime()
+        .map_err(StageError::Runtime)?
+        .block_on(async {
+            let client = crate::cluster::connect(kubeconfig).await?;
+            stages::check_immutable(client, spec, &opts).await
+        })
+}
+
 /// registries.yaml under `root`, on a node sparkgap installed.
 pub struct NodeRegistries {
     root: PathBuf,

@@ -34,6 +34,9 @@ pub struct UninstallReport {
     pub modified: Vec<String>,
     /// Staging directories an interrupted install left (`var/lib/sparkgap/staging-*`).
     pub staging_removed: Vec<String>,
+    /// The generations kept for rollback (`var/lib/sparkgap/generations/<N>`), removed with the
+    /// install, and an unfinished upgrade's journal.
+    pub generations_removed: Vec<u32>,
     pub data_removed: Vec<String>,
     pub stopped: bool,
     /// What k3s left running and was stopped (at `/` only): its containers, their mounts, the
@@ -138,6 +141,20 @@ pub fn uninstall(root: &Path, opts: UninstallOptions) -> Result<UninstallReport,
     let record_path = root.join(RECORD_PATH);
     std::fs::remove_file(&record_path)
         .map_err(InstallError::io(&record_path, "remove install record"))?;
+    // The generations are sparkgap's own copies of what it placed: they go with the install
+    // (after the record, so a kill midway leaves no record vouching for removed files).
+    for g in super::generation::list(root).unwrap_or_default() {
+        super::generation::remove(root, g.number)?;
+        report.generations_removed.push(g.number);
+    }
+    let gens = root.join(super::generation::GENERATIONS_DIR);
+    match std::fs::remove_dir_all(&gens) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(InstallError::io(&gens, "remove generations")(e));
+        }
+        _ => {}
+    }
+    super::journal::Journal::clear(root)?;
     if !opts.keep_data {
         for d in super::DATA_DIRS {
             let p = root.join(d);

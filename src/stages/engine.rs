@@ -264,16 +264,7 @@ pub async fn apply(
     spec: &Appliance,
     opts: &ApplyOptions<'_>,
 ) -> Result<ApplyReport, StageError> {
-    let selected: Vec<(Stage, Vec<Object>)> = render_all(spec)?
-        .into_iter()
-        .filter(|(stage, _)| opts.stages.contains(stage))
-        // The tanka stage's objects come from the Tanka environments, not the spec.
-        .map(|(stage, objects)| match stage {
-            Stage::Tanka => (stage, opts.tanka.clone()),
-            Stage::Charts => (stage, opts.charts.clone()),
-            _ => (stage, objects),
-        })
-        .collect();
+    let selected = select(spec, opts)?;
     let mut engine = Engine {
         client,
         opts,
@@ -297,6 +288,44 @@ pub async fn apply(
         dry_run: opts.dry_run,
         stages,
     })
+}
+
+/// The objects of the stages `opts` selects.
+fn select(
+    spec: &Appliance,
+    opts: &ApplyOptions<'_>,
+) -> Result<Vec<(Stage, Vec<Object>)>, StageError> {
+    Ok(render_all(spec)?
+        .into_iter()
+        .filter(|(stage, _)| opts.stages.contains(stage))
+        // The tanka stage's objects come from the Tanka environments, not the spec.
+        .map(|(stage, objects)| match stage {
+            Stage::Tanka => (stage, opts.tanka.clone()),
+            Stage::Charts => (stage, opts.charts.clone()),
+            _ => (stage, objects),
+        })
+        .collect())
+}
+
+/// Only what `apply` does before its first change: read every object the spec renders and
+/// compare the fields the API server refuses to change ([`StageError::Immutable`] names each,
+/// unless `opts.replace` may resolve them all). Reads only; `up` runs it before an upgrade
+/// touches a file.
+pub async fn check_immutable(
+    client: kube::Client,
+    spec: &Appliance,
+    opts: &ApplyOptions<'_>,
+) -> Result<(), StageError> {
+    let selected = select(spec, opts)?;
+    let mut engine = Engine {
+        client,
+        opts,
+        pending_namespaces: BTreeSet::new(),
+        live: BTreeMap::new(),
+        replace: BTreeMap::new(),
+        snapshots: false,
+    };
+    engine.preflight(&selected).await
 }
 
 /// The charts stage, not run: each deployed chart reported skipped with the reason.

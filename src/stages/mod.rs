@@ -34,7 +34,7 @@ pub mod storage;
 
 pub use engine::{
     ApplyFlags, ApplyOptions, ApplyReport, External, HostRegistry, ObjectResult, Outcome,
-    RetryPolicy, StageReport, apply,
+    RetryPolicy, StageReport, apply, check_immutable,
 };
 
 /// Label every object we manage carries; prune only ever considers objects with it.
