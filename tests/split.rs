@@ -272,10 +272,48 @@ fn every_kind_of_damage_to_one_part_stops_install_with_exit_2_and_the_root_uncha
 }
 
 #[test]
-fn build_split_writes_the_same_parts_as_split() {
-    // `build --split` is `build` then `split` of the same bytes: checked here through the
-    // library's split of the bundle the writer made (the build command's registry path is
-    // covered by tests/lock_build.rs), and the size aliases through the CLI.
+fn build_split_writes_the_same_parts_as_split_of_the_built_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = BundleOpts {
+        k3s_size: 1_500_000,
+        ..Default::default()
+    };
+    let inputs = tmp.path().join("inputs");
+    let s = bundles::synthetic_inputs(&inputs, &opts);
+    let lock = inputs.join("appliance.lock");
+    std::fs::write(&lock, &s.lock_bytes).unwrap();
+    let build = |out: &Path, split: Option<&str>| {
+        let mut c = sparkgap();
+        c.env_remove("SOURCE_DATE_EPOCH")
+            .args(["build", "--offline", "-f"])
+            .arg(inputs.join("appliance.yaml"))
+            .arg("--lock")
+            .arg(&lock)
+            .arg("--cache")
+            .arg(inputs.join("cache"))
+            .arg("-o")
+            .arg(out);
+        if let Some(size) = split {
+            c.args(["--split", size]);
+        }
+        let o = run(&mut c);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    };
+    let whole = tmp.path().join("whole/spark.tar");
+    std::fs::create_dir_all(whole.parent().unwrap()).unwrap();
+    build(&whole, None);
+    let from_split = tmp.path().join("split");
+    split(&whole, "1M", &from_split);
+    let built = tmp.path().join("built");
+    std::fs::create_dir_all(&built).unwrap();
+    build(&built.join("spark.tar"), Some("1M"));
+    // The same parts and parts file, and nothing else: no whole bundle, no hidden temp.
+    assert_eq!(tree::tree(&built), tree::tree(&from_split));
+    assert!(tree::tree(&built).len() >= 3);
+}
+
+#[test]
+fn sizes_below_a_block_are_refused() {
     let s = split_fixture();
     let o = run(sparkgap()
         .args(["split"])
@@ -291,6 +329,25 @@ fn build_split_writes_the_same_parts_as_split() {
 }
 
 #[test]
+fn up_of_a_split_bundle_with_a_bad_part_installs_nothing() {
+    let s = split_fixture();
+    let root = s.dir.parent().unwrap().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    damage(&s.dir, "flipped");
+    let o = run(sparkgap()
+        .args(["up", "--no-start", "--root"])
+        .arg(&root)
+        .arg(&s.dir));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("bundle.tar.part0002"),
+        "{}",
+        text(&o)
+    );
+    assert!(tree::tree(&root).is_empty(), "{:?}", tree::tree(&root));
+}
+
+#[test]
 fn a_damaged_bundle_is_not_split_and_leaves_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let whole = three_mb_bundle(tmp.path());
@@ -299,6 +356,15 @@ fn a_damaged_bundle_is_not_split_and_leaves_nothing() {
     b[n / 2] ^= 1;
     std::fs::write(&whole, &b).unwrap();
     let dir = tmp.path().join("stick");
+    let o = run(sparkgap()
+        .arg("split")
+        .arg(&whole)
+        .args(["--size", "1M"])
+        .arg(&dir));
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(!dir.exists(), "the directory made for the parts was left");
+    // Into a directory that exists: it is left as it was, holding nothing new.
+    std::fs::create_dir(&dir).unwrap();
     let o = run(sparkgap()
         .arg("split")
         .arg(&whole)

@@ -218,10 +218,10 @@ impl BundleSource {
     /// the first part (`NAME.part0001` beside `NAME.parts.json`), or one tar (a regular,
     /// non-empty file: docs/cli.md, "Input files").
     pub fn open(path: &Path) -> Result<BundleSource, BundleError> {
-        let parts_file = if path.is_dir() {
-            Some(find_parts_file(path)?)
-        } else if path.to_str().is_some_and(|p| p.ends_with(PARTS_SUFFIX)) {
+        let parts_file = if path.to_str().is_some_and(|p| p.ends_with(PARTS_SUFFIX)) {
             Some(path.to_path_buf())
+        } else if path.is_dir() {
+            Some(find_parts_file(path)?)
         } else {
             first_part_index(path)
         };
@@ -286,12 +286,12 @@ fn find_parts_file(dir: &Path) -> Result<PathBuf, BundleError> {
     found.sort();
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(invalid(
+        0 => Err(crate::input::InputError::new(
+            "bundle",
             dir,
-            "is a directory without a parts file (NAME.parts.json): give the bundle file, or the \
-             directory `sparkgap split` or `build --split` wrote"
-                .into(),
-        )),
+            crate::input::Problem::DirectoryWithoutParts,
+        )
+        .into()),
         _ => Err(invalid(
             dir,
             format!(
@@ -643,7 +643,24 @@ pub fn split_as(
         return Err(invalid(bundle, format!("the parts' name {name:?} {why}")));
     }
     let (file, _) = crate::input::open_regular("bundle", bundle)?;
+    let created = !dir.exists();
     std::fs::create_dir_all(dir).map_err(|e| BundleError::write_io(dir, e))?;
+    let written = write_parts(bundle, file, name, part_size, dir);
+    if written.is_err() && created {
+        // Its temporary parts are gone with the writer: a directory made for a refused split
+        // is not left behind.
+        let _ = std::fs::remove_dir(dir);
+    }
+    written
+}
+
+fn write_parts(
+    bundle: &Path,
+    file: File,
+    name: &str,
+    part_size: u64,
+    dir: &Path,
+) -> Result<SplitSummary, BundleError> {
     let mut writer = PartsWriter::new(dir, name, part_size);
     let verified = {
         let mut tee = Tee {
