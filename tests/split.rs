@@ -377,3 +377,23 @@ fn a_damaged_bundle_is_not_split_and_leaves_nothing() {
         "parts were left"
     );
 }
+
+/// A split or `build --split` killed outright leaves its temp files (`.NAME.<pid>.….tmp`);
+/// the next split of the same name removes those whose process is gone.
+#[test]
+fn the_next_split_removes_what_a_killed_one_left() {
+    let s = split_fixture();
+    // pid 4294967295 is far above pid_max: that run is gone.
+    let left = [
+        s.dir.join(".bundle.tar.4294967295.a1b2c3.tmp"),
+        s.dir.join(".bundle.tar.4294967295.whole.tmp"),
+    ];
+    for f in &left {
+        std::fs::write(f, b"half a part").unwrap();
+    }
+    split(&s.whole, "1M", &s.dir);
+    for f in &left {
+        assert!(!f.exists(), "{} was left", f.display());
+    }
+    assert_eq!(inspect(&s.dir).status.code(), Some(0));
+}

@@ -645,6 +645,9 @@ pub fn split_as(
     let (file, _) = crate::input::open_regular("bundle", bundle)?;
     let created = !dir.exists();
     std::fs::create_dir_all(dir).map_err(|e| BundleError::write_io(dir, e))?;
+    // Parts a split killed outright left (`.NAME.<pid>.<random>.tmp`, as the bundle writer
+    // names its temp files), and the whole bundle a killed `build --split` left.
+    super::write::remove_dead_runs_temps(dir, name);
     let written = write_parts(bundle, file, name, part_size, dir);
     if written.is_err() && created {
         // Its temporary parts are gone with the writer: a directory made for a refused split

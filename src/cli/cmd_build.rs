@@ -160,7 +160,8 @@ fn parent_dir(out: &Path) -> PathBuf {
         .to_path_buf()
 }
 
-/// `.NAME.whole.PID` beside `out`: the whole bundle before it is split.
+/// `.NAME.PID.whole.tmp` beside `out`: the whole bundle before it is split (named as the
+/// writer's temp files are, so the next split of NAME removes one a killed build left).
 fn hidden_whole(out: &Path) -> anyhow::Result<PathBuf> {
     let name = out.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
         anyhow::anyhow!(
@@ -168,7 +169,7 @@ fn hidden_whole(out: &Path) -> anyhow::Result<PathBuf> {
             out.display()
         )
     })?;
-    Ok(parent_dir(out).join(format!(".{name}.whole.{}", std::process::id())))
+    Ok(parent_dir(out).join(format!(".{name}.{}.whole.tmp", std::process::id())))
 }
 
 struct RemoveOnDrop(PathBuf);
