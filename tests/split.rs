@@ -397,3 +397,29 @@ fn the_next_split_removes_what_a_killed_one_left() {
     }
     assert_eq!(inspect(&s.dir).status.code(), Some(0));
 }
+
+/// A walk stopped inside a part (a damaged member) finishes that part to name it, and reads no
+/// further: a failed install does not hash gigabytes of parts after the damage.
+#[test]
+fn finishing_a_part_stops_at_its_end() {
+    use std::io::Read;
+    let s = split_fixture();
+    for n in [1, 3] {
+        let p = part(&s.dir, n);
+        let mut b = std::fs::read(&p).unwrap();
+        b[700_000] ^= 1;
+        std::fs::write(&p, &b).unwrap();
+    }
+    let source = sparkgap::bundle::BundleSource::open(&s.dir).unwrap();
+    let (mut stream, parts) = source.stream().unwrap();
+    let parts = parts.expect("a split source");
+    let mut head = [0u8; 10];
+    stream.read_exact(&mut head).unwrap();
+    parts.finish_part().unwrap();
+    let named: Vec<String> = parts.problems().into_iter().map(|p| p.member).collect();
+    assert_eq!(named, ["bundle.tar.part0001"]);
+    // Read on, the stream finds the other one too.
+    parts.drain().unwrap();
+    let named: Vec<String> = parts.problems().into_iter().map(|p| p.member).collect();
+    assert_eq!(named, ["bundle.tar.part0001", "bundle.tar.part0003"]);
+}

@@ -481,10 +481,14 @@ impl PartsReader {
     /// a damaged member learns whether the part holding it is altered.
     pub fn finish_part(&self) -> std::io::Result<()> {
         let mut st = self.0.borrow_mut();
+        let Some(index) = st.current.as_ref().map(|c| c.index) else {
+            return Ok(());
+        };
         let mut buf = vec![0u8; 1 << 16];
-        while st.current.is_some() {
-            st.read(&mut buf)?;
-        }
+        // `read` moves on to the next part once this one is checked: stop at the boundary.
+        while st.current.as_ref().is_some_and(|c| c.index == index)
+            && st.read_current(&mut buf)? > 0
+        {}
         Ok(())
     }
 }
@@ -518,13 +522,27 @@ impl State {
             if self.ended || buf.is_empty() {
                 return Ok(0);
             }
-            let Some(cur) = &mut self.current else {
+            if self.current.is_none() {
                 if self.next == self.split.index.parts.len() {
                     self.ended = true;
                     return Ok(0);
                 }
                 self.open_next()?;
                 continue;
+            }
+            match self.read_current(buf)? {
+                0 => continue,
+                k => return Ok(k),
+            }
+        }
+    }
+
+    /// Bytes of the current part; 0 when it has just been checked and closed (or was cut
+    /// short, which ends the stream).
+    fn read_current(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let Some(cur) = &mut self.current else {
+                return Ok(0);
             };
             if cur.remaining == 0 {
                 let got = hex::encode(std::mem::take(&mut cur.hasher).finalize());
@@ -547,7 +565,7 @@ impl State {
                     );
                     self.record(p);
                 }
-                continue;
+                return Ok(0);
             }
             let want = buf.len().min(cur.remaining.min(usize::MAX as u64) as usize);
             let k = match cur.file.read(&mut buf[..want]) {
