@@ -26,6 +26,8 @@ pub enum Problem {
     NotRegular(&'static str),
     /// A file where a directory is needed.
     NotDirectory,
+    /// A directory where a bundle is read that is not a split bundle's (no parts file in it).
+    DirectoryWithoutParts,
     Unreadable(io::Error),
 }
 
@@ -62,6 +64,10 @@ impl InputError {
             Problem::Missing => "does not exist".into(),
             Problem::Directory => "is a directory, not a file".into(),
             Problem::NotDirectory => "is a file, not a directory".into(),
+            Problem::DirectoryWithoutParts => "is a directory, not a file, and holds no parts \
+                file (NAME.parts.json) of a split bundle: name the bundle file, or the directory \
+                `sparkgap split` or `build --split` wrote"
+                .into(),
             Problem::Empty => "is empty".into(),
             Problem::NotRegular(kind) => format!(
                 "is {kind}, not a regular file: it is read twice (its manifest first, then every \

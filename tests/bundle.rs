@@ -1049,6 +1049,13 @@ fn fuzz_seeds(dir: &Path) -> Vec<(String, Vec<u8>)> {
         let manifest = tar[m.data_at as usize..(m.data_at + m.size) as usize].to_vec();
         seeds.push((format!("bundle/seed-{name}-manifest.json"), manifest));
         seeds.push((format!("bundle/seed-{name}.tar"), tar));
+        // The parts file of the same bundle split at 4 KiB (the parts target reads it).
+        let parts = d.join("parts");
+        let split = sparkgap::bundle::parts::split(&out, 4096, &parts).unwrap();
+        seeds.push((
+            format!("parts/seed-{name}.parts.json"),
+            std::fs::read(&split.parts_file).unwrap(),
+        ));
         seeds.push((format!("lock/seed-{name}.json"), s.lock_bytes.clone()));
         seeds.push((format!("spec/seed-{name}.yaml"), s.spec.raw.clone()));
         for img in &s.lock.images {

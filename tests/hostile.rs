@@ -379,6 +379,36 @@ fn every_input_of_every_command_fails_by_one_rule_naming_the_file() {
         ),
         (
             "inspect",
+            "parts file",
+            vec![s("inspect"), b.clone()],
+            w.path("bad/bundle.tar.parts.json"),
+        ),
+        (
+            "install",
+            "parts file",
+            vec![
+                s("install"),
+                s("--no-start"),
+                s("--root"),
+                os(&root),
+                b.clone(),
+            ],
+            w.path("bad/bundle.tar.parts.json"),
+        ),
+        (
+            "split",
+            "bundle",
+            vec![
+                s("split"),
+                b.clone(),
+                s("--size"),
+                s("1M"),
+                os(&w.path("parts")),
+            ],
+            w.path("bad/bundle.tar"),
+        ),
+        (
+            "inspect",
             "public key",
             vec![s("inspect"), os(&w.bundle), s("--pubkey"), b.clone()],
             w.path("bad/sparkgap.pub"),

@@ -12,11 +12,13 @@ use crate::failure::FailureKind;
 use crate::spec::Platform;
 
 mod extract;
+pub mod parts;
 pub mod read;
 mod sign;
 pub mod write;
 
 pub use extract::extract;
+pub use parts::{BundleSource, parse_size};
 pub use read::{InspectReport, ReadOptions, VerifiedManifest, inspect, read_bundle};
 pub use sign::SignKey;
 
@@ -124,6 +126,9 @@ pub enum ProblemKind {
     Unchecked,
     /// Data (or a whole hidden member) after the end-of-archive marker.
     Trailing,
+    /// A part of a split bundle is missing, extra, of the wrong size or altered (`member` is
+    /// the part's file name).
+    Part,
 }
 
 impl std::fmt::Display for Problem {

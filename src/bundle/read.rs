@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
+use super::parts::BundleSource;
 use super::sign::{self, key_id};
 use super::{
     BundleError, BundleManifest, FORMAT_VERSION, K3S_PATH, LOCK_PATH, MANIFEST_PATH, Member,
@@ -68,7 +69,44 @@ pub fn read_bundle(
             problem: p,
         })
     };
-    let walked = walk(path, opts, &mut fail, visit)?;
+    // Load the key first: an unusable key is a usage error whatever the bundle holds.
+    let pubkey = load_key(opts)?;
+    let source = BundleSource::open(path)?;
+    let (stream, parts) = source.stream()?;
+    if let Some(split) = source.split()
+        && let Some(p) = split.check_files().into_iter().next()
+    {
+        return Err(BundleError::Damaged {
+            path: bundle.clone(),
+            problem: p,
+        });
+    }
+    let walked = walk(path, stream, pubkey, opts, &mut fail, visit);
+    let walked = match parts {
+        None => walked?,
+        // A damaged part is the cause of whatever the walk saw: it is named first. A walk
+        // that stopped at a damaged member reads the rest of that part to learn whether the
+        // part was altered (a part read to its end was checked already).
+        Some(parts) => {
+            if walked.is_err() {
+                let _ = parts.finish_part();
+            }
+            if let Some(p) = parts.problems().into_iter().next() {
+                return Err(BundleError::Damaged {
+                    path: bundle.clone(),
+                    problem: p,
+                });
+            }
+            let walked = walked?;
+            if let Some(p) = bundle_id_problem(&source, &walked) {
+                return Err(BundleError::Damaged {
+                    path: bundle.clone(),
+                    problem: p,
+                });
+            }
+            walked
+        }
+    };
     let manifest = walked.manifest.ok_or_else(|| BundleError::NotABundle {
         path: path.display().to_string(),
         message: "no readable manifest".into(),
@@ -88,6 +126,39 @@ pub fn read_bundle(
         manifest,
         manifest_bytes: walked.manifest_bytes,
         signed,
+    })
+}
+
+/// `read_bundle` over a stream already opened (the splitter's tee): stops at the first
+/// problem; `path` names the bundle in messages.
+pub(crate) fn read_stream(
+    path: &Path,
+    stream: Box<dyn Read + '_>,
+    visit: &mut dyn FnMut(&Member, &mut dyn Read) -> Result<(), BundleError>,
+) -> Result<VerifiedManifest, BundleError> {
+    let bundle = path.display().to_string();
+    let mut fail = |p: Problem| {
+        Err(BundleError::Damaged {
+            path: bundle.clone(),
+            problem: p,
+        })
+    };
+    let walked = walk(
+        path,
+        stream,
+        None,
+        &ReadOptions::default(),
+        &mut fail,
+        visit,
+    )?;
+    let manifest = walked.manifest.ok_or_else(|| BundleError::NotABundle {
+        path: bundle.clone(),
+        message: "no readable manifest".into(),
+    })?;
+    Ok(VerifiedManifest {
+        manifest,
+        manifest_bytes: walked.manifest_bytes,
+        signed: false,
     })
 }
 
@@ -151,8 +222,11 @@ pub struct InspectChart {
 #[serde(rename_all = "camelCase")]
 pub struct InspectReport {
     pub bundle: String,
-    /// Bytes of the bundle file.
+    /// Bytes of the bundle file (of all its parts, when split).
     pub file_size: u64,
+    /// How the bundle is split, when it is read from parts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitInfo>,
     pub format_version: Option<u32>,
     pub appliance: Option<String>,
     pub platform: Option<String>,
@@ -191,8 +265,11 @@ impl InspectReport {
 /// Read the whole bundle and report everything, never stopping at the first problem. Err only
 /// when the file is not a sparkgap bundle at all, cannot be read, or the key is unusable.
 pub fn inspect(path: &Path, opts: &ReadOptions) -> Result<InspectReport, BundleError> {
-    let (_, file_size) = crate::input::open_regular("bundle", path)?;
-    let mut problems = Vec::new();
+    let pubkey = load_key(opts)?;
+    let source = BundleSource::open(path)?;
+    let file_size = source.size();
+    let (stream, parts) = source.stream()?;
+    let mut problems = source.split().map(|s| s.check_files()).unwrap_or_default();
     let mut collect = |p: Problem| {
         problems.push(p);
         Ok(())
@@ -210,7 +287,25 @@ pub fn inspect(path: &Path, opts: &ReadOptions) -> Result<InspectReport, BundleE
         }
         Ok(())
     };
-    let walked = walk(path, opts, &mut collect, &mut count)?;
+    let walked = walk(path, stream, pubkey, opts, &mut collect, &mut count)?;
+    if let Some(parts) = &parts {
+        parts.drain().map_err(|e| BundleError::io(path, e))?;
+        // The parts' own damage first (what the walk saw follows from it), each part once.
+        let mut own = parts.problems();
+        own.retain(|p| {
+            !problems
+                .iter()
+                .any(|q| q.kind == ProblemKind::Part && q.member == p.member)
+        });
+        let at = problems
+            .iter()
+            .take_while(|p| p.kind == ProblemKind::Part)
+            .count();
+        problems.splice(at..at, own);
+        if let Some(p) = bundle_id_problem(&source, &walked) {
+            problems.insert(0, p);
+        }
+    }
     // `count` ran before each member's digest check; take the damaged ones back out.
     let damaged: BTreeSet<&str> = problems
         .iter()
@@ -232,6 +327,7 @@ pub fn inspect(path: &Path, opts: &ReadOptions) -> Result<InspectReport, BundleE
     let mut report = InspectReport {
         bundle: path.display().to_string(),
         file_size,
+        split: source.split().map(SplitInfo::of),
         format_version: m.map(|m| m.format_version),
         appliance: m.map(|m| m.appliance.clone()),
         platform: m.map(|m| m.platform.to_string()),
@@ -289,6 +385,59 @@ pub fn inspect(path: &Path, opts: &ReadOptions) -> Result<InspectReport, BundleE
     Ok(report)
 }
 
+fn load_key(opts: &ReadOptions) -> Result<Option<minisign::PublicKey>, BundleError> {
+    opts.pubkey
+        .as_deref()
+        .map(sign::load_public_key)
+        .transpose()
+}
+
+/// The parts file names the bundle its parts hold by its manifest's sha256; parts of another
+/// bundle (a parts file copied from another split) are named as such.
+fn bundle_id_problem(source: &BundleSource, walked: &Walked) -> Option<Problem> {
+    let split = source.split()?;
+    if walked.manifest_bytes.is_empty() {
+        return None;
+    }
+    let got = crate::digest::sha256_digest(&walked.manifest_bytes);
+    (got != split.index.bundle_id).then(|| {
+        problem(
+            ProblemKind::Part,
+            &split.index.bundle,
+            format!(
+                "the parts hold bundle {}…, but the parts file {} names bundle {}…: the parts \
+                 and the parts file come from different splits — copy them again together",
+                &got[..19],
+                split.parts_file.display(),
+                split
+                    .index
+                    .bundle_id
+                    .get(..19)
+                    .unwrap_or(&split.index.bundle_id)
+            ),
+        )
+    })
+}
+
+/// How a split bundle is stored (`inspect`): its parts file and each part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SplitInfo {
+    pub parts_file: String,
+    pub part_size: u64,
+    pub parts: Vec<super::parts::Part>,
+}
+
+impl SplitInfo {
+    fn of(s: &super::parts::SplitBundle) -> SplitInfo {
+        SplitInfo {
+            parts_file: s.parts_file.display().to_string(),
+            part_size: s.index.part_size,
+            parts: s.index.parts.clone(),
+        }
+    }
+}
+
 /// What a walk saw, whatever the sink decided to do with the problems.
 struct Walked {
     manifest: Option<BundleManifest>,
@@ -312,6 +461,8 @@ fn problem(kind: ProblemKind, member: &str, message: String) -> Problem {
 /// corrupt header) end the walk in any case.
 fn walk(
     path: &Path,
+    stream: Box<dyn Read + '_>,
+    pubkey: Option<minisign::PublicKey>,
     opts: &ReadOptions,
     sink: &mut Sink<'_>,
     visit: &mut Visit<'_>,
@@ -320,15 +471,8 @@ fn walk(
         path: path.display().to_string(),
         message,
     };
-    // Load the key first: an unusable key is a usage error whatever the bundle holds.
-    let pubkey = opts
-        .pubkey
-        .as_deref()
-        .map(sign::load_public_key)
-        .transpose()?;
-    let (file, _) = crate::input::open_regular("bundle", path)?;
     let mut src = TarSource {
-        r: BufReader::with_capacity(1 << 20, file),
+        r: BufReader::with_capacity(1 << 20, stream),
         path: path.to_path_buf(),
     };
 
@@ -557,7 +701,7 @@ fn not_reached(kind: ProblemKind, unseen: &[&Member]) -> Problem {
 /// What follows the end-of-archive marker: nothing, or zero padding (tar's 10 KiB records),
 /// is fine; anything else was added after the bundle was built, and a tar tool that reads on
 /// past the marker (`tar -i`) would take it for members.
-fn after_the_end(src: &mut TarSource) -> Result<Option<Problem>, BundleError> {
+fn after_the_end(src: &mut TarSource<'_>) -> Result<Option<Problem>, BundleError> {
     let mut block = [0u8; 512];
     let mut zeros = 0u64;
     loop {
@@ -704,7 +848,7 @@ fn check_header<'m>(
 /// Hand the member to the visitor through a hashing reader, drain the rest, check size and
 /// digest, skip the padding. Some(problem) when the member is damaged.
 fn read_member(
-    src: &mut TarSource,
+    src: &mut TarSource<'_>,
     member: &Member,
     visit: &mut Visit<'_>,
 ) -> Result<Option<Problem>, BundleError> {
@@ -745,8 +889,8 @@ fn read_member(
 
 /// Yields exactly the member's bytes, hashing them; the final `Ok(0)` only when the digest
 /// matches (otherwise an `InvalidData` error), an `UnexpectedEof` error when the file ends.
-struct MemberReader<'a> {
-    src: &'a mut TarSource,
+struct MemberReader<'a, 's> {
+    src: &'a mut TarSource<'s>,
     member: &'a Member,
     remaining: u64,
     hasher: Option<Sha256>,
@@ -755,7 +899,7 @@ struct MemberReader<'a> {
     io_error: Option<std::io::Error>,
 }
 
-impl Read for MemberReader<'_> {
+impl Read for MemberReader<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         use std::io::{Error, ErrorKind};
         if let Some(v) = &self.verdict {
@@ -1072,12 +1216,12 @@ enum Block {
     Corrupt(String),
 }
 
-struct TarSource {
-    r: BufReader<std::fs::File>,
+struct TarSource<'s> {
+    r: BufReader<Box<dyn Read + 's>>,
     path: PathBuf,
 }
 
-impl TarSource {
+impl TarSource<'_> {
     fn io(&self, e: std::io::Error) -> BundleError {
         BundleError::io(&self.path, e)
     }

@@ -529,7 +529,7 @@ pub fn member_header(path: &str, size: u64, mode: u32, mtime: u64) -> std::io::R
 
 /// A build killed outright (SIGKILL, power loss) cannot remove its temp file; the next write
 /// of the same bundle removes those whose run is gone (`.<name>.<pid>.<random>.tmp`).
-fn remove_dead_runs_temps(dir: &Path, name: &str) {
+pub(crate) fn remove_dead_runs_temps(dir: &Path, name: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

@@ -1,6 +1,6 @@
 //! `sparkgap build`: spec and lock in, one deterministic bundle out (`crate::build`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde::Serialize;
@@ -42,6 +42,10 @@ pub struct BuildArgs {
     /// SPARKGAP_SIGN_PASSWORD, or none for an unencrypted key).
     #[arg(long, value_name = "KEY")]
     pub sign_key: Option<PathBuf>,
+    /// Write the bundle as numbered parts no larger than SIZE (3900M, 4G, fat32) beside -o,
+    /// with a parts file (-o's name + .parts.json), instead of one tar.
+    #[arg(long, value_name = "SIZE", value_parser = super::cmd_split::parse_size)]
+    pub split: Option<u64>,
     #[command(flatten)]
     pub registry: RegistryOpts,
 }
@@ -75,6 +79,13 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
         cache.root(),
     )?;
     let progress = super::progress::for_terminal(g);
+    // Split: the whole bundle goes to a hidden file beside -o, is split into parts named after
+    // -o, then removed (also when the split fails).
+    let whole = match args.split {
+        Some(_) => hidden_whole(&args.out)?,
+        None => args.out.clone(),
+    };
+    let _remove_whole = args.split.map(|_| RemoveOnDrop(whole.clone()));
     let Built {
         pulled,
         sbom,
@@ -84,7 +95,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
         &spec,
         &Job {
             lock: &args.lock,
-            out: &args.out,
+            out: &whole,
             cache: &cache,
             registry: &registry,
             jobs: usize::from(args.jobs),
@@ -94,6 +105,16 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
         },
     )?;
 
+    if let Some(size) = args.split {
+        let name = args
+            .out
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("bundle.tar");
+        let dir = parent_dir(&args.out);
+        let summary = bundle::parts::split_as(&whole, name, size, &dir)?;
+        return super::cmd_split::report(&summary, g).map(|()| super::exit::OK);
+    }
     if g.output == Output::Json {
         super::print_json(&BuildReport {
             bundle: &written,
@@ -130,4 +151,31 @@ struct BuildReport<'a> {
     blobs: &'a PullReport,
     sbom: &'a crate::build::SbomReport,
     cache: String,
+}
+
+fn parent_dir(out: &Path) -> PathBuf {
+    out.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+/// `.NAME.PID.whole.tmp` beside `out`: the whole bundle before it is split (named as the
+/// writer's temp files are, so the next split of NAME removes one a killed build left).
+fn hidden_whole(out: &Path) -> anyhow::Result<PathBuf> {
+    let name = out.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        anyhow::anyhow!(
+            "-o {} has no file name to name the parts after",
+            out.display()
+        )
+    })?;
+    Ok(parent_dir(out).join(format!(".{name}.{}.whole.tmp", std::process::id())))
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

@@ -12,10 +12,10 @@ use crate::bundle::{self, InspectReport, ReadOptions, group_digits};
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  sparkgap inspect spark.tar\n  sparkgap inspect spark.tar --pubkey sparkgap.pub --output json\n\nExit codes: 0 intact (and signed by the key, when given), 1 damaged (each bad member named),\n2 not a sparkgap bundle or the key does not match, 3 cannot read the file."
+    after_help = "Examples:\n  sparkgap inspect spark.tar\n  sparkgap inspect spark.tar --pubkey sparkgap.pub --output json\n  sparkgap inspect /media/stick                # a split bundle: its parts directory\n\nExit codes: 0 intact (and signed by the key, when given), 1 damaged (each bad member or part named),\n2 not a sparkgap bundle or the key does not match, 3 cannot read the file."
 )]
 pub struct InspectArgs {
-    /// The bundle to inspect.
+    /// The bundle to inspect: a tar, or a split bundle's directory, parts file or first part.
     pub bundle: PathBuf,
     /// Also check the signature against this minisign public key.
     #[arg(long, value_name = "KEY.pub")]
@@ -43,6 +43,19 @@ fn render_text(r: &InspectReport) -> String {
         "bundle",
         format!("{} ({} bytes)", r.bundle, group_digits(r.file_size)),
     );
+    if let Some(split) = &r.split {
+        let sizes: Vec<String> = split.parts.iter().map(|p| group_digits(p.size)).collect();
+        line(
+            "split",
+            format!(
+                "{} parts of at most {} bytes ({}): {}",
+                split.parts.len(),
+                group_digits(split.part_size),
+                split.parts_file,
+                sizes.join(", ")
+            ),
+        );
+    }
     line("appliance", r.appliance.clone().unwrap_or_else(dash));
     line("platform", r.platform.clone().unwrap_or_else(dash));
     line("k3s", r.k3s_version.clone().unwrap_or_else(dash));

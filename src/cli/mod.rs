@@ -45,6 +45,7 @@ mod cmd_login;
 mod cmd_render;
 mod cmd_rollback;
 mod cmd_sbom;
+mod cmd_split;
 mod cmd_status;
 mod cmd_up;
 mod cmd_verify;
@@ -132,6 +133,8 @@ pub enum Command {
     /// Print the software bill of materials a bundle carries (SPDX or CycloneDX), or the one of
     /// what is installed here.
     Sbom(cmd_sbom::SbomArgs),
+    /// Write a bundle as numbered parts no larger than a size (FAT32 sticks), with a parts file.
+    Split(cmd_split::SplitArgs),
     /// Install a bundle on this host (or into --root): k3s, config, registries, images.
     Install(cmd_install::InstallArgs),
     /// Remove exactly what `sparkgap install` placed.
@@ -162,6 +165,7 @@ impl Command {
             Command::Build(_) => "build",
             Command::Inspect(_) => "inspect",
             Command::Sbom(_) => "sbom",
+            Command::Split(_) => "split",
             Command::Install(_) => "install",
             Command::Uninstall(_) => "uninstall",
             Command::Render(_) => "render",
@@ -303,6 +307,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Build(a) => cmd_build::run(a, &g),
         Command::Inspect(a) => cmd_inspect::run(a, &g),
         Command::Sbom(a) => cmd_sbom::run(a, &g),
+        Command::Split(a) => cmd_split::run(a, &g),
         Command::Install(a) => cmd_install::run(a, &g),
         Command::Uninstall(a) => cmd_install::run_uninstall(a, &g),
         Command::Render(a) => cmd_render::run(a, &g),

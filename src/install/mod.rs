@@ -261,8 +261,8 @@ fn require_root(action: &'static str) -> Result<(), InstallError> {
 /// The bundle's first member, read ahead of the verifying pass to plan it (platform, space,
 /// what can be skipped). Untrusted: the verified manifest must equal it byte for byte before
 /// the plan is used. None when it cannot be read; the verifying pass then reports why.
-fn peek_manifest(bundle: &Path) -> Option<(BundleManifest, Vec<u8>)> {
-    let f = std::fs::File::open(bundle).ok()?;
+fn peek_manifest(source: &crate::bundle::BundleSource) -> Option<(BundleManifest, Vec<u8>)> {
+    let (f, _) = source.stream().ok()?;
     let mut ar = tar::Archive::new(f);
     let mut first = ar.entries().ok()?.next()?.ok()?;
     if first.path().ok()?.to_str()? != MANIFEST_PATH || first.size() > 64 << 20 {
@@ -465,13 +465,24 @@ pub fn install(
     }
     // Read twice (the manifest ahead, then the verifying pass): a pipe would be consumed by
     // the first read. Refused before the root is touched.
-    crate::input::open_regular("bundle", bundle).map_err(BundleError::from)?;
+    // A split bundle (its parts directory, parts file or first part) is one stream too; a
+    // part missing or of the wrong size is refused here, before the root is touched.
+    let source = crate::bundle::BundleSource::open(bundle)?;
+    if let Some(split) = source.split()
+        && let Some(problem) = split.check_files().into_iter().next()
+    {
+        return Err(BundleError::Damaged {
+            path: bundle.display().to_string(),
+            problem,
+        }
+        .into());
+    }
     if let Some(key) = &opts.pubkey {
         crate::bundle::check_public_key(key)?;
     }
     let root_lock = RootLock::acquire(root, true)?;
     let previous = Record::read(root).map_err(InstallError::Record)?;
-    let peek = peek_manifest(bundle);
+    let peek = peek_manifest(&source);
     let (host_os, host_arch) = platform::host();
     let (mut skip_k3s, mut skip_images) = (false, false);
     let state_dir = root.join(STATE_DIR);
