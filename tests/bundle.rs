@@ -1051,7 +1051,7 @@ fn fuzz_seeds(dir: &Path) -> Vec<(String, Vec<u8>)> {
         seeds.push((format!("bundle/seed-{name}.tar"), tar));
         // The parts file of the same bundle split at 4 KiB (the parts target reads it).
         let parts = d.join("parts");
-        let split = sparkgap::bundle::parts::split(&out, 4096, &parts).unwrap();
+        let split = sparkgap::bundle::split::split(&out, 4096, &parts).unwrap();
         seeds.push((
             format!("parts/seed-{name}.parts.json"),
             std::fs::read(&split.parts_file).unwrap(),

@@ -15,6 +15,7 @@ mod extract;
 pub mod parts;
 pub mod read;
 mod sign;
+pub mod split;
 pub mod write;
 
 pub use extract::extract;

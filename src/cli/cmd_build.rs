@@ -44,7 +44,7 @@ pub struct BuildArgs {
     pub sign_key: Option<PathBuf>,
     /// Write the bundle as numbered parts no larger than SIZE (3900M, 4G, fat32) beside -o,
     /// with a parts file (-o's name + .parts.json), instead of one tar.
-    #[arg(long, value_name = "SIZE", value_parser = super::cmd_split::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::bundle::parse_size)]
     pub split: Option<u64>,
     #[command(flatten)]
     pub registry: RegistryOpts,
@@ -112,8 +112,8 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
             .and_then(|n| n.to_str())
             .unwrap_or("bundle.tar");
         let dir = parent_dir(&args.out);
-        let summary = bundle::parts::split_as(&whole, name, size, &dir)?;
-        return super::cmd_split::report(&summary, g).map(|()| super::exit::OK);
+        let summary = bundle::split::split_as(&whole, name, size, &dir)?;
+        return super::text::split_report(&summary, g).map(|()| super::exit::OK);
     }
     if g.output == Output::Json {
         super::print_json(&BuildReport {

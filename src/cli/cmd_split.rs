@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{Global, Output};
-use crate::bundle::{self, parts};
+use super::Global;
+use crate::bundle;
 
 #[derive(Debug, Args)]
 #[command(
@@ -16,43 +16,14 @@ pub struct SplitArgs {
     /// The bundle to split.
     pub bundle: PathBuf,
     /// Largest part: a number of bytes with K, M, G or T (binary units: 3900M, 4G), or fat32.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = bundle::parse_size)]
     pub size: u64,
     /// Directory the parts and the parts file are written to (made if missing).
     pub dir: PathBuf,
 }
 
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    parts::parse_size(s)
-}
-
 pub fn run(args: SplitArgs, g: &Global) -> anyhow::Result<u8> {
-    let summary = parts::split(&args.bundle, args.size, &args.dir)?;
-    report(&summary, g)?;
+    let summary = bundle::split::split(&args.bundle, args.size, &args.dir)?;
+    super::text::split_report(&summary, g)?;
     Ok(super::exit::OK)
-}
-
-/// The lines (or JSON) `split` and `build --split` print.
-pub fn report(s: &parts::SplitSummary, g: &Global) -> anyhow::Result<()> {
-    if g.output == Output::Json {
-        super::print_json(s)?;
-    } else {
-        outln!(
-            "wrote {} ({} parts of at most {} bytes; bundle {} bytes, id {})",
-            s.parts_file.display(),
-            s.parts.len(),
-            bundle::group_digits(s.part_size),
-            bundle::group_digits(s.size),
-            s.bundle_id
-        );
-        for p in &s.parts {
-            outln!(
-                "  {}  {} bytes  {}",
-                p.file,
-                bundle::group_digits(p.size),
-                p.sha256
-            );
-        }
-    }
-    Ok(())
 }

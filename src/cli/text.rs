@@ -109,3 +109,31 @@ pub fn rollback_report(rb: &crate::upgrade::RollbackReport) {
         outln!("  discarded generation {d}");
     }
 }
+
+/// The lines (or JSON) `split` and `build --split` print.
+pub fn split_report(
+    s: &crate::bundle::split::SplitSummary,
+    g: &super::Global,
+) -> anyhow::Result<()> {
+    if g.output == super::Output::Json {
+        super::print_json(s)?;
+    } else {
+        outln!(
+            "wrote {} ({} parts of at most {} bytes; bundle {} bytes, id {})",
+            s.parts_file.display(),
+            s.parts.len(),
+            crate::bundle::group_digits(s.part_size),
+            crate::bundle::group_digits(s.size),
+            s.bundle_id
+        );
+        for p in &s.parts {
+            outln!(
+                "  {}  {} bytes  {}",
+                p.file,
+                crate::bundle::group_digits(p.size),
+                p.sha256
+            );
+        }
+    }
+    Ok(())
+}

@@ -341,7 +341,8 @@ pub fn require_root_at(root: &Path, action: &'static str) -> Result<(), InstallE
 /// bundle's manifest (sha256). None when it cannot be had that way; the install's verifying
 /// pass, which checks every member and the signature before anything is placed, then says why.
 pub fn peek_spec(bundle: &Path) -> Option<SpecFile> {
-    let (m, _) = peek_manifest(bundle)?;
+    let source = crate::bundle::BundleSource::open(bundle).ok()?;
+    let (m, _) = peek_manifest(&source)?;
     let member = m
         .members
         .iter()
@@ -349,7 +350,7 @@ pub fn peek_spec(bundle: &Path) -> Option<SpecFile> {
     if member.size > 16 << 20 {
         return None;
     }
-    let f = std::fs::File::open(bundle).ok()?;
+    let (f, _) = source.stream().ok()?;
     let mut ar = tar::Archive::new(f);
     for entry in ar.entries().ok()? {
         let mut entry = entry.ok()?;

@@ -589,8 +589,8 @@ pub fn up(bundle: &Path, opts: &UpOptions, progress: &Progress) -> Result<UpRepo
     let started = Instant::now();
     let root = opts.install.root.as_path();
     install::require_root_at(root, "upgrading /")?;
-    crate::input::open_regular("bundle", bundle)
-        .map_err(|e| InstallError::from(crate::bundle::BundleError::from(e)))?;
+    // A bundle argument is one tar or the parts of one (split): named as install names it.
+    crate::bundle::BundleSource::open(bundle).map_err(InstallError::from)?;
     // Held across everything below (install takes it again, nested); None when nothing was
     // ever installed here (install makes it then).
     let _lock = RootLock::acquire(root, false)?;
