@@ -20,6 +20,7 @@ pub mod sbom;
 pub mod spec;
 pub mod stages;
 pub mod tanka;
+pub mod time;
 pub mod upgrade;
 pub mod verify;
 pub mod words;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Modules every module may use.
 const BOTTOM: &[&str] = &[
-    "digest", "failure", "input", "progress", "cluster", "runtime", "words",
+    "digest", "failure", "input", "progress", "cluster", "runtime", "time", "words",
 ];
 
 /// Core module → the modules above the bottom floor it may use.
@@ -43,6 +43,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("digest", &[]),
     ("failure", &[]),
     ("input", &[]),
+    ("time", &[]),
     ("words", &[]),
     ("progress", &[]),
     ("cluster", &[]),

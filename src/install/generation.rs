@@ -40,28 +40,8 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Seconds since 1970 as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn rfc3339(epoch: u64) -> String {
-    let secs = epoch as i64;
-    let days = secs.div_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let s = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
-}
+/// Seconds since 1970 as `YYYY-MM-DDTHH:MM:SSZ`: the SBOM's own formatter, one copy.
+pub use crate::time::rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

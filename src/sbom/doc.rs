@@ -84,7 +84,7 @@ impl Document {
         let mut d = Document {
             appliance: inputs.appliance.to_string(),
             lock_digest: inputs.lock_digest.clone(),
-            created: super::time::rfc3339(inputs.created),
+            created: crate::time::rfc3339(inputs.created),
             nodes: BTreeMap::new(),
             notes: Vec::new(),
         };

@@ -492,7 +492,7 @@ fn version_from_ldflags(ldflags: &str, main_module: &str) -> Option<String> {
 /// `vcs.time` (RFC 3339) as a pseudo-version timestamp `yyyymmddhhmmss` in UTC; Go's zero
 /// time when it does not parse, as syft does.
 fn pseudo_time(t: &str) -> String {
-    crate::sbom::time::rfc3339_to_compact(t).unwrap_or_else(|| "00010101000000".into())
+    crate::time::rfc3339_to_compact(t).unwrap_or_else(|| "00010101000000".into())
 }
 
 #[cfg(test)]

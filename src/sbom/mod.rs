@@ -27,7 +27,6 @@ pub mod layer;
 pub mod os;
 mod spdx;
 mod squash;
-pub mod time;
 pub mod unread;
 
 pub use doc::Document;

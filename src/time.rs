@@ -1,5 +1,5 @@
-//! The two timestamps an SBOM holds, without a clock: `SOURCE_DATE_EPOCH` as RFC 3339 (the
-//! documents' creation time), and a Go `vcs.time` as a pseudo-version's `yyyymmddhhmmss`.
+//! Timestamps without a clock crate: seconds since 1970 as RFC 3339 (the SBOM's creation time,
+//! a generation's time), and a Go `vcs.time` as a pseudo-version's `yyyymmddhhmmss`.
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (Howard Hinnant's
 /// `civil_from_days`).
