@@ -65,17 +65,14 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
         &args.out,
         &spec,
         &[
-            ("the lock (--lock)", Some(&args.lock)),
-            ("the signing key (--sign-key)", args.sign_key.as_deref()),
-            (
-                "the auth file (--authfile)",
-                args.registry.authfile.as_deref(),
-            ),
-            (
-                "the repository credentials file (--repo-auth)",
-                args.registry.repo_auth.as_deref(),
-            ),
-        ],
+            [
+                ("the lock (--lock)", Some(args.lock.as_path())),
+                ("the signing key (--sign-key)", args.sign_key.as_deref()),
+            ]
+            .as_slice(),
+            &args.registry.named_files(),
+        ]
+        .concat(),
         cache.root(),
     )?;
     let progress = super::progress::for_terminal(g);

@@ -47,16 +47,10 @@ pub fn run(args: LockArgs, g: &Global) -> anyhow::Result<u8> {
         &args.out,
         &spec,
         &[
-            ("the helm binary (--helm)", args.helm.as_deref()),
-            (
-                "the auth file (--authfile)",
-                args.registry.authfile.as_deref(),
-            ),
-            (
-                "the repository credentials file (--repo-auth)",
-                args.registry.repo_auth.as_deref(),
-            ),
-        ],
+            [("the helm binary (--helm)", args.helm.as_deref())].as_slice(),
+            &args.registry.named_files(),
+        ]
+        .concat(),
         cache.root(),
     )?;
     let registry = Registry::new(args.registry.checked_config()?)?;

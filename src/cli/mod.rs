@@ -222,6 +222,17 @@ impl RegistryOpts {
         c
     }
 
+    /// The credentials files the user named, as inputs an output must not overwrite.
+    pub fn named_files(&self) -> [(&'static str, Option<&std::path::Path>); 2] {
+        [
+            ("the auth file (--authfile)", self.authfile.as_deref()),
+            (
+                "the repository credentials file (--repo-auth)",
+                self.repo_auth.as_deref(),
+            ),
+        ]
+    }
+
     /// [`RegistryOpts::config`], with the credentials files the user named read now: a bad one
     /// stops the command before any work.
     pub fn checked_config(&self) -> anyhow::Result<crate::oci::RegistryConfig> {
