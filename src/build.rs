@@ -97,6 +97,8 @@ pub struct Job<'a> {
     pub jobs: usize,
     pub offline: bool,
     pub sign_key: Option<&'a SignKey>,
+    /// Write a delta on this base (`--base`): only what it does not have.
+    pub base: Option<&'a bundle::delta::Base>,
     pub progress: &'a Progress,
 }
 
@@ -107,6 +109,8 @@ pub struct Built {
     pub sbom: SbomReport,
     pub plan: bundle::BundlePlan,
     pub written: bundle::WriteSummary,
+    /// A delta: what it leaves to its base.
+    pub delta: Option<bundle::delta::Left>,
 }
 
 /// What making the SBOM read.
@@ -210,6 +214,13 @@ pub fn build(spec: &SpecFile, job: &Job<'_>) -> Result<Built, BuildError> {
     ));
     extra.extend(made.members());
     let plan = bundle::plan(spec, &lock, &lock_bytes, job.cache, extra)?;
+    let (plan, delta) = match job.base {
+        Some(base) => {
+            let (plan, left) = bundle::delta::into_delta(plan, base);
+            (plan, Some(left))
+        }
+        None => (plan, None),
+    };
     let written = bundle::write(&plan, job.out, job.sign_key, mtime, job.progress)?;
     Ok(Built {
         pulled,
@@ -220,6 +231,7 @@ pub fn build(spec: &SpecFile, job: &Job<'_>) -> Result<Built, BuildError> {
         },
         plan,
         written,
+        delta,
     })
 }
 

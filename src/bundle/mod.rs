@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::failure::FailureKind;
 use crate::spec::Platform;
 
+pub mod delta;
 mod extract;
 pub mod parts;
 pub mod read;
@@ -59,6 +60,38 @@ pub struct BundleManifest {
     pub images: Vec<BundleImage>,
     /// Every member except this file and its signature, sorted by path.
     pub members: Vec<Member>,
+    /// A delta bundle: what it takes from the bundle installed before it (docs/bundle-format.md,
+    /// "Delta bundles"). Absent in a full bundle, whose bytes it therefore does not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<DeltaBase>,
+}
+
+/// The base a delta bundle is built on, and the members it takes from there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeltaBase {
+    /// `sha256:` of the base bundle's `sparkgap-bundle.json`, when the delta was built from
+    /// the base bundle (absent when built from its lock alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_id: Option<String>,
+    /// `sha256:` of the base's `appliance.lock`: what a node's installed bundle is matched by.
+    pub lock_digest: String,
+    /// The members of the full bundle this delta does not carry (image blobs, and `bin/k3s`
+    /// when unchanged), sorted by path; the installed base supplies them.
+    pub members: Vec<Member>,
+}
+
+impl BundleManifest {
+    /// Every member of the full bundle: the members carried and, for a delta, those its base
+    /// supplies; sorted by path. For a full bundle, `members`.
+    pub fn full_members(&self) -> Vec<&Member> {
+        let mut all: Vec<&Member> = self.members.iter().collect();
+        if let Some(b) = &self.base {
+            all.extend(b.members.iter());
+            all.sort_by(|a, b| a.path.cmp(&b.path));
+        }
+        all
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -227,6 +227,9 @@ pub struct InspectReport {
     /// How the bundle is split, when it is read from parts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub split: Option<SplitInfo>,
+    /// A delta bundle: the base it needs installed, and what it takes from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaInfo>,
     pub format_version: Option<u32>,
     pub appliance: Option<String>,
     pub platform: Option<String>,
@@ -328,6 +331,7 @@ pub fn inspect(path: &Path, opts: &ReadOptions) -> Result<InspectReport, BundleE
         bundle: path.display().to_string(),
         file_size,
         split: source.split().map(SplitInfo::of),
+        delta: m.and_then(|m| m.base.as_ref()).map(DeltaInfo::of),
         format_version: m.map(|m| m.format_version),
         appliance: m.map(|m| m.appliance.clone()),
         platform: m.map(|m| m.platform.to_string()),
@@ -417,6 +421,33 @@ fn bundle_id_problem(source: &BundleSource, walked: &Walked) -> Option<Problem> 
             ),
         )
     })
+}
+
+/// What a delta bundle depends on (`inspect`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeltaInfo {
+    /// The base bundle's id, when the delta was built from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_bundle_id: Option<String>,
+    pub base_lock_digest: String,
+    /// Members the base supplies (not in this file) and their bytes.
+    pub from_base: usize,
+    pub from_base_bytes: u64,
+}
+
+impl DeltaInfo {
+    fn of(b: &super::DeltaBase) -> DeltaInfo {
+        DeltaInfo {
+            base_bundle_id: b.bundle_id.clone(),
+            base_lock_digest: b.lock_digest.clone(),
+            from_base: b.members.len(),
+            from_base_bytes: b
+                .members
+                .iter()
+                .fold(0, |n: u64, x| n.saturating_add(x.size)),
+        }
+    }
 }
 
 /// How a split bundle is stored (`inspect`): its parts file and each part.
@@ -992,6 +1023,27 @@ fn parse_manifest(bytes: &[u8]) -> Result<BundleManifest, String> {
     })
 }
 
+/// The bundle's first member, read ahead of the verifying pass to plan it (platform, space,
+/// what can be skipped). Untrusted: the verified manifest must equal it byte for byte before
+/// the plan is used. None when it cannot be read; the verifying pass then reports why.
+pub fn peek_manifest(source: &super::BundleSource) -> Option<(BundleManifest, Vec<u8>)> {
+    let (f, _) = source.stream().ok()?;
+    let mut ar = tar::Archive::new(f);
+    let mut first = ar.entries().ok()?.next()?.ok()?;
+    if first.path().ok()?.to_str()? != MANIFEST_PATH || first.size() > 64 << 20 {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    first.read_to_end(&mut bytes).ok()?;
+    let m = serde_json::from_slice(&bytes).ok()?;
+    // A manifest the reader will refuse gets no preflight: its sizes may be forged, and the
+    // reader names the real problem.
+    if !manifest_problems(&m).is_empty() {
+        return None;
+    }
+    Some((m, bytes))
+}
+
 /// What makes a parsed manifest unusable: unsafe or duplicate paths, malformed digests or
 /// modes, missing core members, digests that disagree with the member list.
 pub(crate) fn manifest_problems(m: &BundleManifest) -> Vec<Problem> {
@@ -1004,7 +1056,12 @@ pub(crate) fn manifest_problems(m: &BundleManifest) -> Vec<Problem> {
         ));
     };
     let mut paths = BTreeSet::new();
-    for mem in &m.members {
+    let base = m.base.as_ref();
+    let carried = m.members.iter().map(|x| (x, false));
+    let from_base = base
+        .into_iter()
+        .flat_map(|b| b.members.iter().map(|x| (x, true)));
+    for (mem, in_base) in carried.chain(from_base) {
         if let Some(why) = member_path_problem(&mem.path) {
             bad(&mem.path, format!("is refused: {why}"));
         }
@@ -1039,6 +1096,32 @@ pub(crate) fn manifest_problems(m: &BundleManifest) -> Vec<Problem> {
                     group_digits(mem.size),
                     group_digits(MAX_BLOB_SIZE)
                 ),
+            );
+        }
+        // A base supplies image blobs (named by their digest) and the k3s binary, nothing else.
+        let blob = mem.path.strip_prefix(super::delta::BLOB_PREFIX);
+        if in_base && mem.path != K3S_PATH && blob != Some(mem.sha256.as_str()) {
+            bad(
+                &mem.path,
+                "is listed as taken from the base, which supplies only image blobs (named by their sha256) and bin/k3s".into(),
+            );
+        }
+    }
+    if let Some(b) = base {
+        let malformed = |d: &str| crate::digest::sha256_hex_of(d).is_none();
+        if malformed(&b.lock_digest) {
+            bad(
+                "base",
+                format!(
+                    "names the base's lock digest {:?}, which is not sha256:<64 hex>",
+                    b.lock_digest
+                ),
+            );
+        }
+        if let Some(id) = b.bundle_id.as_deref().filter(|d| malformed(d)) {
+            bad(
+                "base",
+                format!("names the base bundle {id:?}, which is not sha256:<64 hex>"),
             );
         }
     }

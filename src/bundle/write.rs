@@ -257,6 +257,7 @@ pub fn plan_pending(
         lock_digest: member_hex(LOCK_PATH),
         images,
         members: members.iter().map(|m| m.member.clone()).collect(),
+        base: None,
     };
     let manifest_bytes = manifest_to_bytes(&manifest);
     Ok(BundlePlan {

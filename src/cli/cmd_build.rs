@@ -13,7 +13,7 @@ use crate::spec::SpecFile;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  sparkgap build -f bundle/appliance.yaml --lock bundle/appliance.lock -o spark.tar\n  sparkgap build --offline --cache /mnt/blobs -o spark.tar          # from a filled cache only\n  SOURCE_DATE_EPOCH=1700000000 sparkgap build --sign-key sparkgap.key -o spark.tar\n\nSame lock, same bytes: the bundle is deterministic. An interrupted build resumes from the cache.\nCredentials are read as `lock` reads them (--authfile, --repo-auth, the usual files and helpers)\nand never enter the bundle.\nExit codes: 0 ok, 2 bad spec/lock (stale lock names the image) or credentials file, 3\nnetwork/registry/disk (also a registry or repository refusing the credentials)."
+    after_help = "Examples:\n  sparkgap build -f bundle/appliance.yaml --lock bundle/appliance.lock -o spark.tar\n  sparkgap build --offline --cache /mnt/blobs -o spark.tar          # from a filled cache only\n  SOURCE_DATE_EPOCH=1700000000 sparkgap build --sign-key sparkgap.key -o spark.tar\n  sparkgap build --base old.tar -o update.tar                       # a delta: only what old.tar lacks\n\nSame lock, same bytes: the bundle is deterministic. An interrupted build resumes from the cache.\nCredentials are read as `lock` reads them (--authfile, --repo-auth, the usual files and helpers)\nand never enter the bundle.\nExit codes: 0 ok, 2 bad spec/lock (stale lock names the image), credentials file or --base, 3\nnetwork/registry/disk (also a registry or repository refusing the credentials)."
 )]
 pub struct BuildArgs {
     #[command(flatten)]
@@ -46,6 +46,10 @@ pub struct BuildArgs {
     /// with a parts file (-o's name + .parts.json), instead of one tar.
     #[arg(long, value_name = "SIZE", value_parser = crate::bundle::parse_size)]
     pub split: Option<u64>,
+    /// Write a delta bundle on this base (the base's bundle, or its lock): it carries only
+    /// the blobs the base lacks, and installs only where the base is installed.
+    #[arg(long, value_name = "OLD.tar|OLD.lock")]
+    pub base: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryOpts,
 }
@@ -59,6 +63,11 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
         .map(|k| SignKey::load(k, std::env::var("SPARKGAP_SIGN_PASSWORD").ok()))
         .transpose()?;
     let registry = args.registry.checked_config()?;
+    let base = args
+        .base
+        .as_deref()
+        .map(bundle::delta::read_base)
+        .transpose()?;
     let cache = BlobCache::open(args.cache.clone())?;
     super::paths::refuse_clobbering_spec(
         "-o",
@@ -68,6 +77,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
             [
                 ("the lock (--lock)", Some(args.lock.as_path())),
                 ("the signing key (--sign-key)", args.sign_key.as_deref()),
+                ("the base (--base)", args.base.as_deref()),
             ]
             .as_slice(),
             &args.registry.named_files(),
@@ -88,6 +98,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
         sbom,
         plan,
         written,
+        delta,
     } = build(
         &spec,
         &Job {
@@ -98,6 +109,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
             jobs: usize::from(args.jobs),
             offline: args.offline,
             sign_key: sign_key.as_ref(),
+            base: base.as_ref(),
             progress: &progress,
         },
     )?;
@@ -118,6 +130,12 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
             images: &plan.manifest.images,
             blobs: &pulled,
             sbom: &sbom,
+            delta: base.as_ref().zip(delta).map(|(b, left)| DeltaReport {
+                base: &b.source,
+                base_bundle_id: b.bundle_id.as_deref(),
+                base_lock_digest: &b.lock_digest,
+                left_to_base: left,
+            }),
             cache: cache.root().display().to_string(),
         })?;
     } else {
@@ -133,6 +151,15 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
                 .map(|k| format!(", signed by key {k}"))
                 .unwrap_or_default()
         );
+        if let (Some(b), Some(left)) = (&base, delta) {
+            outln!(
+                "  a delta on {} (lock {}): {} ({} bytes) left to the base, which the node must have installed",
+                b.source,
+                b.lock_digest,
+                crate::words::count(left.members as u64, "member"),
+                bundle::group_digits(left.bytes)
+            );
+        }
         for i in &plan.manifest.images {
             outln!("  {}  {}  {}", i.name, i.image_name, i.digest);
         }
@@ -147,7 +174,19 @@ struct BuildReport<'a> {
     images: &'a [bundle::BundleImage],
     blobs: &'a PullReport,
     sbom: &'a crate::build::SbomReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<DeltaReport<'a>>,
     cache: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeltaReport<'a> {
+    base: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base_bundle_id: Option<&'a str>,
+    base_lock_digest: &'a str,
+    left_to_base: bundle::delta::Left,
 }
 
 fn parent_dir(out: &Path) -> PathBuf {

@@ -149,6 +149,7 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
                 jobs: 8,
                 offline: false,
                 sign_key: None,
+                base: None,
                 progress: &progress,
             },
         )

@@ -56,6 +56,20 @@ fn render_text(r: &InspectReport) -> String {
             ),
         );
     }
+    if let Some(d) = &r.delta {
+        let base = match &d.base_bundle_id {
+            Some(id) => format!("bundle {id} (lock {})", d.base_lock_digest),
+            None => format!("the bundle of lock {}", d.base_lock_digest),
+        };
+        line(
+            "delta",
+            format!(
+                "installs only where its base is installed: {base}; takes {} ({} bytes) from it",
+                crate::words::count(d.from_base as u64, "member"),
+                group_digits(d.from_base_bytes)
+            ),
+        );
+    }
     line("appliance", r.appliance.clone().unwrap_or_else(dash));
     line("platform", r.platform.clone().unwrap_or_else(dash));
     line("k3s", r.k3s_version.clone().unwrap_or_else(dash));

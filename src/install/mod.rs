@@ -14,11 +14,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::bundle::{BundleError, BundleManifest, IMAGES_DIR, K3S_PATH, MANIFEST_PATH};
+use crate::bundle::{BundleError, BundleManifest, IMAGES_DIR, K3S_PATH};
 use crate::lock::{Lock, LockError};
 use crate::progress::Progress;
 use crate::spec::{SpecError, SpecFile};
 
+pub mod base;
 mod fsops;
 pub mod generation;
 pub mod interrupt;
@@ -104,6 +105,16 @@ pub enum InstallError {
     },
     #[error("install record {0}")]
     Record(String),
+    #[error(
+        "bundle {bundle} is a delta: it needs its base installed here first, {needs}; {found}\n  help: install the base bundle (or a full bundle) first, or build a full bundle without --base; nothing was changed"
+    )]
+    NoBase {
+        bundle: String,
+        needs: String,
+        found: String,
+    },
+    #[error("the delta's base on this node cannot supply it: {0}; nothing was changed")]
+    BaseDamaged(String),
     #[error("{path} is a directory where sparkgap places a file or link; move it away and re-run")]
     Conflict { path: String },
     #[error("{command} failed: {message}")]
@@ -132,12 +143,14 @@ impl InstallError {
             InstallError::Lock(e) => e.kind(),
             InstallError::BundleContent { .. }
             | InstallError::BundleChanged { .. }
+            | InstallError::NoBase { .. }
             | InstallError::Platform(_) => FailureKind::Input,
             InstallError::NotReady { .. } => FailureKind::CheckFailed,
             InstallError::NotRoot { .. }
             | InstallError::DiskSpace { .. }
             | InstallError::Io { .. }
             | InstallError::Record(_)
+            | InstallError::BaseDamaged(_)
             | InstallError::Conflict { .. }
             | InstallError::Busy { .. }
             | InstallError::Interrupted { .. }
@@ -258,27 +271,6 @@ fn require_root(action: &'static str) -> Result<(), InstallError> {
     }
 }
 
-/// The bundle's first member, read ahead of the verifying pass to plan it (platform, space,
-/// what can be skipped). Untrusted: the verified manifest must equal it byte for byte before
-/// the plan is used. None when it cannot be read; the verifying pass then reports why.
-fn peek_manifest(source: &crate::bundle::BundleSource) -> Option<(BundleManifest, Vec<u8>)> {
-    let (f, _) = source.stream().ok()?;
-    let mut ar = tar::Archive::new(f);
-    let mut first = ar.entries().ok()?.next()?.ok()?;
-    if first.path().ok()?.to_str()? != MANIFEST_PATH || first.size() > 64 << 20 {
-        return None;
-    }
-    let mut bytes = Vec::new();
-    first.read_to_end(&mut bytes).ok()?;
-    let m = serde_json::from_slice(&bytes).ok()?;
-    // A manifest the reader will refuse gets no preflight: its sizes may be forged, and the
-    // reader names the real problem.
-    if !crate::bundle::read::manifest_problems(&m).is_empty() {
-        return None;
-    }
-    Some((m, bytes))
-}
-
 /// Remove what a killed run left under `root`'s state directory: staging directories, a
 /// generation half written or half removed. The caller holds the root's lock.
 pub fn sweep_leftovers(root: &Path) -> Result<(), InstallError> {
@@ -342,7 +334,7 @@ pub fn require_root_at(root: &Path, action: &'static str) -> Result<(), InstallE
 /// pass, which checks every member and the signature before anything is placed, then says why.
 pub fn peek_spec(bundle: &Path) -> Option<SpecFile> {
     let source = crate::bundle::BundleSource::open(bundle).ok()?;
-    let (m, _) = peek_manifest(&source)?;
+    let (m, _) = crate::bundle::read::peek_manifest(&source)?;
     let member = m
         .members
         .iter()
@@ -370,9 +362,10 @@ pub fn peek_spec(bundle: &Path) -> Option<SpecFile> {
 /// `sha256:` over the image members: the image archive is a pure function of them.
 fn images_source(m: &BundleManifest) -> String {
     let mut text = String::new();
+    // A delta's archive is the full bundle's: the members its base supplies count too.
     for mem in m
-        .members
-        .iter()
+        .full_members()
+        .into_iter()
         .filter(|x| x.path.starts_with(&format!("{IMAGES_DIR}/")))
     {
         text.push_str(&format!("{} {}\n", mem.path, mem.sha256));
@@ -410,7 +403,7 @@ fn skips(root: &Path, m: &BundleManifest, previous: Option<&Record>) -> (bool, b
     let Some(prev) = previous else {
         return (false, false);
     };
-    let k3s = m.members.iter().find(|x| x.path == K3S_PATH);
+    let k3s = m.full_members().into_iter().find(|x| x.path == K3S_PATH);
     let skip_k3s = match (k3s, prev.find(plan::K3S_BIN)) {
         (Some(member), Some(rec)) => {
             rec.sha256.as_deref() == Some(member.sha256.as_str())
@@ -439,7 +432,7 @@ fn skips(root: &Path, m: &BundleManifest, previous: Option<&Record>) -> (bool, b
 /// Bytes staging will write, with room for tar headers and the rendered files.
 fn bytes_needed(m: &BundleManifest, skip_k3s: bool, skip_images: bool) -> u64 {
     let mut n: u64 = 1 << 20;
-    for mem in &m.members {
+    for mem in m.full_members() {
         let image = mem.path.starts_with(&format!("{IMAGES_DIR}/"));
         if (mem.path == K3S_PATH && skip_k3s) || (image && skip_images) {
             continue;
@@ -483,13 +476,22 @@ pub fn install(
     }
     let root_lock = RootLock::acquire(root, true)?;
     let previous = Record::read(root).map_err(InstallError::Record)?;
-    let peek = peek_manifest(&source);
+    let peek = crate::bundle::read::peek_manifest(&source);
     let (host_os, host_arch) = platform::host();
     let (mut skip_k3s, mut skip_images) = (false, false);
     let state_dir = root.join(STATE_DIR);
+    let mut base_feed = None;
     if let Some((m, _)) = &peek {
         check_platform(m, at_slash, (&host_os, &host_arch))?;
         (skip_k3s, skip_images) = skips(root, m, previous.as_ref());
+        // A delta: its base must be installed (or kept as a generation), found before
+        // anything is written; it supplies what the delta does not carry.
+        if let Some(b) = &m.base
+            && !(skip_k3s && skip_images)
+        {
+            let files = base::find(root, bundle, b)?;
+            base_feed = Some(base::Feed::new(files, b));
+        }
         let needed = bytes_needed(m, skip_k3s, skip_images);
         let (at, available) = free_space(&state_dir).map_err(|source| InstallError::Io {
             path: state_dir.display().to_string(),
@@ -510,8 +512,8 @@ pub fn install(
     let total = peek
         .as_ref()
         .map(|(m, _)| {
-            m.members
-                .iter()
+            m.full_members()
+                .into_iter()
                 .fold(0, |n: u64, x| n.saturating_add(x.size))
         })
         .unwrap_or(0);
@@ -519,6 +521,8 @@ pub fn install(
     // Ctrl-C while verifying and staging stops cleanly: the staging goes, nothing was placed.
     let caught = interrupt::catch();
     let mut stager = stage::Stager::new(bundle, root, &state_dir, (skip_k3s, skip_images), &task);
+    let delta = base_feed.is_some();
+    stager.base = base_feed;
     let read_opts = ReadOptions {
         pubkey: opts.pubkey.clone(),
         require_signature: opts.pubkey.is_some(),
@@ -534,7 +538,12 @@ pub fn install(
         Err(_) if let Some(signal) = interrupt::received() => return Err(interrupted(signal)),
         Err(e) => return Err(stager.failure.take().unwrap_or(e.into())),
     };
-    if (skip_k3s || skip_images) && peek.as_ref().map(|(_, b)| b) != Some(&verified.manifest_bytes)
+    // What was planned from the manifest read ahead (what to skip, the base of a delta) holds
+    // only for the manifest verified now; and a delta is never staged without its base.
+    let unplanned_delta = verified.manifest.base.is_some() && !delta && !(skip_k3s && skip_images);
+    if unplanned_delta
+        || ((skip_k3s || skip_images || delta)
+            && peek.as_ref().map(|(_, b)| b) != Some(&verified.manifest_bytes))
     {
         return Err(InstallError::BundleChanged {
             bundle: bundle.display().to_string(),

@@ -16,6 +16,7 @@ use crate::bundle::{BundleError, IMAGES_DIR, K3S_PATH, LOCK_PATH, Member, SPEC_P
 use crate::progress::Task;
 
 use super::InstallError;
+use super::base::{Checked, Feed};
 use super::fsops::{Counting, PipedFile, Tracked, fault};
 use super::plan::Content;
 
@@ -73,6 +74,9 @@ pub struct Stager<'a> {
     archive: Option<ArchiveWriter>,
     /// A failure on our side (disk full, permissions): reported instead of the reader's error.
     pub failure: Option<InstallError>,
+    /// A delta's base: the image blobs (and k3s binary) the bundle leaves to it, copied into
+    /// the archive in path order between the bundle's own members.
+    pub base: Option<Feed>,
 }
 
 impl<'a> Stager<'a> {
@@ -99,6 +103,7 @@ impl<'a> Stager<'a> {
             sbom: Vec::new(),
             archive: None,
             failure: None,
+            base: None,
         }
     }
 
@@ -139,6 +144,9 @@ impl<'a> Stager<'a> {
     }
 
     pub fn visit(&mut self, m: &Member, r: &mut dyn Read) -> Result<(), BundleError> {
+        if let Err(e) = self.feed_base(Some(&m.path)) {
+            return Err(self.ours(m, e));
+        }
         let mut counted = Counted {
             inner: r,
             task: self.task,
@@ -235,41 +243,94 @@ impl<'a> Stager<'a> {
         })
     }
 
+    /// The image archive being written (created on first need) and its path.
+    fn archive(&mut self) -> Result<(&mut ArchiveWriter, PathBuf), InstallError> {
+        let archive_path = self.dir()?.join("images.tar");
+        if self.archive.is_none() {
+            let f = PipedFile::create(&archive_path, 0o600)
+                .map_err(InstallError::io(&archive_path, "create image archive"))?;
+            let mut b = tar::Builder::new(Counting::new(f));
+            b.mode(tar::HeaderMode::Deterministic);
+            self.archive = Some(b);
+        }
+        Ok((self.archive.as_mut().expect("created above"), archive_path))
+    }
+
+    /// Copy the base's image blobs that sort before `path` (all that are left when None) into
+    /// the archive, each checked against the delta's manifest as it is read.
+    fn feed_base(&mut self, path: Option<&str>) -> Result<(), InstallError> {
+        if self.skip_images {
+            return Ok(());
+        }
+        while let Some(m) = self.base.as_mut().and_then(|b| b.next_before(path)) {
+            let feed = self.base.as_mut().expect("checked above");
+            let mut from = Checked::new(feed.open(&m)?);
+            let (builder, archive_path) = self.archive()?;
+            builder
+                .append_data(
+                    &mut image_header(m.size),
+                    &m.path[IMAGES_DIR.len() + 1..],
+                    &mut from,
+                )
+                .map_err(InstallError::io(&archive_path, "write image archive"))?;
+            if !from.matches(&m) {
+                let at = self.base.as_ref().expect("checked above").describe();
+                return Err(InstallError::BaseDamaged(format!(
+                    "{} in {at} does not have the sha256 the delta's manifest names; install a full bundle instead",
+                    m.path
+                )));
+            }
+            self.task.inc(m.size);
+        }
+        Ok(())
+    }
+
+    /// The base's k3s binary, staged when the delta leaves it to the base and the host's is
+    /// not already it; checked against the delta's manifest.
+    fn stage_base_k3s(&mut self) -> Result<(), InstallError> {
+        if self.skip_k3s || self.k3s.is_some() {
+            return Ok(());
+        }
+        let Some((from, m)) = self.base.as_ref().and_then(|b| b.k3s()) else {
+            return Ok(());
+        };
+        let (from, m) = (from.to_path_buf(), m.clone());
+        let path = self.dir()?.join("k3s");
+        let src = std::fs::File::open(&from)
+            .map_err(InstallError::io(&from, "open the base's k3s binary"))?;
+        let mut checked = Checked::new(src);
+        let mut out = PipedFile::create(&path, 0o600)
+            .map_err(InstallError::io(&path, "write staged file"))?;
+        let n = io::copy(&mut checked, &mut out)
+            .and_then(|n| out.finish().map(|()| n))
+            .map_err(InstallError::io(&path, "write staged file"))?;
+        if n != m.size || !checked.matches(&m) {
+            return Err(InstallError::BaseDamaged(format!(
+                "{} is not the k3s binary the delta's manifest names (sha256 {}); install a full bundle instead",
+                from.display(),
+                m.sha256
+            )));
+        }
+        fault::step();
+        self.k3s = Some(StagedFile {
+            path,
+            content: Content::Sha256(m.sha256),
+            size: m.size,
+        });
+        Ok(())
+    }
+
     fn append_image(&mut self, m: &Member, r: &mut dyn Read) -> Result<(), BundleError> {
-        let archive_path = match self.dir() {
-            Ok(d) => d.join("images.tar"),
+        let (builder, archive_path) = match self.archive() {
+            Ok(b) => b,
             Err(e) => return Err(self.ours(m, e)),
         };
-        if self.archive.is_none() {
-            match PipedFile::create(&archive_path, 0o600) {
-                Ok(f) => {
-                    let mut b = tar::Builder::new(Counting::new(f));
-                    b.mode(tar::HeaderMode::Deterministic);
-                    self.archive = Some(b);
-                }
-                Err(source) => {
-                    let e = InstallError::Io {
-                        path: archive_path.display().to_string(),
-                        op: "create image archive",
-                        source,
-                    };
-                    return Err(self.ours(m, e));
-                }
-            }
-        }
         let name = &m.path[IMAGES_DIR.len() + 1..];
-        let mut header = tar::Header::new_ustar();
-        header.set_size(m.size);
-        header.set_mode(0o644);
-        header.set_mtime(0);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_entry_type(tar::EntryType::Regular);
+        let mut header = image_header(m.size);
         let mut tracked = Tracked {
             inner: r,
             failed: None,
         };
-        let builder = self.archive.as_mut().expect("created above");
         let appended = builder.append_data(&mut header, name, &mut tracked);
         if let Err(e) = appended {
             return Err(match tracked.failed.take() {
@@ -289,7 +350,9 @@ impl<'a> Stager<'a> {
 
     /// Close the archive (fsynced) and hand over what was staged. `images_source` identifies
     /// the archive: the `sha256:` over the image members it was built from, all verified.
-    pub fn finish(self, images_source: &str) -> Result<Staged, InstallError> {
+    pub fn finish(mut self, images_source: &str) -> Result<Staged, InstallError> {
+        self.feed_base(None)?;
+        self.stage_base_k3s()?;
         let missing = |what: &str| InstallError::BundleContent {
             bundle: self.bundle.clone(),
             message: format!("has no {what} member"),
@@ -327,6 +390,18 @@ impl<'a> Stager<'a> {
             _staging: self.staging,
         })
     }
+}
+
+/// The header of an image archive member: as the bundle's, path aside.
+fn image_header(size: u64) -> tar::Header {
+    let mut header = tar::Header::new_ustar();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    header
 }
 
 /// Counts bytes read into the progress task.

@@ -370,6 +370,7 @@ pub fn hostile_bundle(dir: &Path, kind: Hostile) -> PathBuf {
             member("appliance.yaml", &spec, 0o644),
             member("bin/k3s", &k3s, 0o755),
         ],
+        base: None,
     };
     let mbytes = bundle::write::manifest_to_bytes(&manifest);
     let mut out = Vec::new();
@@ -464,6 +465,7 @@ pub fn forged_sizes_bundle(dir: &Path) -> PathBuf {
             member("bin/k3s", b"", u64::MAX),
             member("images/blobs/sha256/00", b"", u64::MAX),
         ],
+        base: None,
     };
     let mbytes = bundle::write::manifest_to_bytes(&manifest);
     let hdr =
