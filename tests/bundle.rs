@@ -1056,6 +1056,38 @@ fn fuzz_seeds(dir: &Path) -> Vec<(String, Vec<u8>)> {
             format!("parts/seed-{name}.parts.json"),
             std::fs::read(&split.parts_file).unwrap(),
         ));
+        // A delta of the same bundle on a base that has every other blob (and k3s or not).
+        if !s.lock.images.is_empty() {
+            let mut base = sparkgap::bundle::delta::read_base(&out).unwrap();
+            let keep: Vec<String> = base.members.keys().step_by(2).cloned().collect();
+            base.members.retain(|p, _| keep.contains(p));
+            let plan = sparkgap::bundle::plan(
+                &s.spec,
+                &s.lock,
+                &s.lock_bytes,
+                &s.cache,
+                opts.extra.clone(),
+            )
+            .unwrap();
+            let (delta, _) = sparkgap::bundle::delta::into_delta(plan, &base);
+            let path = d.join("delta.tar");
+            sparkgap::bundle::write(
+                &delta,
+                &path,
+                None,
+                opts.mtime,
+                &sparkgap::progress::Progress::hidden(),
+            )
+            .unwrap();
+            seeds.push((
+                format!("bundle/seed-{name}-delta-manifest.json"),
+                delta.manifest_bytes.clone(),
+            ));
+            seeds.push((
+                format!("bundle/seed-{name}-delta.tar"),
+                std::fs::read(&path).unwrap(),
+            ));
+        }
         seeds.push((format!("lock/seed-{name}.json"), s.lock_bytes.clone()));
         seeds.push((format!("spec/seed-{name}.yaml"), s.spec.raw.clone()));
         for img in &s.lock.images {

@@ -12,6 +12,8 @@ use serde_json::Value;
 
 #[path = "common/bundles.rs"]
 mod bundles;
+#[path = "common/skip.rs"]
+mod skip;
 #[path = "common/tree.rs"]
 mod tree;
 
@@ -305,6 +307,39 @@ fn a_delta_without_its_base_is_refused_and_nothing_changes() {
     }
 }
 
+/// `up --no-start` of `bundle` into `root` (a generation is recorded, as on a node).
+fn up(bundle: &Path, root: &Path) -> Output {
+    sparkgap()
+        .args(["up", "--no-start", "--root"])
+        .arg(root)
+        .arg(bundle)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_delta_finds_its_base_in_a_kept_generation() {
+    let f = fixture();
+    let delta = f.dir.join("delta.tar");
+    build(&f.b_inputs, &delta, Some(&f.a));
+    let c_inputs = inputs(&f.dir, 'C');
+    let c = f.dir.join("c.tar");
+    build(&c_inputs, &c, None);
+    // A, then C: the node runs C, and A is kept as generation 1 (its archive only there).
+    let root = f.dir.join("root");
+    for b in [&f.a, &c] {
+        let o = up(b, &root);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    }
+    let o = up(&delta, &root);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let full_root = f.dir.join("root-full");
+    assert_eq!(install(&f.b, &full_root).status.code(), Some(0));
+    let (mut got, files) = installed(&root);
+    got.retain(|p, _| !p.starts_with("var/lib/sparkgap/generations"));
+    assert_eq!((got, files), installed(&full_root));
+}
+
 #[test]
 fn a_damaged_base_archive_is_named_and_nothing_changes() {
     let f = fixture();
@@ -370,4 +405,74 @@ fn a_base_that_is_neither_bundle_nor_lock_is_refused_before_any_work() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("missing.tar"));
+}
+
+/// Not a test: writes the inputs of scripts/bench-delta. `SPARKGAP_BENCH_DELTA=DIR`,
+/// `SPARKGAP_BENCH_MIB` (default 1024): DIR/in-A holds three images of two equal pseudo-random
+/// layers and a 70 MiB k3s (as scripts/bench-install's bundle); DIR/in-B changes one layer of
+/// image `two` and adds image `four` of one such layer (k3s unchanged). B's cache holds hard
+/// links to A's files where the blob is the same. Prints the bytes of the blobs B has and A
+/// does not (what a delta must carry).
+#[test]
+#[ignore = "benchmark helper, run by scripts/bench-delta"]
+fn bench_delta_inputs() {
+    let Some(dir) = std::env::var_os("SPARKGAP_BENCH_DELTA") else {
+        skip::skip(
+            "bench_delta_inputs",
+            "SPARKGAP_BENCH_DELTA is not set (scripts/bench-delta sets it)",
+        );
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let mib: usize = std::env::var("SPARKGAP_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let k3s = 70 << 20;
+    let layer = ((mib << 20).saturating_sub(k3s)) / 6;
+    let image = |name: &str, layers: Vec<usize>| ImageOpts {
+        name: name.into(),
+        reference: format!("registry.bench/{name}:1.0"),
+        layers,
+        shared_layer: false,
+    };
+    let a = BundleOpts {
+        images: vec![
+            image("one", vec![layer, layer]),
+            image("two", vec![layer, layer]),
+            image("three", vec![layer, layer]),
+        ],
+        k3s_size: k3s,
+        extra: vec![],
+        ..Default::default()
+    };
+    let mut b = a.clone();
+    // `two`'s second layer one byte longer: another blob (and so another config and manifest).
+    b.images[1].layers[1] += 1;
+    b.images.push(image("four", vec![layer]));
+    let a_dir = dir.join("in-A");
+    let b_dir = dir.join("in-B");
+    let sa = bundles::synthetic_inputs(&a_dir, &a);
+    let sb = bundles::synthetic_inputs(&b_dir, &b);
+    std::fs::write(a_dir.join("appliance.lock"), &sa.lock_bytes).unwrap();
+    std::fs::write(b_dir.join("appliance.lock"), &sb.lock_bytes).unwrap();
+    let blobs = |l: &sparkgap::lock::Lock| -> std::collections::BTreeMap<String, u64> {
+        l.images
+            .iter()
+            .flat_map(|i| i.blobs())
+            .map(|d| (d.digest.clone(), d.size))
+            .collect()
+    };
+    let (in_a, in_b) = (blobs(&sa.lock), blobs(&sb.lock));
+    for d in in_b.keys().filter(|d| in_a.contains_key(*d)) {
+        let (from, to) = (sa.cache.path(d).unwrap(), sb.cache.path(d).unwrap());
+        std::fs::remove_file(&to).unwrap();
+        std::fs::hard_link(&from, &to).unwrap();
+    }
+    let new: u64 = in_b
+        .iter()
+        .filter(|(d, _)| !in_a.contains_key(*d))
+        .map(|(_, n)| n)
+        .sum();
+    println!("new-blob-bytes {new}");
 }

@@ -1005,7 +1005,8 @@ fn run_with_claim(node: &Node, name: &str, script: &str) -> String {
 /// afterwards A's objects are in place, C's are gone, A's images pinned, A verifies, and the
 /// PVC still holds its data. Then B (another image, a namespace, a DNS host, a changed quota)
 /// passes and becomes generation 2, `status` lists both, and `sparkgap rollback` restores A
-/// (its image archive from generation 1) and verifies it. D, which changes a StorageClass's
+/// (its image archive from generation 1) and verifies it. Then B as a delta on A (issue 20:
+/// `build --base A`) is up'd on A and verifies. D, which changes a StorageClass's
 /// reclaimPolicy, is refused by the pre-flight (exit 2) with nothing changed.
 #[test]
 fn own_node_upgrade_rolls_back_a_failing_bundle_and_a_good_one_becomes_generation_2() {
@@ -1056,6 +1057,16 @@ fn own_node_upgrade_rolls_back_a_failing_bundle_and_a_good_one_becomes_generatio
                 s.replace("pods: \"12\", persistentvolumeclaims: \"4\" }", "pods: \"14\", persistentvolumeclaims: \"4\" }")
             });
             let b = site.bundle(&b_spec, "upgrade-b");
+            // Issue 20: B as a delta on A (only the blobs A lacks), up'd on A below.
+            let b_delta = site.bundle_on(&b_spec, "upgrade-b-delta", Some(&a));
+            let (b_size, delta_size) = (
+                std::fs::metadata(&b).unwrap().len(),
+                std::fs::metadata(&b_delta).unwrap().len(),
+            );
+            assert!(
+                delta_size < b_size / 4,
+                "delta {delta_size} bytes, B {b_size}"
+            );
             // D changes a StorageClass's reclaimPolicy, which the API server refuses to change.
             let d_spec = site.spec("upgrade-d", |s| {
                 disk(s).replace(
@@ -1216,6 +1227,25 @@ fn own_node_upgrade_rolls_back_a_failing_bundle_and_a_good_one_becomes_generatio
                 "kept-across-upgrades"
             );
             assert_eq!(node_status(&node)["current"], 1);
+
+            // Issue 20: B again, as a delta on A (A installed and verified, B's generation
+            // discarded by the rollback): the node rebuilds B's image archive from A's and the
+            // delta's blobs, and B verifies.
+            let t = Instant::now();
+            let (report, out) = up(&node, &b_delta, &pubkey);
+            let delta_secs = t.elapsed().as_secs_f64();
+            assert_all_green(&node, &report, &out);
+            let r = report.unwrap();
+            eprintln!(
+                "TIMINGS A→B as a delta ({delta_size} bytes, B in full {b_size}): {delta_secs:.1} s; {}",
+                timings(&r)
+            );
+            assert_eq!(r["rolledBack"], false);
+            kubectl_ok(&node, &["get", "namespace", "staging"]);
+            assert_eq!(
+                std::fs::read(node.path(SPEC_COPY)).unwrap(),
+                std::fs::read(&b_spec).unwrap()
+            );
 
             // Pre-flight: D's immutable-field change is refused before any file is touched.
             let record = std::fs::read(node.path("/var/lib/sparkgap/installed.json")).unwrap();

@@ -1,7 +1,8 @@
 //! The bundle reader over arbitrary bytes, as `inspect` and `install` meet them: `inspect`
 //! (collects every problem), `read_bundle` (stops at the first) and install's preflight and
 //! staging into a throwaway root with `--no-start`. None may panic, hang or allocate without
-//! bound; install may succeed only on a bundle that `inspect` calls intact.
+//! bound; install may succeed only on a bundle that `inspect` calls intact, and never on a
+//! delta bundle (the throwaway root holds no base; the corpus has delta seeds).
 //!
 //! An input that starts with `{` is a bundle manifest rather than a tar: it is wrapped in a
 //! well-formed tar (first member `sparkgap-bundle.json`, then one member per path it lists, of
@@ -97,6 +98,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(
             report.intact,
             "install accepted a damaged bundle: {report:?}"
+        );
+        // The root starts empty: a delta has no base there.
+        assert!(
+            report.delta.is_none(),
+            "a delta installed on a root without its base: {report:?}"
         );
     }
 });

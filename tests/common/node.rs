@@ -330,6 +330,11 @@ impl Site {
     /// `sparkgap lock` then `sparkgap build --sign-key` of `spec`, as a user runs them on the
     /// connected machine; the signed bundle's path.
     pub fn bundle(&self, spec: &Path, name: &str) -> PathBuf {
+        self.bundle_on(spec, name, None)
+    }
+
+    /// `bundle`, as a delta on `base` (`build --base`) when it is given.
+    pub fn bundle_on(&self, spec: &Path, name: &str, base: Option<&Path>) -> PathBuf {
         let lock = spec.with_file_name("appliance.lock");
         let out = self
             .sparkgap("lock")
@@ -341,8 +346,8 @@ impl Site {
             .unwrap();
         assert!(out.status.success(), "sparkgap lock: {}", describe(&out));
         let bundle = self.dir.path().join(format!("{name}.tar"));
-        let out = self
-            .sparkgap("build")
+        let mut build = self.sparkgap("build");
+        build
             .arg("-f")
             .arg(spec)
             .arg("--lock")
@@ -350,9 +355,11 @@ impl Site {
             .arg("-o")
             .arg(&bundle)
             .arg("--sign-key")
-            .arg(&self.seckey)
-            .output()
-            .unwrap();
+            .arg(&self.seckey);
+        if let Some(base) = base {
+            build.arg("--base").arg(base);
+        }
+        let out = build.output().unwrap();
         assert!(out.status.success(), "sparkgap build: {}", describe(&out));
         bundle
     }
