@@ -40,6 +40,15 @@ impl Base {
 /// or first part) or a lock. Only a bundle's manifest is read: it names every member by sha256,
 /// and the node checks every blob it takes from its installed base against it.
 pub fn read_base(path: &Path) -> Result<Base, BundleError> {
+    // Named as the base in every input-file error (docs/cli.md, "Input files"); a directory
+    // stands for a base only when it holds a split bundle's parts file.
+    let parts_dir = path.is_dir()
+        && std::fs::read_dir(path).is_ok_and(|mut d| {
+            d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".parts.json")))
+        });
+    if !parts_dir {
+        crate::input::open_regular("base", path)?;
+    }
     let source = BundleSource::open(path)?;
     let shown = path.display().to_string();
     if let Some((m, bytes)) = super::read::peek_manifest(&source) {
