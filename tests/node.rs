@@ -1266,13 +1266,17 @@ fn own_node_upgrade_rolls_back_a_failing_bundle_and_a_good_one_becomes_generatio
     );
 }
 
-/// Issue 19: `up` killed (SIGKILL) at steps of a failing upgrade and of its rollback, then run
-/// again, converges: A restored and verified, no journal left. The debug-only hook
-/// `SPARKGAP_FAULT_KILL_AT_STEP` kills `up` right after the journal names the step: as the
-/// upgrade's verification starts (C installed and applied), before the rollback restores
-/// anything, and as the rollback's verification starts (A restored and applied). The temp-root
-/// test (`tests/upgrade.rs`) kills at every write step; this one proves the re-run on a live
-/// cluster (k3s restarted by a resumed rollback, C's objects pruned by it).
+/// Issue 19: `up` SIGKILLed at random points of a failing upgrade and of its rollback, at least
+/// 10 each, converges: A restored and verified, C's objects gone, no journal left. A kill point
+/// is chosen by the test (seeded, printed): after the n-th write step (the debug-only hook
+/// `SPARKGAP_FAULT_KILL_AFTER_WRITES`: every staged or placed file, removal, record and journal
+/// entry) or right after the journal names a step (`SPARKGAP_FAULT_KILL_AT_STEP`), whichever
+/// comes first. Each killed run is the re-run of the one before: 10 kills during the upgrade
+/// (install, apply, verify), then a run that fails verification and is killed in its rollback,
+/// then 10 re-runs that resume the rollback and are killed again; the last re-run finishes it.
+/// The temp-root test (`tests/upgrade.rs`) kills at every write step and re-runs each to the
+/// end; this one proves the re-runs on a live cluster (k3s restarted by a resumed rollback, C's
+/// objects pruned by it).
 #[test]
 fn own_node_up_killed_during_an_upgrade_and_its_rollback_converges() {
     with_own_node(
@@ -1311,64 +1315,168 @@ fn own_node_up_killed_during_an_upgrade_and_its_rollback_converges() {
             let (report, out) = up(&node, &a, &pubkey);
             assert_all_green(&node, &report, &out);
 
-            for step in ["verify", "restore", "rollbackVerify"] {
-                let t = Instant::now();
-                let out = node
-                    .cmd(&[
-                        "env",
-                        &format!("SPARKGAP_FAULT_KILL_AT_STEP={step}"),
-                        env!("CARGO_BIN_EXE_sparkgap"),
-                        "up",
-                        c.to_str().unwrap(),
-                        "--pubkey",
-                        pubkey.to_str().unwrap(),
-                        "--output",
-                        "json",
-                    ])
-                    .output()
-                    .unwrap();
-                assert!(!out.status.success(), "{step}: {}", describe(&out));
+            // Kill points chosen at random (seed printed; SPARKGAP_KILL_SEED repeats a run):
+            // after the n-th write step (every placed or staged file, the record, each journal
+            // entry), or right after the journal names a step, whichever comes first.
+            let seed = std::env::var("SPARKGAP_KILL_SEED")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos() as u64
+                });
+            eprintln!("kill points from SPARKGAP_KILL_SEED={seed}");
+            let mut rng = Xorshift(seed | 1);
+            let killed_up = |env: Vec<String>| -> (Output, String) {
+                let mut args: Vec<String> = vec!["env".into()];
+                args.extend(env);
+                for a in [
+                    env!("CARGO_BIN_EXE_sparkgap"),
+                    "up",
+                    c.to_str().unwrap(),
+                    "--pubkey",
+                    pubkey.to_str().unwrap(),
+                    "--output",
+                    "json",
+                ] {
+                    args.push(a.into());
+                }
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let out = node.cmd(&args).output().unwrap();
                 let journal = std::fs::read_to_string(node.path("/var/lib/sparkgap/journal.json"))
-                    .unwrap_or_else(|e| panic!("{step}: no journal after the kill: {e}"));
+                    .unwrap_or_default();
+                (out, journal)
+            };
+            let step_of = |journal: &str| -> String {
+                serde_json::from_str::<Value>(journal)
+                    .ok()
+                    .and_then(|j| {
+                        Some(format!(
+                            "{}/{}",
+                            j["operation"].as_str()?,
+                            j["step"].as_str()?
+                        ))
+                    })
+                    .unwrap_or_else(|| "none".into())
+            };
+
+            // The upgrade (install, apply, verify): at least 10 kills, each re-run killed again.
+            let t = Instant::now();
+            let mut landed = Vec::new();
+            for i in 0..10 {
+                let env = if rng.next().is_multiple_of(2) {
+                    let n = 1 + rng.next() % 16;
+                    vec![
+                        format!("SPARKGAP_FAULT_KILL_AFTER_WRITES={n}"),
+                        "SPARKGAP_FAULT_KILL_AT_STEP=verify".into(),
+                    ]
+                } else {
+                    let step = ["install", "apply", "verify"][(rng.next() % 3) as usize];
+                    vec![format!("SPARKGAP_FAULT_KILL_AT_STEP={step}")]
+                };
+                let (out, journal) = killed_up(env.clone());
                 assert!(
-                    journal.contains(&format!("\"step\": \"{step}\"")),
-                    "{journal}"
+                    !out.status.success(),
+                    "upgrade kill {i} ({env:?}): {}",
+                    describe(&out)
                 );
-                let killed_secs = t.elapsed().as_secs_f64();
-                let t = Instant::now();
-                let (report, out) = up(&node, &c, &pubkey);
-                let r = report.unwrap_or_else(|| panic!("{step}: {}", describe(&out)));
-                assert_eq!(out.status.code(), Some(1), "{step}: {}", describe(&out));
-                assert_eq!(r["rolledBack"], true, "{step}");
-                assert_eq!(
-                    r["rollback"]["verified"],
-                    "passed",
-                    "{step}: A verifies: {}",
-                    explain(&node, &Some(r["rollback"].clone()), &out)
-                );
-                assert_eq!(r["rollback"]["resumed"], step != "verify", "{step}");
-                eprintln!(
-                    "TIMINGS killed at {step} after {killed_secs:.1} s; the re-run converged in {:.1} s",
-                    t.elapsed().as_secs_f64()
-                );
+                let at = step_of(&journal);
                 assert!(
-                    !node.path("/var/lib/sparkgap/journal.json").exists(),
-                    "{step}"
+                    at.starts_with("up/"),
+                    "upgrade kill {i} ({env:?}) left the journal at {at}: {}",
+                    describe(&out)
                 );
-                assert_eq!(
-                    std::fs::read(node.path(SPEC_COPY)).unwrap(),
-                    std::fs::read(&a_spec).unwrap(),
-                    "{step}: A's spec copy"
-                );
-                let sa = node.kubectl(&["get", "serviceaccount", "-n", "ci", "c-extra"]);
-                assert!(
-                    !sa.status.success(),
-                    "{step}: C's service account is still there"
-                );
-                assert_eq!(node_status(&node)["current"], 1, "{step}");
+                landed.push(format!("{} -> {at}", env.join(" ")));
             }
+            eprintln!(
+                "TIMINGS 10 kills during the upgrade in {:.1} s: {landed:#?}",
+                t.elapsed().as_secs_f64()
+            );
+
+            // The rollback (restore, start, rollbackApply, rollbackVerify): the next re-run does
+            // the upgrade whole, fails verification and is killed in its rollback; each re-run
+            // after that resumes the rollback and is killed again, at least 10 times.
+            let t = Instant::now();
+            let mut landed = Vec::new();
+            let rollback_steps = ["restore", "start", "rollbackApply", "rollbackVerify"];
+            for i in 0..11 {
+                let env = if i > 0 && rng.next().is_multiple_of(2) {
+                    let n = 1 + rng.next() % 14;
+                    vec![
+                        format!("SPARKGAP_FAULT_KILL_AFTER_WRITES={n}"),
+                        "SPARKGAP_FAULT_KILL_AT_STEP=rollbackVerify".into(),
+                    ]
+                } else {
+                    let step = rollback_steps[(rng.next() % 4) as usize];
+                    vec![format!("SPARKGAP_FAULT_KILL_AT_STEP={step}")]
+                };
+                let (out, journal) = killed_up(env.clone());
+                assert!(
+                    !out.status.success(),
+                    "rollback kill {i} ({env:?}): {}",
+                    describe(&out)
+                );
+                let at = step_of(&journal);
+                assert!(
+                    at.starts_with("rollback/"),
+                    "rollback kill {i} ({env:?}) left the journal at {at}: {}",
+                    describe(&out)
+                );
+                landed.push(format!("{} -> {at}", env.join(" ")));
+            }
+            eprintln!(
+                "TIMINGS the upgrade then 11 kills during its rollback in {:.1} s: {landed:#?}",
+                t.elapsed().as_secs_f64()
+            );
+
+            // The last re-run finishes the rollback: A restored and verified, C's objects gone.
+            let t = Instant::now();
+            let (report, out) = up(&node, &c, &pubkey);
+            let r = report.unwrap_or_else(|| panic!("{}", describe(&out)));
+            assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+            assert_eq!(r["rolledBack"], true);
+            assert_eq!(r["rollback"]["resumed"], true);
+            assert_eq!(
+                r["rollback"]["verified"],
+                "passed",
+                "A verifies: {}",
+                explain(&node, &Some(r["rollback"].clone()), &out)
+            );
+            eprintln!(
+                "TIMINGS the re-run after 21 kills converged in {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
+            assert!(!node.path("/var/lib/sparkgap/journal.json").exists());
+            assert_eq!(
+                std::fs::read(node.path(SPEC_COPY)).unwrap(),
+                std::fs::read(&a_spec).unwrap(),
+                "A's spec copy"
+            );
+            let sa = node.kubectl(&["get", "serviceaccount", "-n", "ci", "c-extra"]);
+            assert!(!sa.status.success(), "C's service account is still there");
+            assert_eq!(node_status(&node)["current"], 1);
+            let (vr, vout) = verify(&node, &[]);
+            assert!(
+                vout.status.success(),
+                "A verifies: {}",
+                explain(&node, &vr, &vout)
+            );
         },
     );
+}
+
+/// xorshift64: the kill points' dice (no crate needed for a test's random numbers).
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
 }
 
 /// Start `up BUNDLE` paused (debug-only hook) right after the journal names `step`; returns the

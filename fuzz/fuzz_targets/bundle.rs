@@ -90,6 +90,7 @@ fuzz_target!(|data: &[u8]| {
             no_start: true,
             pubkey: None,
             wait: std::time::Duration::from_secs(1),
+            reserve: 0,
         },
         &Progress::hidden(),
     );

@@ -183,6 +183,7 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
                 no_start: true,
                 pubkey: None,
                 wait: std::time::Duration::from_secs(300),
+                reserve: 0,
             },
             &progress,
         )

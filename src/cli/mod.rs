@@ -284,6 +284,7 @@ impl InstallTarget {
             no_start: self.no_start,
             pubkey: self.pubkey.clone(),
             wait,
+            reserve: 0,
         })
     }
 }

@@ -236,6 +236,33 @@ pub fn sweep_partial(root: &Path) -> Result<(), InstallError> {
     Ok(())
 }
 
+/// Bytes a generation recorded after installing files of these sizes (`(path, size)`, paths
+/// relative to the root) must copy rather than hard-link: those on another filesystem than the
+/// generations directory, unless an existing generation already holds the same bytes (the same
+/// `sha256`). What `up` reserves in its free-space pre-flight besides the install's own bytes.
+pub fn copy_reserve(root: &Path, files: &[(&str, &str, u64)]) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &Path| {
+        p.ancestors()
+            .find_map(|a| fs::metadata(a).ok())
+            .map(|m| m.dev())
+    };
+    let here = dev(&dir_of(root));
+    let kept = list(root).unwrap_or_default();
+    files
+        .iter()
+        .filter(|(path, sha256, _)| {
+            dev(&root.join(path)) != here
+                && !kept.iter().any(|g| {
+                    g.record
+                        .find(path)
+                        .is_some_and(|f| f.sha256.as_deref() == Some(*sha256))
+                })
+        })
+        .map(|(_, _, size)| size)
+        .sum()
+}
+
 /// Link `from` at `to` (a new name for the same bytes), or copy it (fsynced) where the two are
 /// on different filesystems.
 fn link_or_copy(from: &Path, to: &Path) -> io::Result<()> {
@@ -492,5 +519,26 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_709_618_828), "2024-03-05T06:07:08Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn only_files_on_another_filesystem_are_reserved_for_copying() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        fs::create_dir_all(r.join("var/lib/sparkgap")).unwrap();
+        fs::create_dir_all(r.join("usr/local/bin")).unwrap();
+        let files = [("usr/local/bin/k3s", "ab", 70 << 20)];
+        assert_eq!(copy_reserve(r, &files), 0, "same filesystem: a hard link");
+        // /usr/local on another filesystem (tmpfs), as on a Spark whose /var is its own.
+        // (Linux's /dev/shm is a tmpfs; the temp dir is not.)
+        let other = tempfile::tempdir_in("/dev/shm").expect("a directory in /dev/shm");
+        assert_ne!(
+            fs::metadata(other.path()).unwrap().dev(),
+            fs::metadata(r).unwrap().dev(),
+            "/dev/shm and the temp dir are one filesystem here"
+        );
+        fs::remove_dir_all(r.join("usr/local")).unwrap();
+        std::os::unix::fs::symlink(other.path(), r.join("usr/local")).unwrap();
+        assert_eq!(copy_reserve(r, &files), 70 << 20);
     }
 }

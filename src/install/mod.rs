@@ -57,6 +57,9 @@ pub struct InstallOptions {
     pub pubkey: Option<PathBuf>,
     /// Bound on the wait for the API and the node.
     pub wait: Duration,
+    /// Free bytes the caller needs besides what the install writes (`up`: the copies a new
+    /// generation makes of files it cannot hard-link); part of the free-space check.
+    pub reserve: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,11 +92,14 @@ pub enum InstallError {
     #[error("cannot run k3s here: {0}")]
     Host(String),
     #[error(
-        "not enough free space under {path}: the install writes {needed} bytes, {available} are free\n  help: free space on that filesystem and re-run; nothing was written"
+        "not enough free space under {path}: the install writes {needed} bytes{}, {available} are free\n  help: free space on that filesystem and re-run; nothing was written",
+        if *.reserved > 0 { format!(" and the new generation copies {} more (files on another filesystem than /var/lib/sparkgap, which it cannot hard-link)", .reserved) } else { String::new() }
     )]
     DiskSpace {
         path: String,
         needed: u64,
+        /// Of `needed`, what the caller reserved (`InstallOptions::reserve`).
+        reserved: u64,
         available: u64,
     },
     #[error("{path}: cannot {op}: {source}")]
@@ -492,7 +498,7 @@ pub fn install(
             let files = base::find(root, bundle, b)?;
             base_feed = Some(base::Feed::new(files, b));
         }
-        let needed = bytes_needed(m, skip_k3s, skip_images);
+        let needed = bytes_needed(m, skip_k3s, skip_images).saturating_add(opts.reserve);
         let (at, available) = free_space(&state_dir).map_err(|source| InstallError::Io {
             path: state_dir.display().to_string(),
             op: "check free space",
@@ -501,7 +507,8 @@ pub fn install(
         if available < needed {
             return Err(InstallError::DiskSpace {
                 path: at.display().to_string(),
-                needed,
+                needed: needed - opts.reserve,
+                reserved: opts.reserve,
                 available,
             });
         }

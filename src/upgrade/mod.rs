@@ -585,6 +585,25 @@ fn adopt(root: &Path, record: &Record, notes: &mut Vec<String>) -> Option<Genera
 }
 
 /// `sparkgap up BUNDLE`: see the module documentation.
+/// Bytes the generation recorded after installing `bundle` will copy (see
+/// `generation::copy_reserve`); 0 when the bundle's manifest cannot be read ahead (the install
+/// then refuses the bundle itself).
+fn generation_copies(root: &Path, bundle: &Path) -> u64 {
+    let Some((m, _)) = crate::bundle::BundleSource::open(bundle)
+        .ok()
+        .and_then(|s| crate::bundle::read::peek_manifest(&s))
+    else {
+        return 0;
+    };
+    let files: Vec<(&str, &str, u64)> = m
+        .full_members()
+        .into_iter()
+        .filter(|x| x.path == crate::bundle::K3S_PATH)
+        .map(|x| (install::plan::K3S_BIN, x.sha256.as_str(), x.size))
+        .collect();
+    generation::copy_reserve(root, &files)
+}
+
 pub fn up(bundle: &Path, opts: &UpOptions, progress: &Progress) -> Result<UpReport, UpgradeError> {
     let started = Instant::now();
     let root = opts.install.root.as_path();
@@ -690,7 +709,14 @@ pub fn up(bundle: &Path, opts: &UpOptions, progress: &Progress) -> Result<UpRepo
     }
 
     let mut failure = None;
-    let installed = match install::install(bundle, &opts.install, progress) {
+    // The disk pre-flight (the install's) also counts what the new generation will have to copy
+    // rather than hard-link (the k3s binary, when /usr is another filesystem and no kept
+    // generation holds it already): the kept generations' own files are on disk already.
+    let install_opts = install::InstallOptions {
+        reserve: generation_copies(root, bundle),
+        ..opts.install.clone()
+    };
+    let installed = match install::install(bundle, &install_opts, progress) {
         Ok(r) => Some(r),
         Err(e) => {
             let now = Record::read(root).ok().flatten();
