@@ -1075,6 +1075,26 @@ fn own_node_upgrade_rolls_back_a_failing_bundle_and_a_good_one_becomes_generatio
                 )
             });
             let d = site.bundle(&d_spec, "upgrade-d");
+            // E changes the selector of the Tanka environment's Deployment (immutable): the
+            // pre-flight compares the bundle's Tanka objects too.
+            let e_spec = site.spec("upgrade-e", disk);
+            let jsonnet = e_spec.with_file_name("tanka/environments/default/main.jsonnet");
+            let text = std::fs::read_to_string(&jsonnet).unwrap();
+            let edited = text
+                .replace(
+                    "selector: { matchLabels: labels },",
+                    "selector: { matchLabels: labels { tier: 'web' } },",
+                )
+                .replace(
+                    "metadata: { labels: labels },",
+                    "metadata: { labels: labels { tier: 'web' } },",
+                );
+            assert_ne!(
+                edited, text,
+                "E's edit did not apply to the fixture's environment"
+            );
+            std::fs::write(&jsonnet, edited).unwrap();
+            let e = site.bundle(&e_spec, "upgrade-e");
             for (name, spec) in [("C", &c_spec), ("B", &b_spec), ("D", &d_spec)] {
                 assert_ne!(
                     std::fs::read(spec).unwrap(),
@@ -1262,6 +1282,20 @@ fn own_node_upgrade_rolls_back_a_failing_bundle_and_a_good_one_becomes_generatio
                 "a refused upgrade changed the install"
             );
             assert!(!node.path("/var/lib/sparkgap/journal.json").exists());
+
+            // Pre-flight: E's change to a Tanka object's immutable field, likewise.
+            let (_, out) = up(&node, &e, &pubkey);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+            assert!(
+                err.contains("site-status") && err.contains("selector"),
+                "{err}"
+            );
+            assert_eq!(
+                std::fs::read(node.path("/var/lib/sparkgap/installed.json")).unwrap(),
+                record,
+                "a refused upgrade changed the install"
+            );
         },
     );
 }

@@ -339,30 +339,66 @@ pub fn require_root_at(root: &Path, action: &'static str) -> Result<(), InstallE
 /// bundle's manifest (sha256). None when it cannot be had that way; the install's verifying
 /// pass, which checks every member and the signature before anything is placed, then says why.
 pub fn peek_spec(bundle: &Path) -> Option<SpecFile> {
+    let mut found = peek_members(bundle, &|p| p == crate::bundle::SPEC_PATH)?;
+    let (_, bytes) = found.pop()?;
+    SpecFile::from_bytes(&bundle.join(crate::bundle::SPEC_PATH), bytes).ok()
+}
+
+/// The Tanka objects and HelmCharts a bundle carries (`manifests/tanka/<name>.yaml`,
+/// `manifests/charts/<name>.yaml`: name, YAML), read ahead as `peek_spec` reads the spec, for
+/// the same pre-flight. None when any of them cannot be had that way.
+pub type Rendered = Vec<(String, Vec<u8>)>;
+pub fn peek_rendered(bundle: &Path) -> Option<(Rendered, Rendered)> {
+    let under = |p: &str, dir: &str| {
+        p.strip_prefix(dir)
+            .and_then(|n| n.strip_suffix(".yaml"))
+            .is_some_and(|n| !n.contains('/'))
+    };
+    let all = peek_members(bundle, &|p| {
+        under(p, "manifests/tanka/") || under(p, "manifests/charts/")
+    })?;
+    let mut tanka = Vec::new();
+    let mut charts = Vec::new();
+    for (path, bytes) in all {
+        let name = |dir: &str| path[dir.len()..path.len() - ".yaml".len()].to_string();
+        if path.starts_with("manifests/tanka/") {
+            tanka.push((name("manifests/tanka/"), bytes));
+        } else {
+            charts.push((name("manifests/charts/"), bytes));
+        }
+    }
+    Some((tanka, charts))
+}
+
+/// The members of `bundle` whose path `wanted` accepts (each at most 16 MiB), read ahead of
+/// the install and each checked against the manifest's sha256; None when any cannot be.
+fn peek_members(bundle: &Path, wanted: &dyn Fn(&str) -> bool) -> Option<Vec<(String, Vec<u8>)>> {
     let source = crate::bundle::BundleSource::open(bundle).ok()?;
     let (m, _) = crate::bundle::read::peek_manifest(&source)?;
-    let member = m
-        .members
-        .iter()
-        .find(|x| x.path == crate::bundle::SPEC_PATH)?;
-    if member.size > 16 << 20 {
+    let listed: Vec<_> = m.members.iter().filter(|x| wanted(&x.path)).collect();
+    if listed.iter().any(|x| x.size > 16 << 20) {
         return None;
     }
     let (f, _) = source.stream().ok()?;
     let mut ar = tar::Archive::new(f);
+    let mut out = Vec::new();
     for entry in ar.entries().ok()? {
-        let mut entry = entry.ok()?;
-        if entry.path().ok()?.to_str()? != crate::bundle::SPEC_PATH {
-            continue;
+        if out.len() == listed.len() {
+            break;
         }
+        let mut entry = entry.ok()?;
+        let path = entry.path().ok()?.to_str()?.to_string();
+        let Some(member) = listed.iter().find(|x| x.path == path) else {
+            continue;
+        };
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes).ok()?;
-        if crate::digest::sha256_hex(&bytes) != member.sha256.trim_start_matches("sha256:") {
+        if crate::digest::sha256_hex(&bytes) != member.sha256 {
             return None;
         }
-        return SpecFile::from_bytes(&bundle.join(crate::bundle::SPEC_PATH), bytes).ok();
+        out.push((path, bytes));
     }
-    None
+    (out.len() == listed.len()).then_some(out)
 }
 
 /// `sha256:` over the image members: the image archive is a pure function of them.

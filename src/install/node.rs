@@ -67,10 +67,13 @@ pub fn apply(
 pub fn check_immutable(
     kubeconfig: Option<&Path>,
     spec: &Appliance,
+    external: &stages::External,
     replace: bool,
 ) -> Result<(), StageError> {
     let opts = ApplyOptions {
         replace,
+        tanka: external.tanka.clone(),
+        charts: external.charts.clone(),
         ..ApplyOptions::default()
     };
     crate::runtime()

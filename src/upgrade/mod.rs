@@ -678,12 +678,22 @@ pub fn up(bundle: &Path, opts: &UpOptions, progress: &Progress) -> Result<UpRepo
     // the disk space it needs, by the install before it places a file).
     let c = cluster(opts);
     if from.is_some() && c.none.is_none() {
-        match install::peek_spec(bundle) {
+        // The spec's stage objects and the bundle's Tanka objects and HelmCharts, all of what
+        // apply will send.
+        let external = install::peek_rendered(bundle).and_then(|(tanka, charts)| {
+            Some(External {
+                tanka: crate::stages::tanka_objects_from_yaml(&tanka).ok()?,
+                charts: crate::stages::chart_objects_from_yaml(&charts).ok()?,
+                charts_unavailable: None,
+            })
+        });
+        match install::peek_spec(bundle).zip(external) {
             None => {}
-            Some(new_spec) => {
+            Some((new_spec, external)) => {
                 match install::node::check_immutable(
                     Some(&c.kubeconfig),
                     &new_spec.appliance,
+                    &external,
                     opts.flags.replace,
                 ) {
                     Ok(()) => {}
