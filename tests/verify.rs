@@ -1437,6 +1437,49 @@ async fn storage_fails_on_wrong_default_class_on_lost_data_and_on_a_class_that_n
     );
 }
 
+/// A writer held up by its claim (the provisioner has not made the volume: after a k3s restart
+/// its informers are still re-listing): the timeout names the claim and its newest event.
+#[tokio::test]
+async fn a_storage_pod_held_up_by_its_claim_names_the_claim_and_its_event() {
+    let mut c = Cluster::healthy();
+    c.set(
+        "GET",
+        &format!("{}/storage-writer-fast", pods_path(NS)),
+        200,
+        pod(NS, "storage-writer-fast", "Pending", None, None, None),
+    );
+    c.set(
+        "GET",
+        &format!("/api/v1/namespaces/{NS}/persistentvolumeclaims/verify-fast"),
+        200,
+        json!({"kind": "PersistentVolumeClaim", "apiVersion": "v1", "metadata": {"name": "verify-fast", "namespace": NS},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}, "storageClassName": "fast"},
+            "status": {"phase": "Pending"}}),
+    );
+    c.set("GET", &format!("/api/v1/namespaces/{NS}/events"), 200, list("EventList", "v1", vec![
+        json!({"metadata": {"name": "verify-fast.1873f2c0a1b2c3d5", "namespace": NS},
+            "involvedObject": {"kind": "PersistentVolumeClaim", "namespace": NS, "name": "verify-fast"},
+            "reason": "ExternalProvisioning", "type": "Normal", "count": 4,
+            "lastTimestamp": "2025-11-22T03:41:09Z",
+            "message": "Waiting for a volume to be created either by the external provisioner 'rancher.io/local-path' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered.",
+            "source": {"component": "persistentvolume-controller"}})]));
+    let (r, _) = verify_with(
+        &c,
+        &spec(),
+        Some(&lock()),
+        &opts(&["storage"], Duration::from_secs(2)),
+    )
+    .await;
+    let r = &r.checks[0];
+    assert_eq!(r.status, Status::Fail, "{r:#?}");
+    let reason = r.reason.as_deref().unwrap_or("");
+    assert!(
+        reason.contains("storage-writer-fast to finish (phase Pending); PVC ")
+            && reason.contains("/verify-fast is Pending: ExternalProvisioning: Waiting for a volume to be created either by the external provisioner 'rancher.io/local-path'"),
+        "{r:#?}"
+    );
+}
+
 #[tokio::test]
 async fn storage_skips_without_a_test_image() {
     let no_image = spec_with(|s| s.spec.verify.test_image = None);

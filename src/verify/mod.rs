@@ -283,6 +283,9 @@ pub fn run_blocking(
     })
 }
 
+/// The least time a workload check is given when the overall timeout allows (`Ctx::budget`).
+const MIN_SHARE: Duration = Duration::from_secs(90);
+
 struct Ctx<'a> {
     client: &'a kube::Client,
     spec: &'a Appliance,
@@ -305,12 +308,18 @@ impl Ctx<'_> {
     }
 
     /// This workload check's share: what is left (less a tenth of the timeout kept for the
-    /// API-only checks after it) divided among the workload checks still to run.
+    /// API-only checks after it) divided among the workload checks still to run, but at least
+    /// `MIN_SHARE` (or half of what is usable, when less is left). The first check after a k3s
+    /// restart waits for what restarted (a provisioner's informers re-listing after the API
+    /// server came back, with client-go's backoff, took more than 45 s on the live node: an
+    /// even share of a 5-minute timeout failed a good upgrade); the checks after it are quick
+    /// once the cluster has settled, and the overall timeout still bounds the run.
     fn budget(&self, workloads_left: usize) -> Budget {
         let left = self.deadline.saturating_duration_since(Instant::now());
         let reserve = self.timeout / 10;
         let usable = left.saturating_sub(reserve).max(left / 2);
-        Budget::new(usable / workloads_left.max(1) as u32)
+        let even = usable / workloads_left.max(1) as u32;
+        Budget::new(even.max(MIN_SHARE.min(usable / 2)))
     }
 }
 

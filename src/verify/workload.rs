@@ -417,6 +417,47 @@ impl<'a> Workloads<'a> {
             .unwrap_or_default()
     }
 
+    /// Why a pod's claim held it up, as `; PVC ns/name is Pending: reason: message` (the
+    /// newest event about the claim: the provisioner's failure, or that it is still waited
+    /// for); empty when the claim is Bound or nothing says.
+    async fn claim_why(&self, ns: &str, claim: &str) -> String {
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+        let Ok(pvc) = pvcs.get(claim).await else {
+            return String::new();
+        };
+        let phase = pvc
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_else(|| "Pending".into());
+        if phase == "Bound" {
+            return String::new();
+        }
+        let events: Api<Event> = Api::namespaced(self.client.clone(), ns);
+        let selector =
+            format!("involvedObject.kind=PersistentVolumeClaim,involvedObject.name={claim}");
+        let newest = events
+            .list(&ListParams::default().fields(&selector))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .max_by_key(|e| {
+                e.last_timestamp
+                    .as_ref()
+                    .map(|t| t.0)
+                    .or(e.event_time.as_ref().map(|t| t.0))
+            });
+        match newest {
+            Some(e) => format!(
+                "; PVC {ns}/{claim} is {phase}: {}: {}",
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default().trim()
+            ),
+            None => format!("; PVC {ns}/{claim} is {phase}"),
+        }
+    }
+
     /// Delete a pod that has served its purpose, without waiting (best effort: cleanup deletes
     /// what is left, and the throwaway namespace goes whole).
     async fn delete_pod(&self, ns: &str, name: &str) {
@@ -551,7 +592,10 @@ impl<'a> Workloads<'a> {
             self.image(),
             &format!("echo {token} > /data/proof && sync && echo wrote /data/proof"),
         ));
-        let w = self.run_pod(&ns, &writer, budget).await?;
+        let w = match self.run_pod(&ns, &writer, budget).await {
+            Ok(w) => w,
+            Err(e) => return Err(format!("{e}{}", self.claim_why(&ns, &claim).await)),
+        };
         if !w.succeeded() {
             return Err(format!(
                 "writer pod {} (exit {}): {}",
