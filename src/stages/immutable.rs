@@ -60,8 +60,16 @@ pub fn conflicts(obj: &Object, live: &Value, expandable: Option<bool>) -> Vec<Co
             note,
         });
     };
-    match obj {
-        Object::StorageClass(_) => {
+    // By what the object is, not by how it was built: a Tanka environment's objects are
+    // `Object::Dynamic` whatever their kind (a Deployment from jsonnet has the same immutable
+    // selector as the spec's).
+    let group = sent["apiVersion"]
+        .as_str()
+        .and_then(|v| v.rsplit_once('/'))
+        .map_or("", |(g, _)| g);
+    let kind = sent["kind"].as_str().unwrap_or_default();
+    match (group, kind) {
+        ("storage.k8s.io", "StorageClass") => {
             // Kubernetes' defaults for what an older object may not carry.
             let or = |v: Option<&Value>, d: &str| v.cloned().unwrap_or_else(|| d.into());
             differ(
@@ -98,7 +106,7 @@ pub fn conflicts(obj: &Object, live: &Value, expandable: Option<bool>) -> Vec<Co
                 differ("parameters", show_empty(lp), &show_empty(sp), true, None);
             }
         }
-        Object::VolumeSnapshotClass(_) => {
+        (super::SNAPSHOT_GROUP, "VolumeSnapshotClass") => {
             differ(
                 "driver",
                 live.get("driver").cloned().unwrap_or(Value::Null),
@@ -107,18 +115,20 @@ pub fn conflicts(obj: &Object, live: &Value, expandable: Option<bool>) -> Vec<Co
                 None,
             );
         }
-        Object::Deployment(_) => {
+        ("apps", "Deployment" | "DaemonSet" | "ReplicaSet" | "StatefulSet") => {
+            // A StatefulSet is never replaced: its pods' identities and claims go with it.
+            let stateful = kind == "StatefulSet";
             differ(
                 "spec.selector",
                 live.pointer("/spec/selector")
                     .cloned()
                     .unwrap_or(Value::Null),
                 &sent["spec"]["selector"],
-                true,
-                None,
+                !stateful,
+                stateful.then(|| "a StatefulSet is not replaced: its claims go with it".into()),
             );
         }
-        Object::PersistentVolumeClaim(_) => {
+        ("", "PersistentVolumeClaim") => {
             // A claim's spec is immutable except its storage request, which may only grow,
             // and only on a class that allows expansion. A claim is never replaced: its
             // volume (the data) would go with it.
@@ -225,5 +235,26 @@ mod tests {
             shrink[0].to_string().contains("cannot shrink"),
             "{shrink:?}"
         );
+    }
+
+    #[test]
+    fn a_tanka_deployment_s_selector_is_compared_like_the_spec_s() {
+        let dep = |tier: &str| {
+            let v = serde_json::json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "site-status", "namespace": "apps"},
+                "spec": {"selector": {"matchLabels": {"app": "site", "tier": tier}},
+                         "template": {"metadata": {"labels": {"app": "site", "tier": tier}}}}
+            });
+            let d: kube::api::DynamicObject = serde_json::from_value(v).unwrap();
+            Object::Dynamic(Box::new(d))
+        };
+        let live = dep("web").to_value();
+        assert!(conflicts(&dep("web"), &live, None).is_empty());
+        let c = conflicts(&dep("api"), &live, None);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].field, "spec.selector");
+        assert!(c[0].replaceable);
+        assert!(c[0].object.contains("site-status"), "{}", c[0].object);
     }
 }
