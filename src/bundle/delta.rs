@@ -12,11 +12,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::write::{BundlePlan, MODE_EXEC, MODE_FILE, manifest_to_bytes};
-use super::{BundleError, BundleSource, DeltaBase, IMAGES_DIR, K3S_PATH, Member};
+use super::{BLOB_PREFIX, BundleError, BundleSource, DeltaBase, IMAGES_DIR, K3S_PATH, Member};
 use crate::lock::Lock;
-
-/// Where image blobs live in a bundle; a blob's file name is its sha256.
-pub const BLOB_PREFIX: &str = "images/blobs/sha256/";
 
 /// What `build --base` was given, read: the base's identity and the members of its full
 /// bundle a delta may leave out (image blobs and `bin/k3s`), by path.

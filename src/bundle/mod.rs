@@ -43,6 +43,8 @@ pub const LOCK_PATH: &str = "appliance.lock";
 pub const K3S_PATH: &str = "bin/k3s";
 /// OCI image layout root inside the bundle.
 pub const IMAGES_DIR: &str = "images";
+/// Where image blobs live in a bundle; a blob's file name is its sha256.
+pub const BLOB_PREFIX: &str = "images/blobs/sha256/";
 
 /// `sparkgap-bundle.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1099,7 +1099,7 @@ pub(crate) fn manifest_problems(m: &BundleManifest) -> Vec<Problem> {
             );
         }
         // A base supplies image blobs (named by their digest) and the k3s binary, nothing else.
-        let blob = mem.path.strip_prefix(super::delta::BLOB_PREFIX);
+        let blob = mem.path.strip_prefix(super::BLOB_PREFIX);
         if in_base && mem.path != K3S_PATH && blob != Some(mem.sha256.as_str()) {
             bad(
                 &mem.path,
