@@ -232,6 +232,14 @@ fn a_delta_carries_only_the_blobs_its_base_lacks_and_installs_as_the_full_bundle
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(installed(&root), installed(&full_root));
 
+    // The delta carries B's SBOM: the same bytes as B's.
+    let sbom = |bundle: &Path| {
+        let o = sparkgap().arg("sbom").arg(bundle).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        o.stdout
+    };
+    assert_eq!(sbom(&delta), sbom(&f.b));
+
     // A delta split in parts installs the same way.
     let parts = f.dir.join("parts");
     let o = sparkgap()
@@ -273,6 +281,34 @@ fn a_delta_built_from_the_base_lock_installs_on_the_base_bundle() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let full_root = f.dir.join("root-full");
     assert_eq!(install(&f.b, &full_root).status.code(), Some(0));
+    assert_eq!(installed(&root), installed(&full_root));
+}
+
+/// A delta whose k3s changed carries the new binary (nothing of C is in A: everything is
+/// carried) and installs on A as C in full.
+#[test]
+fn a_delta_with_a_new_k3s_carries_it() {
+    let f = fixture();
+    let c_inputs = inputs(&f.dir, 'C');
+    let c = f.dir.join("c.tar");
+    build(&c_inputs, &c, None);
+    let delta = f.dir.join("delta-c.tar");
+    let report = build(&c_inputs, &delta, Some(&f.a));
+    assert_eq!(report["delta"]["leftToBase"]["members"], 0, "{report}");
+    let carried = |b: &Path| {
+        let mut ar = tar::Archive::new(std::fs::File::open(b).unwrap());
+        ar.entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(carried(&delta).contains(&"bin/k3s".to_string()));
+    let root = f.dir.join("root");
+    assert_eq!(install(&f.a, &root).status.code(), Some(0));
+    let o = install(&delta, &root);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let full_root = f.dir.join("root-full");
+    assert_eq!(install(&c, &full_root).status.code(), Some(0));
     assert_eq!(installed(&root), installed(&full_root));
 }
 
