@@ -423,3 +423,35 @@ fn finishing_a_part_stops_at_its_end() {
     let named: Vec<String> = parts.problems().into_iter().map(|p| p.member).collect();
     assert_eq!(named, ["bundle.tar.part0001", "bundle.tar.part0003"]);
 }
+
+/// `up`'s pre-flight reads the bundle's Tanka objects and HelmCharts ahead, seeking over the
+/// image blobs before them: across parts as in one tar, each member checked by its sha256.
+#[test]
+fn the_rendered_objects_are_read_ahead_from_parts_as_from_the_tar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tanka = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: site}\n".to_vec();
+    let chart = b"apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata: {name: web}\n".to_vec();
+    let opts = BundleOpts {
+        k3s_size: 1_500_000,
+        images: vec![ImageOpts {
+            name: "busybox".into(),
+            reference: "docker.io/library/busybox:1.37.0".into(),
+            layers: vec![1_200_000],
+            shared_layer: true,
+        }],
+        extra: vec![
+            ("manifests/charts/web.yaml".into(), chart.clone()),
+            ("manifests/tanka/site.yaml".into(), tanka.clone()),
+        ],
+        ..Default::default()
+    };
+    let whole = synthetic_bundle(tmp.path(), &opts);
+    let dir = tmp.path().join("stick");
+    split(&whole, "1M", &dir);
+    let want = (
+        vec![("site".to_string(), tanka)],
+        vec![("web".to_string(), chart)],
+    );
+    assert_eq!(sparkgap::install::peek_rendered(&whole), Some(want.clone()));
+    assert_eq!(sparkgap::install::peek_rendered(&dir), Some(want));
+}

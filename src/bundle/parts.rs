@@ -12,7 +12,7 @@
 
 use std::cell::RefCell;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -252,6 +252,24 @@ impl BundleSource {
         }
     }
 
+    /// The bundle's bytes, seekable, for reading a few members by their tar headers (seeking
+    /// over the data of the rest: `up`'s pre-flight). Nothing is checked here, parts are not
+    /// hashed: what is read so must be checked against the manifest by the caller, and the
+    /// install's verifying pass (`stream`) checks everything.
+    pub fn seekable(&self) -> Result<Box<dyn ReadSeek>, BundleError> {
+        match self {
+            BundleSource::File { path, .. } => {
+                let (f, _) = crate::input::open_regular("bundle", path)?;
+                Ok(Box::new(f))
+            }
+            BundleSource::Parts(s) => Ok(Box::new(Joined {
+                split: s.clone(),
+                pos: 0,
+                open: None,
+            })),
+        }
+    }
+
     /// The bundle's bytes from the start, and (for parts) the record of what was wrong with
     /// them, filled as the stream is read.
     pub fn stream(&self) -> Result<(Box<dyn Read>, Option<PartsReader>), BundleError> {
@@ -265,6 +283,57 @@ impl BundleSource {
                 Ok((Box::new(r.clone()), Some(r)))
             }
         }
+    }
+}
+
+/// What `BundleSource::seekable` hands out.
+pub trait ReadSeek: Read + Seek {}
+impl<T: Read + Seek> ReadSeek for T {}
+
+/// The parts as one file: a position in the bundle maps to a part (by the parts file's
+/// sizes) and an offset in it.
+struct Joined {
+    split: SplitBundle,
+    pos: u64,
+    /// The part open now (its index) and its file.
+    open: Option<(usize, File)>,
+}
+
+impl Read for Joined {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut start = 0;
+        for (i, part) in self.split.index.parts.iter().enumerate() {
+            if self.pos < start + part.size {
+                if self.open.as_ref().is_none_or(|(k, _)| *k != i) {
+                    let f = File::open(self.split.dir.join(&part.file)).map_err(|e| {
+                        std::io::Error::new(e.kind(), format!("part {}: {e}", part.file))
+                    })?;
+                    self.open = Some((i, f));
+                }
+                let (_, f) = self.open.as_mut().expect("opened above");
+                f.seek(SeekFrom::Start(self.pos - start))?;
+                let want = buf.len().min((start + part.size - self.pos) as usize);
+                let n = f.read(&mut buf[..want])?;
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            start += part.size;
+        }
+        Ok(0)
+    }
+}
+
+impl Seek for Joined {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let (base, delta) = match to {
+            SeekFrom::Start(n) => (0, n as i64),
+            SeekFrom::Current(d) => (self.pos, d),
+            SeekFrom::End(d) => (self.split.index.size, d),
+        };
+        self.pos = base.checked_add_signed(delta).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
+        })?;
+        Ok(self.pos)
     }
 }
 

@@ -371,7 +371,8 @@ pub fn peek_rendered(bundle: &Path) -> Option<(Rendered, Rendered)> {
 }
 
 /// The members of `bundle` whose path `wanted` accepts (each at most 16 MiB), read ahead of
-/// the install and each checked against the manifest's sha256; None when any cannot be.
+/// the install and each checked against the manifest's sha256; None when any cannot be. The
+/// other members' data is seeked over, not read (the manifests sort after every image blob).
 fn peek_members(bundle: &Path, wanted: &dyn Fn(&str) -> bool) -> Option<Vec<(String, Vec<u8>)>> {
     let source = crate::bundle::BundleSource::open(bundle).ok()?;
     let (m, _) = crate::bundle::read::peek_manifest(&source)?;
@@ -379,10 +380,9 @@ fn peek_members(bundle: &Path, wanted: &dyn Fn(&str) -> bool) -> Option<Vec<(Str
     if listed.iter().any(|x| x.size > 16 << 20) {
         return None;
     }
-    let (f, _) = source.stream().ok()?;
-    let mut ar = tar::Archive::new(f);
+    let mut ar = tar::Archive::new(source.seekable().ok()?);
     let mut out = Vec::new();
-    for entry in ar.entries().ok()? {
+    for entry in ar.entries_with_seek().ok()? {
         if out.len() == listed.len() {
             break;
         }
