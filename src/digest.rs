@@ -30,6 +30,34 @@ pub fn sha256_reader(mut r: impl Read) -> std::io::Result<(String, u64)> {
     Ok((hex::encode(h.finalize()), n))
 }
 
+/// A reader that hashes what passes through it: `hex()` is the sha256 of every byte read.
+pub struct Sha256Reader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Sha256Reader<R> {
+    pub fn new(inner: R) -> Sha256Reader<R> {
+        Sha256Reader {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// `<hex>` of what was read.
+    pub fn hex(self) -> String {
+        hex::encode(self.hasher.finalize())
+    }
+}
+
+impl<R: Read> Read for Sha256Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// The 64-hex part of a `sha256:` digest, or None when the string is not exactly that. Only
 /// the result of this function may be used to build a path.
 pub fn sha256_hex_of(digest: &str) -> Option<&str> {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::write::{BundlePlan, MODE_EXEC, MODE_FILE, manifest_to_bytes};
-use super::{BLOB_PREFIX, BundleError, BundleSource, DeltaBase, IMAGES_DIR, K3S_PATH, Member};
+use super::{BLOB_PREFIX, BundleError, BundleSource, DeltaBase, K3S_PATH, Member};
 use crate::lock::Lock;
 
 /// What `build --base` was given, read: the base's identity and the members of its full
@@ -146,10 +146,4 @@ pub fn into_delta(mut plan: BundlePlan, base: &Base) -> (BundlePlan, Left) {
     });
     plan.manifest_bytes = manifest_to_bytes(&plan.manifest);
     (plan, left)
-}
-
-/// True for the members of the image layout (`images/...`): what the image archive is made of.
-pub fn is_image_member(path: &str) -> bool {
-    path.strip_prefix(IMAGES_DIR)
-        .is_some_and(|r| r.starts_with('/'))
 }

@@ -46,6 +46,12 @@ pub const IMAGES_DIR: &str = "images";
 /// Where image blobs live in a bundle; a blob's file name is its sha256.
 pub const BLOB_PREFIX: &str = "images/blobs/sha256/";
 
+/// True for the members of the image layout (`images/...`): what the image archive is made of.
+pub fn is_image_member(path: &str) -> bool {
+    path.strip_prefix(IMAGES_DIR)
+        .is_some_and(|r| r.starts_with('/'))
+}
+
 /// `sparkgap-bundle.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -8,10 +8,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
-use crate::bundle::delta::is_image_member;
-use crate::bundle::{DeltaBase, IMAGES_DIR, K3S_PATH, Member};
+use crate::bundle::{DeltaBase, IMAGES_DIR, K3S_PATH, Member, is_image_member};
 
 use super::InstallError;
 use super::generation;
@@ -212,31 +209,4 @@ fn index(archive: &Path) -> io::Result<BTreeMap<String, (u64, u64)>> {
         }
     }
     Ok(out)
-}
-
-/// Hashes what passes through; `check` compares with the member's sha256 at the end.
-pub struct Checked<R> {
-    pub inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Checked<R> {
-    pub fn new(inner: R) -> Checked<R> {
-        Checked {
-            inner,
-            hasher: Sha256::new(),
-        }
-    }
-
-    pub fn matches(self, m: &Member) -> bool {
-        hex::encode(self.hasher.finalize()) == m.sha256
-    }
-}
-
-impl<R: Read> Read for Checked<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::bundle::{BundleError, BundleManifest, IMAGES_DIR, K3S_PATH};
+use crate::bundle::{BundleError, BundleManifest, K3S_PATH};
 use crate::lock::{Lock, LockError};
 use crate::progress::Progress;
 use crate::spec::{SpecError, SpecFile};
@@ -408,7 +408,7 @@ fn images_source(m: &BundleManifest) -> String {
     for mem in m
         .full_members()
         .into_iter()
-        .filter(|x| x.path.starts_with(&format!("{IMAGES_DIR}/")))
+        .filter(|x| crate::bundle::is_image_member(&x.path))
     {
         text.push_str(&format!("{} {}\n", mem.path, mem.sha256));
     }
@@ -475,7 +475,7 @@ fn skips(root: &Path, m: &BundleManifest, previous: Option<&Record>) -> (bool, b
 fn bytes_needed(m: &BundleManifest, skip_k3s: bool, skip_images: bool) -> u64 {
     let mut n: u64 = 1 << 20;
     for mem in m.full_members() {
-        let image = mem.path.starts_with(&format!("{IMAGES_DIR}/"));
+        let image = crate::bundle::is_image_member(&mem.path);
         if (mem.path == K3S_PATH && skip_k3s) || (image && skip_images) {
             continue;
         }

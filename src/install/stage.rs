@@ -16,9 +16,10 @@ use crate::bundle::{BundleError, IMAGES_DIR, K3S_PATH, LOCK_PATH, Member, SPEC_P
 use crate::progress::Task;
 
 use super::InstallError;
-use super::base::{Checked, Feed};
+use super::base::Feed;
 use super::fsops::{Counting, PipedFile, Tracked, fault};
 use super::plan::Content;
+use crate::digest::Sha256Reader;
 
 /// Largest spec or lock accepted into memory.
 const SMALL_LIMIT: u64 = 16 << 20;
@@ -195,9 +196,7 @@ impl<'a> Stager<'a> {
                 self.sbom.push((p[SBOM_DIR.len()..].to_string(), buf));
                 Ok(())
             }
-            p if p.starts_with(&format!("{IMAGES_DIR}/")) && !self.skip_images => {
-                self.append_image(m, r)
-            }
+            p if crate::bundle::is_image_member(p) && !self.skip_images => self.append_image(m, r),
             _ => io::copy(r, &mut io::sink())
                 .map(|_| ())
                 .map_err(|e| self.invalid(m, e.to_string())),
@@ -264,7 +263,7 @@ impl<'a> Stager<'a> {
         }
         while let Some(m) = self.base.as_mut().and_then(|b| b.next_before(path)) {
             let feed = self.base.as_mut().expect("checked above");
-            let mut from = Checked::new(feed.open(&m)?);
+            let mut from = Sha256Reader::new(feed.open(&m)?);
             let (builder, archive_path) = self.archive()?;
             builder
                 .append_data(
@@ -273,7 +272,7 @@ impl<'a> Stager<'a> {
                     &mut from,
                 )
                 .map_err(InstallError::io(&archive_path, "write image archive"))?;
-            if !from.matches(&m) {
+            if from.hex() != m.sha256 {
                 let at = self.base.as_ref().expect("checked above").describe();
                 return Err(InstallError::BaseDamaged(format!(
                     "{} in {at} does not have the sha256 the delta's manifest names; install a full bundle instead",
@@ -298,13 +297,13 @@ impl<'a> Stager<'a> {
         let path = self.dir()?.join("k3s");
         let src = std::fs::File::open(&from)
             .map_err(InstallError::io(&from, "open the base's k3s binary"))?;
-        let mut checked = Checked::new(src);
+        let mut checked = Sha256Reader::new(src);
         let mut out = PipedFile::create(&path, 0o600)
             .map_err(InstallError::io(&path, "write staged file"))?;
         let n = io::copy(&mut checked, &mut out)
             .and_then(|n| out.finish().map(|()| n))
             .map_err(InstallError::io(&path, "write staged file"))?;
-        if n != m.size || !checked.matches(&m) {
+        if n != m.size || checked.hex() != m.sha256 {
             return Err(InstallError::BaseDamaged(format!(
                 "{} is not the k3s binary the delta's manifest names (sha256 {}); install a full bundle instead",
                 from.display(),
