@@ -162,6 +162,23 @@ fn fixture() -> Fixture {
     }
 }
 
+impl Fixture {
+    /// B as a delta on A's bundle, `dir/delta.tar`.
+    fn delta(&self) -> PathBuf {
+        let delta = self.dir.join("delta.tar");
+        build(&self.b_inputs, &delta, Some(&self.a));
+        delta
+    }
+
+    /// Bundle C (nothing shared with A) and its inputs.
+    fn c(&self) -> (PathBuf, PathBuf) {
+        let c_inputs = inputs(&self.dir, 'C');
+        let c = self.dir.join("c.tar");
+        build(&c_inputs, &c, None);
+        (c_inputs, c)
+    }
+}
+
 /// Every installed file but the install record, which names the bundle installed (a delta's
 /// id is not the full bundle's); the record's file list is compared apart.
 fn installed(root: &Path) -> (tree::Tree, Value) {
@@ -289,9 +306,7 @@ fn a_delta_built_from_the_base_lock_installs_on_the_base_bundle() {
 #[test]
 fn a_delta_with_a_new_k3s_carries_it() {
     let f = fixture();
-    let c_inputs = inputs(&f.dir, 'C');
-    let c = f.dir.join("c.tar");
-    build(&c_inputs, &c, None);
+    let (c_inputs, c) = f.c();
     let delta = f.dir.join("delta-c.tar");
     let report = build(&c_inputs, &delta, Some(&f.a));
     assert_eq!(report["delta"]["leftToBase"]["members"], 0, "{report}");
@@ -315,11 +330,8 @@ fn a_delta_with_a_new_k3s_carries_it() {
 #[test]
 fn a_delta_without_its_base_is_refused_and_nothing_changes() {
     let f = fixture();
-    let delta = f.dir.join("delta.tar");
-    build(&f.b_inputs, &delta, Some(&f.a));
-    let c_inputs = inputs(&f.dir, 'C');
-    let c = f.dir.join("c.tar");
-    build(&c_inputs, &c, None);
+    let delta = f.delta();
+    let (_, c) = f.c();
 
     // An empty root, and a root holding another bundle.
     let empty = f.dir.join("root-empty");
@@ -356,11 +368,8 @@ fn up(bundle: &Path, root: &Path) -> Output {
 #[test]
 fn a_delta_finds_its_base_in_a_kept_generation() {
     let f = fixture();
-    let delta = f.dir.join("delta.tar");
-    build(&f.b_inputs, &delta, Some(&f.a));
-    let c_inputs = inputs(&f.dir, 'C');
-    let c = f.dir.join("c.tar");
-    build(&c_inputs, &c, None);
+    let delta = f.delta();
+    let (_, c) = f.c();
     // A, then C: the node runs C, and A is kept as generation 1 (its archive only there).
     let root = f.dir.join("root");
     for b in [&f.a, &c] {
@@ -379,8 +388,7 @@ fn a_delta_finds_its_base_in_a_kept_generation() {
 #[test]
 fn a_damaged_base_archive_is_named_and_nothing_changes() {
     let f = fixture();
-    let delta = f.dir.join("delta.tar");
-    build(&f.b_inputs, &delta, Some(&f.a));
+    let delta = f.delta();
     let root = f.dir.join("root");
     assert_eq!(install(&f.a, &root).status.code(), Some(0));
     // Flip one byte inside the installed archive's data (past the first header).
@@ -461,32 +469,11 @@ fn bench_delta_inputs() {
         return;
     };
     let dir = PathBuf::from(dir);
-    let mib: usize = std::env::var("SPARKGAP_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024);
-    let k3s = 70 << 20;
-    let layer = ((mib << 20).saturating_sub(k3s)) / 6;
-    let image = |name: &str, layers: Vec<usize>| ImageOpts {
-        name: name.into(),
-        reference: format!("registry.bench/{name}:1.0"),
-        layers,
-        shared_layer: false,
-    };
-    let a = BundleOpts {
-        images: vec![
-            image("one", vec![layer, layer]),
-            image("two", vec![layer, layer]),
-            image("three", vec![layer, layer]),
-        ],
-        k3s_size: k3s,
-        extra: vec![],
-        ..Default::default()
-    };
+    let (a, layer) = bundles::bench_opts();
     let mut b = a.clone();
     // `two`'s second layer one byte longer: another blob (and so another config and manifest).
     b.images[1].layers[1] += 1;
-    b.images.push(image("four", vec![layer]));
+    b.images.push(bundles::bench_image("four", vec![layer]));
     let a_dir = dir.join("in-A");
     let b_dir = dir.join("in-B");
     let sa = bundles::synthetic_inputs(&a_dir, &a);

@@ -1295,28 +1295,14 @@ fn bench_bundle() {
         );
         return;
     };
-    let mib: usize = std::env::var("SPARKGAP_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024);
-    let k3s = 70 << 20;
-    let layer = ((mib << 20).saturating_sub(k3s)) / 6;
-    let image = |name: &str| bundles::ImageOpts {
-        name: name.into(),
-        reference: format!("registry.bench/{name}:1.0"),
-        layers: vec![layer, layer],
-        shared_layer: false,
-    };
     let dir = PathBuf::from(dir);
     fs::create_dir_all(&dir).unwrap();
+    let (opts, _) = bundles::bench_opts();
     let out = bundles::synthetic_bundle(
         &dir,
         &bundles::BundleOpts {
-            images: vec![image("one"), image("two"), image("three")],
-            k3s_size: k3s,
-            extra: vec![],
             file_name: "bench.tar".into(),
-            ..Default::default()
+            ..opts
         },
     );
     println!("{}", out.display());

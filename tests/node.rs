@@ -1396,70 +1396,61 @@ fn own_node_up_killed_during_an_upgrade_and_its_rollback_converges() {
                     .unwrap_or_else(|| "none".into())
             };
 
+            // One phase: `count` runs of `up C`, each the re-run of the one before and killed
+            // at a random point: after the n-th write step (n ≤ `max_writes`; from run
+            // `writes_from` on) with the phase's last step as backstop, or right after one of
+            // its `steps`. Every kill must leave the journal inside `operation`.
+            let mut kill_phase = |operation: &str,
+                                  steps: &[&str],
+                                  max_writes: u64,
+                                  count: usize,
+                                  writes_from: usize|
+             -> Vec<String> {
+                let backstop = steps[steps.len() - 1];
+                let mut landed = Vec::new();
+                for i in 0..count {
+                    let env = if i >= writes_from && rng.next().is_multiple_of(2) {
+                        let n = 1 + rng.next() % max_writes;
+                        vec![
+                            format!("SPARKGAP_FAULT_KILL_AFTER_WRITES={n}"),
+                            format!("SPARKGAP_FAULT_KILL_AT_STEP={backstop}"),
+                        ]
+                    } else {
+                        let step = steps[(rng.next() % steps.len() as u64) as usize];
+                        vec![format!("SPARKGAP_FAULT_KILL_AT_STEP={step}")]
+                    };
+                    let (out, journal) = killed_up(env.clone());
+                    assert!(
+                        !out.status.success(),
+                        "{operation} kill {i} ({env:?}): {}",
+                        describe(&out)
+                    );
+                    let at = step_of(&journal);
+                    assert!(
+                        at.starts_with(&format!("{operation}/")),
+                        "{operation} kill {i} ({env:?}) left the journal at {at}: {}",
+                        describe(&out)
+                    );
+                    landed.push(format!("{} -> {at}", env.join(" ")));
+                }
+                landed
+            };
+
             // The upgrade (install, apply, verify): at least 10 kills, each re-run killed again.
             let t = Instant::now();
-            let mut landed = Vec::new();
-            for i in 0..10 {
-                let env = if rng.next().is_multiple_of(2) {
-                    let n = 1 + rng.next() % 16;
-                    vec![
-                        format!("SPARKGAP_FAULT_KILL_AFTER_WRITES={n}"),
-                        "SPARKGAP_FAULT_KILL_AT_STEP=verify".into(),
-                    ]
-                } else {
-                    let step = ["install", "apply", "verify"][(rng.next() % 3) as usize];
-                    vec![format!("SPARKGAP_FAULT_KILL_AT_STEP={step}")]
-                };
-                let (out, journal) = killed_up(env.clone());
-                assert!(
-                    !out.status.success(),
-                    "upgrade kill {i} ({env:?}): {}",
-                    describe(&out)
-                );
-                let at = step_of(&journal);
-                assert!(
-                    at.starts_with("up/"),
-                    "upgrade kill {i} ({env:?}) left the journal at {at}: {}",
-                    describe(&out)
-                );
-                landed.push(format!("{} -> {at}", env.join(" ")));
-            }
+            let landed = kill_phase("up", &["install", "apply", "verify"], 16, 10, 0);
             eprintln!(
                 "TIMINGS 10 kills during the upgrade in {:.1} s: {landed:#?}",
                 t.elapsed().as_secs_f64()
             );
 
             // The rollback (restore, start, rollbackApply, rollbackVerify): the next re-run does
-            // the upgrade whole, fails verification and is killed in its rollback; each re-run
-            // after that resumes the rollback and is killed again, at least 10 times.
+            // the upgrade whole, fails verification and is killed in its rollback (at a step:
+            // its write steps would count the upgrade's); each re-run after that resumes the
+            // rollback and is killed again, at least 10 times.
             let t = Instant::now();
-            let mut landed = Vec::new();
-            let rollback_steps = ["restore", "start", "rollbackApply", "rollbackVerify"];
-            for i in 0..11 {
-                let env = if i > 0 && rng.next().is_multiple_of(2) {
-                    let n = 1 + rng.next() % 14;
-                    vec![
-                        format!("SPARKGAP_FAULT_KILL_AFTER_WRITES={n}"),
-                        "SPARKGAP_FAULT_KILL_AT_STEP=rollbackVerify".into(),
-                    ]
-                } else {
-                    let step = rollback_steps[(rng.next() % 4) as usize];
-                    vec![format!("SPARKGAP_FAULT_KILL_AT_STEP={step}")]
-                };
-                let (out, journal) = killed_up(env.clone());
-                assert!(
-                    !out.status.success(),
-                    "rollback kill {i} ({env:?}): {}",
-                    describe(&out)
-                );
-                let at = step_of(&journal);
-                assert!(
-                    at.starts_with("rollback/"),
-                    "rollback kill {i} ({env:?}) left the journal at {at}: {}",
-                    describe(&out)
-                );
-                landed.push(format!("{} -> {at}", env.join(" ")));
-            }
+            let steps = ["restore", "start", "rollbackApply", "rollbackVerify"];
+            let landed = kill_phase("rollback", &steps, 14, 11, 1);
             eprintln!(
                 "TIMINGS the upgrade then 11 kills during its rollback in {:.1} s: {landed:#?}",
                 t.elapsed().as_secs_f64()

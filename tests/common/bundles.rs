@@ -237,6 +237,37 @@ pub fn synthetic_inputs(dir: &Path, opts: &BundleOpts) -> Synthetic {
     }
 }
 
+/// The benchmarks' bundle of about `mib` MiB (`SPARKGAP_BENCH_MIB`, default 1024): three images
+/// `one`, `two`, `three` of two equal pseudo-random layers each, no shared layer, a 70 MiB k3s,
+/// no extra members. Returns the options and the layer size.
+pub fn bench_opts() -> (BundleOpts, usize) {
+    let mib: usize = std::env::var("SPARKGAP_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let k3s = 70 << 20;
+    let layer = ((mib << 20).saturating_sub(k3s)) / 6;
+    let opts = BundleOpts {
+        images: ["one", "two", "three"]
+            .map(|name| bench_image(name, vec![layer, layer]))
+            .to_vec(),
+        k3s_size: k3s,
+        extra: vec![],
+        ..Default::default()
+    };
+    (opts, layer)
+}
+
+/// An image of the benchmarks' kind: `registry.bench/<name>:1.0`, these layers, none shared.
+pub fn bench_image(name: &str, layers: Vec<usize>) -> ImageOpts {
+    ImageOpts {
+        name: name.into(),
+        reference: format!("registry.bench/{name}:1.0"),
+        layers,
+        shared_layer: false,
+    }
+}
+
 /// Generate inputs under `dir` and write `dir/<file_name>` with the real writer.
 pub fn synthetic_bundle(dir: &Path, opts: &BundleOpts) -> PathBuf {
     let s = synthetic_inputs(dir, opts);
