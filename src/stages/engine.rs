@@ -265,14 +265,7 @@ pub async fn apply(
     opts: &ApplyOptions<'_>,
 ) -> Result<ApplyReport, StageError> {
     let selected = select(spec, opts)?;
-    let mut engine = Engine {
-        client,
-        opts,
-        pending_namespaces: BTreeSet::new(),
-        live: BTreeMap::new(),
-        replace: BTreeMap::new(),
-        snapshots: false,
-    };
+    let mut engine = Engine::new(client, opts);
     engine.preflight(&selected).await?;
     let mut stages = Vec::new();
     for (stage, objects) in &selected {
@@ -317,14 +310,7 @@ pub async fn check_immutable(
     opts: &ApplyOptions<'_>,
 ) -> Result<(), StageError> {
     let selected = select(spec, opts)?;
-    let mut engine = Engine {
-        client,
-        opts,
-        pending_namespaces: BTreeSet::new(),
-        live: BTreeMap::new(),
-        replace: BTreeMap::new(),
-        snapshots: false,
-    };
+    let mut engine = Engine::new(client, opts);
     engine.preflight(&selected).await
 }
 
@@ -442,6 +428,19 @@ struct Engine<'a, 'o> {
     replace: BTreeMap<String, Vec<immutable::Conflict>>,
     /// Whether the cluster serves VolumeSnapshotClass (asked once, when storage runs).
     snapshots: bool,
+}
+
+impl<'a, 'o> Engine<'a, 'o> {
+    fn new(client: kube::Client, opts: &'a ApplyOptions<'o>) -> Engine<'a, 'o> {
+        Engine {
+            client,
+            opts,
+            pending_namespaces: BTreeSet::new(),
+            live: BTreeMap::new(),
+            replace: BTreeMap::new(),
+            snapshots: false,
+        }
+    }
 }
 
 /// Whether sparkgap created `obj` (the `created-by` mark), as opposed to adopting it.
