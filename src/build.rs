@@ -99,6 +99,8 @@ pub struct Job<'a> {
     pub sign_key: Option<&'a SignKey>,
     /// Write a delta on this base (`--base`): only what it does not have.
     pub base: Option<&'a bundle::delta::Base>,
+    /// Earlier bundles to copy blobs from (`--reuse`), besides those recorded in the cache.
+    pub reuse: &'a [std::path::PathBuf],
     pub progress: &'a Progress,
 }
 
@@ -145,10 +147,16 @@ pub fn build(spec: &SpecFile, job: &Job<'_>) -> Result<Built, BuildError> {
     }));
     lock.ensure_matches_with_found(job.lock, &spec.appliance, &found)?;
     let mtime = source_date_epoch()?;
+    // Earlier bundles this build may copy blobs from (a delta is written from the cache).
+    let held = match job.base {
+        None => bundle::reuse::Index::load(job.cache, job.reuse)?,
+        Some(_) => bundle::reuse::Index::default(),
+    };
 
     let mut pull_plan = oci::plan_pull(&lock, job.cache)?;
     if job.offline {
-        pull_plan.ensure_complete(job.cache)?;
+        pull_plan
+            .ensure_complete_with(job.cache, |digest, size| held.find(digest, size).is_some())?;
     }
     // Chart archives go inline into the bundle's HelmCharts, written before any blob: fetch
     // the missing ones first (they are small).
@@ -194,24 +202,40 @@ pub fn build(spec: &SpecFile, job: &Job<'_>) -> Result<Built, BuildError> {
         created: mtime,
         jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
     };
+    if job.base.is_none() && !pull_plan.missing.is_empty() {
+        // Cold: every blob straight into its place in the bundle.
+        let direct = Direct {
+            spec,
+            lock: &lock,
+            lock_bytes: &lock_bytes,
+            held: &held,
+            mtime,
+        };
+        let (pulled, made, plan, written) = direct.write(job, &pull_plan, extra, &sbom_inputs)?;
+        report_blobs(job.progress, &pulled);
+        report_sbom(job.progress, &made);
+        bundle::reuse::record_written(job.cache, job.out, &plan, written.size);
+        return Ok(Built {
+            pulled,
+            sbom: made.report(),
+            plan,
+            written,
+            delta: None,
+        });
+    }
     let (pulled, made) = if pull_plan.missing.is_empty() {
         let pulled = PullReport {
             cached: pull_plan.cached,
             cached_bytes: pull_plan.cached_bytes,
             ..PullReport::default()
         };
-        let made = sbom::generate(&sbom_inputs, job.progress, &|_| Ok(()))?;
+        let made = sbom::generate(&sbom_inputs, job.progress, &|_| Ok(None))?;
         (pulled, made)
     } else {
         pull_and_read(job, &pull_plan, &sbom_inputs)?
     };
     report_blobs(job.progress, &pulled);
-    job.progress.line(&format!(
-        "sbom: {} layer(s) and binaries read ({} bytes), {} from the findings cache",
-        made.scanned,
-        bundle::group_digits(made.scanned_bytes),
-        made.cached
-    ));
+    report_sbom(job.progress, &made);
     extra.extend(made.members());
     let plan = bundle::plan(spec, &lock, &lock_bytes, job.cache, extra)?;
     let (plan, delta) = match job.base {
@@ -222,17 +246,283 @@ pub fn build(spec: &SpecFile, job: &Job<'_>) -> Result<Built, BuildError> {
         None => (plan, None),
     };
     let written = bundle::write(&plan, job.out, job.sign_key, mtime, job.progress)?;
+    bundle::direct::remove_leftovers(job.out);
+    bundle::reuse::record_written(job.cache, job.out, &plan, written.size);
     Ok(Built {
         pulled,
-        sbom: SbomReport {
-            read: made.scanned,
-            read_bytes: made.scanned_bytes,
-            cached: made.cached,
-        },
+        sbom: made.report(),
         plan,
         written,
         delta,
     })
+}
+
+fn report_sbom(progress: &Progress, made: &sbom::Generated) {
+    progress.line(&format!(
+        "sbom: {} layer(s) and binaries read ({} bytes), {} from the findings cache",
+        made.scanned,
+        bundle::group_digits(made.scanned_bytes),
+        made.cached
+    ));
+}
+
+/// A cold build written in place (`bundle::direct`): the bundle is laid out from the lock,
+/// and every blob goes straight into its place — kept from an interrupted run's partial
+/// bundle (hashed again first), copied from the blob cache or an earlier bundle (hashed
+/// after the copy), or downloaded — while the SBOM reads each layer there as soon as it is
+/// written. The manifest (first member) and the SBOM (last) are written at the end.
+struct Direct<'a> {
+    spec: &'a SpecFile,
+    lock: &'a Lock,
+    lock_bytes: &'a [u8],
+    held: &'a bundle::reuse::Index,
+    mtime: u64,
+}
+
+/// Where one blob of a direct build comes from, tried in this order.
+struct Fill<'a> {
+    digest: String,
+    size: u64,
+    offset: u64,
+    claimed: bool,
+    cached: Option<std::path::PathBuf>,
+    held: Option<&'a bundle::reuse::Held>,
+    download: Option<&'a oci::NeededBlob>,
+}
+
+#[derive(Clone, Copy)]
+enum Filled {
+    Resumed,
+    Cached,
+    Reused,
+    Fetched,
+}
+
+impl Direct<'_> {
+    fn write(
+        &self,
+        job: &Job<'_>,
+        pull_plan: &oci::PullPlan,
+        extra: Vec<(String, Vec<u8>)>,
+        inputs: &sbom::Inputs<'_>,
+    ) -> Result<
+        (
+            PullReport,
+            sbom::Generated,
+            bundle::BundlePlan,
+            bundle::WriteSummary,
+        ),
+        BuildError,
+    > {
+        let every: std::collections::BTreeSet<String> = self
+            .lock
+            .images
+            .iter()
+            .flat_map(|i| i.blobs().map(|d| d.digest.clone()))
+            .chain([self.lock.k3s.digest.clone()])
+            .collect();
+        let plan = |extra| {
+            bundle::plan_pending(
+                self.spec,
+                self.lock,
+                self.lock_bytes,
+                job.cache,
+                extra,
+                &every,
+            )
+        };
+        let layout = bundle::direct::Layout::new(
+            plan(extra.clone())?,
+            &[sbom::CYCLONEDX_PATH, sbom::SPDX_PATH],
+            job.sign_key,
+            self.mtime,
+        )?;
+        let partial = bundle::direct::Partial::open(job.out, &layout, self.mtime)?;
+        let missing: std::collections::BTreeMap<&str, &oci::NeededBlob> = pull_plan
+            .missing
+            .iter()
+            .map(|b| (b.descriptor.digest.as_str(), b))
+            .collect();
+        let mut fills: Vec<Fill<'_>> = layout
+            .files()
+            .map(|(i, m)| {
+                let digest = format!("sha256:{}", m.sha256);
+                let download = missing.get(digest.as_str()).copied();
+                Fill {
+                    claimed: partial.claimed(&digest),
+                    cached: download
+                        .is_none()
+                        .then(|| job.cache.path(&digest))
+                        .flatten(),
+                    held: self.held.find(&digest, m.size),
+                    download,
+                    size: m.size,
+                    offset: layout.offsets[i],
+                    digest,
+                }
+            })
+            .collect();
+        // Largest first (the pull's order, docs/performance.md "build").
+        fills.sort_by_key(|f| std::cmp::Reverse(f.size));
+        let registry = if job.offline {
+            None
+        } else {
+            Some(Registry::new(job.registry.clone())?)
+        };
+        let arrivals = Arrivals::expecting_digests(fills.iter().map(|f| f.digest.clone()));
+        let task = job
+            .progress
+            .bytes("blobs", fills.iter().map(|f| f.size).sum());
+        let rt = crate::runtime().map_err(BuildError::Runtime)?;
+        let at = partial.path().to_path_buf();
+        let offsets: std::collections::BTreeMap<String, u64> =
+            fills.iter().map(|f| (f.digest.clone(), f.offset)).collect();
+        // Blobs already on this machine are put in place on their own thread (copies and
+        // hashing are blocking work); those that turn out unusable join the downloads.
+        let (local, remote): (Vec<&Fill<'_>>, Vec<&Fill<'_>>) = fills
+            .iter()
+            .partition(|f| f.claimed || f.cached.is_some() || f.held.is_some());
+        let (tx, rx) = futures::channel::mpsc::unbounded::<&Fill<'_>>();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (local_done, remote_done, made) = std::thread::scope(|s| {
+            let arrivals = &arrivals;
+            let (at, offsets) = (&at, &offsets);
+            let reader = s.spawn(move || {
+                sbom::generate(inputs, job.progress, &|digest| {
+                    arrivals.wait(digest)?;
+                    Ok(offsets.get(digest).map(|o| sbom::BlobAt {
+                        path: at.clone(),
+                        offset: *o,
+                    }))
+                })
+            });
+            let (partial, task, stop) = (&partial, &task, &stop);
+            let here = s.spawn(move || {
+                let mut done = Vec::new();
+                for f in local {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    match fill_here(f, partial)? {
+                        Some(how) => {
+                            if !matches!(how, Filled::Resumed) {
+                                // (A resumed blob is in the journal already.)
+                                partial.record(&f.digest)?;
+                            }
+                            arrivals.arrive(&f.digest);
+                            task.inc(f.size);
+                            done.push((how, f.size));
+                        }
+                        None => {
+                            let _ = tx.unbounded_send(f);
+                        }
+                    }
+                }
+                Ok::<_, BuildError>(done)
+            });
+            let registry = registry.as_ref();
+            let remote_done = rt.block_on(async {
+                use futures::{StreamExt, TryStreamExt};
+                futures::stream::select(futures::stream::iter(remote), rx)
+                    .map(|f| async move {
+                        let Some(registry) = registry else {
+                            return Err(BuildError::from(BundleError::Invalid {
+                                path: partial.path().display().to_string(),
+                                message: format!(
+                                    "blob {} is in neither the blob cache nor a usable earlier bundle, and --offline forbids downloading it",
+                                    f.digest
+                                ),
+                            }));
+                        };
+                        let blob = f.download.ok_or_else(|| {
+                            BuildError::from(BundleError::Invalid {
+                                path: partial.path().display().to_string(),
+                                message: format!("blob {}: nowhere to get it from", f.digest),
+                            })
+                        })?;
+                        registry
+                            .fetch_at(partial.file(), partial.path(), f.offset, blob, task)
+                            .await?;
+                        partial.record(&f.digest)?;
+                        arrivals.arrive(&f.digest);
+                        Ok::<_, BuildError>((Filled::Fetched, f.size))
+                    })
+                    .buffer_unordered(job.jobs.max(1))
+                    .try_collect::<Vec<_>>()
+                    .await
+            });
+            if remote_done.is_err() {
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            let local_done = here
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            arrivals.end(&match (&local_done, &remote_done) {
+                (Ok(_), Ok(_)) => "the bundle was written without it".to_string(),
+                (Err(e), _) | (_, Err(e)) => format!("the bundle write failed: {e}"),
+            });
+            let made = reader
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (local_done, remote_done, made)
+        });
+        let filled: Vec<(Filled, u64)> = local_done?.into_iter().chain(remote_done?).collect();
+        task.finish();
+        let made = made?;
+        let mut report = PullReport::default();
+        for (how, size) in filled {
+            let (n, bytes) = match how {
+                Filled::Resumed => (&mut report.resumed, &mut report.resumed_bytes),
+                Filled::Cached => (&mut report.cached, &mut report.cached_bytes),
+                Filled::Reused => (&mut report.reused, &mut report.reused_bytes),
+                Filled::Fetched => (&mut report.fetched, &mut report.fetched_bytes),
+            };
+            *n += 1;
+            *bytes += size;
+        }
+        let mut all = extra;
+        all.extend(made.members());
+        let whole = plan(all)?;
+        let written = partial.finish(&layout, &whole, job.sign_key, self.mtime)?;
+        Ok((report, made, whole, written))
+    }
+}
+
+/// Put one blob in its place in the partial bundle from this machine: keep what an
+/// interrupted run wrote if it still hashes right, else copy it from the blob cache (verified
+/// when it entered), else from an earlier bundle (hashed in place after the copy). None: it
+/// must be downloaded.
+fn fill_here(
+    f: &Fill<'_>,
+    partial: &bundle::direct::Partial,
+) -> Result<Option<Filled>, BuildError> {
+    let io = |e: std::io::Error| BuildError::from(BundleError::io(partial.path(), e));
+    if f.claimed && partial.holds(f.offset, f.size, &f.digest).map_err(io)? {
+        return Ok(Some(Filled::Resumed));
+    }
+    if let Some(src) = &f.cached {
+        partial.copy_from(src, 0, f.offset, f.size).map_err(io)?;
+        return Ok(Some(Filled::Cached));
+    }
+    if let Some(h) = f.held {
+        let copied = partial
+            .copy_from(&h.bundle, h.offset, f.offset, f.size)
+            .and_then(|()| partial.holds(f.offset, f.size, &f.digest));
+        match copied {
+            Ok(true) => return Ok(Some(Filled::Reused)),
+            Ok(false) => tracing::warn!(
+                "{}: its copy in {} no longer matches its digest; downloading it",
+                f.digest,
+                h.bundle.display()
+            ),
+            Err(e) => tracing::warn!(
+                "{}: cannot copy it from {}: {e}; downloading it",
+                f.digest,
+                h.bundle.display()
+            ),
+        }
+    }
+    Ok(None)
 }
 
 /// A cold build: the missing blobs are fetched into the cache while the SBOM reads each layer
@@ -254,8 +544,11 @@ fn pull_and_read(
     let rt = crate::runtime().map_err(BuildError::Runtime)?;
     let (pulled, made) = std::thread::scope(|s| {
         let arrivals = &arrivals;
-        let reader =
-            s.spawn(move || sbom::generate(inputs, job.progress, &|digest| arrivals.wait(digest)));
+        let reader = s.spawn(move || {
+            sbom::generate(inputs, job.progress, &|digest| {
+                arrivals.wait(digest).map(|()| None)
+            })
+        });
         let pulled = rt.block_on(oci::pull_notifying(
             pull_plan,
             job.cache,
@@ -388,13 +681,28 @@ pub fn source_date_epoch() -> Result<u64, BuildError> {
 }
 
 fn report_blobs(progress: &Progress, pulled: &PullReport) {
-    progress.line(&format!(
+    let mut line = format!(
         "blobs: {} fetched ({} bytes), {} already cached ({} bytes)",
         pulled.fetched,
         bundle::group_digits(pulled.fetched_bytes),
         pulled.cached,
         bundle::group_digits(pulled.cached_bytes)
-    ));
+    );
+    if pulled.reused > 0 {
+        line += &format!(
+            ", {} copied from earlier bundles ({} bytes)",
+            pulled.reused,
+            bundle::group_digits(pulled.reused_bytes)
+        );
+    }
+    if pulled.resumed > 0 {
+        line += &format!(
+            ", {} kept from the interrupted build ({} bytes)",
+            pulled.resumed,
+            bundle::group_digits(pulled.resumed_bytes)
+        );
+    }
+    progress.line(&line);
 }
 
 #[cfg(test)]

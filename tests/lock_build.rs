@@ -342,11 +342,13 @@ fn a_stale_lock_is_refused_naming_the_image() {
     );
 }
 
-/// A build killed half-way left some verified blobs and a partial file: the next run fetches
-/// only what is missing and removes the dead run's partial.
+/// Some blobs already in the cache (filled by `lock`, a Nix-made cache, or a user) and a dead
+/// run's partial download: the build copies the cached ones into place, fetches only the rest,
+/// and removes the dead run's partial. (A build killed half-way resumes from its partial
+/// bundle instead: tests/direct.rs.)
 #[test]
-fn an_interrupted_build_resumes_without_refetching() {
-    let Some(b) = Bed::start_or_skip("an_interrupted_build_resumes_without_refetching") else {
+fn a_build_with_some_blobs_cached_fetches_only_the_rest() {
+    let Some(b) = Bed::start_or_skip("a_build_with_some_blobs_cached_fetches_only_the_rest") else {
         return;
     };
     let (proxy, spec) = b.spec_via_proxy();
@@ -355,8 +357,11 @@ fn an_interrupted_build_resumes_without_refetching() {
     b.build(&spec, &lock_path, "full", "full.tar", proxy.addr())
         .assert()
         .success();
+    let members: std::collections::BTreeMap<String, Vec<u8>> =
+        tar_members(&b.path("full.tar")).into_iter().collect();
 
-    // The "interrupted" cache: half the image blobs, plus a leftover partial of a dead pid.
+    // The cache: half the image blobs and k3s (taken from the bundle), plus a leftover
+    // partial of a dead pid.
     let blobs: Vec<_> = lock
         .all_blobs()
         .into_iter()
@@ -366,20 +371,18 @@ fn an_interrupted_build_resumes_without_refetching() {
     let resumed = b.path("resumed");
     std::fs::create_dir_all(resumed.join("sha256")).expect("cache dir");
     std::fs::create_dir_all(resumed.join("tmp")).expect("tmp dir");
-    for d in kept
-        .iter()
-        .chain(std::iter::once(&sparkgap::lock::Descriptor {
-            media_type: String::new(),
-            digest: lock.k3s.digest.clone(),
-            size: lock.k3s.size,
-        }))
-    {
-        std::fs::copy(
-            b.path("full").join("sha256").join(hex(&d.digest)),
+    for d in kept {
+        std::fs::write(
             resumed.join("sha256").join(hex(&d.digest)),
+            &members[&format!("images/blobs/sha256/{}", hex(&d.digest))],
         )
-        .expect("copy blob");
+        .expect("cache blob");
     }
+    std::fs::write(
+        resumed.join("sha256").join(hex(&lock.k3s.digest)),
+        &members["bin/k3s"],
+    )
+    .expect("cache k3s");
     std::fs::write(resumed.join("tmp/4294967295-x.partial"), b"half a layer").expect("partial");
 
     let before = proxy.seen().len();
@@ -400,10 +403,15 @@ fn an_interrupted_build_resumes_without_refetching() {
         std::fs::read(b.path("full.tar")).expect("full"),
         std::fs::read(b.path("resumed.tar")).expect("resumed")
     );
+    let files = cache_files(&resumed);
     assert!(
-        cache_files(&resumed).iter().all(|f| !f.starts_with("tmp/")),
-        "leftover partial removed: {:?}",
-        cache_files(&resumed)
+        files.iter().all(|f| !f.starts_with("tmp/")),
+        "leftover partial removed: {files:?}"
+    );
+    assert_eq!(
+        files.iter().filter(|f| f.starts_with("sha256/")).count(),
+        kept.len() + 1,
+        "the fetched blobs went into the bundle only, not into the cache: {files:?}"
     );
 }
 
@@ -604,16 +612,19 @@ fn bundle_temps(dir: &Path, name: &str) -> Vec<String> {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with(&format!(".{name}.")))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect()
 }
 
-/// A cold build writes the bundle while blobs download; the blob whose digest sorts last
-/// among the image blobs always fails. By then the writer has copied every earlier blob and
-/// waits for it: the pull's failure must end that wait (no hang), the error must name the
-/// blob, and neither the bundle nor the writer's temp file may be left next to `-o`.
+/// A cold build writes every blob into its place in the bundle as it downloads; the blob whose
+/// digest sorts last among the image blobs always fails. The failure must end the SBOM's wait
+/// for it (no hang), the error must name the blob, no bundle may appear at `-o`, and what was
+/// written and verified stays in the partial bundle (and only there) for the next run, which
+/// fetches only the rest.
 #[test]
-fn a_blob_failing_while_the_bundle_is_written_leaves_no_bundle_and_no_temp_file() {
-    let test = "a_blob_failing_while_the_bundle_is_written_leaves_no_bundle_and_no_temp_file";
+fn a_blob_failing_mid_build_leaves_no_bundle_and_the_next_run_resumes() {
+    let test = "a_blob_failing_mid_build_leaves_no_bundle_and_the_next_run_resumes";
     let Some(b) = Bed::start_or_skip(test) else {
         return;
     };
@@ -649,44 +660,56 @@ fn a_blob_failing_while_the_bundle_is_written_leaves_no_bundle_and_no_temp_file(
     assert!(err.contains("after 4 attempts"), "{err}");
     assert!(proxy.injected() >= 4);
     assert!(!b.path("out.tar").exists(), "no bundle at -o");
+    // What was written and verified stays in the partial bundle, listed by its journal, for
+    // the next run; nothing else is left, and nothing went into the blob cache.
+    let temps = bundle_temps(b.dir.path(), "out.tar");
     assert_eq!(
-        bundle_temps(b.dir.path(), "out.tar"),
-        Vec::<String>::new(),
-        "no temp file next to -o"
+        temps,
+        vec![
+            ".out.tar.journal".to_string(),
+            ".out.tar.partial".to_string()
+        ],
+        "only the resumable partial bundle next to -o"
+    );
+    let journal = std::fs::read_to_string(b.path(".out.tar.journal")).expect("journal");
+    let kept: Vec<&str> = journal.lines().skip(1).collect();
+    assert!(!kept.is_empty(), "finished blobs kept: {journal}");
+    assert!(
+        !journal.contains(&last),
+        "the failed blob is not journaled: {journal}"
     );
     let files = cache_files(&b.path("c"));
     assert!(
-        files.iter().all(|f| !f.starts_with("tmp/")),
-        "no partial left: {files:?}"
+        files
+            .iter()
+            .all(|f| !f.starts_with("tmp/") && !f.starts_with("sha256/")),
+        "no blob and no partial in the cache: {files:?}"
     );
-    assert!(
-        !files.iter().any(|f| f.ends_with(hex(&last))),
-        "the failed blob is not cached: {files:?}"
-    );
-    // The blobs that finished before the failure stopped the pull stay for a resume (which
-    // ones depends on timing: the failure stops the downloads still running).
-    let inode = |f: &str| {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(b.path("c").join(f))
-            .expect("cached blob")
-            .ino()
-    };
-    let kept: Vec<(String, u64)> = files
-        .iter()
-        .filter(|f| f.starts_with("sha256/"))
-        .map(|f| (f.clone(), inode(f)))
-        .collect();
-    assert!(!kept.is_empty(), "finished blobs kept: {files:?}");
 
-    // The same build once the fault is gone: it resumes and gives a complete bundle, reusing
-    // what was kept (a blob fetched again would be a new file).
+    // The same build once the fault is gone: it resumes and gives a complete bundle,
+    // fetching only what the journal does not list.
     proxy.set_fault(Fault::PassThrough);
+    let before = proxy.seen().len();
     b.build(&spec, &lock_path, "c", "out.tar", proxy.addr())
         .assert()
         .success();
-    for (f, ino) in &kept {
-        assert_eq!(inode(f), *ino, "{f} was fetched again on resume");
+    let fetched: Vec<String> = proxy.seen()[before..]
+        .iter()
+        .filter(|s| s.method == "GET" && s.path.contains("sha256:"))
+        .map(|s| s.path.rsplit('/').next().unwrap_or_default().to_string())
+        .collect();
+    for k in &kept {
+        assert!(
+            !fetched.iter().any(|f| f == k),
+            "{k} was fetched again on resume"
+        );
     }
+    assert!(fetched.contains(&last), "{fetched:?}");
+    assert_eq!(
+        bundle_temps(b.dir.path(), "out.tar"),
+        Vec::<String>::new(),
+        "nothing left next to -o"
+    );
     sparkgap()
         .arg("inspect")
         .arg(b.path("out.tar"))

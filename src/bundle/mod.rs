@@ -12,9 +12,11 @@ use crate::failure::FailureKind;
 use crate::spec::Platform;
 
 pub mod delta;
+pub mod direct;
 mod extract;
 pub mod parts;
 pub mod read;
+pub mod reuse;
 mod sign;
 pub mod split;
 pub mod write;

@@ -76,6 +76,23 @@ impl BundlePlan {
                 .sum::<u64>()
             + 1024
     }
+
+    /// Where each member's data starts (the order of `members`) in the tar of `tar_size`
+    /// bytes written from this plan: what precedes the first member (manifest, signature)
+    /// is what the members and the end marker leave.
+    pub fn data_offsets(&self, tar_size: u64) -> Vec<u64> {
+        let entry = |n: u64| 512 + n.div_ceil(512) * 512;
+        let body: u64 = self.members.iter().map(|m| entry(m.member.size)).sum();
+        let mut at = tar_size.saturating_sub(body + 1024);
+        self.members
+            .iter()
+            .map(|m| {
+                let data = at + 512;
+                at += entry(m.member.size);
+                data
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

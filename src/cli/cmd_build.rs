@@ -13,7 +13,7 @@ use crate::spec::SpecFile;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  sparkgap build -f bundle/appliance.yaml --lock bundle/appliance.lock -o spark.tar\n  sparkgap build --offline --cache /mnt/blobs -o spark.tar          # from a filled cache only\n  SOURCE_DATE_EPOCH=1700000000 sparkgap build --sign-key sparkgap.key -o spark.tar\n  sparkgap build --base old.tar -o update.tar                       # a delta: only what old.tar lacks\n\nSame lock, same bytes: the bundle is deterministic. An interrupted build resumes from the cache.\nCredentials are read as `lock` reads them (--authfile, --repo-auth, the usual files and helpers)\nand never enter the bundle.\nExit codes: 0 ok, 2 bad spec/lock (stale lock names the image), credentials file or --base, 3\nnetwork/registry/disk (also a registry or repository refusing the credentials)."
+    after_help = "Examples:\n  sparkgap build -f bundle/appliance.yaml --lock bundle/appliance.lock -o spark.tar\n  sparkgap build --offline --cache /mnt/blobs -o spark.tar          # from a filled cache only\n  SOURCE_DATE_EPOCH=1700000000 sparkgap build --sign-key sparkgap.key -o spark.tar\n  sparkgap build --base old.tar -o update.tar                       # a delta: only what old.tar lacks\n  sparkgap build --reuse old.tar -o new.tar                         # copy unchanged blobs from old.tar\n\nSame lock, same bytes: the bundle is deterministic. Blobs are written straight into the bundle\n(no second copy in the cache); an interrupted build keeps them in .NAME.partial beside -o and\nthe next build of the same lock resumes there.\nCredentials are read as `lock` reads them (--authfile, --repo-auth, the usual files and helpers)\nand never enter the bundle.\nExit codes: 0 ok, 2 bad spec/lock (stale lock names the image), credentials file or --base, 3\nnetwork/registry/disk (also a registry or repository refusing the credentials)."
 )]
 pub struct BuildArgs {
     #[command(flatten)]
@@ -50,6 +50,11 @@ pub struct BuildArgs {
     /// the blobs the base lacks, and installs only where the base is installed.
     #[arg(long, value_name = "OLD.tar|OLD.lock")]
     pub base: Option<PathBuf>,
+    /// Copy blobs from this earlier bundle instead of downloading them (repeatable). Every
+    /// bundle `build` writes is remembered in the cache and reused the same way while it is
+    /// unchanged; each copied blob is hashed again in its new place.
+    #[arg(long, value_name = "OLD.tar")]
+    pub reuse: Vec<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryOpts,
 }
@@ -110,6 +115,7 @@ pub fn run(args: BuildArgs, g: &Global) -> anyhow::Result<u8> {
             offline: args.offline,
             sign_key: sign_key.as_ref(),
             base: base.as_ref(),
+            reuse: &args.reuse,
             progress: &progress,
         },
     )?;

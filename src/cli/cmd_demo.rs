@@ -150,6 +150,7 @@ pub fn run(args: DemoArgs, g: &Global) -> anyhow::Result<u8> {
                 offline: false,
                 sign_key: None,
                 base: None,
+                reuse: &[],
                 progress: &progress,
             },
         )

@@ -89,13 +89,14 @@ struct ArrivalState {
 impl Arrivals {
     /// A set waiting for these digests (the pull plan's missing blobs).
     pub fn expecting(plan: &PullPlan) -> Arrivals {
+        Arrivals::expecting_digests(plan.missing.iter().map(|b| b.descriptor.digest.clone()))
+    }
+
+    /// A set waiting for these digests.
+    pub fn expecting_digests(digests: impl IntoIterator<Item = String>) -> Arrivals {
         Arrivals {
             state: Mutex::new(ArrivalState {
-                expected: plan
-                    .missing
-                    .iter()
-                    .map(|b| b.descriptor.digest.clone())
-                    .collect(),
+                expected: digests.into_iter().collect(),
                 arrived: BTreeSet::new(),
                 ended: None,
             }),
@@ -152,6 +153,12 @@ pub struct PullReport {
     pub fetched_bytes: u64,
     pub cached: usize,
     pub cached_bytes: u64,
+    /// Copied from an earlier bundle (`--reuse`, or one recorded in the cache).
+    pub reused: usize,
+    pub reused_bytes: u64,
+    /// Kept from the partial bundle of a build that was interrupted.
+    pub resumed: usize,
+    pub resumed_bytes: u64,
 }
 
 /// Every distinct blob of the lock with where to get it, sorted by digest. A blob shared by
@@ -234,7 +241,22 @@ pub fn plan_pull(lock: &Lock, cache: &BlobCache) -> Result<PullPlan, OciError> {
 impl PullPlan {
     /// For `--offline`: Ok when nothing is missing, else an error listing every missing blob.
     pub fn ensure_complete(&self, cache: &BlobCache) -> Result<(), OciError> {
-        if self.missing.is_empty() {
+        self.ensure_complete_with(cache, |_, _| false)
+    }
+
+    /// `ensure_complete`, counting as present the blobs `elsewhere(digest, size)` holds (an
+    /// earlier bundle).
+    pub fn ensure_complete_with(
+        &self,
+        cache: &BlobCache,
+        elsewhere: impl Fn(&str, u64) -> bool,
+    ) -> Result<(), OciError> {
+        let missing: Vec<&NeededBlob> = self
+            .missing
+            .iter()
+            .filter(|b| !elsewhere(&b.descriptor.digest, b.descriptor.size))
+            .collect();
+        if missing.is_empty() {
             return Ok(());
         }
         let described = |b: &NeededBlob| match cache.size_of(&b.descriptor.digest) {
@@ -246,8 +268,7 @@ impl PullPlan {
         };
         Err(OciError::Offline {
             cache: cache.root().display().to_string(),
-            missing: self
-                .missing
+            missing: missing
                 .iter()
                 .map(|b| (described(b), b.descriptor.digest.clone()))
                 .collect(),
@@ -358,15 +379,67 @@ impl Registry {
         expect: Option<&Descriptor>,
         task: &Task,
     ) -> Result<(String, u64), OciError> {
-        let shown = expect.map(|d| d.digest.clone()).unwrap_or_default();
         let partial = cache
             .partial()
             .map_err(|e| OciError::cache(&cache.tmp_dir(), e))?;
-        let mut file = tokio::fs::File::from_std(
+        let file = tokio::fs::File::from_std(
             partial
                 .reopen()
                 .map_err(|e| OciError::cache(partial.path(), e))?,
         );
+        let mut sink = Sink::Cache(tokio::io::BufWriter::with_capacity(256 * 1024, file));
+        let got = self
+            .fetch_with(source, owner, expect, task, &mut sink, partial.path())
+            .await?;
+        drop(sink);
+        cache
+            .insert(partial, &got.0)
+            .map_err(|e| OciError::cache(cache.root(), e))?;
+        Ok(got)
+    }
+
+    /// Fetch one blob straight into its place in `file` (a bundle being written): the
+    /// descriptor's `size` bytes at `offset`, written with positional writes while hashing,
+    /// retried into the same place. Nothing else of `file` is touched. `path` names the file
+    /// in errors.
+    pub async fn fetch_at(
+        &self,
+        file: &std::fs::File,
+        path: &std::path::Path,
+        offset: u64,
+        blob: &NeededBlob,
+        task: &Task,
+    ) -> Result<u64, OciError> {
+        let mut sink = Sink::At {
+            file,
+            offset,
+            pos: 0,
+            buf: Vec::with_capacity(AT_BUFFER),
+        };
+        let (_, size) = self
+            .fetch_with(
+                &blob.source,
+                &blob.owner,
+                Some(&blob.descriptor),
+                task,
+                &mut sink,
+                path,
+            )
+            .await?;
+        Ok(size)
+    }
+
+    /// The retry loop around `attempt`, into `sink` (`sink_path` names it in errors).
+    async fn fetch_with(
+        &self,
+        source: &Source,
+        owner: &str,
+        expect: Option<&Descriptor>,
+        task: &Task,
+        sink: &mut Sink<'_>,
+        sink_path: &std::path::Path,
+    ) -> Result<(String, u64), OciError> {
+        let shown = expect.map(|d| d.digest.clone()).unwrap_or_default();
         let policy = self.retry;
         // One token refresh per blob, on the attempt right after a 401.
         let mut refreshed = false;
@@ -375,18 +448,12 @@ impl Registry {
         loop {
             attempt += 1;
             let refresh = std::mem::take(&mut refresh_now);
-            let failure = match self.attempt(source, refresh, expect, &mut file, task).await {
-                Ok((digest, size)) => {
-                    drop(file);
-                    cache
-                        .insert(partial, &digest)
-                        .map_err(|e| OciError::cache(cache.root(), e))?;
-                    return Ok((digest, size));
-                }
+            let failure = match self.attempt(source, refresh, expect, sink, task).await {
+                Ok(got) => return Ok(got),
                 Err(f) => f,
             };
             let (message, retry_after) = match failure {
-                Failure::Cache(e) => return Err(OciError::cache(partial.path(), e)),
+                Failure::Cache(e) => return Err(OciError::cache(sink_path, e)),
                 Failure::Permanent(message) => {
                     return Err(self.give_up(source, owner, &shown, attempt, message));
                 }
@@ -495,7 +562,7 @@ impl Registry {
         source: &Source,
         refresh_token: bool,
         expect: Option<&Descriptor>,
-        file: &mut tokio::fs::File,
+        sink: &mut Sink<'_>,
         task: &Task,
     ) -> Result<(String, u64), Failure> {
         let transient = |message: String| Failure::Transient {
@@ -585,11 +652,7 @@ impl Registry {
             );
         }
 
-        file.set_len(0).await.map_err(Failure::Cache)?;
-        file.seek(std::io::SeekFrom::Start(0))
-            .await
-            .map_err(Failure::Cache)?;
-        let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, &mut *file);
+        sink.restart().await.map_err(Failure::Cache)?;
         let mut hasher = Sha256::new();
         let mut n: u64 = 0;
         let limit = expect.map(|d| d.size);
@@ -622,12 +685,10 @@ impl Registry {
                 )));
             }
             hasher.update(&chunk);
-            out.write_all(&chunk).await.map_err(Failure::Cache)?;
+            sink.put(&chunk).await.map_err(Failure::Cache)?;
             task.inc(chunk.len() as u64);
         }
-        out.flush().await.map_err(Failure::Cache)?;
-        drop(out);
-        file.flush().await.map_err(Failure::Cache)?;
+        sink.flush().await.map_err(Failure::Cache)?;
         let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
         if let Some(d) = expect
             && (d.digest != digest || d.size != n)
@@ -638,6 +699,79 @@ impl Registry {
             });
         }
         Ok((digest, n))
+    }
+}
+
+/// Bytes gathered before one positional write.
+const AT_BUFFER: usize = 1 << 20;
+
+/// Where one download's bytes go.
+enum Sink<'a> {
+    /// A partial file of the cache, renamed in once verified.
+    Cache(tokio::io::BufWriter<tokio::fs::File>),
+    /// A window of a file being written (a blob's place in a bundle): bytes go to
+    /// `offset + pos`; nothing outside the window is written.
+    At {
+        file: &'a std::fs::File,
+        offset: u64,
+        pos: u64,
+        buf: Vec<u8>,
+    },
+}
+
+impl Sink<'_> {
+    /// Start over (a new attempt): the cache file is emptied, the window written from its start.
+    async fn restart(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Cache(w) => {
+                w.flush().await?;
+                w.get_mut().set_len(0).await?;
+                w.get_mut().seek(std::io::SeekFrom::Start(0)).await?;
+            }
+            Sink::At { pos, buf, .. } => {
+                *pos = 0;
+                buf.clear();
+            }
+        }
+        Ok(())
+    }
+
+    async fn put(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Cache(w) => w.write_all(chunk).await,
+            Sink::At { buf, .. } => {
+                buf.extend_from_slice(chunk);
+                if buf.len() >= AT_BUFFER {
+                    self.write_out()?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Cache(w) => w.flush().await,
+            Sink::At { .. } => self.write_out(),
+        }
+    }
+
+    /// The window's buffer to its place. A page-cache write of at most a few MiB: done on the
+    /// runtime's thread, as a `tokio::fs` write would block one of its pool's.
+    fn write_out(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if let Sink::At {
+            file,
+            offset,
+            pos,
+            buf,
+        } = self
+        {
+            file.write_all_at(buf, *offset + *pos)?;
+            *pos += buf.len() as u64;
+            buf.clear();
+        }
+        Ok(())
     }
 }
 

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufReader, Read};
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -107,15 +106,6 @@ impl Ord for GoFoundOrd {
 
 /// Paths whose symbolic links are kept: the os-release files, often a link to the other.
 pub const OS_RELEASE_PATHS: [&str; 2] = ["etc/os-release", "usr/lib/os-release"];
-
-/// Scan the layer blob at `file` (`layer` names it in errors: the digest and an image).
-pub fn scan_file(file: &Path, layer: &str) -> Result<LayerFindings, SbomError> {
-    let f = std::fs::File::open(file).map_err(|e| SbomError::Io {
-        path: file.display().to_string(),
-        source: e,
-    })?;
-    scan(BufReader::with_capacity(256 << 10, f), layer)
-}
 
 /// Scan a layer from a reader of the blob's bytes.
 pub fn scan(mut r: impl std::io::BufRead, layer: &str) -> Result<LayerFindings, SbomError> {
@@ -312,19 +302,15 @@ fn go_binary(r: &mut impl Read, buf: &mut [u8], path: &str) -> Result<Binary, St
     })
 }
 
-/// Scan a plain file (the k3s binary) for Go build info.
-pub fn scan_binary(file: &Path) -> Result<Option<GoFound>, SbomError> {
-    let io = |e: std::io::Error| SbomError::Io {
-        path: file.display().to_string(),
-        source: e,
-    };
-    let mut f = std::fs::File::open(file).map_err(io)?;
+/// Scan a plain file (the k3s binary, read from `r`; `what` names it in errors) for Go build
+/// info.
+pub fn scan_binary(mut r: impl Read, what: &str) -> Result<Option<GoFound>, SbomError> {
     let mut buf = vec![0u8; 256 << 10];
-    match go_binary(&mut f, &mut buf, &file.display().to_string()) {
+    match go_binary(&mut r, &mut buf, what) {
         Ok(Binary::Go(g)) => Ok(Some(g)),
         Ok(_) => Ok(None),
         Err(message) => Err(SbomError::Layer {
-            layer: file.display().to_string(),
+            layer: what.to_string(),
             message,
         }),
     }

@@ -117,6 +117,15 @@ pub struct Generated {
 
 impl Generated {
     /// The bundle members: (path, bytes).
+    /// What was read, for the build report.
+    pub fn report(&self) -> crate::build::SbomReport {
+        crate::build::SbomReport {
+            read: self.scanned,
+            read_bytes: self.scanned_bytes,
+            cached: self.cached,
+        }
+    }
+
     pub fn members(&self) -> Vec<(String, Vec<u8>)> {
         vec![
             (SPDX_PATH.to_string(), self.spdx.clone()),
@@ -141,13 +150,25 @@ pub struct Findings {
     pub k3s: Option<gobin::GoFound>,
 }
 
+/// Where a blob is when it is not in the blob cache: at `offset` of `path` (a bundle being
+/// written in place).
+#[derive(Debug, Clone)]
+pub struct BlobAt {
+    pub path: PathBuf,
+    pub offset: u64,
+}
+
+/// Waits for a blob: Ok(None) once it is in the blob cache, Ok(Some(at)) once it is written
+/// at `at`, Err(why) when it never will be.
+pub type Wait<'a> = dyn Fn(&str) -> Result<Option<BlobAt>, String> + Sync + 'a;
+
 /// Make both documents from the lock and the blob cache. `wait(digest)` is called before a
-/// blob is read and returns once it is in the cache (a cold build's pull runs alongside) or
+/// blob is read and returns once it is there (a cold build's pull runs alongside) or
 /// Err(why) when it never will be.
 pub fn generate(
     inputs: &Inputs<'_>,
     progress: &Progress,
-    wait: &(dyn Fn(&str) -> Result<(), String> + Sync),
+    wait: &Wait<'_>,
 ) -> Result<Generated, SbomError> {
     let (findings, stats) = read_all(inputs, progress, wait)?;
     let doc = Document::build(inputs, &findings);
@@ -212,7 +233,7 @@ enum Read {
 fn read_all(
     inputs: &Inputs<'_>,
     progress: &Progress,
-    wait: &(dyn Fn(&str) -> Result<(), String> + Sync),
+    wait: &Wait<'_>,
 ) -> Result<(Findings, (usize, u64, usize)), SbomError> {
     let work = work_list(inputs.lock);
     let cache = inputs.cache;
@@ -292,31 +313,40 @@ fn cached_findings(cache: &BlobCache, w: &Work) -> Option<Read> {
     }
 }
 
-fn read_one(
-    cache: &BlobCache,
-    w: &Work,
-    wait: &(dyn Fn(&str) -> Result<(), String> + Sync),
-) -> Result<Read, SbomError> {
-    wait(&w.digest).map_err(|why| SbomError::Missing {
+fn read_one(cache: &BlobCache, w: &Work, wait: &Wait<'_>) -> Result<Read, SbomError> {
+    let at = wait(&w.digest).map_err(|why| SbomError::Missing {
         what: w.label.clone(),
-        message: format!("never reached the blob cache: {why}"),
+        message: format!("never arrived: {why}"),
     })?;
-    let path = cache
-        .path(&w.digest)
-        .filter(|p| p.is_file())
-        .ok_or_else(|| SbomError::Missing {
-            what: w.label.clone(),
-            message: format!("not in the blob cache {}", cache.root().display()),
-        })?;
+    let (path, offset) = match at {
+        Some(at) => (at.path, at.offset),
+        None => (
+            cache
+                .path(&w.digest)
+                .filter(|p| p.is_file())
+                .ok_or_else(|| SbomError::Missing {
+                    what: w.label.clone(),
+                    message: format!("not in the blob cache {}", cache.root().display()),
+                })?,
+            0,
+        ),
+    };
+    let io = |e: std::io::Error| SbomError::Io {
+        path: path.display().to_string(),
+        source: e,
+    };
+    let mut file = std::fs::File::open(&path).map_err(io)?;
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset)).map_err(io)?;
+    let blob = std::io::Read::take(file, w.size);
     let (read, json) = if w.binary {
-        let go = layer::scan_binary(&path)?;
+        let go = layer::scan_binary(blob, &w.label)?;
         let json = serde_json::to_vec(&BinaryFindings {
             findings_version: layer::FINDINGS_VERSION,
             go: go.clone(),
         });
         (Read::Binary(go), json)
     } else {
-        let l = layer::scan_file(&path, &w.label)?;
+        let l = layer::scan(std::io::BufReader::with_capacity(256 << 10, blob), &w.label)?;
         let json = serde_json::to_vec(&l);
         (Read::Layer(Box::new(l)), json)
     };

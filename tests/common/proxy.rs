@@ -30,6 +30,13 @@ pub enum Fault {
     CorruptBody { path: String, first: usize },
     /// Answer HTTP 500 to every matching request.
     Always500 { path: String },
+    /// Every matching GET answered 200 with a body: send the body in `chunk`-byte pieces,
+    /// `pause_ms` apart (a slow link, so a client can be stopped half-way through a blob).
+    Slow {
+        path: String,
+        chunk: usize,
+        pause_ms: u64,
+    },
 }
 
 impl Fault {
@@ -40,7 +47,8 @@ impl Fault {
             | Fault::TooManyRequests { path, .. }
             | Fault::CutBody { path, .. }
             | Fault::CorruptBody { path, .. }
-            | Fault::Always500 { path } => Some(path),
+            | Fault::Always500 { path }
+            | Fault::Slow { path, .. } => Some(path),
         }
     }
 
@@ -52,12 +60,15 @@ impl Fault {
             | Fault::TooManyRequests { first, .. }
             | Fault::CutBody { first, .. }
             | Fault::CorruptBody { first, .. } => Some(*first),
-            Fault::Always500 { .. } => None,
+            Fault::Always500 { .. } | Fault::Slow { .. } => None,
         }
     }
 
     fn touches_body(&self) -> bool {
-        matches!(self, Fault::CutBody { .. } | Fault::CorruptBody { .. })
+        matches!(
+            self,
+            Fault::CutBody { .. } | Fault::CorruptBody { .. } | Fault::Slow { .. }
+        )
     }
 }
 
@@ -306,6 +317,21 @@ fn handle(conn: TcpStream, state: &State) -> std::io::Result<()> {
             let _ = client.shutdown(Shutdown::Both);
             state.injected.fetch_add(1, Ordering::SeqCst);
             seen.status = 0;
+            seen.injected = true;
+        }
+        (
+            Fault::Slow {
+                chunk, pause_ms, ..
+            },
+            true,
+        ) => {
+            client.write_all(head)?;
+            for piece in body.chunks((*chunk).max(1)) {
+                client.write_all(piece)?;
+                client.flush()?;
+                std::thread::sleep(std::time::Duration::from_millis(*pause_ms));
+            }
+            state.injected.fetch_add(1, Ordering::SeqCst);
             seen.injected = true;
         }
         (Fault::CorruptBody { .. }, true) => {
