@@ -217,7 +217,7 @@ pub fn build(spec: &SpecFile, job: &Job<'_>) -> Result<Built, BuildError> {
         bundle::reuse::record_written(job.cache, job.out, &plan, written.size);
         return Ok(Built {
             pulled,
-            sbom: made.report(),
+            sbom: sbom_report(&made),
             plan,
             written,
             delta: None,
@@ -250,11 +250,19 @@ pub fn build(spec: &SpecFile, job: &Job<'_>) -> Result<Built, BuildError> {
     bundle::reuse::record_written(job.cache, job.out, &plan, written.size);
     Ok(Built {
         pulled,
-        sbom: made.report(),
+        sbom: sbom_report(&made),
         plan,
         written,
         delta,
     })
+}
+
+fn sbom_report(made: &sbom::Generated) -> SbomReport {
+    SbomReport {
+        read: made.scanned,
+        read_bytes: made.scanned_bytes,
+        cached: made.cached,
+    }
 }
 
 fn report_sbom(progress: &Progress, made: &sbom::Generated) {
@@ -338,6 +346,9 @@ impl Direct<'_> {
             self.mtime,
         )?;
         let partial = bundle::direct::Partial::open(job.out, &layout, self.mtime)?;
+        // Partial downloads a killed run left in the cache (lock's, or an older build's) go;
+        // a cache that cannot be prepared costs nothing here (blobs are not kept in it).
+        let _ = job.cache.prepare();
         let missing: std::collections::BTreeMap<&str, &oci::NeededBlob> = pull_plan
             .missing
             .iter()
@@ -466,6 +477,20 @@ impl Direct<'_> {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (local_done, remote_done, made)
         });
+        // Bad input (a layer that is not a tar, a blob the registry no longer has) fails the
+        // same way next time: nothing is kept for a resume. Anything else (network, disk)
+        // keeps what was written.
+        let keep_or_discard = |e: BuildError| {
+            if e.kind() == FailureKind::Input {
+                partial.discard();
+            }
+            e
+        };
+        let (local_done, remote_done, made) = (
+            local_done.map_err(keep_or_discard),
+            remote_done.map_err(keep_or_discard),
+            made.map_err(|e| keep_or_discard(e.into())),
+        );
         let filled: Vec<(Filled, u64)> = local_done?.into_iter().chain(remote_done?).collect();
         task.finish();
         let made = made?;

@@ -277,6 +277,13 @@ impl Partial {
         Ok(format!("sha256:{}", hex::encode(h.finalize())) == digest)
     }
 
+    /// Remove the partial bundle and its journal now (a failure a re-run would repeat): the
+    /// file stays open (and locked) until dropped, but nothing is left to resume from.
+    pub fn discard(&self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(&self.journal_path);
+    }
+
     /// `digest` is written and verified in place: journal it, so a re-run keeps it.
     pub fn record(&self, digest: &str) -> Result<(), BundleError> {
         let mut j = self.journal.lock().unwrap_or_else(|p| p.into_inner());

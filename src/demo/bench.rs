@@ -19,6 +19,9 @@ pub struct BenchInfo {
     pub unique_bytes: u64,
     pub referenced_bytes: u64,
     pub images: Vec<String>,
+    /// The same spec with its last image rebuilt (`images::push_bench_variant_blocking`): what
+    /// the reuse benchmark builds after the spec. Its blobs are not in `blob_files`.
+    pub variant_spec: PathBuf,
     /// The registry itself when `registry` is the WAN-emulation proxy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
@@ -74,10 +77,27 @@ pub fn serve(
     let (k3s_url, k3s) = super::serve_release(super::fileserver::k3s_standin(1 << 20), list)?;
     let spec =
         super::spec::write_spec_text(dir, &super::spec::bench_spec_yaml(&set.images, &k3s_url))?;
+    let blob_files = registry.blob_files();
+    let mut variant = super::images::push_bench_variant_blocking(registry.addr(), images, bytes)?;
+    if let Some(rest) = variant.reference.strip_prefix(registry.addr()) {
+        variant.reference = format!("{served}{rest}");
+    }
+    let mut changed = set.images.clone();
+    if let Some(last) = changed.last_mut() {
+        *last = variant;
+    }
+    let variant_dir = dir.join("variant");
+    std::fs::create_dir_all(&variant_dir)
+        .map_err(|e| DemoError::io(format!("cannot create {}", variant_dir.display()), e))?;
+    let variant_spec = super::spec::write_spec_text(
+        &variant_dir,
+        &super::spec::bench_spec_yaml(&changed, &k3s_url),
+    )?;
     let info = BenchInfo {
         registry: served.to_string(),
         spec,
-        blob_files: registry.blob_files(),
+        variant_spec,
+        blob_files,
         unique_bytes: set.unique_bytes,
         referenced_bytes: set.referenced_bytes,
         images: set.images.iter().map(|i| i.reference.clone()).collect(),

@@ -62,6 +62,10 @@ pub struct LayerSpec {
     pub seed: u64,
     pub bytes: usize,
     pub files: usize,
+    /// Deflate's stored blocks (level 0) instead of level 1: what Go's compress/gzip and zlib
+    /// write for incompressible data, and what registries hold for such layers. Its size
+    /// depends only on the tar's, so a layer of other random bytes has the same size.
+    pub stored: bool,
 }
 
 /// A generated layer: the gzip'd tar and its two digests.
@@ -83,7 +87,8 @@ pub struct BlobRef {
 }
 
 /// Build one layer. Random content does not compress, so the blob is about `bytes` long;
-/// `fast` (level 1) keeps generating a GiB quick while staying a normal gzip stream.
+/// `fast` (level 1) keeps generating a GiB quick while staying a normal gzip stream, and
+/// `stored` writes deflate's stored blocks, as Go and zlib do for such data.
 pub fn make_layer(spec: LayerSpec) -> Result<Layer> {
     let gen_err = |e: std::io::Error| DemoError::Generate {
         image: format!("layer seed {}", spec.seed),
@@ -127,7 +132,11 @@ pub fn make_layer(spec: LayerSpec) -> Result<Layer> {
     // GzBuilder with no name and mtime 0: the gzip header is fixed too.
     let mut gz = flate2::GzBuilder::new().mtime(0).write(
         Vec::with_capacity(tar.len() + tar.len() / 64 + 64),
-        flate2::Compression::fast(),
+        if spec.stored {
+            flate2::Compression::none()
+        } else {
+            flate2::Compression::fast()
+        },
     );
     gz.write_all(&tar).map_err(gen_err)?;
     let data = gz.finish().map_err(gen_err)?;
@@ -368,6 +377,7 @@ fn small(seed: u64, bytes: usize) -> LayerSpec {
         seed,
         bytes,
         files: 3,
+        stored: false,
     }
 }
 
@@ -546,11 +556,7 @@ pub async fn push_bench_set(addr: &str, count: usize, total_bytes: u64) -> Resul
     let mut p = Pusher::new(addr);
     let total = total_bytes as usize;
     let pairs = count.div_ceil(2);
-    let spec = |seed: u64, bytes: usize| LayerSpec {
-        seed,
-        bytes,
-        files: bytes.div_ceil(32 << 20).max(1),
-    };
+    let spec = |seed: u64, bytes: usize| bench_layer(seed, bytes);
     let base = spec(1_000, total / 8);
     let mut images = Vec::with_capacity(count);
     let mut seen = HashSet::new();
@@ -579,6 +585,46 @@ pub async fn push_bench_set(addr: &str, count: usize, total_bytes: u64) -> Resul
         images,
         unique_bytes: unique,
         referenced_bytes: referenced,
+    })
+}
+
+/// A layer of the benchmark set: random bytes in files of at most 32 MiB, stored blocks.
+fn bench_layer(seed: u64, bytes: usize) -> LayerSpec {
+    LayerSpec {
+        seed,
+        bytes,
+        files: bytes.div_ceil(32 << 20).max(1),
+        stored: true,
+    }
+}
+
+/// The last image of `push_bench_set(addr, count, total_bytes)` rebuilt: the same base and
+/// pair layers, other random bytes in its own layer (same size, so config, manifest and every
+/// blob keep their sizes), tagged `1.1`: "one image changed" for the reuse benchmark.
+pub fn push_bench_variant_blocking(
+    addr: &str,
+    count: usize,
+    total_bytes: u64,
+) -> Result<PushedImage> {
+    let addr = addr.to_string();
+    block_on_own_thread(async move {
+        let count = count.max(1);
+        let total = total_bytes as usize;
+        let pairs = count.div_ceil(2);
+        let i = count - 1;
+        let mut p = Pusher::new(&addr);
+        let base = bench_layer(1_000, total / 8);
+        let mid = bench_layer(2_000 + (i / 2) as u64, total / 4 / pairs);
+        let top = bench_layer(4_000 + i as u64, (total - total / 8 - total / 4) / count);
+        let repo = format!("bench/image-{i:02}");
+        let (img, _) = p
+            .push_platform_image(&repo, Some("1.1"), ("linux", "arm64"), &[base, mid, top])
+            .await?;
+        Ok(PushedImage {
+            reference: p.tagged(&repo, "1.1"),
+            digest: img.manifest_digest.clone(),
+            platforms: vec![img],
+        })
     })
 }
 
@@ -617,6 +663,7 @@ mod tests {
             seed: 7,
             bytes: 100_000,
             files: 3,
+            stored: false,
         };
         let a = make_layer(spec).unwrap();
         let b = make_layer(spec).unwrap();

@@ -117,15 +117,6 @@ pub struct Generated {
 
 impl Generated {
     /// The bundle members: (path, bytes).
-    /// What was read, for the build report.
-    pub fn report(&self) -> crate::build::SbomReport {
-        crate::build::SbomReport {
-            read: self.scanned,
-            read_bytes: self.scanned_bytes,
-            cached: self.cached,
-        }
-    }
-
     pub fn members(&self) -> Vec<(String, Vec<u8>)> {
         vec![
             (SPDX_PATH.to_string(), self.spdx.clone()),
