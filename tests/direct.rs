@@ -108,6 +108,41 @@ fn the_in_place_writer_gives_the_cache_writers_bytes_and_fills_no_cache() {
         .success();
 }
 
+/// When the space reserved for the manifest (from a guess of the SBOM's size) is off, the
+/// members are moved before the manifest is written: the bundle is still the reference's,
+/// byte for byte (debug-only hook `SPARKGAP_FAULT_MANIFEST_BLOCKS` reserves more blocks).
+#[test]
+fn a_wrong_guess_of_the_manifests_size_still_gives_the_same_bytes() {
+    let Some(b) =
+        Bed::start_or_skip("a_wrong_guess_of_the_manifests_size_still_gives_the_same_bytes")
+    else {
+        return;
+    };
+    let (proxy, spec) = b.spec_via_proxy();
+    let lock_path = b.lock(&spec, proxy.addr());
+    b.build(&spec, &lock_path, "c1", "ref.tar", proxy.addr())
+        .assert()
+        .success();
+    for blocks in ["1", "3"] {
+        let out = format!("moved-{blocks}.tar");
+        b.build(
+            &spec,
+            &lock_path,
+            &format!("c-{blocks}"),
+            &out,
+            proxy.addr(),
+        )
+        .env("SPARKGAP_FAULT_MANIFEST_BLOCKS", blocks)
+        .assert()
+        .success();
+        assert!(
+            std::fs::read(b.path(&out)).unwrap() == std::fs::read(b.path("ref.tar")).unwrap(),
+            "{blocks} block(s) off: the bundle differs"
+        );
+        assert_eq!(leftovers(b.dir.path(), &out), Vec::<String>::new());
+    }
+}
+
 /// A small deterministic generator for the kill points (seeded; the seed is printed).
 struct Rng(u64);
 

@@ -81,7 +81,8 @@ impl Layout {
         let signature_len = sign
             .map(|k| k.sign(&guess_bytes, mtime).map(|s| s.len() as u64))
             .transpose()?;
-        let data_start = entry(guess_bytes.len() as u64) + signature_len.map_or(0, entry);
+        let data_start =
+            entry(guess_bytes.len() as u64) + signature_len.map_or(0, entry) + reserve_fault();
         let mut at = data_start;
         let offsets = plan
             .members
@@ -124,6 +125,21 @@ impl Layout {
             .filter(|(_, m)| matches!(m.source, MemberSource::File(_)))
             .map(|(i, m)| (i, &m.member))
     }
+}
+
+/// `SPARKGAP_FAULT_MANIFEST_BLOCKS=N` (debug builds only): reserve N more 512-byte blocks for
+/// the manifest than the guess needs, so the members must be moved before it is written (the
+/// path a wrong guess takes). Never in release builds.
+pub const MANIFEST_BLOCKS_FAULT: &str = "SPARKGAP_FAULT_MANIFEST_BLOCKS";
+
+fn reserve_fault() -> u64 {
+    if !cfg!(debug_assertions) {
+        return 0;
+    }
+    std::env::var(MANIFEST_BLOCKS_FAULT)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |n| n * 512)
 }
 
 /// The partial bundle being written, and its journal.
