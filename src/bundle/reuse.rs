@@ -59,7 +59,7 @@ impl Index {
     pub fn load(cache: &BlobCache, reuse: &[PathBuf]) -> Result<Index, BundleError> {
         let mut index = Index::default();
         for path in reuse {
-            crate::input::open_regular("bundle to reuse (--reuse)", path)?;
+            crate::input::open_regular("bundle to reuse", path)?;
             let record = read_bundle_record(path)?;
             save(cache, &record);
             index.add(record);
