@@ -395,6 +395,7 @@ impl Direct<'_> {
             .partition(|f| f.claimed || f.cached.is_some() || f.held.is_some());
         let (tx, rx) = futures::channel::mpsc::unbounded::<&Fill<'_>>();
         let stop = std::sync::atomic::AtomicBool::new(false);
+        let next = std::sync::atomic::AtomicUsize::new(0);
         let (local_done, remote_done, made) = std::thread::scope(|s| {
             let arrivals = &arrivals;
             let (at, offsets) = (&at, &offsets);
@@ -408,29 +409,49 @@ impl Direct<'_> {
                 })
             });
             let (partial, task, stop) = (&partial, &task, &stop);
-            let here = s.spawn(move || {
-                let mut done = Vec::new();
-                for f in local {
-                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
-                        break;
-                    }
-                    match fill_here(f, partial)? {
-                        Some(how) => {
-                            if !matches!(how, Filled::Resumed) {
-                                // (A resumed blob is in the journal already.)
-                                partial.record(&f.digest)?;
+            // Copies and hashes are CPU and disk work: one thread per core, each taking the
+            // next blob (largest first).
+            let (local, next) = (&local, &next);
+            let threads = std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .min(local.len().max(1));
+            let here: Vec<_> = (0..threads)
+                .map(|_| {
+                    let tx = tx.clone();
+                    s.spawn(move || {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let Some(f) = local.get(i).copied() else {
+                                break;
+                            };
+                            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                                break;
                             }
-                            arrivals.arrive(&f.digest);
-                            task.inc(f.size);
-                            done.push((how, f.size));
+                            let filled = fill_here(f, partial).inspect_err(|_| {
+                                stop.store(true, std::sync::atomic::Ordering::SeqCst)
+                            })?;
+                            match filled {
+                                Some(how) => {
+                                    if !matches!(how, Filled::Resumed) {
+                                        // (A resumed blob is in the journal already.)
+                                        partial.record(&f.digest)?;
+                                    }
+                                    arrivals.arrive(&f.digest);
+                                    task.inc(f.size);
+                                    done.push((how, f.size));
+                                }
+                                None => {
+                                    let _ = tx.unbounded_send(f);
+                                }
+                            }
                         }
-                        None => {
-                            let _ = tx.unbounded_send(f);
-                        }
-                    }
-                }
-                Ok::<_, BuildError>(done)
-            });
+                        Ok::<_, BuildError>(done)
+                    })
+                })
+                .collect();
+            // The downloads' stream ends once every copying thread has dropped its sender.
+            drop(tx);
             let registry = registry.as_ref();
             let remote_done = rt.block_on(async {
                 use futures::{StreamExt, TryStreamExt};
@@ -466,8 +487,13 @@ impl Direct<'_> {
                 stop.store(true, std::sync::atomic::Ordering::SeqCst);
             }
             let local_done = here
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(|v| v.into_iter().flatten().collect::<Vec<_>>());
             arrivals.end(&match (&local_done, &remote_done) {
                 (Ok(_), Ok(_)) => "the bundle was written without it".to_string(),
                 (Err(e), _) | (_, Err(e)) => format!("the bundle write failed: {e}"),
