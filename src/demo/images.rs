@@ -588,13 +588,16 @@ pub async fn push_bench_set(addr: &str, count: usize, total_bytes: u64) -> Resul
     })
 }
 
-/// A layer of the benchmark set: random bytes in files of at most 32 MiB, stored blocks.
+/// A layer of the benchmark set: random bytes in files of at most 32 MiB, in deflate's stored
+/// blocks (what Go's compress/gzip and zlib write for such data), or Huffman-coded at level 1
+/// as the set was before 2026-12-03 when `SPARKGAP_BENCH_GZIP=fast` (to compare with figures
+/// measured on it; docs/performance.md).
 fn bench_layer(seed: u64, bytes: usize) -> LayerSpec {
     LayerSpec {
         seed,
         bytes,
         files: bytes.div_ceil(32 << 20).max(1),
-        stored: true,
+        stored: std::env::var("SPARKGAP_BENCH_GZIP").map_or(true, |v| v != "fast"),
     }
 }
 
